@@ -1,0 +1,166 @@
+"""The MatokitError tree: every expected failure is one of these.
+
+Core modules raise them; only `matokit.cli.exit` maps them to exit codes. Each error carries
+a one-line message naming the problem and, where there is one, a `hint` naming the fix.
+Messages must already be redacted: nothing here ever holds a token.
+"""
+
+from __future__ import annotations
+
+
+class MatokitError(Exception):
+    """Base class of every error MatoKit expects and explains."""
+
+    def __init__(self, message: str, *, hint: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+
+    def __str__(self) -> str:
+        return self.message
+
+
+# --- configuration and local input -------------------------------------------------------
+
+
+class ConfigError(MatokitError):
+    """The configuration is missing, invalid or unreadable (exit 78)."""
+
+
+class InsecurePermissionsError(ConfigError):
+    """A file holding a secret can be read by other users."""
+
+
+class InsecureURLError(ConfigError):
+    """The token would travel in clear over http:// to a non-loopback host."""
+
+
+class UsageError(MatokitError):
+    """A command-line argument has a bad value (exit 2, like Click's usage errors)."""
+
+
+class DataError(MatokitError):
+    """Input data was rejected: an invalid hit, import line, date or report name (exit 65)."""
+
+
+class HitValidationError(DataError):
+    """A tracking hit failed validation before anything was sent."""
+
+    def __init__(self, message: str, *, field: str | None = None, hint: str | None = None):
+        super().__init__(message, hint=hint)
+        self.field = field
+
+
+# --- local storage -------------------------------------------------------------------------
+
+
+class StorageError(MatokitError):
+    """The journal, cache or data directory cannot be used (exit 74)."""
+
+    def __init__(self, message: str, *, path: str | None = None, hint: str | None = None):
+        super().__init__(message, hint=hint)
+        self.path = path
+
+
+class JournalCorruptError(StorageError):
+    """The journal file is not a valid MatoKit journal; it is left untouched."""
+
+
+class FlushInProgressError(MatokitError):
+    """Another `queue flush` holds this profile's flush lock."""
+
+
+# --- Matomo answered (or failed to) --------------------------------------------------------
+
+
+class MatomoError(MatokitError):
+    """Matomo (or the network to it) failed a request.
+
+    `method` is the API method or "tracking", `status` the HTTP status (None without a
+    response), `url` the request URL with any token removed.
+    """
+
+    retryable: bool = False
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        method: str | None = None,
+        status: int | None = None,
+        url: str | None = None,
+        hint: str | None = None,
+    ) -> None:
+        super().__init__(message, hint=hint)
+        self.method = method
+        self.status = status
+        self.url = url
+
+
+class AuthenticationError(MatomoError):
+    """Matomo said "Unable to authenticate": the token is invalid or expired. Never retried."""
+
+
+class TokenCoolDownError(AuthenticationError):
+    """This token was rejected recently; it is not sent again until the cool-down ends."""
+
+    def __init__(self, message: str, *, rejected_at: float, until: float, hint: str | None = None):
+        super().__init__(message, hint=hint)
+        self.rejected_at = rejected_at
+        self.until = until
+
+
+class PermissionDeniedError(MatomoError):
+    """The token is valid but lacks the access this request needs (or no token was sent)."""
+
+
+class LockedOutError(MatomoError):
+    """Matomo blocked this client IP after too many failed logins. Never retried."""
+
+
+class NotFoundError(MatomoError):
+    """Matomo does not know this plugin or API method."""
+
+
+class InvalidRequestError(MatomoError):
+    """Matomo refused the request's parameters (site, date, period, missing parameter)."""
+
+
+class RejectedHitError(MatomoError):
+    """Matomo refused a tracking hit as invalid."""
+
+
+class RateLimitedError(MatomoError):
+    """Matomo or a proxy answered 429; `retry_after` is in seconds when it said."""
+
+    retryable = True
+
+    def __init__(self, message: str, *, retry_after: float | None = None, **kwargs: object):
+        super().__init__(message, **kwargs)  # type: ignore[arg-type]
+        self.retry_after = retry_after
+
+
+class UnavailableError(MatomoError):
+    """Matomo is unreachable or failing: connection refused/reset, timeout, 5xx, maintenance."""
+
+    retryable = True
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        retry_after: float | None = None,
+        maybe_stored: bool = False,
+        **kwargs: object,
+    ):
+        super().__init__(message, **kwargs)  # type: ignore[arg-type]
+        self.retry_after = retry_after
+        # True when the request body was sent and the answer was lost (timeout or reset while
+        # reading): Matomo may have stored the hits.
+        self.maybe_stored = maybe_stored
+
+
+class ProtocolError(MatomoError):
+    """Matomo's answer is not what Matomo sends (a proxy's HTML page, truncated JSON)."""
+
+    retryable = True

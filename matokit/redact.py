@@ -1,0 +1,55 @@
+"""The one redaction function: logging, errors, --debug traces and --dry-run all use it.
+
+It removes every registered secret value wherever it appears and any `token_auth=` value
+(query string, form body or JSON), so a token that was never registered is hidden too.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+from collections.abc import Iterable
+
+MASK = "***"
+
+_registered: set[str] = set()
+_lock = threading.Lock()
+
+# token_auth=VALUE in query strings and form bodies; "token_auth": "VALUE" in JSON;
+# Authorization: Bearer VALUE in header dumps.
+_PATTERNS = (
+    re.compile(r"(token_auth=)[^&\s\"'#]+", re.IGNORECASE),
+    re.compile(r"(token_auth%3D)[^&\s\"'#%]+", re.IGNORECASE),
+    re.compile(r"(\"token_auth\"\s*:\s*\")[^\"]*", re.IGNORECASE),
+    re.compile(r"('token_auth'\s*:\s*')[^']*", re.IGNORECASE),
+    re.compile(r"(Bearer\s+)[^\s\"',]+", re.IGNORECASE),
+)
+
+
+def register_secret(value: str | None) -> None:
+    """Remember a secret so that every later `redact` call removes it."""
+    if value and len(value) >= 4:
+        with _lock:
+            _registered.add(value)
+
+
+def forget_secrets() -> None:
+    """Forget every registered secret (tests use this between cases)."""
+    with _lock:
+        _registered.clear()
+
+
+def redact(text: str, secrets: Iterable[str | None] = ()) -> str:
+    """Return `text` with registered and given secrets and any token_auth value masked."""
+    if not text:
+        return text
+    with _lock:
+        values = set(_registered)
+    values.update(s for s in secrets if s and len(s) >= 4)
+    # Longest first, so a secret containing another is masked whole.
+    for value in sorted(values, key=len, reverse=True):
+        if value in text:
+            text = text.replace(value, MASK)
+    for pattern in _PATTERNS:
+        text = pattern.sub(lambda m: m.group(1) + MASK, text)
+    return text
