@@ -1,0 +1,91 @@
+"""Assembles the Typer application: global options and every command group."""
+
+from __future__ import annotations
+
+import logging
+import os
+from typing import Any
+
+import typer
+
+from matokit import __version__
+from matokit.cli import LEVELS, AppState, state
+
+
+def _opt(name: str, help_text: str) -> Any:
+    return typer.Option(None, name, help=help_text, show_default=False)
+
+
+def _flag(*names: str, help: str) -> Any:  # noqa: A002 - mirrors typer's keyword
+    return typer.Option(False, *names, help=help, is_flag=True)
+
+
+def build_app() -> typer.Typer:
+    """The Typer application with every command group registered."""
+    from matokit.cli import config, describe
+
+    app = typer.Typer(
+        name="matokit",
+        help="Operate Matomo from the shell, cron jobs and CI: durable tracking, cached "
+        "reports, monitoring-grade health.",
+        no_args_is_help=True,
+        pretty_exceptions_enable=False,
+        add_completion=False,
+        rich_markup_mode=None,
+        context_settings={"help_option_names": ["-h", "--help"]},
+    )
+    app.callback()(_global_options)
+    app.add_typer(config.app, name="config")
+    app.command("describe")(describe.describe_command)
+    app.command("completions")(describe.completions_command)
+    return app
+
+
+def _global_options(
+    ctx: typer.Context,
+    profile: str | None = _opt("--profile", "Profile of the config file [env: MATOKIT_PROFILE]"),
+    url: str | None = _opt("--url", "Matomo base URL [env: MATOMO_URL]"),
+    site: str | None = _opt("--site", "Default idSite [env: MATOMO_SITE_ID]"),
+    token_file: str | None = _opt("--token-file", "File holding token_auth [env: MATOMO_TOKEN_FILE]"),
+    config_path: str | None = _opt("--config", "Config file [env: MATOKIT_CONFIG]"),
+    timeout: str | None = _opt("--timeout", "HTTP timeout in seconds [env: MATOKIT_TIMEOUT]"),
+    log_format: str | None = _opt("--log-format", "Logs on stderr: text|json [env: MATOKIT_LOG_FORMAT]"),
+    verbose: bool = _flag("--verbose", "-v", help="More log output (info)."),
+    quiet: bool = _flag("--quiet", "-q", help="Only errors on stderr."),
+    debug: bool = _flag("--debug", help="Debug logs, HTTP traces and tracebacks (token redacted)."),
+    version: bool = _flag("--version", help="Print `matokit X.Y.Z` and exit."),
+) -> None:
+    """Operate Matomo from the shell, cron jobs and CI."""
+    if version:
+        typer.echo(f"matokit {__version__}")
+        raise typer.Exit(0)
+    app_state = state(ctx)
+    app_state.flags = {
+        "--profile": profile,
+        "--url": url,
+        "--site": site,
+        "--token-file": token_file,
+        "--config": config_path,
+        "--timeout": timeout,
+        "--log-format": log_format,
+    }
+    app_state.debug = debug or app_state.debug
+    app_state.command = ctx.invoked_subcommand or ""
+    _configure_logging(app_state, verbose=verbose, quiet=quiet)
+
+
+def _configure_logging(app_state: AppState, *, verbose: bool, quiet: bool) -> None:
+    from matokit.logs import setup_logging
+
+    level = LEVELS.get(os.environ.get("MATOKIT_LOG_LEVEL", "").lower(), logging.WARNING)
+    if verbose:
+        level = logging.INFO
+    if quiet:
+        level = logging.ERROR
+    if app_state.debug:
+        level = logging.DEBUG
+    fmt = app_state.flags.get("--log-format") or os.environ.get("MATOKIT_LOG_FORMAT") or "text"
+    fmt = fmt if fmt in ("text", "json") else "text"
+    setup_logging(fmt=fmt, level=level, context={"command": app_state.command})
+
+

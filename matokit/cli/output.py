@@ -1,0 +1,158 @@
+"""Everything that reaches stdout or stderr: data on stdout, people and logs on stderr.
+
+Rich is imported only when a table, chart or progress bar is drawn. Colour follows rich's
+rules: NO_COLOR disables it, and a non-TTY stream gets plain text.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import sys
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any
+
+from matokit.redact import redact
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+_consoles: dict[str, Console] = {}
+
+
+def console(stream: str = "stdout") -> Console:
+    """A rich Console on stdout or stderr (created on first use)."""
+    if stream not in _consoles:
+        from rich.console import Console
+
+        _consoles[stream] = Console(
+            file=sys.stdout if stream == "stdout" else sys.stderr,
+            stderr=stream == "stderr",
+            no_color=bool(os.environ.get("NO_COLOR")) or None,
+            highlight=False,
+            soft_wrap=stream == "stderr",
+        )
+    return _consoles[stream]
+
+
+def is_tty(stream: str = "stdout") -> bool:
+    """Whether a person is likely watching that stream."""
+    handle = sys.stdout if stream == "stdout" else sys.stderr
+    try:
+        return handle.isatty()
+    except (AttributeError, ValueError):
+        return False
+
+
+def say(message: str) -> None:
+    """A line for people, on stderr, redacted."""
+    sys.stderr.write(redact(message) + "\n")
+    sys.stderr.flush()
+
+
+def error_line(message: str, hint: str | None = None) -> None:
+    """The one stderr line (plus hint) that an expected error produces."""
+    say(f"matokit: error: {message}")
+    if hint:
+        say(f"  hint: {hint}")
+
+
+def emit_text(text: str) -> None:
+    """Plain data on stdout."""
+    sys.stdout.write(text if text.endswith("\n") else text + "\n")
+    sys.stdout.flush()
+
+
+def emit_json(data: Any, *, pretty: bool | None = None) -> None:
+    """JSON on stdout: indented on a TTY (or when asked), compact otherwise."""
+    if pretty is None:
+        pretty = is_tty()
+    text = json.dumps(data, indent=2 if pretty else None, ensure_ascii=False, default=str)
+    emit_text(text)
+
+
+def emit_ndjson(rows: Iterable[Mapping[str, Any]]) -> None:
+    """One JSON object per line on stdout."""
+    out = sys.stdout
+    for row in rows:
+        out.write(json.dumps(row, ensure_ascii=False, default=str) + "\n")
+    out.flush()
+
+
+def emit_csv(rows: Iterable[Mapping[str, Any]], columns: Sequence[str]) -> None:
+    """UTF-8 CSV with a header row on stdout."""
+    writer = csv.writer(sys.stdout, lineterminator="\n")
+    writer.writerow(columns)
+    for row in rows:
+        writer.writerow(["" if row.get(c) is None else row.get(c) for c in columns])
+    sys.stdout.flush()
+
+
+def emit_table(
+    rows: Sequence[Mapping[str, Any]],
+    columns: Sequence[str],
+    *,
+    headers: Mapping[str, str] | None = None,
+    title: str | None = None,
+    numeric: Iterable[str] = (),
+) -> None:
+    """A rich table on stdout; numeric columns right-aligned."""
+    from rich.table import Table
+
+    numeric = set(numeric)
+    table = Table(title=title, show_lines=False, header_style="bold")
+    for column in columns:
+        label = (headers or {}).get(column, column)
+        table.add_column(label, justify="right" if column in numeric else "left")
+    for row in rows:
+        table.add_row(*[_cell(row.get(c)) for c in columns])
+    console("stdout").print(table)
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, float):
+        return f"{value:,.2f}".rstrip("0").rstrip(".") if value % 1 else f"{value:,.0f}"
+    if isinstance(value, int) and not isinstance(value, bool):
+        return f"{value:,}"
+    return str(value)
+
+
+@contextmanager
+def progress(total: int | None, description: str) -> Iterator[Any]:
+    """A progress bar with rate and ETA on a TTY stderr; a no-op elsewhere.
+
+    Yields a callable `advance(n)`.
+    """
+    if not is_tty("stderr"):
+        yield lambda n=1: None
+        return
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        ProgressColumn,
+        TaskProgressColumn,
+        TextColumn,
+        TimeRemainingColumn,
+    )
+    from rich.text import Text
+
+    class RateColumn(ProgressColumn):
+        def render(self, task: Any) -> Text:
+            return Text(f"{task.speed:,.0f}/s" if task.speed else "-/s")
+
+    columns = [
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TaskProgressColumn(),
+        RateColumn(),
+        TimeRemainingColumn(),
+    ]
+    with Progress(*columns, console=console("stderr"), transient=True) as bar:
+        task = bar.add_task(description, total=total)
+        yield lambda n=1: bar.advance(task, n)

@@ -1,0 +1,428 @@
+"""Settings resolution: flag > environment > `.env` > config file profile > default.
+
+`resolve()` is the only place that reads configuration. It keeps, for every value, the layer
+it came from, so `matokit config show` can explain the result. The token itself is never read
+here: `Settings.token()` loads it from its source on first use.
+"""
+
+from __future__ import annotations
+
+import difflib
+import ipaddress
+import os
+import re
+import tomllib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+from matokit.durations import parse_duration
+from matokit.errors import ConfigError, InsecureURLError
+from matokit.secrets import TokenSource, check_private_file
+
+APP_NAME = "matokit"
+DEFAULT_PROFILE = "default"
+PROFILE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+
+# Source labels shown by `config show`.
+FLAG, ENV, DOTENV, FILE, DEFAULT = "flag", "env", ".env", "config file", "default"
+
+
+@dataclass(frozen=True)
+class Key:
+    """One setting: its profile key, environment variable, CLI flag, parser and default."""
+
+    name: str
+    parse: Callable[[Any], Any]
+    default: Any = None
+    env: str | None = None
+    flag: str | None = None
+    help: str = ""
+
+
+def _positive_int(value: Any) -> int:
+    if isinstance(value, bool):
+        raise ValueError("not a positive integer")
+    try:
+        number = int(str(value).strip())
+    except ValueError:
+        raise ValueError("not a positive integer") from None
+    if number < 1:
+        raise ValueError("not a positive integer")
+    return number
+
+
+def _positive_float(value: Any) -> float:
+    if isinstance(value, bool):
+        raise ValueError("not a positive number")
+    try:
+        number = float(str(value).strip())
+    except ValueError:
+        raise ValueError("not a positive number") from None
+    if not number > 0 or number != number or number == float("inf"):
+        raise ValueError("not a positive number")
+    return number
+
+
+def _bool(value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in ("1", "true", "yes", "on"):
+        return True
+    if text in ("0", "false", "no", "off", ""):
+        return False
+    raise ValueError("not a boolean (use true or false)")
+
+
+def _log_format(value: Any) -> str:
+    text = str(value).strip().lower()
+    if text not in ("text", "json"):
+        raise ValueError("must be text or json")
+    return text
+
+
+def _path(value: Any) -> Path:
+    text = str(value).strip()
+    if not text:
+        raise ValueError("is empty")
+    return Path(text).expanduser()
+
+
+def normalize_url(value: Any) -> str:
+    """Return Matomo's base URL with a trailing slash, or raise ValueError."""
+    text = str(value).strip()
+    parts = urlsplit(text)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError("is not an http(s) URL like https://analytics.example.com/")
+    if parts.query or parts.fragment:
+        raise ValueError("must not have a query string or fragment")
+    try:
+        parts.port  # noqa: B018 - raises ValueError for a bad port
+    except ValueError:
+        raise ValueError("has an invalid port") from None
+    path = parts.path
+    for script in ("index.php", "matomo.php", "piwik.php"):
+        if path.endswith("/" + script):
+            path = path[: -len(script)]
+    if not path.endswith("/"):
+        path += "/"
+    return urlunsplit((parts.scheme, parts.netloc, path, "", ""))
+
+
+KEYS: tuple[Key, ...] = (
+    Key("url", normalize_url, None, "MATOMO_URL", "--url", "Matomo base URL"),
+    Key("site_id", _positive_int, None, "MATOMO_SITE_ID", "--site", "default idSite"),
+    Key("timeout", _positive_float, 10.0, "MATOKIT_TIMEOUT", "--timeout", "HTTP read timeout (s)"),
+    Key("connect_timeout", _positive_float, 5.0, help="HTTP connect timeout (s)"),
+    Key("rate_limit", _positive_float, None, "MATOKIT_RATE_LIMIT", help="requests per second"),
+    Key("ca_bundle", _path, None, "MATOKIT_CA_BUNDLE", help="CA bundle for TLS verification"),
+    Key("allow_insecure_http", _bool, False, help="allow http:// to non-loopback hosts"),
+    Key("cache_dir", _path, None, "MATOKIT_CACHE_DIR", help="this profile's cache directory"),
+    Key("data_dir", _path, None, "MATOKIT_DATA_DIR", help="this profile's data directory"),
+    Key("ttl_today", parse_duration, 300.0, help="cache TTL of periods including today"),
+    Key("ttl_past", parse_duration, 86400.0, help="cache TTL of finished periods"),
+    Key("token_cooldown", parse_duration, 600.0, help="pause after Matomo rejects the token"),
+    Key("token_command_timeout", parse_duration, 10.0, help="time limit of token_command"),
+    Key("batch_size", _positive_int, 100, help="hits per bulk request"),
+    Key("max_attempts", _positive_int, 20, help="sends before a hit becomes a dead letter"),
+    Key("max_age", parse_duration, 7 * 86400.0, help="age at which a queued hit becomes dead"),
+    Key("dedup_window", parse_duration, 7 * 86400.0, help="how long delivered keys are kept"),
+    Key("queuedtracking", _bool, False, help="add queuedtracking=0 (QueuedTracking plugin)"),
+    Key("log_format", _log_format, "text", "MATOKIT_LOG_FORMAT", "--log-format", "text or json"),
+)
+KEYS_BY_NAME = {key.name: key for key in KEYS}
+TOKEN_KEYS = ("token", "token_file", "token_env", "token_command")
+PROFILE_KEYS = frozenset(KEYS_BY_NAME) | frozenset(TOKEN_KEYS)
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The resolved configuration of one profile, with the source of every value."""
+
+    profile: str
+    config_path: Path
+    config_exists: bool
+    values: Mapping[str, Any]
+    sources: Mapping[str, str]
+    token_source: TokenSource | None = field(default=None, repr=False)
+
+    def __getattr__(self, name: str) -> Any:
+        # Resolved values read as attributes: settings.url, settings.batch_size...
+        values = self.__dict__.get("values", {})
+        if name in values:
+            return values[name]
+        raise AttributeError(name)
+
+    @property
+    def journal_path(self) -> Path:
+        """This profile's retry journal."""
+        return self.values["data_dir"] / "journal.sqlite"
+
+    @property
+    def cache_path(self) -> Path:
+        """This profile's report cache database."""
+        return self.values["cache_dir"] / "http-cache.sqlite"
+
+    @property
+    def token_memory_path(self) -> Path:
+        """Where a rejected token's hash is remembered (lockout safety)."""
+        return self.values["data_dir"] / "rejected-token.json"
+
+    def has_token(self) -> bool:
+        """Whether any token source is configured (without reading it)."""
+        return self.token_source is not None
+
+    def token(self) -> str:
+        """Load the token from its source; ConfigError when none is configured."""
+        if self.token_source is None:
+            raise ConfigError(
+                f"No Matomo token is configured for profile {self.profile!r}.",
+                hint="Run `matokit config init`, or set MATOMO_TOKEN or MATOMO_TOKEN_FILE.",
+            )
+        return self.token_source.load()
+
+    def require_url(self) -> str:
+        """The Matomo URL, refusing to send a token in clear to a non-loopback host."""
+        url = self.values.get("url")
+        if not url:
+            raise ConfigError(
+                f"No Matomo URL is configured for profile {self.profile!r}.",
+                hint="Pass --url, set MATOMO_URL, or run `matokit config init --url URL`.",
+            )
+        host = urlsplit(url).hostname or ""
+        if url.startswith("http://") and not _is_loopback(host):
+            if not self.values.get("allow_insecure_http"):
+                raise InsecureURLError(
+                    f"Refusing http:// to {host}: the token would travel in clear.",
+                    hint="Use https://, or set allow_insecure_http = true in the profile "
+                    "if the network is trusted.",
+                )
+        return url
+
+    def require_site(self, override: int | None = None) -> int:
+        """The site id to use: an explicit override, else the configured default."""
+        site = override if override is not None else self.values.get("site_id")
+        if site is None:
+            raise ConfigError(
+                "No site id is configured.",
+                hint="Pass --site ID, set MATOMO_SITE_ID, or set site_id in the profile.",
+            )
+        return int(site)
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost" or host.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def default_config_path(env: Mapping[str, str]) -> Path:
+    """`MATOKIT_CONFIG`, else platformdirs' user config dir."""
+    if env.get("MATOKIT_CONFIG"):
+        return Path(env["MATOKIT_CONFIG"]).expanduser()
+    from platformdirs import user_config_dir
+
+    return Path(user_config_dir(APP_NAME)) / "config.toml"
+
+
+def load_config_file(path: Path) -> dict[str, Any]:
+    """Parse the TOML config file; a missing file is an empty config."""
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        return {}
+    except IsADirectoryError:
+        raise ConfigError(
+            f"Config file {path} is a directory.", hint="Point --config at a TOML file."
+        ) from None
+    except OSError as exc:
+        raise ConfigError(
+            f"Config file {path} cannot be read: {exc.strerror}.",
+            hint=f"Check its permissions: ls -l {path}",
+        ) from None
+    try:
+        parsed = tomllib.loads(data.decode("utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError(
+            f"Config file {path} is not valid TOML: {exc}.",
+            hint="Fix the syntax (see README, Configuration), or move the file aside.",
+        ) from None
+    profiles = parsed.get("profiles", {})
+    if not isinstance(profiles, dict) or not all(isinstance(p, dict) for p in profiles.values()):
+        raise ConfigError(
+            f"Config file {path}: `profiles` must hold [profiles.NAME] tables.",
+            hint="See README, Configuration, for the layout.",
+        )
+    return parsed
+
+
+def read_dotenv(cwd: Path) -> tuple[dict[str, str], Path | None]:
+    """Variables from `./.env` (never exported into the real environment)."""
+    path = cwd / ".env"
+    if not path.is_file():
+        return {}, None
+    from dotenv import dotenv_values
+
+    try:
+        values = {k: v for k, v in dotenv_values(path).items() if v is not None}
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(
+            f".env file {path} cannot be read: {exc}.", hint="Fix or remove the .env file."
+        ) from None
+    if "MATOMO_TOKEN" in values:
+        check_private_file(path, what=".env file holding MATOMO_TOKEN")
+    return values, path
+
+
+def resolve(
+    flags: Mapping[str, Any] | None = None,
+    *,
+    env: Mapping[str, str] | None = None,
+    cwd: Path | None = None,
+) -> Settings:
+    """Resolve every setting for the selected profile, keeping where each came from."""
+    flags = {k: v for k, v in (flags or {}).items() if v is not None}
+    env = dict(os.environ if env is None else env)
+    dotenv, _ = read_dotenv(cwd or Path.cwd())
+
+    def layered(flag: str | None, env_name: str | None) -> tuple[Any, str] | None:
+        if flag and flag in flags:
+            return flags[flag], FLAG
+        if env_name and env.get(env_name, "") != "":
+            return env[env_name], ENV
+        if env_name and dotenv.get(env_name, "") != "":
+            return dotenv[env_name], DOTENV
+        return None
+
+    config_flag = layered("--config", "MATOKIT_CONFIG")
+    config_path = (
+        Path(str(config_flag[0])).expanduser() if config_flag else default_config_path(env)
+    )
+    parsed = load_config_file(config_path)
+    profiles: dict[str, dict[str, Any]] = parsed.get("profiles", {})
+
+    chosen = layered("--profile", "MATOKIT_PROFILE")
+    profile = str(chosen[0]) if chosen else DEFAULT_PROFILE
+    if not PROFILE_NAME.match(profile):
+        raise ConfigError(
+            f"Profile name {profile!r} is not valid.",
+            hint="Use letters, digits, '.', '_' or '-' (it names a directory).",
+        )
+    if profile not in profiles and (chosen or profiles) and profile != DEFAULT_PROFILE:
+        known = ", ".join(sorted(profiles)) or "none"
+        raise ConfigError(
+            f"Profile {profile!r} is not defined in {config_path} (profiles: {known}).",
+            hint=f"Create it with `matokit --profile {profile} config init`, or pick another.",
+        )
+    section = profiles.get(profile, {})
+    _check_unknown_keys(section, profile, config_path)
+
+    values: dict[str, Any] = {}
+    sources: dict[str, str] = {}
+    for key in KEYS:
+        found = layered(key.flag, key.env)
+        if found is None and key.name in section:
+            found = (section[key.name], FILE)
+        if found is None:
+            values[key.name], sources[key.name] = key.default, DEFAULT
+            continue
+        raw, source = found
+        try:
+            value = key.parse(raw)
+        except ValueError as exc:
+            where = _where(key, source, config_path, profile)
+            raise ConfigError(
+                f"{key.name} {raw!r} from {where} {exc}.",
+                hint=f"Fix {where}.",
+            ) from None
+        if key.name in ("cache_dir", "data_dir") and source in (ENV, DOTENV):
+            value = value / profile  # the variable names a root shared by all profiles
+        values[key.name], sources[key.name] = value, source
+
+    _default_dirs(values, sources, profile)
+    values["profile"] = profile
+    sources["profile"] = chosen[1] if chosen else DEFAULT
+    token_source = _token_source(flags, env, dotenv, section, config_path, values)
+    return Settings(
+        profile=profile,
+        config_path=config_path,
+        config_exists=config_path.exists(),
+        values=values,
+        sources=sources,
+        token_source=token_source,
+    )
+
+
+def _where(key: Key, source: str, config_path: Path, profile: str) -> str:
+    if source == FLAG:
+        return f"option {key.flag}"
+    if source in (ENV, DOTENV):
+        return f"{'.env variable' if source == DOTENV else 'environment variable'} {key.env}"
+    return f"{config_path} [profiles.{profile}]"
+
+
+def _check_unknown_keys(section: Mapping[str, Any], profile: str, path: Path) -> None:
+    for name in section:
+        if name not in PROFILE_KEYS:
+            close = difflib.get_close_matches(name, sorted(PROFILE_KEYS), n=1)
+            suggestion = f" Did you mean {close[0]!r}?" if close else ""
+            raise ConfigError(
+                f"Unknown key {name!r} in {path} [profiles.{profile}].{suggestion}",
+                hint="See README, Configuration, for the keys a profile takes.",
+            )
+
+
+def _default_dirs(values: dict[str, Any], sources: dict[str, str], profile: str) -> None:
+    if values["cache_dir"] is None or values["data_dir"] is None:
+        from platformdirs import user_cache_dir, user_data_dir
+
+        if values["cache_dir"] is None:
+            values["cache_dir"] = Path(user_cache_dir(APP_NAME)) / profile
+        if values["data_dir"] is None:
+            values["data_dir"] = Path(user_data_dir(APP_NAME)) / profile
+
+
+def _token_source(
+    flags: Mapping[str, Any],
+    env: Mapping[str, str],
+    dotenv: Mapping[str, str],
+    section: Mapping[str, Any],
+    config_path: Path,
+    values: Mapping[str, Any],
+) -> TokenSource | None:
+    timeout = float(values["token_command_timeout"])
+    if flags.get("--token-file"):
+        return TokenSource("file", str(Path(flags["--token-file"]).expanduser()), FLAG)
+    for layer, origin, kind in ((env, ENV, "env"), (dotenv, DOTENV, "dotenv")):
+        if layer.get("MATOMO_TOKEN"):
+            return TokenSource(kind, "MATOMO_TOKEN", origin, value=layer["MATOMO_TOKEN"])
+        if layer.get("MATOMO_TOKEN_FILE"):
+            path = str(Path(layer["MATOMO_TOKEN_FILE"]).expanduser())
+            return TokenSource("file", path, origin)
+    present = [name for name in TOKEN_KEYS if section.get(name) not in (None, "")]
+    if len(present) > 1:
+        raise ConfigError(
+            f"{config_path}: set only one of {', '.join(present)} in a profile.",
+            hint="Keep the one you use and delete the others.",
+        )
+    if not present:
+        return None
+    name, raw = present[0], str(section[present[0]])
+    origin = f"{config_path.name} {name}"
+    if name == "token":
+        check_private_file(config_path, what="Config file holding a token")
+        return TokenSource("config", "token", origin, value=raw)
+    if name == "token_file":
+        path = Path(raw).expanduser()
+        if not path.is_absolute():
+            path = config_path.parent / path
+        return TokenSource("file", str(path), origin)
+    if name == "token_env":
+        return TokenSource("env_var", raw, origin, value=env.get(raw) or None)
+    return TokenSource("command", raw, origin, command_timeout=timeout)

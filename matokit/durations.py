@@ -1,0 +1,38 @@
+"""Durations as people write them: `90s`, `15m`, `6h`, `7d`, or plain seconds."""
+
+from __future__ import annotations
+
+import re
+
+_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "w": 604800.0}
+_PATTERN = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d|w)?\s*$", re.IGNORECASE)
+
+
+def parse_duration(text: str | float | int) -> float:
+    """Return seconds for `text`; raise ValueError naming the accepted forms."""
+    if isinstance(text, bool):
+        raise ValueError(f"{text!r} is not a duration")
+    if isinstance(text, int | float):
+        if text < 0:
+            raise ValueError(f"{text!r} is negative")
+        return float(text)
+    match = _PATTERN.match(text)
+    if not match:
+        raise ValueError(f"{text!r} is not a duration (use e.g. 90s, 15m, 6h, 7d)")
+    number, unit = match.groups()
+    return float(number) * _UNITS[(unit or "s").lower()]
+
+
+def format_duration(seconds: float) -> str:
+    """A short human form: `45s`, `12m`, `3h 5m`, `2d 4h`."""
+    seconds = max(0.0, seconds)
+    if seconds < 60:
+        return f"{seconds:.0f}s"
+    minutes, _ = divmod(int(seconds), 60)
+    if minutes < 60:
+        return f"{minutes}m"
+    hours, minutes = divmod(minutes, 60)
+    if hours < 48:
+        return f"{hours}h {minutes}m" if minutes else f"{hours}h"
+    days, hours = divmod(hours, 24)
+    return f"{days}d {hours}h" if hours else f"{days}d"

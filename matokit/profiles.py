@@ -1,0 +1,156 @@
+"""Profiles as files: describe the resolved settings, list profiles, write a profile.
+
+Writing never puts a token in the config file: the token goes to its own 0600 file next to
+it, and the profile names that file. Whole files are replaced atomically.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from matokit.config import (
+    DEFAULT,
+    DEFAULT_PROFILE,
+    KEYS,
+    KEYS_BY_NAME,
+    PROFILE_NAME,
+    Settings,
+    default_config_path,
+    load_config_file,
+    read_dotenv,
+)
+from matokit.errors import ConfigError, StorageError
+
+
+def describe_settings(settings: Settings) -> dict[str, Any]:
+    """Every resolved value with its source; the token only as set/missing and from where."""
+    shown: dict[str, dict[str, Any]] = {}
+    for key in KEYS:
+        value = settings.values.get(key.name)
+        shown[key.name] = {
+            "value": str(value) if isinstance(value, Path) else value,
+            "source": settings.sources.get(key.name, DEFAULT),
+        }
+    source = settings.token_source
+    return {
+        "profile": settings.profile,
+        "profile_source": settings.sources.get("profile", DEFAULT),
+        "config_file": str(settings.config_path),
+        "config_file_state": "found" if settings.config_exists else "not found",
+        "token": {
+            "state": "set" if source else "missing",
+            "source": source.describe() if source else None,
+        },
+        "settings": shown,
+        "journal": str(settings.journal_path),
+        "cache": str(settings.cache_path),
+    }
+
+
+def list_profiles(settings: Settings) -> list[dict[str, Any]]:
+    """The profiles of the config file, the active one marked."""
+    profiles = load_config_file(settings.config_path).get("profiles", {})
+    rows = []
+    for name in sorted(profiles):
+        section = profiles[name]
+        token_key = next(
+            (k for k in ("token_file", "token_command", "token_env", "token") if k in section),
+            None,
+        )
+        rows.append(
+            {
+                "name": name,
+                "active": name == settings.profile,
+                "url": section.get("url"),
+                "site_id": section.get("site_id"),
+                "token": token_key or "none",
+            }
+        )
+    return rows
+
+
+@dataclass(frozen=True)
+class InitResult:
+    """What `config init` wrote."""
+
+    profile: str
+    config_path: Path
+    token_path: Path | None
+
+
+def init_profile(
+    flags: Mapping[str, Any], *, updates: Mapping[str, Any], token: str | None
+) -> InitResult:
+    """Create or update the selected profile; store a given token in a 0600 token file."""
+    import tomli_w
+
+    # The profile may not exist yet, so only its name and the config path are looked up.
+    env = dict(os.environ)
+    dotenv, _ = read_dotenv(Path.cwd())
+    profile = (
+        flags.get("--profile")
+        or env.get("MATOKIT_PROFILE")
+        or dotenv.get("MATOKIT_PROFILE")
+        or DEFAULT_PROFILE
+    )
+    if not PROFILE_NAME.match(profile):
+        raise ConfigError(
+            f"Profile name {profile!r} is not valid.",
+            hint="Use letters, digits, '.', '_' or '-' (it names a directory).",
+        )
+    if flags.get("--config"):
+        config_path = Path(flags["--config"]).expanduser()
+    elif dotenv.get("MATOKIT_CONFIG") and not env.get("MATOKIT_CONFIG"):
+        config_path = Path(dotenv["MATOKIT_CONFIG"]).expanduser()
+    else:
+        config_path = default_config_path(env)
+    document = load_config_file(config_path)
+    section = dict(document.setdefault("profiles", {}).get(profile, {}))
+    for name, value in updates.items():
+        if value is None:
+            continue
+        try:
+            parsed = KEYS_BY_NAME[name].parse(value)
+        except ValueError as exc:
+            raise ConfigError(f"{name} {value!r} {exc}.", hint=f"Pass a valid --{name}.") from None
+        section[name] = str(parsed) if isinstance(parsed, Path) else parsed
+    token_path: Path | None = None
+    if token is not None:
+        if any(ch.isspace() for ch in token) or not token:
+            raise ConfigError("The token is empty or contains whitespace.", hint="Paste it again.")
+        token_path = config_path.parent / "tokens" / f"{profile}.token"
+        _write_private(token_path, token + "\n")
+        for key in ("token", "token_env", "token_command"):
+            section.pop(key, None)
+        section["token_file"] = str(token_path)
+    document["profiles"][profile] = section
+    _write_private(config_path, tomli_w.dumps(document))
+    return InitResult(profile=profile, config_path=config_path, token_path=token_path)
+
+
+def _write_private(path: Path, text: str) -> None:
+    """Atomically replace `path` with `text`, mode 0600, parent directories 0700."""
+    try:
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        try:
+            os.fchmod(fd, 0o600)
+            with os.fdopen(fd, "w", encoding="utf-8") as handle:
+                handle.write(text)
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+    except OSError as exc:
+        raise StorageError(
+            f"Cannot write {path}: {exc.strerror}.",
+            path=str(path),
+            hint=f"Check that {path.parent} is writable by you.",
+        ) from None

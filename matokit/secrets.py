@@ -1,0 +1,148 @@
+"""Where the Matomo token comes from, and the checks that keep it private.
+
+A token comes from exactly one source: `MATOMO_TOKEN` (environment or `.env`), a token file
+(`--token-file`, `MATOMO_TOKEN_FILE`, `token_file`), another environment variable named by
+`token_env`, or a credential-helper command (`token_command`). Files holding a token must not
+be readable by other users (like ssh, we refuse rather than warn).
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import stat
+import subprocess
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from matokit.errors import ConfigError, InsecurePermissionsError
+from matokit.redact import register_secret
+
+
+def check_private_file(path: Path, *, what: str) -> None:
+    """Refuse a secret-bearing file that group or others can read or write."""
+    if os.name != "posix":
+        return
+    try:
+        mode = path.stat().st_mode
+    except OSError:
+        return  # the caller reports a missing/unreadable file in its own words
+    if mode & (stat.S_IRWXG | stat.S_IRWXO):
+        raise InsecurePermissionsError(
+            f"{what} {path} is accessible by other users (mode {stat.S_IMODE(mode):04o}).",
+            hint=f"Run: chmod 600 {shlex.quote(str(path))}",
+        )
+
+
+@dataclass
+class TokenSource:
+    """One place a token can be read from; `describe()` never includes the value."""
+
+    kind: str  # "env" | "dotenv" | "file" | "env_var" | "command" | "config"
+    detail: str  # env var name, file path or command line (never the token)
+    origin: str  # which layer configured it: flag, env, .env, config file
+    command_timeout: float = 10.0
+    value: str | None = field(default=None, repr=False)
+    _loaded: str | None = field(default=None, repr=False)
+
+    def describe(self) -> str:
+        """A human description such as `token file ~/.matomo-token (from --token-file)`."""
+        names = {
+            "env": "environment variable",
+            "dotenv": ".env variable",
+            "file": "token file",
+            "env_var": "environment variable (token_env)",
+            "command": "token_command",
+            "config": "config file key",
+        }
+        return f"{names[self.kind]} {self.detail} (from {self.origin})"
+
+    def load(self) -> str:
+        """Read the token (running the helper command at most once)."""
+        if self._loaded is None:
+            token = self._read().strip()
+            if not token:
+                raise ConfigError(
+                    f"The token from {self.describe()} is empty.",
+                    hint="Put the token_auth value (Matomo > Personal > Security) there.",
+                )
+            if any(ch.isspace() for ch in token):
+                raise ConfigError(
+                    f"The token from {self.describe()} contains whitespace.",
+                    hint="A Matomo token is one word of 32 hex characters; check the source.",
+                )
+            register_secret(token)
+            self._loaded = token
+        return self._loaded
+
+    def _read(self) -> str:
+        if self.kind in ("env", "dotenv", "config", "env_var"):
+            if self.value is None:
+                raise ConfigError(
+                    f"The environment variable {self.detail} named by token_env is not set.",
+                    hint=f"Export {self.detail}, or change token_env in the profile.",
+                )
+            return self.value
+        if self.kind == "file":
+            return _read_token_file(Path(self.detail))
+        return _run_token_command(self.detail, timeout=self.command_timeout)
+
+
+def _read_token_file(path: Path) -> str:
+    path = path.expanduser()
+    if not path.exists():
+        raise ConfigError(
+            f"Token file {path} does not exist.",
+            hint="Create it with `matokit config init`, or fix token_file / MATOMO_TOKEN_FILE.",
+        )
+    check_private_file(path, what="Token file")
+    try:
+        with path.open(encoding="utf-8") as handle:
+            return handle.readline()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(
+            f"Token file {path} cannot be read: {exc.__class__.__name__}.",
+            hint=f"Check that the file is a readable text file owned by you: ls -l {path}",
+        ) from None
+
+
+def _run_token_command(command: str, *, timeout: float) -> str:
+    try:
+        argv = shlex.split(command)
+    except ValueError as exc:
+        raise ConfigError(
+            f"token_command cannot be parsed: {exc}.", hint="Fix the quoting in token_command."
+        ) from None
+    if not argv:
+        raise ConfigError("token_command is empty.", hint="Set it to a command printing the token.")
+    try:
+        done = subprocess.run(
+            argv,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            stdin=subprocess.DEVNULL,
+            check=False,
+        )
+    except FileNotFoundError:
+        raise ConfigError(
+            f"token_command {argv[0]!r} was not found.",
+            hint="Use the full path of the credential helper in token_command.",
+        ) from None
+    except subprocess.TimeoutExpired:
+        raise ConfigError(
+            f"token_command {argv[0]!r} did not finish within {timeout:g} s.",
+            hint="Check the helper by hand, or raise token_command_timeout in the profile.",
+        ) from None
+    except OSError as exc:
+        raise ConfigError(
+            f"token_command {argv[0]!r} could not run: {exc.strerror}.",
+            hint="Check that the helper is executable.",
+        ) from None
+    if done.returncode != 0:
+        # stderr of a helper may echo secrets; report only its exit status.
+        raise ConfigError(
+            f"token_command {argv[0]!r} failed with exit status {done.returncode}.",
+            hint="Run the helper by hand to see why (unlock the vault, log in...).",
+        )
+    return done.stdout.splitlines()[0] if done.stdout else ""
