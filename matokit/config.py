@@ -193,13 +193,13 @@ class Settings:
                 hint="Pass --url, set MATOMO_URL, or run `matokit config init --url URL`.",
             )
         host = urlsplit(url).hostname or ""
-        if url.startswith("http://") and not _is_loopback(host):
-            if not self.values.get("allow_insecure_http"):
-                raise InsecureURLError(
-                    f"Refusing http:// to {host}: the token would travel in clear.",
-                    hint="Use https://, or set allow_insecure_http = true in the profile "
-                    "if the network is trusted.",
-                )
+        insecure = url.startswith("http://") and not _is_loopback(host)
+        if insecure and not self.values.get("allow_insecure_http"):
+            raise InsecureURLError(
+                f"Refusing http:// to {host}: the token would travel in clear.",
+                hint="Use https://, or set allow_insecure_http = true in the profile "
+                "if the network is trusted.",
+            )
         return url
 
     def require_site(self, override: int | None = None) -> int:

@@ -20,8 +20,12 @@ if TYPE_CHECKING:
 
     from matokit.config import Settings
 
-LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING,
-          "error": logging.ERROR}
+LEVELS = {
+    "debug": logging.DEBUG,
+    "info": logging.INFO,
+    "warning": logging.WARNING,
+    "error": logging.ERROR,
+}
 
 
 @dataclass
@@ -94,7 +98,7 @@ def run(args: list[str]) -> int:
         # The reader went away (`matokit ... | head`): not an error worth a traceback.
         _silence_stdout()
         return 0
-    except Exception as exc:  # noqa: BLE001 - the last line of defence
+    except Exception as exc:
         if app_state.debug:
             _print_traceback(exc)
         error_line(

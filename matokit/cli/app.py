@@ -16,7 +16,7 @@ def _opt(name: str, help_text: str) -> Any:
     return typer.Option(None, name, help=help_text, show_default=False)
 
 
-def _flag(*names: str, help: str) -> Any:  # noqa: A002 - mirrors typer's keyword
+def _flag(*names: str, help: str) -> Any:
     return typer.Option(False, *names, help=help, is_flag=True)
 
 
@@ -46,10 +46,14 @@ def _global_options(
     profile: str | None = _opt("--profile", "Profile of the config file [env: MATOKIT_PROFILE]"),
     url: str | None = _opt("--url", "Matomo base URL [env: MATOMO_URL]"),
     site: str | None = _opt("--site", "Default idSite [env: MATOMO_SITE_ID]"),
-    token_file: str | None = _opt("--token-file", "File holding token_auth [env: MATOMO_TOKEN_FILE]"),
+    token_file: str | None = _opt(
+        "--token-file", "File holding token_auth [env: MATOMO_TOKEN_FILE]"
+    ),
     config_path: str | None = _opt("--config", "Config file [env: MATOKIT_CONFIG]"),
     timeout: str | None = _opt("--timeout", "HTTP timeout in seconds [env: MATOKIT_TIMEOUT]"),
-    log_format: str | None = _opt("--log-format", "Logs on stderr: text|json [env: MATOKIT_LOG_FORMAT]"),
+    log_format: str | None = _opt(
+        "--log-format", "Logs on stderr: text|json [env: MATOKIT_LOG_FORMAT]"
+    ),
     verbose: bool = _flag("--verbose", "-v", help="More log output (info)."),
     quiet: bool = _flag("--quiet", "-q", help="Only errors on stderr."),
     debug: bool = _flag("--debug", help="Debug logs, HTTP traces and tracebacks (token redacted)."),
@@ -87,5 +91,3 @@ def _configure_logging(app_state: AppState, *, verbose: bool, quiet: bool) -> No
     fmt = app_state.flags.get("--log-format") or os.environ.get("MATOKIT_LOG_FORMAT") or "text"
     fmt = fmt if fmt in ("text", "json") else "text"
     setup_logging(fmt=fmt, level=level, context={"command": app_state.command})
-
-

@@ -36,12 +36,32 @@ def show(
         emit_json(view)
         return
     rows = [
-        {"setting": k, "value": "" if v["value"] is None else str(v["value"]), "source": v["source"]}
+        {
+            "setting": k,
+            "value": "" if v["value"] is None else str(v["value"]),
+            "source": v["source"],
+        }
         for k, v in view["settings"].items()
     ]
-    rows.insert(0, {"setting": "token", "value": view["token"]["state"], "source": view["token"]["source"] or "-"})
-    rows.insert(0, {"setting": "config_file", "value": view["config_file"], "source": view["config_file_state"]})
-    rows.insert(0, {"setting": "profile", "value": view["profile"], "source": view["profile_source"]})
+    rows.insert(
+        0,
+        {
+            "setting": "token",
+            "value": view["token"]["state"],
+            "source": view["token"]["source"] or "-",
+        },
+    )
+    rows.insert(
+        0,
+        {
+            "setting": "config_file",
+            "value": view["config_file"],
+            "source": view["config_file_state"],
+        },
+    )
+    rows.insert(
+        0, {"setting": "profile", "value": view["profile"], "source": view["profile_source"]}
+    )
     emit_table(rows, ["setting", "value", "source"])
 
 
@@ -110,12 +130,15 @@ def init(
             updates["url"] = typer.prompt("Matomo URL (e.g. https://analytics.example.com/)")
         if updates["site_id"] is None:
             updates["site_id"] = typer.prompt("Default site id", type=int, default=1)
-        token = typer.prompt(
-            "Token (token_auth; input hidden, empty to keep the current one)",
-            hide_input=True,
-            default="",
-            show_default=False,
-        ).strip() or None
+        token = (
+            typer.prompt(
+                "Token (token_auth; input hidden, empty to keep the current one)",
+                hide_input=True,
+                default="",
+                show_default=False,
+            ).strip()
+            or None
+        )
     result = init_profile(app_state.flags, updates=updates, token=token)
     say(f"Profile {result.profile!r} written to {result.config_path} (mode 0600).")
     if result.token_path:

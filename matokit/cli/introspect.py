@@ -28,7 +28,9 @@ OPTION_ENV = {
 }
 
 
-def walk(command: click.Command, path: tuple[str, ...] = ()) -> Iterator[tuple[tuple[str, ...], click.Command]]:
+def walk(
+    command: click.Command, path: tuple[str, ...] = ()
+) -> Iterator[tuple[tuple[str, ...], click.Command]]:
     """Every command with its path, parents first, children sorted by name."""
     yield path, command
     if isinstance(command, click.Group):
@@ -131,7 +133,7 @@ def _path_loop(tree: list[tuple[str, click.Command]], first: int) -> str:
     paths = "|".join(f'"{p}"' for p, c in tree if p and isinstance(c, click.Group | click.Command))
     return (
         f"    for ((i = {first}; i < {'COMP_CWORD' if first == 1 else 'CURRENT'}; i++)); do\n"
-        f"        w=\"${{{'COMP_WORDS' if first == 1 else 'words'}[i]}}\"\n"
+        f'        w="${{{"COMP_WORDS" if first == 1 else "words"}[i]}}"\n'
         '        [[ "$w" == -* ]] && continue\n'
         '        case "${path:+$path }$w" in\n'
         f'            {paths}) path="${{path:+$path }}$w" ;;\n'
@@ -141,13 +143,9 @@ def _path_loop(tree: list[tuple[str, click.Command]], first: int) -> str:
 
 
 def _bash(tree: list[tuple[str, click.Command]]) -> str:
-    cases = "".join(
-        f'        "{path}") words="{" ".join(_words(cmd))}" ;;\n'
-        for path, cmd in tree
-    )
+    cases = "".join(f'        "{path}") words="{" ".join(_words(cmd))}" ;;\n' for path, cmd in tree)
     return (
-        _HEADER.format(version=__version__, shell="bash")
-        + "_matokit_complete() {\n"
+        _HEADER.format(version=__version__, shell="bash") + "_matokit_complete() {\n"
         '    local cur="${COMP_WORDS[COMP_CWORD]}" path="" w i words=""\n'
         + _path_loop(tree, 1)
         + '    case "$path" in\n'
@@ -161,13 +159,10 @@ def _bash(tree: list[tuple[str, click.Command]]) -> str:
 
 def _zsh(tree: list[tuple[str, click.Command]]) -> str:
     cases = "".join(
-        f'        "{path}") choices=({" ".join(_words(cmd))}) ;;\n'
-        for path, cmd in tree
+        f'        "{path}") choices=({" ".join(_words(cmd))}) ;;\n' for path, cmd in tree
     )
     return (
-        "#compdef matokit\n"
-        + _HEADER.format(version=__version__, shell="zsh")
-        + "_matokit() {\n"
+        "#compdef matokit\n" + _HEADER.format(version=__version__, shell="zsh") + "_matokit() {\n"
         '    local path="" w i\n'
         "    local -a choices\n"
         + _path_loop(tree, 2)
@@ -176,7 +171,8 @@ def _zsh(tree: list[tuple[str, click.Command]]) -> str:
         + "    esac\n"
         "    compadd -a choices\n"
         "}\n"
-        'if [[ "$funcstack[1]" == "_matokit" ]]; then _matokit "$@"; else compdef _matokit matokit; fi\n'
+        'if [[ "$funcstack[1]" == "_matokit" ]]; then _matokit "$@";\n'
+        "else compdef _matokit matokit; fi\n"
     )
 
 
@@ -207,7 +203,11 @@ def _fish_condition(path: str, tree: list[tuple[str, click.Command]]) -> str:
         return "__fish_use_subcommand"
     parts = path.split()
     seen = "; and ".join(f"__fish_seen_subcommand_from {p}" for p in parts)
-    children = [p.split()[-1] for p, _ in tree if p.startswith(path + " ") and p.count(" ") == path.count(" ") + 1]
+    children = [
+        p.split()[-1]
+        for p, _ in tree
+        if p.startswith(path + " ") and p.count(" ") == path.count(" ") + 1
+    ]
     if children:
         return f"{seen}; and not __fish_seen_subcommand_from {' '.join(children)}"
     return seen
