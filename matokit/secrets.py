@@ -29,8 +29,9 @@ def check_private_file(path: Path, *, what: str) -> None:
         return  # the caller reports a missing/unreadable file in its own words
     if mode & (stat.S_IRWXG | stat.S_IRWXO):
         raise InsecurePermissionsError(
-            f"{what} {path} is accessible by other users (mode {stat.S_IMODE(mode):04o}).",
-            hint=f"Run: chmod 600 {shlex.quote(str(path))}",
+            f"{what} {path} is accessible by other users (mode {stat.S_IMODE(mode):04o}); "
+            f"run: chmod 600 {shlex.quote(str(path))}",
+            hint="MatoKit refuses secrets that others can read, as ssh does with keys.",
         )
 
 

@@ -1,0 +1,281 @@
+"""Settings resolution: precedence, profiles, token sources, permissions, bad input."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+from matokit.config import resolve
+from matokit.errors import ConfigError, InsecurePermissionsError, InsecureURLError
+from tests.conftest import SENTINEL_TOKEN
+
+
+def write_config(path: Path, text: str, mode: int = 0o600) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    path.chmod(mode)
+    return path
+
+
+@pytest.fixture
+def config_file(tmp_path: Path) -> Path:
+    return write_config(
+        tmp_path / "cfg" / "config.toml",
+        """
+[profiles.default]
+url = "https://file.example/"
+site_id = 3
+timeout = 7
+
+[profiles.other]
+url = "https://other.example/"
+site_id = 9
+""",
+    )
+
+
+# (flag, env, dotenv, file) -> expected value and source; None means "not set in that layer".
+PRECEDENCE = [
+    ("https://flag.example/", "https://env.example/", "https://dotenv.example/", "flag"),
+    (None, "https://env.example/", "https://dotenv.example/", "env"),
+    (None, None, "https://dotenv.example/", ".env"),
+    (None, None, None, "config file"),
+]
+
+
+@pytest.mark.parametrize(("flag", "env", "dotenv", "source"), PRECEDENCE)
+def test_url_precedence_is_flag_env_dotenv_file(config_file, flag, env, dotenv, source):
+    environ = {"MATOKIT_CONFIG": str(config_file)}
+    if env:
+        environ["MATOMO_URL"] = env
+    if dotenv:
+        Path(".env").write_text(f"MATOMO_URL={dotenv}\n")
+    settings = resolve({"--url": flag}, env=environ)
+    expected = {"flag": flag, "env": env, ".env": dotenv, "config file": "https://file.example/"}
+    assert settings.url == expected[source]
+    assert settings.sources["url"] == source
+
+
+def test_dotenv_never_overrides_real_environment(config_file):
+    Path(".env").write_text("MATOMO_SITE_ID=5\n")
+    settings = resolve({}, env={"MATOKIT_CONFIG": str(config_file), "MATOMO_SITE_ID": "4"})
+    assert settings.site_id == 4
+    assert "MATOMO_SITE_ID" not in os.environ or os.environ["MATOMO_SITE_ID"] != "5"
+
+
+def test_defaults_apply_when_nothing_is_set(tmp_path):
+    settings = resolve({}, env={"MATOKIT_CONFIG": str(tmp_path / "missing.toml")})
+    assert settings.timeout == 10.0
+    assert settings.sources["timeout"] == "default"
+    assert settings.url is None
+    assert not settings.config_exists
+
+
+def test_profile_selects_its_own_section(config_file):
+    settings = resolve({"--profile": "other"}, env={"MATOKIT_CONFIG": str(config_file)})
+    assert settings.url == "https://other.example/"
+    assert settings.site_id == 9
+    assert settings.timeout == 10.0  # not inherited from another profile
+
+
+def test_profiles_get_separate_cache_and_data_directories(config_file, tmp_path):
+    env = {"MATOKIT_CONFIG": str(config_file), "MATOKIT_DATA_DIR": str(tmp_path / "data")}
+    a = resolve({}, env=env)
+    b = resolve({"--profile": "other"}, env=env)
+    assert a.data_dir != b.data_dir and a.cache_dir != b.cache_dir
+    assert a.journal_path.parent == tmp_path / "data" / "default"
+    assert b.journal_path.parent == tmp_path / "data" / "other"
+    assert a.token_memory_path != b.token_memory_path
+
+
+def test_profiles_never_share_credentials(tmp_path):
+    token_a = write_config(tmp_path / "a.token", "a" * 32 + "\n")
+    cfg = write_config(
+        tmp_path / "config.toml",
+        f'[profiles.a]\nurl = "https://a.example/"\ntoken_file = "{token_a}"\n'
+        '[profiles.b]\nurl = "https://b.example/"\n',
+    )
+    a = resolve({"--profile": "a"}, env={"MATOKIT_CONFIG": str(cfg)})
+    b = resolve({"--profile": "b"}, env={"MATOKIT_CONFIG": str(cfg)})
+    assert a.token() == "a" * 32
+    assert not b.has_token()
+    with pytest.raises(ConfigError, match="No Matomo token"):
+        b.token()
+
+
+# ---- token sources ------------------------------------------------------------------------
+
+
+def test_token_from_environment():
+    settings = resolve({}, env={"MATOMO_TOKEN": SENTINEL_TOKEN})
+    assert settings.token() == SENTINEL_TOKEN
+    assert "MATOMO_TOKEN" in settings.token_source.describe()
+    assert SENTINEL_TOKEN not in settings.token_source.describe()
+
+
+def test_token_from_file_flag_and_env(tmp_path):
+    path = write_config(tmp_path / "t", SENTINEL_TOKEN + "\nsecond line ignored\n")
+    assert resolve({"--token-file": str(path)}, env={}).token() == SENTINEL_TOKEN
+    assert resolve({}, env={"MATOMO_TOKEN_FILE": str(path)}).token() == SENTINEL_TOKEN
+
+
+def test_token_from_token_env(tmp_path):
+    cfg = write_config(tmp_path / "c.toml", '[profiles.default]\ntoken_env = "MY_MATOMO"\n')
+    settings = resolve({}, env={"MATOKIT_CONFIG": str(cfg), "MY_MATOMO": SENTINEL_TOKEN})
+    assert settings.token() == SENTINEL_TOKEN
+
+
+def test_token_from_command(tmp_path):
+    helper = write_config(tmp_path / "helper.py", f"print({SENTINEL_TOKEN!r})\n")
+    cfg = write_config(
+        tmp_path / "c.toml", f'[profiles.default]\ntoken_command = "{sys.executable} {helper}"\n'
+    )
+    assert resolve({}, env={"MATOKIT_CONFIG": str(cfg)}).token() == SENTINEL_TOKEN
+
+
+def test_token_from_dotenv_file(tmp_path):
+    Path(".env").write_text(f"MATOMO_TOKEN={SENTINEL_TOKEN}\n")
+    Path(".env").chmod(0o600)
+    settings = resolve({}, env={})
+    assert settings.token() == SENTINEL_TOKEN
+    assert settings.token_source.origin == ".env"
+
+
+def test_environment_token_wins_over_config_file(tmp_path):
+    cfg = write_config(tmp_path / "c.toml", '[profiles.default]\ntoken_env = "OTHER"\n')
+    settings = resolve({}, env={"MATOKIT_CONFIG": str(cfg), "MATOMO_TOKEN": SENTINEL_TOKEN})
+    assert settings.token_source.kind == "env"
+
+
+# ---- refusals -----------------------------------------------------------------------------
+
+
+def test_world_readable_token_file_is_refused(tmp_path):
+    path = write_config(tmp_path / "t", SENTINEL_TOKEN, mode=0o644)
+    with pytest.raises(InsecurePermissionsError) as info:
+        resolve({"--token-file": str(path)}, env={}).token()
+    assert str(path) in info.value.message
+    assert "chmod 600" in info.value.message
+
+
+def test_readable_dotenv_holding_a_token_is_refused():
+    Path(".env").write_text(f"MATOMO_TOKEN={SENTINEL_TOKEN}\n")
+    Path(".env").chmod(0o644)
+    with pytest.raises(InsecurePermissionsError, match=r"\.env"):
+        resolve({}, env={})
+
+
+def test_readable_config_holding_a_token_is_refused(tmp_path):
+    cfg = write_config(
+        tmp_path / "c.toml", f'[profiles.default]\ntoken = "{SENTINEL_TOKEN}"\n', mode=0o644
+    )
+    with pytest.raises(InsecurePermissionsError, match="chmod"):
+        resolve({}, env={"MATOKIT_CONFIG": str(cfg)})
+
+
+@pytest.mark.parametrize(
+    ("url", "allowed"),
+    [
+        ("http://127.0.0.1:8080/", True),
+        ("http://localhost/", True),
+        ("http://[::1]/", True),
+        ("https://analytics.example/", True),
+        ("http://analytics.example/", False),
+    ],
+)
+def test_plain_http_only_to_loopback(url, allowed):
+    settings = resolve({"--url": url}, env={})
+    if allowed:
+        assert settings.require_url().startswith(url.split("/")[0])
+    else:
+        with pytest.raises(InsecureURLError, match="clear"):
+            settings.require_url()
+
+
+def test_allow_insecure_http_in_profile(tmp_path):
+    cfg = write_config(
+        tmp_path / "c.toml",
+        '[profiles.default]\nurl = "http://intranet.example/"\nallow_insecure_http = true\n',
+    )
+    settings = resolve({}, env={"MATOKIT_CONFIG": str(cfg)})
+    assert settings.require_url() == "http://intranet.example/"
+
+
+def test_url_is_normalised_to_base():
+    settings = resolve({"--url": "https://a.example/matomo/index.php"}, env={})
+    assert settings.url == "https://a.example/matomo/"
+
+
+# ---- bad input: one clear message, ConfigError (exit 78) ----------------------------------
+
+BAD_INPUT = [
+    ("corrupt toml", {"config": "[profiles.default\nurl = 1"}, {}, "not valid TOML"),
+    (
+        "unknown profile",
+        {"config": '[profiles.a]\nurl="https://a.example/"\n'},
+        {"--profile": "nope"},
+        "Profile 'nope' is not defined",
+    ),
+    ("bad profile name", {}, {"--profile": "../etc"}, "not valid"),
+    ("bad url", {}, {"--url": "ftp://x"}, "is not an http(s) URL"),
+    ("non-numeric site", {}, {"--site": "abc"}, "not a positive integer"),
+    ("zero site", {}, {"--site": "0"}, "not a positive integer"),
+    ("bad timeout", {}, {"--timeout": "soon"}, "not a positive number"),
+    ("bad log format", {}, {"--log-format": "xml"}, "must be text or json"),
+    ("unknown key", {"config": '[profiles.default]\nurll = "x"\n'}, {}, "Did you mean 'url'"),
+    (
+        "two token sources",
+        {"config": '[profiles.default]\ntoken_env = "A"\ntoken_command = "b"\n'},
+        {},
+        "set only one",
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("case", "setup", "flags", "message"), BAD_INPUT, ids=[c[0] for c in BAD_INPUT]
+)
+def test_bad_configuration_is_one_clear_config_error(tmp_path, case, setup, flags, message):
+    env = {"MATOKIT_CONFIG": str(tmp_path / "config.toml")}
+    if "config" in setup:
+        write_config(tmp_path / "config.toml", setup["config"])
+    with pytest.raises(ConfigError) as info:
+        resolve(flags, env=env)
+    assert message in info.value.message
+    assert info.value.hint
+
+
+BAD_TOKENS = [
+    ("missing token file", lambda tmp: {"--token-file": str(tmp / "nope")}, "does not exist"),
+    ("failing token command", None, "failed with exit status 3"),
+    ("missing command", None, "was not found"),
+    ("slow command", None, "did not finish"),
+    ("empty token file", lambda tmp: {"--token-file": str(write_config(tmp / "e", ""))}, "empty"),
+]
+
+
+@pytest.mark.parametrize(
+    ("case", "flags_for", "message"), BAD_TOKENS, ids=[c[0] for c in BAD_TOKENS]
+)
+def test_bad_token_sources_are_config_errors(tmp_path, case, flags_for, message):
+    commands = {
+        "failing token command": f"{sys.executable} -c 'import sys; sys.exit(3)'",
+        "missing command": "/nonexistent/helper",
+        "slow command": f"{sys.executable} -c 'import time; time.sleep(5)'",
+    }
+    env = {"MATOKIT_CONFIG": str(tmp_path / "config.toml")}
+    flags = {}
+    if flags_for:
+        flags = flags_for(tmp_path)
+    else:
+        write_config(
+            tmp_path / "config.toml",
+            f'[profiles.default]\ntoken_command = "{commands[case]}"\n'
+            'token_command_timeout = "1s"\n',
+        )
+    with pytest.raises(ConfigError) as info:
+        resolve(flags, env=env).token()
+    assert message in info.value.message
