@@ -73,8 +73,8 @@ def run(args: list[str]) -> int:
     debug = "--debug" in args or os.environ.get("MATOKIT_LOG_LEVEL", "").lower() == "debug"
     app_state = AppState(debug=debug)
     try:
+        import click
         import typer
-        from typer import _click as click
 
         from matokit.cli.app import build_app
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
-from typer import _click as click
+import click
 
 from matokit import __version__
 
