@@ -17,7 +17,7 @@ def _opt(name: str, help_text: str) -> Any:
 
 
 def _flag(*names: str, help: str) -> Any:
-    return typer.Option(False, *names, help=help, is_flag=True)
+    return typer.Option(False, *names, help=help)
 
 
 def build_app() -> typer.Typer:

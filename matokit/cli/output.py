@@ -24,11 +24,12 @@ _consoles: dict[str, Console] = {}
 
 def console(stream: str = "stdout") -> Console:
     """A rich Console on stdout or stderr (created on first use)."""
-    if stream not in _consoles:
+    handle = sys.stdout if stream == "stdout" else sys.stderr
+    if stream not in _consoles or _consoles[stream].file is not handle:
         from rich.console import Console
 
         _consoles[stream] = Console(
-            file=sys.stdout if stream == "stdout" else sys.stderr,
+            file=handle,
             stderr=stream == "stderr",
             no_color=bool(os.environ.get("NO_COLOR")) or None,
             highlight=False,
