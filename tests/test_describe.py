@@ -1,0 +1,51 @@
+"""`describe` is generated from the CLI; completions/ are regenerated and must match."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from tests.clirunner import invoke
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_describe_lists_every_command_and_global_option(capsys):
+    result = invoke(capsys, "describe", "--format", "json")
+    assert result.code == 0, result.stderr
+    manifest = json.loads(result.stdout)
+    names = {c["name"] for c in manifest["commands"]}
+    assert {"config", "config show", "config init", "config profiles", "describe"} <= names
+    flags = {f for o in manifest["global_options"] for f in o["flags"]}
+    assert {"--profile", "--url", "--site", "--token-file", "--config", "--debug"} <= flags
+    env = {o["flags"][0]: o.get("env") for o in manifest["global_options"]}
+    assert env["--url"] == "MATOMO_URL" and env["--profile"] == "MATOKIT_PROFILE"
+    assert manifest["exit_codes"]["config"] == 78
+    assert not any(f == "--token" for o in manifest["global_options"] for f in o["flags"])
+
+
+def test_every_command_has_help(capsys):
+    manifest = json.loads(invoke(capsys, "describe").stdout)
+    missing = [c["name"] for c in manifest["commands"] if not c["help"]]
+    assert not missing
+
+
+@pytest.mark.parametrize("shell", ["bash", "zsh", "fish"])
+def test_committed_completions_are_current(capsys, shell):
+    """Regenerate with: matokit completions SHELL > completions/matokit.SHELL"""
+    result = invoke(capsys, "completions", shell)
+    assert result.code == 0
+    committed = (ROOT / "completions" / f"matokit.{shell}").read_text()
+    assert committed == result.stdout, (
+        f"completions/matokit.{shell} is stale: run "
+        f"`matokit completions {shell} > completions/matokit.{shell}`"
+    )
+
+
+def test_readme_documents_every_command(capsys):
+    readme = (ROOT / "README.md").read_text()
+    manifest = json.loads(invoke(capsys, "describe").stdout)
+    undocumented = [c["name"] for c in manifest["commands"] if f"matokit {c['name']}" not in readme]
+    assert not undocumented, f"README.md lacks an example of: {undocumented}"

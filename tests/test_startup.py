@@ -1,0 +1,33 @@
+"""Startup stays lean: heavy libraries are imported only where used."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+HEAVY = ("requests", "requests_cache", "rich", "urllib3")
+
+
+def _imported(args: list[str]) -> set[str]:
+    code = (
+        "import sys, runpy\n"
+        f"sys.argv = ['matokit', *{args!r}]\n"
+        "try:\n"
+        "    runpy.run_module('matokit', run_name='__main__')\n"
+        "except SystemExit:\n"
+        "    pass\n"
+        f"print(','.join(m for m in {HEAVY!r} if m in sys.modules), file=sys.stderr)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False
+    )
+    last = done.stderr.strip().splitlines()[-1] if done.stderr.strip() else ""
+    return {m for m in last.split(",") if m}
+
+
+def test_version_imports_no_heavy_library():
+    assert _imported(["--version"]) == set()
+
+
+def test_help_imports_no_network_library():
+    assert not _imported(["--help"]) & {"requests", "requests_cache", "urllib3"}
