@@ -1,0 +1,50 @@
+"""Builds the one MatomoClient a command uses from the resolved Settings of its profile."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from matokit.config import Settings
+
+if TYPE_CHECKING:
+    import requests
+
+    from matokit.client import MatomoClient
+
+
+def client_for(
+    settings: Settings,
+    *,
+    session: requests.Session | None = None,
+    need_token: bool = True,
+    clock: Callable[[], float] = time.time,
+) -> MatomoClient:
+    """A client for the profile: its URL, token, timeouts, TLS, rate limit and token memory.
+
+    `need_token=False` lets a command run without a token when none is configured (tracking
+    recent hits works without one); a configured token is always loaded and used.
+    """
+    from matokit.client import MatomoClient
+    from matokit.tokenmemory import TokenMemory
+
+    url = settings.require_url()
+    token = settings.token() if need_token or settings.has_token() else None
+    memory = TokenMemory(
+        settings.token_memory_path, clock=clock, cooldown=float(settings.token_cooldown)
+    )
+    return MatomoClient(
+        base_url=url,
+        token=token,
+        session=session,
+        timeout=float(settings.timeout),
+        connect_timeout=float(settings.connect_timeout),
+        ca_bundle=str(settings.ca_bundle) if settings.ca_bundle else None,
+        rate_limit=settings.rate_limit,
+        token_memory=memory,
+        clock=clock,
+        queuedtracking=bool(settings.queuedtracking),
+        logger=logging.getLogger("matokit.client"),
+    )
