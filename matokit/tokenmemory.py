@@ -1,0 +1,202 @@
+"""Lockout-safe authentication: remember tokens Matomo rejected, per profile.
+
+Matomo blocks a client IP from its whole API after 20 invalid tokens within an hour, and only
+an admin on the server can lift the block. A cron job with a stale token gets there in 20
+minutes. So after Matomo says "Unable to authenticate", the same token is not sent again for a
+cool-down; every attempt in between fails locally with `TokenCoolDownError`, which says when
+the token was rejected and how to fix it. A changed token is sent at once.
+
+The memory file holds a salted SHA-256 of the token, never the token, plus the time and
+Matomo's (redacted) message. Writes are atomic, so separate processes (cron runs overlapping)
+share the memory safely; a damaged file is treated as empty and replaced.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import secrets
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from matokit.errors import StorageError, TokenCoolDownError
+from matokit.redact import redact
+
+DEFAULT_COOLDOWN = 600.0
+_FORMAT = 1
+_MAX_ENTRIES = 8
+_MAX_MESSAGE = 300
+
+
+@dataclass(frozen=True)
+class Rejection:
+    """One remembered rejection: which token (as a salted hash), when, and Matomo's words."""
+
+    token_hash: str
+    rejected_at: float
+    message: str
+
+
+class TokenMemory:
+    """Tokens Matomo rejected recently, stored in one small JSON file of the profile."""
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        clock: Callable[[], float] = time.time,
+        cooldown: float = DEFAULT_COOLDOWN,
+    ) -> None:
+        self.path = Path(path)
+        self.cooldown = cooldown
+        self._clock = clock
+
+    def check(self, token: str) -> None:
+        """Raise `TokenCoolDownError` if this token was rejected less than `cooldown` ago."""
+        salt, entries = self._load()
+        if salt is None:
+            return
+        now = self._clock()
+        digest = _hash(salt, token)
+        for entry in entries:
+            if entry.token_hash == digest and self._active(entry, now):
+                raise _cool_down_error(entry, until=entry.rejected_at + self.cooldown)
+
+    def record_rejection(self, token: str, message: str) -> None:
+        """Remember that Matomo rejected `token` now, with its (redacted) `message`."""
+        salt, entries = self._load()
+        if salt is None:
+            salt = secrets.token_hex(16)
+        now = self._clock()
+        digest = _hash(salt, token)
+        kept = [e for e in entries if e.token_hash != digest and self._active(e, now)]
+        text = redact(message, [token])[:_MAX_MESSAGE]
+        kept.insert(0, Rejection(token_hash=digest, rejected_at=now, message=text))
+        self._write(salt, kept[:_MAX_ENTRIES])
+
+    def clear(self) -> None:
+        """Forget every rejection (e.g. after the user fixed the token)."""
+        try:
+            self.path.unlink()
+        except FileNotFoundError:
+            pass
+        except OSError as exc:
+            raise StorageError(
+                f"Cannot remove the token memory file: {exc.strerror}.",
+                path=str(self.path),
+                hint="check the data directory's permissions",
+            ) from exc
+
+    def _active(self, entry: Rejection, now: float) -> bool:
+        # A rejection "from the future" beyond the cool-down is a broken clock or a damaged
+        # file: ignore it rather than block the token indefinitely.
+        return now - self.cooldown < entry.rejected_at <= now + self.cooldown
+
+    def _load(self) -> tuple[str | None, list[Rejection]]:
+        try:
+            raw = self.path.read_text(encoding="utf-8")
+            data = json.loads(raw)
+        except (OSError, ValueError):
+            # Missing, unreadable or damaged: behave as if empty. The next rejection rewrites
+            # the file whole.
+            return None, []
+        return _parse(data)
+
+    def _write(self, salt: str, entries: list[Rejection]) -> None:
+        payload = {
+            "format": _FORMAT,
+            "salt": salt,
+            "rejections": [e.__dict__ for e in entries],
+        }
+        try:
+            _ensure_dir(self.path.parent)
+            _atomic_write(self.path, json.dumps(payload, indent=1) + "\n")
+        except OSError as exc:
+            raise StorageError(
+                f"Cannot write the token memory file: {exc.strerror or exc}.",
+                path=str(self.path),
+                hint="check that the profile's data directory is writable",
+            ) from exc
+
+
+def _parse(data: Any) -> tuple[str | None, list[Rejection]]:
+    if not isinstance(data, dict) or data.get("format") != _FORMAT:
+        return None, []
+    salt = data.get("salt")
+    rows = data.get("rejections")
+    if not isinstance(salt, str) or not salt or not isinstance(rows, list):
+        return None, []
+    entries = []
+    for row in rows:
+        if not isinstance(row, dict):
+            continue
+        token_hash, at, message = row.get("token_hash"), row.get("rejected_at"), row.get("message")
+        if (
+            not isinstance(token_hash, str)
+            or isinstance(at, bool)
+            or not isinstance(at, int | float)
+        ):
+            continue
+        entries.append(
+            Rejection(token_hash, float(at), message if isinstance(message, str) else "")
+        )
+    return salt, entries
+
+
+def _hash(salt: str, token: str) -> str:
+    return hashlib.sha256((salt + token).encode("utf-8")).hexdigest()
+
+
+def _cool_down_error(entry: Rejection, *, until: float) -> TokenCoolDownError:
+    said = f' ("{entry.message}")' if entry.message else ""
+    return TokenCoolDownError(
+        f"Matomo rejected this token at {_utc(entry.rejected_at)}{said}; MatoKit will not send "
+        f"it again until {_utc(until)}, so that repeated failures do not get this host locked "
+        "out of Matomo.",
+        rejected_at=entry.rejected_at,
+        until=until,
+        hint=(
+            "Create a new token in Matomo (Administration > Personal > Security > Auth tokens) "
+            "and update MATOMO_TOKEN or the token file; a changed token is used at once."
+        ),
+    )
+
+
+def _utc(seconds: float) -> str:
+    return datetime.fromtimestamp(seconds, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def _ensure_dir(directory: Path) -> None:
+    if directory.is_dir():
+        return
+    directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+    os.chmod(directory, 0o700)  # mkdir's mode is filtered by the umask
+
+
+def _atomic_write(path: Path, text: str) -> None:
+    """Write `text` to `path` so that readers see the old file or the new one, never half."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.chmod(tmp, 0o600)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    with contextlib.suppress(OSError):
+        dir_fd = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
