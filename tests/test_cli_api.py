@@ -1,0 +1,112 @@
+"""`matokit api` in-process with `responses`: parsing, output, exit codes, token placement."""
+
+from __future__ import annotations
+
+import json
+from urllib.parse import parse_qs, urlsplit
+
+import pytest
+import responses
+
+from tests.clirunner import invoke
+from tests.conftest import SENTINEL_TOKEN
+
+BASE = "https://m.example/"
+
+
+@pytest.fixture
+def matomo_env(monkeypatch):
+    monkeypatch.setenv("MATOMO_URL", BASE)
+    monkeypatch.setenv("MATOMO_TOKEN", SENTINEL_TOKEN)
+    monkeypatch.setenv("MATOMO_SITE_ID", "1")
+
+
+@responses.activate
+def test_api_prints_json_and_sends_token_only_in_body(capsys, matomo_env):
+    responses.post(f"{BASE}index.php", json={"value": "5.11.2"})
+    result = invoke(capsys, "api", "API.getMatomoVersion")
+    assert result.code == 0, result.stderr
+    assert json.loads(result.stdout) == {"value": "5.11.2"}
+    request = responses.calls[0].request
+    assert SENTINEL_TOKEN not in request.url
+    query = parse_qs(urlsplit(request.url).query)
+    assert query["method"] == ["API.getMatomoVersion"] and query["format"] == ["JSON"]
+    body = parse_qs(request.body)
+    assert body["token_auth"] == [SENTINEL_TOKEN]
+    assert body["idSite"] == ["1"]  # the profile's default site
+
+
+@responses.activate
+def test_api_passes_key_value_parameters(capsys, matomo_env):
+    responses.post(f"{BASE}index.php", json={"nb_visits": 3})
+    result = invoke(capsys, "api", "VisitsSummary.get", "period=day", "date=yesterday", "idSite=2")
+    assert result.code == 0
+    body = parse_qs(responses.calls[0].request.body)
+    assert body["period"] == ["day"] and body["date"] == ["yesterday"] and body["idSite"] == ["2"]
+
+
+ERRORS = [
+    (401, {"result": "error", "message": "Unable to authenticate with the provided token."}, 77),
+    (
+        401,
+        {
+            "result": "error",
+            "message": "You can't access this resource as it requires 'superuser' access.",
+        },
+        77,
+    ),
+    (404, {"result": "error", "message": "The plugin Foo was not found."}, 65),
+    (200, {"result": "error", "message": "The period 'x' is not supported."}, 65),
+    (500, {"result": "error", "message": "SQLSTATE[HY000] [2002] Connection refused"}, 69),
+    (
+        500,
+        {
+            "result": "error",
+            "message": "Too many failed logins. Please wait and try logging in again later.",
+        },
+        77,
+    ),
+]
+
+
+@pytest.mark.parametrize(("status", "body", "code"), ERRORS)
+@responses.activate
+def test_api_maps_matomo_errors_to_exit_codes(capsys, matomo_env, status, body, code):
+    responses.post(f"{BASE}index.php", json=body, status=status)
+    result = invoke(capsys, "api", "VisitsSummary.get")
+    assert result.code == code, result.stderr
+    assert "Traceback" not in result.stderr
+    assert result.stdout == ""
+    assert SENTINEL_TOKEN not in result.stderr
+
+
+@responses.activate
+def test_api_html_maintenance_page_is_unavailable(capsys, matomo_env):
+    responses.post(
+        f"{BASE}index.php", body="<html>Maintenance</html>", status=503, content_type="text/html"
+    )
+    result = invoke(capsys, "api", "API.getMatomoVersion")
+    assert result.code == 69
+
+
+BAD = [
+    (["api", "not-a-method"], "not a Reporting API method"),
+    (["api", "API.getMatomoVersion", "novalue"], "is not key=value"),
+    (["api", "API.getMatomoVersion", "token_auth=abc"], "token_auth cannot be passed"),
+    (["api", "API.getMatomoVersion", "format=xml"], "set by matokit api"),
+    (["api", "API.getMatomoVersion", "--format", "yaml"], "--format must be one of"),
+]
+
+
+@pytest.mark.parametrize(("args", "message"), BAD)
+def test_api_bad_input_is_usage_error(capsys, matomo_env, args, message):
+    result = invoke(capsys, *args)
+    assert result.code == 2
+    assert message in result.stderr
+
+
+def test_api_without_url_is_config_error(capsys, monkeypatch):
+    monkeypatch.setenv("MATOMO_TOKEN", SENTINEL_TOKEN)
+    result = invoke(capsys, "api", "API.getMatomoVersion")
+    assert result.code == 78
+    assert "No Matomo URL" in result.stderr
