@@ -160,8 +160,8 @@ def render_dry_run(prepared: PreparedRequest) -> str:
 
 def bulk_outcomes(count: int, answer: Mapping[str, Any]) -> TrackResult:
     """Per-hit outcomes from a bulk answer `{"status", "tracked", "invalid", "invalid_indices"}`."""
-    tracked, invalid = answer.get("tracked"), answer.get("invalid")
-    if not _is_count(tracked) or not _is_count(invalid):
+    tracked, invalid = _count(answer.get("tracked")), _count(answer.get("invalid"))
+    if tracked is None or invalid is None:
         return TrackResult(
             (Outcome.UNCONFIRMED,) * count,
             0,
@@ -170,7 +170,7 @@ def bulk_outcomes(count: int, answer: Mapping[str, Any]) -> TrackResult:
         )
     raw_indices = answer.get("invalid_indices")
     indices = None
-    if isinstance(raw_indices, list) and all(_is_count(i) for i in raw_indices):
+    if isinstance(raw_indices, list) and all(_count(i) is not None for i in raw_indices):
         indices = tuple(sorted(set(raw_indices)))
     complete = tracked + invalid == count
     rest = Outcome.DELIVERED if complete else Outcome.UNCONFIRMED
@@ -255,8 +255,10 @@ def _is_certificate_error(chain: list[BaseException]) -> bool:
     return any(isinstance(e, ssl.SSLCertVerificationError) for e in chain)
 
 
-def _is_count(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+def _count(value: Any) -> int | None:
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+        return value
+    return None
 
 
 def _clean(text: str, secrets: Sequence[str | None] = (), limit: int = 300) -> str:
@@ -474,7 +476,11 @@ class MatomoClient:
         form = self._form({**params, "convertToUnicode": 0})
         response = self._send(url, data=form, api_method=method)
         text = _decode(response.content)
-        where = {"method": method, "status": response.status_code, "url": redact(url)}
+        where: dict[str, Any] = {
+            "method": method,
+            "status": response.status_code,
+            "url": redact(url),
+        }
         message = _raw_error_message(text, fmt)
         if message is not None:
             error_class = classify_api_error(response.status_code, message)
@@ -507,7 +513,7 @@ class MatomoClient:
         for (method, _), entry in zip(calls, data, strict=True):
             if isinstance(entry, dict) and entry.get("result") == "error":
                 message = str(entry.get("message", ""))
-                where = {"method": method, "status": None, "url": redact(url)}
+                where: dict[str, Any] = {"method": method, "status": None, "url": redact(url)}
                 results.append(self._api_error(classify_api_error(None, message), message, where))
             else:
                 results.append(entry)
@@ -526,7 +532,11 @@ class MatomoClient:
     def _interpret_api(self, response: requests.Response, method: str, url: str) -> Any:
         """Matomo's answer as a value, or the typed error it means (the body decides)."""
         data = _json_or_none(response.content, default=_NOT_JSON)
-        where = {"method": method, "status": response.status_code, "url": redact(url)}
+        where: dict[str, Any] = {
+            "method": method,
+            "status": response.status_code,
+            "url": redact(url),
+        }
         if isinstance(data, dict) and data.get("result") == "error":
             message = str(data.get("message", ""))
             raise self._api_error(

@@ -124,7 +124,7 @@ def test_future_garbage_and_ancient_times_are_refused(at: Any) -> None:
 
 INVALID_BUILDS = [
     (lambda: hits.pageview(0, url="https://e.org/", **FIXED), "site_id"),
-    (lambda: hits.pageview("abc", url="https://e.org/", **FIXED), "site_id"),
+    (lambda: hits.pageview("abc", url="https://e.org/", **FIXED), "site_id"),  # type: ignore[arg-type]
     (lambda: hits.pageview(True, url="https://e.org/", **FIXED), "site_id"),
     (lambda: hits.pageview(1, url="", **FIXED), "url"),
     (lambda: hits.pageview(1, url="example.org/page", **FIXED), "url"),
