@@ -172,6 +172,13 @@ def bulk_outcomes(count: int, answer: Mapping[str, Any]) -> TrackResult:
     indices = None
     if isinstance(raw_indices, list) and all(_count(i) is not None for i in raw_indices):
         indices = tuple(sorted(set(raw_indices)))
+    if tracked + invalid > count:
+        return TrackResult(
+            (Outcome.UNCONFIRMED,) * count,
+            tracked,
+            invalid,
+            note=f"Matomo counted {tracked + invalid} hits for a batch of {count}.",
+        )
     complete = tracked + invalid == count
     rest = Outcome.DELIVERED if complete else Outcome.UNCONFIRMED
     note = None if complete else f"Matomo accounted for {tracked + invalid} of {count} hits."
@@ -407,7 +414,7 @@ class MatomoClient:
     def _interpret_bulk(self, response: requests.Response, count: int, url: str) -> TrackResult:
         status = response.status_code
         data = _json_or_none(response.content)
-        if status == 200 and isinstance(data, dict) and data.get("status") != "error":
+        if status == 200 and _is_bulk_answer(data) and data.get("status") != "error":
             return bulk_outcomes(count, data)
         if status in (200, 204) and data is None and _looks_like_tracker_ack(response):
             # QueuedTracking (or a tracker that ignores bulk) answers the GIF or 204: accepted,
@@ -484,7 +491,7 @@ class MatomoClient:
         message = _raw_error_message(text, fmt)
         if message is not None:
             error_class = classify_api_error(response.status_code, message)
-            raise self._api_error(error_class, message, where)
+            raise self._api_error(error_class, message, where, response)
         if response.status_code >= 300:
             raise self._status_error(response, None, where)
         return text
@@ -789,6 +796,10 @@ def _tracking_session() -> requests.Session:
     session.mount("https://", adapter)
     session.mount("http://", adapter)
     return session
+
+
+def _is_bulk_answer(data: Any) -> bool:
+    return isinstance(data, dict) and ("tracked" in data or data.get("status") == "success")
 
 
 def _json_or_none(content: bytes, default: Any = None) -> Any:

@@ -183,6 +183,7 @@ BULK_ANSWERS = [
     # indices that do not match the count are not trusted
     (3, {"status": "success", "tracked": 2, "invalid": 1, "invalid_indices": [7]}, (B, B, B)),
     (2, {"status": "success"}, (U, U)),
+    (2, {"status": "success", "tracked": 3, "invalid": 0}, (U, U)),
 ]
 
 
@@ -280,6 +281,13 @@ TRACK_FAILURES: list[tuple[str, dict[str, Any], type[MatomoError], dict[str, Any
         {},
     ),
     ("html at 200", {"status": 200, "body": "<html>Login</html>"}, ProtocolError, {}),
+    ("other json at 200", {"status": 200, "json": {"result": "success"}}, ProtocolError, {}),
+    (
+        "api-style lockout at 200",
+        {"status": 200, "json": {"result": "error", "message": "Too many failed logins."}},
+        LockedOutError,
+        {},
+    ),
     ("truncated json", {"status": 200, "body": '{"status":"succ'}, ProtocolError, {}),
     ("too large", {"status": 413, "body": "Request Entity Too Large"}, RejectedHitError, {}),
     ("wrong url", {"status": 404, "body": "Not Found"}, NotFoundError, {}),
