@@ -305,6 +305,10 @@ def _entry(row: Sequence[Any]) -> Entry:
     )
 
 
+def _fetch_all(conn: sqlite3.Connection, *, sql: str, args: Sequence[Any]) -> list[Any]:
+    return conn.execute(sql, args).fetchall()
+
+
 def _chunks(items: Iterable[T], size: int) -> Iterator[list[T]]:
     iterator = iter(items)
     while chunk := list(itertools.islice(iterator, size)):
@@ -327,8 +331,8 @@ def _aside_hint(path: Path) -> str:
     )
 
 
-def _os_error(exc: OSError, path: Path, action: str) -> StorageError:
-    """Translate a filesystem failure into a StorageError naming the fix."""
+def storage_error(exc: OSError, path: Path, action: str) -> StorageError:
+    """Translate a filesystem failure to `action` `path` into a StorageError naming the fix."""
     code = exc.errno
     if code in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
         hint = f"free space on the disk holding {path.parent}"
@@ -358,17 +362,18 @@ def _sqlite_error(exc: sqlite3.Error, path: Path) -> StorageError:
             path=where,
             hint=f"free space on the disk holding {path.parent}, then run again",
         )
-    if primary == sqlite3.SQLITE_READONLY:
+    if primary in (sqlite3.SQLITE_READONLY, sqlite3.SQLITE_CANTOPEN, sqlite3.SQLITE_PERM):
+        if _on_read_only_filesystem(path):
+            return StorageError(
+                f"the journal {path} is on a read-only filesystem ({exc})",
+                path=where,
+                hint="set MATOKIT_DATA_DIR to a directory on a writable filesystem",
+            )
         return StorageError(
-            f"the journal {path} is read-only ({exc})",
+            f"cannot write the journal {path} ({exc})",
             path=where,
-            hint=f"make {path} and {path.parent} writable by this user, or set MATOKIT_DATA_DIR",
-        )
-    if primary in (sqlite3.SQLITE_CANTOPEN, sqlite3.SQLITE_PERM, sqlite3.SQLITE_AUTH):
-        return StorageError(
-            f"cannot open the journal {path} ({exc})",
-            path=where,
-            hint=f"check that {path.parent} exists and is writable by this user",
+            hint=f"make {path.parent} and the files in it writable by this user "
+            "(SQLite also writes -wal and -shm files there), or set MATOKIT_DATA_DIR",
         )
     if primary == sqlite3.SQLITE_IOERR:
         return StorageError(
@@ -385,6 +390,13 @@ def _sqlite_error(exc: sqlite3.Error, path: Path) -> StorageError:
     return StorageError(f"cannot use the journal {path}: {exc}", path=where)
 
 
+def _on_read_only_filesystem(path: Path) -> bool:
+    try:
+        return bool(os.statvfs(path.parent).f_flag & os.ST_RDONLY)
+    except OSError:
+        return False
+
+
 def _is_busy(exc: sqlite3.Error) -> bool:
     primary = (getattr(exc, "sqlite_errorcode", None) or 0) & 0xFF
     return primary in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
@@ -398,6 +410,12 @@ def ensure_private_dir(path: Path) -> None:
         while not current.exists():
             missing.append(current)
             current = current.parent
+        if not current.is_dir():
+            raise StorageError(
+                f"{current} is a file, where the directory {path} should be",
+                path=str(current),
+                hint=f"move {current} aside, or set MATOKIT_DATA_DIR",
+            )
         for directory in reversed(missing):
             try:
                 os.mkdir(directory, 0o700)
@@ -407,7 +425,7 @@ def ensure_private_dir(path: Path) -> None:
         if not path.is_dir():
             raise NotADirectoryError(errno.ENOTDIR, os.strerror(errno.ENOTDIR), str(path))
     except OSError as exc:
-        raise _os_error(exc, path, "create the directory") from exc
+        raise storage_error(exc, path, "create the directory") from exc
 
 
 def _fsync_dir(path: Path) -> None:
@@ -424,7 +442,7 @@ def _check_header(path: Path) -> None:
         with open(path, "rb") as file:
             header = file.read(100)
     except OSError as exc:
-        raise _os_error(exc, path, "read the journal") from exc
+        raise storage_error(exc, path, "read the journal") from exc
     if not header:
         problem = "is empty"
     elif len(header) < 100 or not header.startswith(_SQLITE_MAGIC):
@@ -564,7 +582,7 @@ class Journal:
         except sqlite3.Error as exc:
             raise _sqlite_error(exc, self.path) from exc
         except OSError as exc:
-            raise _os_error(exc, self.path, "create the journal") from exc
+            raise storage_error(exc, self.path, "create the journal") from exc
         finally:
             for leftover in (tmp, *(Path(f"{tmp}-{end}") for end in ("journal", "wal", "shm"))):
                 with contextlib.suppress(OSError):
@@ -822,7 +840,7 @@ class Journal:
         if limit is not None:
             sql += " LIMIT ?"
             args.append(limit)
-        rows = self._read(lambda conn: conn.execute(sql, args).fetchall())
+        rows = self._read(functools.partial(_fetch_all, sql=sql, args=args))
         return [_entry(row) for row in rows]
 
     def iter_entries(self, *, states: Collection[EntryState] | None = None) -> Iterator[Entry]:
@@ -833,14 +851,13 @@ class Journal:
         """
         where, args = self._state_filter(states)
         joiner = "AND" if where else "WHERE"
+        sql = (
+            f"SELECT {_ENTRY_COLUMNS} FROM entries {where} {joiner} id > ? "
+            f"ORDER BY id LIMIT {_PAGE_SIZE}"
+        )
         after = ""
         while True:
-            sql = (
-                f"SELECT {_ENTRY_COLUMNS} FROM entries {where} {joiner} id > ? "
-                f"ORDER BY id LIMIT {_PAGE_SIZE}"
-            )
-            page_args = [*args, after]
-            rows = self._read(lambda conn, s=sql, a=page_args: conn.execute(s, a).fetchall())
+            rows = self._read(functools.partial(_fetch_all, sql=sql, args=[*args, after]))
             for row in rows:
                 yield _entry(row)
             if len(rows) < _PAGE_SIZE:

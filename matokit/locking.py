@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Final
 
 from matokit.errors import FlushInProgressError, StorageError
-from matokit.journal import ensure_private_dir
+from matokit.journal import ensure_private_dir, storage_error
 
 LOCK_NAME: Final = "flush.lock"
 
@@ -42,11 +42,7 @@ def flush_lock(path: Path, *, wait: bool) -> Iterator[Path]:
     try:
         fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
     except OSError as exc:
-        raise StorageError(
-            f"cannot open the flush lock {lock_path}: {exc.strerror or exc}",
-            path=str(lock_path),
-            hint=f"make {lock_path.parent} writable by this user, or set MATOKIT_DATA_DIR",
-        ) from exc
+        raise storage_error(exc, lock_path, "open the flush lock") from exc
     try:
         with contextlib.suppress(OSError):
             if os.fstat(fd).st_uid == os.geteuid():

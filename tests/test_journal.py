@@ -12,7 +12,7 @@ import subprocess
 import sys
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -607,7 +607,7 @@ def _marked_but_without_tables(file: Path) -> None:
     ],
 )
 def test_file_that_is_not_a_journal_is_refused_and_left_untouched(
-    tmp_path: Path, damage, message: str
+    tmp_path: Path, damage: Callable[[Path], None], message: str
 ) -> None:
     file = tmp_path / "journal.sqlite"
     damage(file)
@@ -704,7 +704,7 @@ for name in ("journal.sqlite", "fresh/journal.sqlite"):
             journal.enqueue_one(NewHit(key="b", params={}, created_at=0.0))
         print(name, "opened")
     except StorageError as exc:
-        print(name, type(exc).__name__, exc.path)
+        print(name, type(exc).__name__, exc.path, "read-only filesystem" in f"{exc} {exc.hint}")
 """
 
 
@@ -728,8 +728,8 @@ def test_read_only_filesystem_raises_storage_error(tmp_path: Path) -> None:
         pytest.skip("cannot make a read-only bind mount here")
     assert done.returncode == 0, done.stderr
     assert done.stdout.splitlines() == [
-        f"journal.sqlite StorageError {ro / 'journal.sqlite'}",
-        f"fresh/journal.sqlite StorageError {ro / 'fresh'}",
+        f"journal.sqlite StorageError {ro / 'journal.sqlite'} True",
+        f"fresh/journal.sqlite StorageError {ro / 'fresh'} True",
     ]
     assert digest(ro / "journal.sqlite") == before
 
