@@ -736,7 +736,7 @@ class Journal:
         return sorted((_entry(row) for row in rows), key=lambda entry: entry.id)
 
     def ack(self, ids: Sequence[str]) -> int:
-        """Mark hits delivered: delete them and remember their keys for the dedup window."""
+        """Mark hits delivered: delete them, remember their keys for the dedup window; how many."""
         id_rows = _id_list(ids)
 
         def run(conn: sqlite3.Connection) -> int:
@@ -768,7 +768,8 @@ class Journal:
         """Put hits back to wait until `next_attempt_at`, noting `error`.
 
         With `sent_unconfirmed`, the request was sent and its answer lost: the hit's counter
-        goes up and it stays in the sent_unconfirmed state from then on.
+        goes up and it stays in the sent_unconfirmed state from then on. Dead and unattributed
+        hits are left alone. Returns how many hits changed.
         """
         bump = 1 if sent_unconfirmed else 0
         sql = f"""UPDATE entries SET
@@ -782,21 +783,21 @@ class Journal:
         return self._update(sql, [{**common, "id": entry_id} for (entry_id,) in _id_list(ids)])
 
     def release(self, ids: Sequence[str]) -> int:
-        """Hand inflight hits back as due without counting the attempt (nothing was sent)."""
+        """Hand inflight hits back as due without counting the attempt (none was made); how many."""
         sql = f"""UPDATE entries SET attempts = max(attempts - 1, 0), state = {_REQUEUED_STATE},
                 lease_owner = NULL, lease_expires_at = NULL
             WHERE id = ? AND state = 'inflight'"""
         return self._update(sql, _id_list(ids))
 
     def kill(self, items: Sequence[tuple[str, str]]) -> int:
-        """Give up on hits: each `(id, reason)` becomes dead with that reason."""
+        """Give up on hits: each `(id, reason)` becomes dead with that reason; how many changed."""
         sql = """UPDATE entries SET state = 'dead', reason = ?,
                 lease_owner = NULL, lease_expires_at = NULL
             WHERE id = ? AND state != 'dead'"""
         return self._update(sql, [(reason, entry_id) for entry_id, reason in items])
 
     def mark_unattributed(self, ids: Sequence[str], *, reason: str) -> int:
-        """Set hits aside, not to be re-sent, when Matomo's counts cannot say which failed."""
+        """Set queued hits aside, never re-sent, when Matomo's counts cannot say which failed."""
         sql = f"""UPDATE entries SET state = 'unattributed', reason = ?,
                 lease_owner = NULL, lease_expires_at = NULL
             WHERE id = ? AND state IN {_QUEUED_SQL}"""
