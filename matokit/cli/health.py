@@ -1,0 +1,235 @@
+"""`matokit health` and `matokit health serve`: checks for CI, cron and monitoring.
+
+Exit codes follow the monitoring-plugin convention: 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN
+(also for an `--output` file that cannot be written).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import typer
+
+from matokit.cli import state
+
+if TYPE_CHECKING:
+    from matokit.health import HealthReport, Thresholds
+
+app = typer.Typer(
+    help="Check Matomo, the token, the site, the tracker, the queue and the cache.",
+    no_args_is_help=False,
+)
+
+_CHECK_HELP = (
+    "Comma-separated checks to run: config, api, site, replay-access, tracking, "
+    "tracking-failures, queue, cache (default: all)."
+)
+
+
+def _duration_opt(name: str, default: str, what: str) -> Any:
+    return typer.Option(
+        None, name, help=f"{what} (a duration like 90s, 15m, 6h) [default: {default}]"
+    )
+
+
+def _depth_opt(name: str, default: int, what: str) -> Any:
+    return typer.Option(None, name, min=0, help=f"{what} [default: {default}]")
+
+
+CHECK_OPT = typer.Option(None, "--check", help=_CHECK_HELP)
+WARN_LATENCY = _duration_opt("--warn-latency", "2s", "API latency that warns")
+CRIT_LATENCY = _duration_opt("--crit-latency", "5s", "API latency that is critical")
+WARN_QUEUE_AGE = _duration_opt("--warn-queue-age", "1h", "Queued-hit age that warns")
+CRIT_QUEUE_AGE = _duration_opt("--crit-queue-age", "6h", "Queued-hit age that is critical")
+WARN_QUEUE_DEPTH = _depth_opt("--warn-queue-depth", 1000, "Queued hits that warn")
+CRIT_QUEUE_DEPTH = _depth_opt("--crit-queue-depth", 10000, "Queued hits that are critical")
+
+
+@app.callback(invoke_without_command=True)
+def health(
+    ctx: typer.Context,
+    check: str | None = CHECK_OPT,
+    fmt: str = typer.Option("text", "--format", help="Output: text, json, prometheus or nagios."),
+    output: Path | None = typer.Option(
+        None,
+        "--output",
+        help="Write the output to FILE atomically (e.g. for node_exporter's textfile "
+        "collector) instead of stdout.",
+        dir_okay=False,
+    ),
+    warn_latency: str | None = WARN_LATENCY,
+    crit_latency: str | None = CRIT_LATENCY,
+    warn_queue_age: str | None = WARN_QUEUE_AGE,
+    crit_queue_age: str | None = CRIT_QUEUE_AGE,
+    warn_queue_depth: int | None = WARN_QUEUE_DEPTH,
+    crit_queue_depth: int | None = CRIT_QUEUE_DEPTH,
+    max_time: str = typer.Option(
+        "20s", "--max-time", help="Overall time limit; checks still running are UNKNOWN."
+    ),
+) -> None:
+    """Run the health checks; exit 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN."""
+    given = {
+        "warn_latency": warn_latency,
+        "crit_latency": crit_latency,
+        "warn_queue_age": warn_queue_age,
+        "crit_queue_age": crit_queue_age,
+        "warn_queue_depth": warn_queue_depth,
+        "crit_queue_depth": crit_queue_depth,
+    }
+    if ctx.invoked_subcommand is not None:
+        # `health --check api serve`: the subcommand inherits what was given here.
+        ctx.meta["matokit.health"] = {"check": check, "max_time": max_time, **given}
+        return
+    from matokit.cli.health_render import FORMATS
+    from matokit.health import parse_checks, run_health
+
+    if fmt not in FORMATS:
+        raise typer.BadParameter(f"must be one of: {', '.join(FORMATS)}", param_hint="--format")
+    checks = parse_checks(check)
+    thresholds = _thresholds(given)
+    limit = _duration(max_time, "--max-time")
+    report = run_health(state(ctx).settings, checks=checks, thresholds=thresholds, max_time=limit)
+    _deliver(report, fmt, output)
+    raise typer.Exit(int(report.status))
+
+
+def _deliver(report: HealthReport, fmt: str, output: Path | None) -> None:
+    from matokit.cli.health_render import print_text, render
+    from matokit.cli.output import console, emit_text, error_line, is_tty
+
+    if output is not None:
+        try:
+            write_atomic(output, render(report, fmt))
+        except OSError as exc:
+            error_line(
+                f"cannot write {output}: {exc.strerror or exc}; the old file is unchanged.",
+                "Check that the directory exists and is writable by this user.",
+            )
+            raise typer.Exit(3) from None
+        return
+    if fmt == "text":
+        print_text(report, console("stdout"))
+    elif fmt == "json":
+        from matokit.cli.health_render import render_json
+
+        emit_text(render_json(report, pretty=is_tty()))
+    else:
+        emit_text(render(report, fmt))
+
+
+def write_atomic(path: Path, text: str) -> None:
+    """Replace `path` with `text` so readers see the old file or the new one, never half.
+
+    Temp file in the same directory, fsync, os.replace. The new file keeps the old one's mode,
+    or gets 0644 minus the umask (node_exporter usually runs as another user).
+    """
+    import contextlib
+    import stat
+    import tempfile
+
+    path = path.expanduser()
+    directory = path.parent if str(path.parent) else Path(".")
+    try:
+        mode = stat.S_IMODE(path.stat().st_mode)
+    except OSError:
+        umask = os.umask(0o022)
+        os.umask(umask)
+        mode = 0o644 & ~umask
+    fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.chmod(tmp, mode)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    with contextlib.suppress(OSError):
+        dir_fd = os.open(directory, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+
+
+def _duration(text: str | None, flag: str) -> float:
+    from matokit.durations import parse_duration
+
+    try:
+        return parse_duration(text or "")
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint=flag) from None
+
+
+def _thresholds(given: dict[str, Any]) -> Thresholds:
+    from matokit.health import Thresholds
+
+    values: dict[str, float] = {}
+    for name, value in given.items():
+        if value is None:
+            continue
+        flag = "--" + name.replace("_", "-")
+        values[name] = float(value) if "depth" in name else _duration(value, flag)
+    return Thresholds(**values)
+
+
+@app.command("serve")
+def serve(
+    ctx: typer.Context,
+    listen: str = typer.Option(
+        "127.0.0.1:9464", "--listen", help="HOST:PORT to listen on (port 0: any free port)."
+    ),
+    interval: str = typer.Option(
+        "30s", "--interval", help="Reuse a health run for this long (scrapes never hammer Matomo)."
+    ),
+    allow_remote: bool = typer.Option(
+        False,
+        "--allow-remote",
+        help="Allow a non-loopback listen address (the endpoints have no authentication).",
+    ),
+    check: str | None = CHECK_OPT,
+    warn_latency: str | None = WARN_LATENCY,
+    crit_latency: str | None = CRIT_LATENCY,
+    warn_queue_age: str | None = WARN_QUEUE_AGE,
+    crit_queue_age: str | None = CRIT_QUEUE_AGE,
+    warn_queue_depth: int | None = WARN_QUEUE_DEPTH,
+    crit_queue_depth: int | None = CRIT_QUEUE_DEPTH,
+    max_time: str | None = typer.Option(
+        None,
+        "--max-time",
+        help="Time limit of one health run [default: 8s, below Prometheus' 10 s scrape timeout].",
+    ),
+) -> None:
+    """Serve /metrics (Prometheus), /healthz and /tools/get-health-status (JSON) over HTTP."""
+    from matokit.cli.health_serve import parse_listen, serve_forever
+    from matokit.cli.output import say
+    from matokit.health import CachedHealth, parse_checks, run_health
+
+    inherited: dict[str, Any] = ctx.meta.get("matokit.health", {})
+    local = {
+        "warn_latency": warn_latency,
+        "crit_latency": crit_latency,
+        "warn_queue_age": warn_queue_age,
+        "crit_queue_age": crit_queue_age,
+        "warn_queue_depth": warn_queue_depth,
+        "crit_queue_depth": crit_queue_depth,
+    }
+    given = {k: v if v is not None else inherited.get(k) for k, v in local.items()}
+    checks = parse_checks(check if check is not None else inherited.get("check"))
+    thresholds = _thresholds(given)
+    # The parent's --max-time always has a value (20s); only an explicit serve value counts.
+    limit = _duration(max_time or "8s", "--max-time")
+    every = _duration(interval, "--interval")
+    host, port = parse_listen(listen, allow_remote=allow_remote)
+    load_settings = state(ctx).settings
+    cache = CachedHealth(
+        lambda: run_health(load_settings, checks=checks, thresholds=thresholds, max_time=limit),
+        interval=every,
+    )
+    code = serve_forever(host, port, cache, announce=say)
+    raise typer.Exit(code)

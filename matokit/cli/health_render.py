@@ -1,0 +1,371 @@
+"""Renderers of a HealthReport: text (a rich table), JSON, Prometheus text, Nagios plugin output.
+
+All but the text table return strings, so `--output FILE`, stdout and `health serve` share them.
+The Prometheus exposition is written by hand (prometheus_client is only a test dependency).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Iterable, Mapping
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+from matokit import __version__
+from matokit.health import SCHEMA, SKIPPED_AFTER_API, CheckResult, HealthReport, Status
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+FORMATS = ("text", "json", "prometheus", "nagios")
+PROMETHEUS_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+
+_STYLES = {
+    Status.OK: "green",
+    Status.WARNING: "yellow",
+    Status.CRITICAL: "bold red",
+    Status.UNKNOWN: "magenta",
+}
+
+
+# --- JSON ----------------------------------------------------------------------------------------
+
+
+def to_json_dict(report: HealthReport) -> dict[str, Any]:
+    """The versioned JSON document (schema `matokit.health/1`)."""
+    limits = report.thresholds
+    return {
+        "schema": SCHEMA,
+        "status": report.status.name,
+        "exit_code": int(report.status),
+        "generated_at": _iso(report.generated_at),
+        "generated_at_unix": round(report.generated_at, 3),
+        "duration_s": report.duration_s,
+        "matokit_version": __version__,
+        "profile": report.profile,
+        "url": report.url,
+        "site_id": report.site_id,
+        "thresholds": {
+            "warn_latency_s": limits.warn_latency,
+            "crit_latency_s": limits.crit_latency,
+            "warn_queue_age_s": limits.warn_queue_age,
+            "crit_queue_age_s": limits.crit_queue_age,
+            "warn_queue_depth": limits.warn_queue_depth,
+            "crit_queue_depth": limits.crit_queue_depth,
+        },
+        "checks": [_check_dict(check) for check in report.checks],
+    }
+
+
+def _check_dict(check: CheckResult) -> dict[str, Any]:
+    return {
+        "name": check.name,
+        "status": check.status.name,
+        "summary": check.summary,
+        "hint": check.hint,
+        "duration_s": check.duration_s,
+        "metrics": {k: _plain(v) for k, v in check.metrics.items()},
+        "info": dict(check.info),
+    }
+
+
+def render_json(report: HealthReport, *, pretty: bool = False) -> str:
+    """The JSON document as text (one line unless `pretty`)."""
+    return json.dumps(to_json_dict(report), indent=2 if pretty else None, ensure_ascii=False) + "\n"
+
+
+def _plain(value: float) -> float | int:
+    return int(value) if float(value).is_integer() else value
+
+
+def _iso(seconds: float) -> str:
+    return datetime.fromtimestamp(seconds, UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+# --- Prometheus ----------------------------------------------------------------------------------
+
+# (check, metric key) -> (metric name, help). Other metrics become matokit_<check>_<key>.
+_KNOWN: dict[tuple[str, str], tuple[str, str]] = {
+    ("api", "latency_seconds"): (
+        "matokit_api_latency_seconds",
+        "Time Matomo took to answer API.getMatomoVersion.",
+    ),
+    ("tracking", "latency_seconds"): (
+        "matokit_tracking_latency_seconds",
+        "Time the tracker took to answer the bulk probe.",
+    ),
+    ("queue", "depth"): ("matokit_queue_depth", "Hits in the journal still to deliver."),
+    ("queue", "due"): ("matokit_queue_due", "Queued hits due for sending now."),
+    ("queue", "oldest_age_seconds"): (
+        "matokit_queue_oldest_age_seconds",
+        "Age of the oldest hit still to deliver (0 when none).",
+    ),
+    ("queue", "dead_letters"): ("matokit_queue_dead_letters", "Hits given up on (dead letters)."),
+    ("queue", "unconfirmed"): (
+        "matokit_queue_unconfirmed",
+        "Hits sent whose answer was lost (Matomo may have stored them).",
+    ),
+    ("queue", "unattributed"): (
+        "matokit_queue_unattributed",
+        "Hits in batches Matomo partly refused without saying which.",
+    ),
+    ("queue", "possible_duplicates"): (
+        "matokit_queue_possible_duplicates",
+        "Delivered hits that had been sent before with the answer lost.",
+    ),
+    ("queue", "file_size_bytes"): ("matokit_queue_file_size_bytes", "Size of the journal file."),
+    ("queue", "last_flush_timestamp_seconds"): (
+        "matokit_last_flush_timestamp_seconds",
+        "Unix time of the last recorded queue flush.",
+    ),
+    ("tracking-failures", "failures"): (
+        "matokit_tracking_failures",
+        "Tracking failures Matomo reports (kept about two days).",
+    ),
+    ("replay-access", "admin_access"): (
+        "matokit_replay_admin_access",
+        "1 when the token can replay hits older than 24 h on the site.",
+    ),
+    ("cache", "size_bytes"): ("matokit_cache_size_bytes", "Size of the report cache database."),
+}
+
+
+class _Families:
+    """Metric families in first-seen order, each with its HELP, TYPE and samples."""
+
+    def __init__(self, base_labels: Mapping[str, str]) -> None:
+        self._base = dict(base_labels)
+        self._order: list[str] = []
+        self._help: dict[str, str] = {}
+        self._samples: dict[str, list[str]] = {}
+
+    def add(
+        self, name: str, help_text: str, value: float, labels: Mapping[str, str] | None = None
+    ) -> None:
+        if name not in self._help:
+            self._order.append(name)
+            self._help[name] = help_text
+            self._samples[name] = []
+        all_labels = {**self._base, **(labels or {})}
+        label_text = ",".join(f'{k}="{_escape_label(v)}"' for k, v in all_labels.items())
+        label_part = "{" + label_text + "}" if label_text else ""
+        self._samples[name].append(f"{name}{label_part} {_prom_number(value)}")
+
+    def text(self) -> str:
+        lines: list[str] = []
+        for name in self._order:
+            lines.append(f"# HELP {name} {_escape_help(self._help[name])}")
+            lines.append(f"# TYPE {name} gauge")
+            lines.extend(self._samples[name])
+        return "\n".join(lines) + "\n"
+
+
+def render_prometheus(report: HealthReport) -> str:
+    """Prometheus text exposition (format 0.0.4); every sample carries the profile label."""
+    families = _Families({"profile": report.profile or "unknown"})
+    up = 1 if report.status in (Status.OK, Status.WARNING) else 0
+    families.add(
+        "matokit_up",
+        "1 when the last health run was OK or WARNING, 0 when CRITICAL or UNKNOWN.",
+        up,
+    )
+    families.add(
+        "matokit_health_status",
+        "Overall health: 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN.",
+        int(report.status),
+    )
+    for check in report.checks:
+        families.add(
+            "matokit_check_status",
+            "Status of one check: 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN.",
+            int(check.status),
+            {"check": check.name},
+        )
+    for check in report.checks:
+        families.add(
+            "matokit_check_duration_seconds",
+            "Time one check took.",
+            check.duration_s,
+            {"check": check.name},
+        )
+    for check in report.checks:
+        for key, value in check.metrics.items():
+            name, help_text = _KNOWN.get(
+                (check.name, key),
+                (_metric_name(check.name, key), f"{key} reported by the {check.name} check."),
+            )
+            families.add(name, help_text, value)
+    api = report.check("api")
+    if api is not None and api.info.get("matomo_version"):
+        families.add(
+            "matokit_matomo_info",
+            "Matomo's version as reported by API.getMatomoVersion.",
+            1,
+            {"version": api.info["matomo_version"]},
+        )
+    families.add("matokit_build_info", "MatoKit's version.", 1, {"version": __version__})
+    families.add(
+        "matokit_health_run_duration_seconds", "Time the whole health run took.", report.duration_s
+    )
+    families.add(
+        "matokit_health_run_timestamp_seconds",
+        "Unix time the health run started.",
+        round(report.generated_at, 3),
+    )
+    return families.text()
+
+
+def _metric_name(check: str, key: str) -> str:
+    raw = f"matokit_{check}_{key}"
+    return "".join(ch if ch.isalnum() or ch == "_" else "_" for ch in raw)
+
+
+def _escape_label(value: str) -> str:
+    return str(value).replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+
+
+def _escape_help(value: str) -> str:
+    return value.replace("\\", "\\\\").replace("\n", "\\n")
+
+
+def _prom_number(value: float) -> str:
+    number = float(value)
+    if math.isnan(number):
+        return "NaN"
+    if math.isinf(number):
+        return "+Inf" if number > 0 else "-Inf"
+    if number.is_integer() and abs(number) < 2**53:
+        return str(int(number))
+    return repr(number)
+
+
+# --- Nagios / monitoring plugins ------------------------------------------------------------------
+
+
+def render_nagios(report: HealthReport) -> str:
+    """Monitoring-plugin output: `MATOKIT STATUS - summary | perfdata`, then one line per check."""
+    first = f"MATOKIT {report.status.name} - {_nagios_text(_nagios_summary(report))}"
+    perf = " ".join(_perfdata(report))
+    lines = [f"{first} | {perf}" if perf else first]
+    for check in sorted(report.checks, key=lambda c: -c.status.severity):
+        lines.append(f"[{check.status.name}] {check.name}: {_nagios_text(check.summary)}")
+    return "\n".join(lines) + "\n"
+
+
+def _nagios_summary(report: HealthReport) -> str:
+    bad = [c for c in report.checks if c.status is not Status.OK]
+    if not bad:
+        api = report.check("api")
+        version = api.info.get("matomo_version") if api else None
+        tail = f" (Matomo {version})" if version else ""
+        return f"{len(report.checks)} checks OK{tail}"
+    bad.sort(key=lambda c: -c.status.severity)
+    # Checks skipped because the api check failed add nothing but length to the first line.
+    skipped = [c.name for c in bad if c.summary == SKIPPED_AFTER_API]
+    parts = [f"{c.name} {c.status.name}: {c.summary}" for c in bad if c.name not in skipped]
+    if skipped:
+        parts.append(f"not checked after the api failure: {', '.join(skipped)}")
+    return "; ".join(parts)
+
+
+def _nagios_text(text: str) -> str:
+    # '|' starts the performance data; a newline would end the first line.
+    return " ".join(text.replace("|", "/").split())
+
+
+def _perfdata(report: HealthReport) -> Iterable[str]:
+    limits = report.thresholds
+    specs: list[tuple[str, str, str, str, float | None, float | None]] = [
+        # (check, metric key, label, unit, warn, crit)
+        ("api", "latency_seconds", "api_latency", "s", limits.warn_latency, limits.crit_latency),
+        ("tracking", "latency_seconds", "tracking_latency", "s", None, None),
+        ("queue", "depth", "queue_depth", "", limits.warn_queue_depth, limits.crit_queue_depth),
+        (
+            "queue",
+            "oldest_age_seconds",
+            "queue_oldest_age",
+            "s",
+            limits.warn_queue_age,
+            limits.crit_queue_age,
+        ),
+        ("queue", "dead_letters", "queue_dead_letters", "", None, None),
+        ("queue", "unconfirmed", "queue_unconfirmed", "", None, None),
+        ("queue", "unattributed", "queue_unattributed", "", None, None),
+        ("tracking-failures", "failures", "tracking_failures", "", None, None),
+        ("cache", "size_bytes", "cache_size", "B", None, None),
+    ]
+    for check_name, key, label, unit, warn, crit in specs:
+        check = report.check(check_name)
+        if check is None or key not in check.metrics:
+            continue
+        value = check.metrics[key]
+        fields = [f"'{label}'={_nagios_number(value)}{unit}", _opt(warn), _opt(crit), "0"]
+        yield ";".join(fields)
+    yield f"'duration'={_nagios_number(report.duration_s)}s;;;0"
+
+
+def _opt(value: float | None) -> str:
+    return "" if value is None else _nagios_number(value)
+
+
+def _nagios_number(value: float) -> str:
+    # The guidelines allow only plain decimals: no exponent, '.' as the separator.
+    number = float(value)
+    if number.is_integer():
+        return str(int(number))
+    return f"{number:.6f}".rstrip("0").rstrip(".")
+
+
+# --- text ----------------------------------------------------------------------------------------
+
+
+def print_text(report: HealthReport, console: Console) -> None:
+    """A table (check, status, summary, duration), the overall verdict and fix hints."""
+    from rich.table import Table
+    from rich.text import Text
+
+    table = Table(header_style="bold", show_lines=False)
+    table.add_column("check")
+    table.add_column("status")
+    table.add_column("summary", overflow="fold")
+    table.add_column("duration", justify="right")
+    for check in report.checks:
+        table.add_row(
+            check.name,
+            Text(check.status.name, style=_STYLES[check.status]),
+            check.summary,
+            f"{check.duration_s:.2f} s",
+        )
+    console.print(table)
+    where = f" ({report.profile}: {report.url})" if report.profile and report.url else ""
+    verdict = Text("overall: ")
+    verdict.append(report.status.name, style=_STYLES[report.status])
+    verdict.append(f" in {report.duration_s:.2f} s{where}")
+    console.print(verdict)
+    for check in report.checks:
+        if check.hint and check.status is not Status.OK:
+            console.print(Text(f"  hint ({check.name}): {check.hint}"))
+
+
+def render_text(report: HealthReport, *, width: int = 120) -> str:
+    """The text table as plain text (no colour), for `--output FILE`."""
+    import io
+
+    from rich.console import Console
+
+    buffer = io.StringIO()
+    console = Console(file=buffer, width=width, no_color=True, color_system=None, highlight=False)
+    print_text(report, console)
+    return buffer.getvalue()
+
+
+def render(report: HealthReport, fmt: str) -> str:
+    """The report in `fmt` (text, json, prometheus, nagios) as a string."""
+    if fmt == "json":
+        return render_json(report)
+    if fmt == "prometheus":
+        return render_prometheus(report)
+    if fmt == "nagios":
+        return render_nagios(report)
+    return render_text(report)

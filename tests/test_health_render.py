@@ -1,0 +1,243 @@
+"""Renderers of a HealthReport: JSON schema, Prometheus exposition, Nagios plugin output, text."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from matokit.cli.health_render import (
+    render_json,
+    render_nagios,
+    render_prometheus,
+    render_text,
+    to_json_dict,
+)
+from matokit.health import CheckResult, HealthReport, Status, Thresholds
+
+NOW = 1_790_000_000.0
+
+
+def _report(*checks: CheckResult, status: Status | None = None) -> HealthReport:
+    from matokit.health import worst
+
+    return HealthReport(
+        status=status if status is not None else worst(c.status for c in checks),
+        checks=tuple(checks),
+        generated_at=NOW,
+        duration_s=0.42,
+        thresholds=Thresholds(),
+        profile="default",
+        url="https://analytics.example.org/",
+        site_id=1,
+    )
+
+
+def _healthy() -> HealthReport:
+    return _report(
+        CheckResult("config", Status.OK, "profile default: ok", duration_s=0.001),
+        CheckResult(
+            "api",
+            Status.OK,
+            "Matomo 5.11.2 answered in 0.12 s",
+            metrics={"latency_seconds": 0.1234},
+            duration_s=0.125,
+            info={"matomo_version": "5.11.2"},
+        ),
+        CheckResult(
+            "queue",
+            Status.OK,
+            "3 queued, oldest 2m, 0 dead",
+            metrics={
+                "depth": 3,
+                "oldest_age_seconds": 120.5,
+                "dead_letters": 0,
+                "unconfirmed": 1,
+                "unattributed": 0,
+                "last_flush_timestamp_seconds": NOW - 60,
+            },
+            duration_s=0.01,
+        ),
+        CheckResult("cache", Status.OK, "cache opens", metrics={"size_bytes": 4096}),
+    )
+
+
+def _families(text: str) -> dict[str, list[tuple[dict[str, str], float]]]:
+    found: dict[str, list[tuple[dict[str, str], float]]] = {}
+    for family in text_string_to_metric_families(text):
+        assert family.type == "gauge", family.name
+        assert family.documentation, f"{family.name} has no HELP"
+        for sample in family.samples:
+            found.setdefault(sample.name, []).append((dict(sample.labels), sample.value))
+    return found
+
+
+def test_prometheus_exposition_parses_and_carries_every_required_metric() -> None:
+    text = render_prometheus(_healthy())
+    metrics = _families(text)
+    for name in (
+        "matokit_up",
+        "matokit_check_status",
+        "matokit_check_duration_seconds",
+        "matokit_api_latency_seconds",
+        "matokit_queue_depth",
+        "matokit_queue_oldest_age_seconds",
+        "matokit_queue_dead_letters",
+        "matokit_queue_unconfirmed",
+        "matokit_last_flush_timestamp_seconds",
+        "matokit_health_run_timestamp_seconds",
+    ):
+        assert name in metrics, name
+    assert metrics["matokit_up"] == [({"profile": "default"}, 1.0)]
+    statuses = {labels["check"]: value for labels, value in metrics["matokit_check_status"]}
+    assert statuses == {"config": 0, "api": 0, "queue": 0, "cache": 0}
+    assert metrics["matokit_api_latency_seconds"][0][1] == pytest.approx(0.1234)
+    assert metrics["matokit_queue_depth"][0][1] == 3
+    assert metrics["matokit_queue_oldest_age_seconds"][0][1] == pytest.approx(120.5)
+    assert metrics["matokit_last_flush_timestamp_seconds"][0][1] == pytest.approx(NOW - 60)
+    assert metrics["matokit_health_run_timestamp_seconds"][0][1] == pytest.approx(NOW)
+    assert metrics["matokit_matomo_info"] == [({"profile": "default", "version": "5.11.2"}, 1.0)]
+
+
+def test_prometheus_has_one_help_and_type_per_family_and_ends_with_newline() -> None:
+    text = render_prometheus(_healthy())
+    assert text.endswith("\n")
+    helps = re.findall(r"^# HELP (\S+) ", text, re.MULTILINE)
+    types = re.findall(r"^# TYPE (\S+) gauge$", text, re.MULTILINE)
+    assert helps == types
+    assert len(helps) == len(set(helps))
+
+
+@pytest.mark.parametrize(
+    ("status", "up"),
+    [(Status.OK, 1), (Status.WARNING, 1), (Status.CRITICAL, 0), (Status.UNKNOWN, 0)],
+)
+def test_prometheus_up_follows_the_overall_status(status: Status, up: int) -> None:
+    report = _report(CheckResult("api", status, "x"))
+    metrics = _families(render_prometheus(report))
+    assert metrics["matokit_up"][0][1] == up
+    assert metrics["matokit_health_status"][0][1] == int(status)
+    assert "matokit_api_latency_seconds" not in metrics
+
+
+def test_prometheus_escapes_label_values() -> None:
+    report = HealthReport(
+        status=Status.OK,
+        checks=(CheckResult("api", Status.OK, "ok", info={"matomo_version": 'a"b\\c\nd'}),),
+        generated_at=NOW,
+        duration_s=0.1,
+        thresholds=Thresholds(),
+        profile="prod",
+    )
+    metrics = _families(render_prometheus(report))
+    assert metrics["matokit_matomo_info"][0][0]["version"] == 'a"b\\c\nd'
+
+
+def test_json_document_is_versioned_and_complete() -> None:
+    data = json.loads(render_json(_healthy()))
+    assert data["schema"] == "matokit.health/1"
+    assert data["status"] == "OK"
+    assert data["exit_code"] == 0
+    assert data["generated_at"] == "2026-09-21T14:13:20Z"
+    assert [c["name"] for c in data["checks"]] == ["config", "api", "queue", "cache"]
+    api = data["checks"][1]
+    assert api == {
+        "name": "api",
+        "status": "OK",
+        "summary": "Matomo 5.11.2 answered in 0.12 s",
+        "hint": None,
+        "duration_s": 0.125,
+        "metrics": {"latency_seconds": 0.1234},
+        "info": {"matomo_version": "5.11.2"},
+    }
+    assert data["thresholds"]["crit_queue_age_s"] == 6 * 3600
+
+
+def test_json_integral_metrics_are_integers() -> None:
+    data = to_json_dict(_healthy())
+    assert data["checks"][2]["metrics"]["depth"] == 3
+    assert isinstance(data["checks"][2]["metrics"]["depth"], int)
+
+
+# --- Nagios: https://www.monitoring-plugins.org/doc/guidelines.html#AEN200 -------------------
+
+_PERF = re.compile(
+    r"^'(?P<label>[^'=]+)'=(?P<value>-?\d+(\.\d+)?)(?P<uom>s|%|B|KB|MB|TB|c)?"
+    r"(;(?P<warn>-?\d*(\.\d+)?)?)?(;(?P<crit>-?\d*(\.\d+)?)?)?(;(?P<min>-?\d*(\.\d+)?)?)?"
+    r"(;(?P<max>-?\d*(\.\d+)?)?)?$"
+)
+
+
+def _nagios_parts(text: str) -> tuple[str, str, list[str], list[str]]:
+    lines = text.rstrip("\n").split("\n")
+    first = lines[0]
+    assert first.count("|") <= 1
+    head, _, perf = first.partition(" | ")
+    status_text = head.split(" - ", 1)[0]
+    return status_text, head, perf.split(" ") if perf else [], lines[1:]
+
+
+def test_nagios_first_line_status_summary_and_valid_perfdata() -> None:
+    status_text, head, perf, long_lines = _nagios_parts(render_nagios(_healthy()))
+    assert status_text == "MATOKIT OK"
+    assert head == "MATOKIT OK - 4 checks OK (Matomo 5.11.2)"
+    for item in perf:
+        assert _PERF.match(item), item
+    labels = {item.split("=")[0].strip("'"): item for item in perf}
+    assert labels["api_latency"] == "'api_latency'=0.1234s;2;5;0"
+    assert labels["queue_depth"] == "'queue_depth'=3;1000;10000;0"
+    assert labels["queue_oldest_age"] == "'queue_oldest_age'=120.5s;3600;21600;0"
+    assert labels["cache_size"] == "'cache_size'=4096B;;;0"
+    assert long_lines[0].startswith("[OK] ")
+    assert len(long_lines) == 4
+
+
+def test_nagios_lists_the_worst_checks_first_and_strips_pipes() -> None:
+    report = _report(
+        CheckResult("config", Status.OK, "fine"),
+        CheckResult("queue", Status.WARNING, "2 dead letter(s) | oops"),
+        CheckResult("api", Status.CRITICAL, "token rejected at 2026-01-01 00:00:00 UTC"),
+        CheckResult("site", Status.UNKNOWN, "did not finish within 2 s (stage: x)"),
+    )
+    text = render_nagios(report)
+    status_text, head, perf, long_lines = _nagios_parts(text)
+    assert status_text == "MATOKIT CRITICAL"
+    assert head.startswith("MATOKIT CRITICAL - api CRITICAL: token rejected")
+    assert head.index("site UNKNOWN") < head.index("queue WARNING")
+    assert "oops" in head and "| oops" not in text
+    assert [line.split("]")[0] for line in long_lines] == [
+        "[CRITICAL",
+        "[UNKNOWN",
+        "[WARNING",
+        "[OK",
+    ]
+    assert all("|" not in line for line in long_lines)
+    assert perf == ["'duration'=0.42s;;;0"]
+
+
+def test_nagios_collapses_checks_skipped_after_the_api_failure() -> None:
+    report = _report(
+        CheckResult("api", Status.CRITICAL, "Matomo is unavailable (HTTP 503)."),
+        CheckResult("site", Status.UNKNOWN, "not checked: the api check failed"),
+        CheckResult("replay-access", Status.UNKNOWN, "not checked: the api check failed"),
+    )
+    _, head, _, long_lines = _nagios_parts(render_nagios(report))
+    assert head == (
+        "MATOKIT CRITICAL - api CRITICAL: Matomo is unavailable (HTTP 503).; "
+        "not checked after the api failure: site, replay-access"
+    )
+    assert "[UNKNOWN] site: not checked: the api check failed" in long_lines
+
+
+def test_text_table_names_every_check_status_and_hint() -> None:
+    report = _report(
+        CheckResult("api", Status.CRITICAL, "token rejected", hint="create a new token"),
+        CheckResult("cache", Status.OK, "cache opens"),
+    )
+    text = render_text(report)
+    assert "api" in text and "CRITICAL" in text and "token rejected" in text
+    assert "overall: CRITICAL" in text
+    assert "hint (api): create a new token" in text
+    assert "\x1b[" not in text
