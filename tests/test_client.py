@@ -44,6 +44,7 @@ from matokit.errors import (
 )
 from matokit.redact import MASK
 from matokit.tokenmemory import TokenMemory
+from tests.fakematomo import ADMIN_TOKEN, SUPERUSER_TOKEN, FakeMatomo
 
 BASE = "https://matomo.example/"
 TRACKER = "https://matomo.example/matomo.php"
@@ -759,3 +760,55 @@ SENT_CASES: list[tuple[BaseException, bool]] = [
 @pytest.mark.parametrize(("exc", "sent"), SENT_CASES)
 def test_request_may_have_been_sent(exc: BaseException, sent: bool) -> None:
     assert request_may_have_been_sent(exc) is sent
+
+
+# --- against the fake Matomo (a real HTTP server copying Matomo 5.11) ---------------------------
+
+
+def fresh_hits(*sites: int) -> list[hits.Hit]:
+    return [hits.pageview(site, url=f"https://example.org/{i}") for i, site in enumerate(sites)]
+
+
+def test_superuser_bulk_attributes_the_refused_hit(fake_matomo: FakeMatomo) -> None:
+    with MatomoClient(base_url=fake_matomo.url, token=SUPERUSER_TOKEN) as c:
+        result = c.track(fresh_hits(1, 999, 1))
+    assert result.outcomes == (D, R, D)
+    assert len(fake_matomo.hits) == 2
+
+
+def test_non_superuser_bulk_cannot_attribute_and_must_not_be_resent(
+    fake_matomo: FakeMatomo,
+) -> None:
+    with MatomoClient(base_url=fake_matomo.url, token=ADMIN_TOKEN) as c:
+        result = c.track(fresh_hits(1, 999, 1))
+    assert result.outcomes == (B, B, B)
+    assert len(fake_matomo.hits) == 2
+
+
+def test_a_stale_token_is_sent_once_not_until_the_host_is_locked_out(
+    fake_matomo: FakeMatomo, tmp_path: Path
+) -> None:
+    memory = TokenMemory(tmp_path / "memory.json")
+    stale = "0f" * 16
+    for _ in range(3):  # three cron runs, each with its own client
+        with (
+            MatomoClient(base_url=fake_matomo.url, token=stale, token_memory=memory) as c,
+            pytest.raises(AuthenticationError),
+        ):
+            c.call("API.getMatomoVersion")
+    assert sum(fake_matomo.failed_logins.values()) == 1
+    with MatomoClient(base_url=fake_matomo.url, token=SUPERUSER_TOKEN, token_memory=memory) as c:
+        assert "value" in c.call("API.getMatomoVersion"), "a changed token is used at once"
+
+
+def test_the_token_travels_only_in_bodies(fake_matomo: FakeMatomo) -> None:
+    with MatomoClient(base_url=fake_matomo.url, token=SUPERUSER_TOKEN) as c:
+        c.track(fresh_hits(1))
+        c.call("API.getMatomoVersion")
+        c.bulk([("API.getMatomoVersion", {})])
+        c.call_raw("VisitsSummary.get", idSite=1, period="day", date="today")
+    recorded = fake_matomo.requests
+    assert len(recorded) == 4
+    for record in recorded:
+        assert SUPERUSER_TOKEN not in record.path + "?" + record.query
+        assert SUPERUSER_TOKEN.encode() in record.body
