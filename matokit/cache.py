@@ -1,0 +1,582 @@
+"""The report cache: requests-cache on SQLite, one database per profile, never a token inside.
+
+What is cached: only Reporting API answers that can be reused (a report with `period` and
+`date`, and `SitesManager.getSiteFromId` / `API.getReportMetadata` for a day). Never tracking
+(the client sends hits over a separate session anyway), never `Live.*`, never health probes or
+any other method, never an error (including Matomo's `{"result":"error"}` inside an HTTP 200).
+
+How long: a period that includes the site's today (in the site's time zone) for `ttl_today`
+(300 s), a finished period for `ttl_past` (1 day). Relative dates (`today`, `yesterday`,
+`lastN`...) never outlive the site's midnight, when their meaning changes.
+
+The token travels in the POST body, so POST is cacheable; `token_auth` (and the usual auth
+headers) are requests-cache `ignored_parameters`: left out of the cache key *and* replaced by
+`REDACTED` in the stored request. Responses that followed a redirect are never stored (their
+history would keep the original body).
+
+A cache hit of `matokit report` can be answered without importing requests or requests-cache
+(`lookup`): a small index maps a hash of (URL, method, parameters without the token) to the
+requests-cache key of the stored answer, which is read with a restricted unpickler (plain
+values only, no classes).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import hashlib
+import io
+import json
+import logging
+import os
+import pickle
+import sqlite3
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from datetime import time as clock_time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+from urllib.parse import parse_qsl, urlsplit
+
+from matokit.dates import site_today, site_tzinfo, span, validate
+from matokit.errors import MatokitError, StorageError
+
+if TYPE_CHECKING:
+    from requests_cache import CachedSession
+
+    from matokit.config import Settings
+
+log = logging.getLogger("matokit.cache")
+
+DAY = 86400.0
+DIR_MODE = 0o700
+FILE_MODE = 0o600
+# Cached for a day whatever their parameters: a site's settings, the report metadata.
+DAILY_METHODS = frozenset({"SitesManager.getSiteFromId", "API.getReportMetadata"})
+NEVER_PREFIXES = ("Live.",)
+# requests-cache's defaults plus Matomo's token: out of the key and redacted when stored.
+IGNORED_PARAMETERS = (
+    "token_auth",
+    "Authorization",
+    "Proxy-Authorization",
+    "X-API-Key",
+    "X-Auth-Token",
+    "X-API-Token",
+    "X-Access-Token",
+    "access_token",
+    "api_key",
+    "apikey",
+)
+_SIDE_TABLES = (
+    "CREATE TABLE IF NOT EXISTS matokit_stats (name TEXT PRIMARY KEY, value INTEGER NOT NULL)",
+    "CREATE TABLE IF NOT EXISTS matokit_index (fast_key TEXT PRIMARY KEY, cache_key TEXT NOT NULL)",
+)
+
+
+# --- TTL policy (pure) ----------------------------------------------------------------------
+
+
+def _moment(now: datetime | float) -> datetime:
+    moment = now if isinstance(now, datetime) else datetime.fromtimestamp(now, UTC)
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+def seconds_to_midnight(tz: str | None, now: datetime | float) -> float | None:
+    """Seconds until the next midnight in the site's zone (DST-aware); None if unknown."""
+    zone = site_tzinfo(tz)
+    if zone is None:
+        return None
+    local = _moment(now).astimezone(zone)
+    following = datetime.combine(local.date() + timedelta(days=1), clock_time(0), tzinfo=zone)
+    return (following.astimezone(UTC) - local.astimezone(UTC)).total_seconds()
+
+
+def ttl_for(
+    period: str,
+    date: str,
+    *,
+    tz: str | None,
+    now: datetime | float,
+    ttl_today: float = 300.0,
+    ttl_past: float = DAY,
+) -> float:
+    """Seconds to keep a report for `period`/`date` of a site in time zone `tz`.
+
+    A period that includes today (or lies in the future) in the site's zone can still change:
+    `ttl_today`. A finished period: `ttl_past`. A relative date (`today`, `yesterday`, `lastN`,
+    `previousN`, `A,today`) changes meaning at the site's midnight, so it never outlives it;
+    with an unknown zone it is kept at most `ttl_today`. Raises UsageError for a bad period or
+    date (see `matokit.dates.validate`).
+    """
+    spec = validate(period, date)
+    today = site_today(tz, now)
+    _, last = span(spec, today)
+    ttl = ttl_today if last >= today else ttl_past
+    relative = spec.kind == "relative" or spec.end_keyword is not None
+    relative = relative or spec.date in ("today", "yesterday")
+    if relative:
+        left = seconds_to_midnight(tz, now)
+        ttl = min(ttl, ttl_today if left is None else left)
+    return ttl
+
+
+def request_ttl(
+    method: str,
+    params: Mapping[str, str],
+    *,
+    timezones: Mapping[str, str],
+    now: datetime | float,
+    ttl_today: float = 300.0,
+    ttl_past: float = DAY,
+) -> float | None:
+    """Seconds to cache the answer to one API call, or None when it must not be cached."""
+    if method in DAILY_METHODS:
+        return DAY
+    if method.startswith(NEVER_PREFIXES):
+        return None
+    if method == "API.getBulkRequest":
+        return _bulk_ttl(params, timezones=timezones, now=now, ttl_today=ttl_today, past=ttl_past)
+    if "period" not in params or "date" not in params:
+        return None  # not a report (version, users, settings...): always asked afresh
+    tz = timezones.get(str(params.get("idSite", "")))
+    try:
+        return ttl_for(
+            params["period"], params["date"], tz=tz, now=now, ttl_today=ttl_today, ttl_past=ttl_past
+        )
+    except MatokitError:
+        # A date form we do not know (e.g. lastWeek via `matokit api`): treat it as live data.
+        return min(ttl_today, seconds_to_midnight(tz, now) or ttl_today)
+
+
+def _bulk_ttl(
+    params: Mapping[str, str],
+    *,
+    timezones: Mapping[str, str],
+    now: datetime | float,
+    ttl_today: float,
+    past: float,
+) -> float | None:
+    inner = [v for k, v in sorted(params.items()) if k.startswith("urls[")]
+    if not inner:
+        return None
+    ttls = []
+    for query in inner:
+        fields = dict(parse_qsl(query, keep_blank_values=True))
+        method = fields.pop("method", "")
+        ttl = request_ttl(
+            method, fields, timezones=timezones, now=now, ttl_today=ttl_today, ttl_past=past
+        )
+        if ttl is None:
+            return None  # one live entry makes the whole answer live
+        ttls.append(ttl)
+    return min(ttls)
+
+
+def api_request(url: str, body: bytes | str | None) -> tuple[str, str, str, dict[str, str]] | None:
+    """(base URL, method, format, form fields) of a Reporting API POST; None for anything else."""
+    parts = urlsplit(url)
+    if not parts.path.endswith("/index.php"):
+        return None
+    query = dict(parse_qsl(parts.query, keep_blank_values=True))
+    if query.get("module") != "API" or not query.get("method"):
+        return None
+    if isinstance(body, bytes):
+        body = body.decode("utf-8", errors="replace")
+    fields = dict(parse_qsl(body or "", keep_blank_values=True))
+    base = f"{parts.scheme}://{parts.netloc}{parts.path[: -len('/index.php')]}"
+    return base, query["method"], query.get("format", "XML").upper(), fields
+
+
+def fast_key(base_url: str, method: str, fmt: str, params: Iterable[tuple[str, str]]) -> str:
+    """The index key of a request: URL, method, format and parameters, never the token."""
+    pairs = sorted((str(k), str(v)) for k, v in params if k not in IGNORED_PARAMETERS)
+    parts = urlsplit(base_url.strip())
+    base = f"{parts.scheme.lower()}://{parts.netloc.lower()}{parts.path.rstrip('/')}"
+    text = json.dumps([base, method, fmt.upper(), pairs], ensure_ascii=False)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def is_cacheable_answer(status: int, content: bytes, *, fmt: str, redirected: bool) -> bool:
+    """Whether an answer may be stored: a 200 that is not one of Matomo's errors."""
+    if status != 200 or redirected or not content:
+        return False
+    head = content.lstrip()[:64]
+    if fmt == "JSON":
+        if head[:1] not in (b"{", b"["):
+            return False  # a login page or a proxy's HTML under a 200
+        if b'"result"' not in content:
+            return True  # cheap: no error object can be inside
+        try:
+            data = json.loads(content.decode("utf-8-sig"))
+        except (UnicodeDecodeError, ValueError):
+            return False
+        entries = data if isinstance(data, list) else [data]
+        return not any(isinstance(e, dict) and e.get("result") == "error" for e in entries)
+    if head.startswith((b"Error:", b"\xff\xfeE\x00r\x00r\x00o\x00r\x00:")):
+        return False
+    return not (fmt == "XML" and b"<error message=" in content[:4096])
+
+
+# --- files ------------------------------------------------------------------------------
+
+
+def prepare_path(path: Path) -> None:
+    """Create the cache directory (0700) and database file (0600) before SQLite opens it."""
+    try:
+        path.parent.mkdir(mode=DIR_MODE, parents=True, exist_ok=True)
+        os.chmod(path.parent, DIR_MODE)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, FILE_MODE)
+        os.close(fd)
+        os.chmod(path, FILE_MODE)
+    except OSError as exc:
+        raise StorageError(
+            f"The report cache {path} cannot be used: {exc.strerror or exc}.",
+            path=str(path),
+            hint="Check the directory's permissions, point cache_dir elsewhere, or use --no-cache.",
+        ) from exc
+
+
+def discard(path: Path) -> None:
+    """Delete a cache database with its WAL and shared-memory files (a cache is disposable)."""
+    for suffix in ("", "-wal", "-shm", "-journal"):
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(f"{path}{suffix}")
+
+
+# --- the session -------------------------------------------------------------------------
+
+
+def cached_session(
+    settings: Settings,
+    *,
+    clock: Callable[[], float] = time.time,
+    refresh: bool = False,
+) -> CachedSession:
+    """The profile's caching requests session, to pass to MatomoClient as its `session`.
+
+    `refresh=True` fetches every report afresh and stores the new answer (site settings are
+    still read from the cache). A corrupt database is deleted and rebuilt, with a warning.
+    """
+    path = Path(settings.cache_path)
+    options = {
+        "ttl_today": float(settings.ttl_today),
+        "ttl_past": float(settings.ttl_past),
+        "clock": clock,
+        "refresh": refresh,
+    }
+    prepare_path(path)
+    cls = _session_class()
+    try:
+        return cls(path, **options)
+    except sqlite3.DatabaseError as exc:
+        log.warning("report cache %s was unreadable (%s); rebuilt it empty", path, exc)
+        discard(path)
+        prepare_path(path)
+        return cls(path, **options)
+
+
+@functools.cache
+def _session_class() -> type[CachedSession]:
+    """The CachedSession subclass, built on first use so importing this module stays cheap."""
+    from requests.adapters import HTTPAdapter
+    from requests_cache import CachedSession
+    from requests_cache.policy import DO_NOT_CACHE
+    from urllib3.util.retry import Retry
+
+    class ReportCacheSession(CachedSession):
+        """Caches Reporting API answers with a TTL computed from each request's parameters."""
+
+        def __init__(
+            self,
+            path: Path,
+            *,
+            ttl_today: float,
+            ttl_past: float,
+            clock: Callable[[], float],
+            refresh: bool = False,
+        ) -> None:
+            super().__init__(
+                str(path),
+                backend="sqlite",
+                serializer="pickle",
+                wal=True,
+                busy_timeout=5000,
+                expire_after=DO_NOT_CACHE,
+                allowable_methods=("GET", "POST"),
+                allowable_codes=(200,),
+                ignored_parameters=IGNORED_PARAMETERS,
+                match_headers=False,
+                filter_fn=_filter,
+                stale_if_error=False,
+                cache_control=False,
+            )
+            self.path = path
+            self.ttl_today = ttl_today
+            self.ttl_past = ttl_past
+            self.clock = clock
+            self.refresh = refresh
+            self.timezones: dict[str, str] = {}
+            # Like MatomoClient's own reporting session: retry connection failures only.
+            retry = Retry(
+                total=2,
+                connect=2,
+                read=False,
+                status=0,
+                other=0,
+                redirect=0,
+                backoff_factor=0.2,
+                raise_on_status=False,
+                raise_on_redirect=False,
+            )
+            adapter = HTTPAdapter(max_retries=retry)
+            self.mount("https://", adapter)
+            self.mount("http://", adapter)
+            self._side_tables()
+
+        def _side_tables(self) -> None:
+            with self.cache.responses.connection(commit=True) as con:
+                for statement in _SIDE_TABLES:
+                    con.execute(statement)
+
+        def send(self, request: Any, **kwargs: Any) -> Any:  # type: ignore[override]
+            described = api_request(request.url or "", request.body)
+            ttl = None
+            if described is not None:
+                _, method, _, fields = described
+                ttl = request_ttl(
+                    method,
+                    fields,
+                    timezones=self.timezones,
+                    now=self.clock(),
+                    ttl_today=self.ttl_today,
+                    ttl_past=self.ttl_past,
+                )
+            if ttl is None or ttl < 1:
+                kwargs["expire_after"] = DO_NOT_CACHE
+                return super().send(request, **kwargs)
+            assert described is not None
+            kwargs["expire_after"] = ttl
+            if self.refresh and described[1] not in DAILY_METHODS:
+                kwargs["force_refresh"] = True
+            try:
+                response = super().send(request, **kwargs)
+            except sqlite3.DatabaseError as exc:
+                self._rebuild(exc)
+                response = super().send(request, **kwargs)
+            self._after(described, response)
+            return response
+
+        def _after(self, described: tuple[str, str, str, dict[str, str]], response: Any) -> None:
+            hit = bool(getattr(response, "from_cache", False))
+            base, method, fmt, fields = described
+            stored = not hit and getattr(response, "cache_key", None)
+            try:
+                with self.cache.responses.connection(commit=True) as con:
+                    _bump(con, "hits" if hit else "misses")
+                    if stored:
+                        key = fast_key(base, method, fmt, fields.items())
+                        con.execute(
+                            "INSERT OR REPLACE INTO matokit_index (fast_key, cache_key) "
+                            "VALUES (?, ?)",
+                            (key, response.cache_key),
+                        )
+            except sqlite3.Error as exc:  # counters are a convenience, never a failure
+                log.debug("cache counters not updated: %s", exc)
+
+        def _rebuild(self, exc: Exception) -> None:
+            log.warning("report cache %s is corrupt (%s); rebuilt it empty", self.path, exc)
+            self.cache.close()
+            discard(self.path)
+            prepare_path(self.path)
+            self.cache.responses.init_db()
+            self.cache.redirects.init_db()
+            self._side_tables()
+
+    return ReportCacheSession
+
+
+def _filter(response: Any) -> bool:
+    """requests-cache filter_fn: store (and reuse) only a clean 200 answer of Matomo."""
+    described = api_request(response.url or "", getattr(response.request, "body", None))
+    fmt = described[2] if described else "JSON"
+    return is_cacheable_answer(
+        response.status_code, response.content or b"", fmt=fmt, redirected=bool(response.history)
+    )
+
+
+def _bump(con: sqlite3.Connection, name: str, by: int = 1) -> None:
+    con.execute(
+        "INSERT INTO matokit_stats (name, value) VALUES (?, ?) "
+        "ON CONFLICT(name) DO UPDATE SET value = value + excluded.value",
+        (name, by),
+    )
+
+
+# --- the lean path: answer a hit without requests -----------------------------------------
+
+
+class _PlainUnpickler(pickle.Unpickler):
+    """Loads only plain values (dict, list, str, bytes, numbers): never a class or function."""
+
+    def find_class(self, module: str, name: str) -> Any:
+        raise pickle.UnpicklingError(f"refusing {module}.{name} in a cache entry")
+
+
+def lookup(
+    path: Path,
+    *,
+    base_url: str,
+    method: str,
+    params: Mapping[str, str],
+    fmt: str = "JSON",
+    now: float | None = None,
+) -> Any | None:
+    """The cached, fresh JSON answer to a Reporting API call, or None (then ask normally).
+
+    Uses only the standard library; counts the hit. Any doubt (no file, no index entry,
+    expired, unreadable, not a clean 200) is a miss, and the normal path decides.
+    """
+    if not path.is_file():
+        return None
+    key = fast_key(base_url, method, fmt, params.items())
+    moment = time.time() if now is None else now
+    try:
+        con = sqlite3.connect(path, timeout=5, isolation_level=None)
+    except sqlite3.Error:
+        return None
+    try:
+        row = con.execute(
+            "SELECT r.value, r.expires FROM matokit_index i JOIN responses r "
+            "ON r.key = i.cache_key WHERE i.fast_key = ?",
+            (key,),
+        ).fetchone()
+        if row is None or row[1] is None or row[1] <= moment:
+            return None
+        stored = _PlainUnpickler(io.BytesIO(row[0])).load()
+        if not isinstance(stored, dict) or stored.get("status_code") != 200:
+            return None
+        content = stored.get("_content") or b""
+        data = json.loads(content.decode("utf-8-sig"))
+        _bump(con, "hits")  # autocommit: one atomic statement
+        return data
+    except (sqlite3.Error, pickle.UnpicklingError, ValueError, TypeError, EOFError, KeyError):
+        return None
+    finally:
+        con.close()
+
+
+# --- stats and clear ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class CacheStats:
+    """What `matokit cache stats` shows."""
+
+    path: str
+    exists: bool
+    entries: int = 0
+    fresh: int = 0
+    expired: int = 0
+    size_bytes: int = 0
+    hits: int = 0
+    misses: int = 0
+
+    @property
+    def hit_rate(self) -> float | None:
+        """Hits / (hits + misses), or None before the first lookup."""
+        total = self.hits + self.misses
+        return round(self.hits / total, 4) if total else None
+
+    def as_dict(self) -> dict[str, Any]:
+        """A JSON-ready view."""
+        return {
+            "path": self.path,
+            "exists": self.exists,
+            "entries": self.entries,
+            "fresh": self.fresh,
+            "expired": self.expired,
+            "size_bytes": self.size_bytes,
+            "hits": self.hits,
+            "misses": self.misses,
+            "hit_rate": self.hit_rate,
+        }
+
+
+def _disk_size(path: Path) -> int:
+    total = 0
+    for suffix in ("", "-wal", "-shm"):
+        with contextlib.suppress(OSError):
+            total += os.stat(f"{path}{suffix}").st_size
+    return total
+
+
+def stats(path: Path, *, now: float | None = None) -> CacheStats:
+    """Entries, size on disk and hit counters of a profile's cache (never creates it)."""
+    if not path.is_file():
+        return CacheStats(str(path), False)
+    moment = time.time() if now is None else now
+    try:
+        con = sqlite3.connect(path, timeout=5)
+        try:
+            tables = {r[0] for r in con.execute("SELECT name FROM sqlite_master")}
+            entries = fresh = 0
+            if "responses" in tables:
+                entries = con.execute("SELECT COUNT(*) FROM responses").fetchone()[0]
+                fresh = con.execute(
+                    "SELECT COUNT(*) FROM responses WHERE expires IS NULL OR expires > ?",
+                    (moment,),
+                ).fetchone()[0]
+            counters: dict[str, int] = {}
+            if "matokit_stats" in tables:
+                counters = dict(con.execute("SELECT name, value FROM matokit_stats").fetchall())
+        finally:
+            con.close()
+    except sqlite3.DatabaseError as exc:
+        raise StorageError(
+            f"The report cache {path} is unreadable: {exc}.",
+            path=str(path),
+            hint="Run `matokit cache clear` to delete it (the next report rebuilds it).",
+        ) from exc
+    return CacheStats(
+        str(path),
+        True,
+        entries=entries,
+        fresh=fresh,
+        expired=entries - fresh,
+        size_bytes=_disk_size(path),
+        hits=int(counters.get("hits", 0)),
+        misses=int(counters.get("misses", 0)),
+    )
+
+
+def clear(settings: Settings, *, expired_only: bool = False) -> int:
+    """Delete the expired entries, or every entry and the counters; returns how many went.
+
+    A corrupt database is simply deleted. A missing one is left missing.
+    """
+    path = Path(settings.cache_path)
+    if not path.is_file():
+        return 0
+    try:
+        before = stats(path).entries
+    except StorageError:
+        discard(path)
+        return 0
+    session = cached_session(settings)
+    try:
+        if expired_only:
+            session.cache.delete(expired=True)
+        else:
+            session.cache.clear()
+        with session.cache.responses.connection(commit=True) as con:
+            con.execute(
+                "DELETE FROM matokit_index WHERE cache_key NOT IN (SELECT key FROM responses)"
+            )
+            if not expired_only:
+                con.execute("DELETE FROM matokit_stats")
+        remaining = session.cache.responses.count()
+    finally:
+        session.close()
+    return max(0, before - remaining)
