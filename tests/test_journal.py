@@ -609,7 +609,9 @@ def _marked_but_without_tables(file: Path) -> None:
 def test_file_that_is_not_a_journal_is_refused_and_left_untouched(
     tmp_path: Path, damage: Callable[[Path], None], message: str
 ) -> None:
-    file = tmp_path / "journal.sqlite"
+    folder = tmp_path / "damaged"
+    folder.mkdir()
+    file = folder / "journal.sqlite"
     damage(file)
     before = digest(file)
     with pytest.raises(JournalCorruptError, match=message) as caught:
@@ -619,7 +621,7 @@ def test_file_that_is_not_a_journal_is_refused_and_left_untouched(
     assert str(file) in caught.value.message
     assert caught.value.hint is not None and "move it aside" in caught.value.hint
     # Refused before SQLite ever opened it for writing: nothing appeared beside it.
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["journal.sqlite"]
+    assert sorted(p.name for p in folder.iterdir()) == ["journal.sqlite"]
 
 
 def test_damaged_page_found_later_raises_corrupt_not_sqlite_error(tmp_path: Path) -> None:
