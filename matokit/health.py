@@ -328,7 +328,8 @@ class HealthRun:
     def _new_client(self, token: str | None) -> MatomoClient:
         settings = self.settings()
         settings.require_url()
-        timeout = min(float(settings.timeout), self._max_time)
+        # Just above the deadline: the deadline reports the stage, then the thread ends.
+        timeout = min(float(settings.timeout), self._max_time + 1.0)
         client = self._factory(
             settings, token=token, timeout=timeout, session=self._session, clock=self.clock
         )

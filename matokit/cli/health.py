@@ -15,6 +15,7 @@ import typer
 from matokit.cli import state
 
 if TYPE_CHECKING:
+    from matokit.config import Settings
     from matokit.health import HealthReport, Thresholds
 
 app = typer.Typer(
@@ -226,7 +227,14 @@ def serve(
     limit = _duration(max_time or "8s", "--max-time")
     every = _duration(interval, "--interval")
     host, port = parse_listen(listen, allow_remote=allow_remote)
-    load_settings = state(ctx).settings
+    flags = dict(state(ctx).flags)
+
+    def load_settings() -> Settings:
+        # Resolved afresh for every run: a fixed token or config is used without a restart.
+        from matokit.config import resolve
+
+        return resolve(flags)
+
     cache = CachedHealth(
         lambda: run_health(load_settings, checks=checks, thresholds=thresholds, max_time=limit),
         interval=every,
