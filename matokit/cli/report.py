@@ -1,0 +1,513 @@
+"""`matokit report NAME | list | summary`: Matomo's reports as tables, JSON, CSV or charts.
+
+`report NAME` is short for `report show NAME`: the group falls back to `show` when the first
+word is not a subcommand, so report names and `Module.method` work as the first word.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+import typer
+from typer.core import TyperGroup
+
+from matokit.cli import state
+
+if TYPE_CHECKING:
+    from typer import _click as click
+
+    from matokit.client import MatomoClient
+    from matokit.config import Settings
+    from matokit.dates import DateSpec
+    from matokit.reports import Column, Report
+
+log = logging.getLogger("matokit.report")
+
+FORMATS = ("table", "json", "csv", "ndjson")
+SUBCOMMANDS = ("show", "list", "summary")
+
+
+class ReportGroup(TyperGroup):
+    """A group whose unknown first word is a report name for the default `show` command."""
+
+    def resolve_command(
+        self, ctx: click.Context, args: list[str]
+    ) -> tuple[str | None, click.Command | None, list[str]]:
+        if args and args[0] not in self.commands and not args[0].startswith("-"):
+            args = ["show", *args]
+        return super().resolve_command(ctx, args)
+
+    def format_epilog(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        from matokit.reports import CATALOGUE
+
+        with formatter.section("Reports (report NAME; also any Module.method)"):
+            formatter.write_dl([(r.name, f"{r.title} ({r.method})") for r in CATALOGUE])
+        formatter.write_paragraph()
+        formatter.write_text(
+            "Examples: matokit report visits --date last30 --chart; "
+            "matokit report pages --period week --format csv; "
+            "matokit report Referrers.getKeywords --format json"
+        )
+
+
+app = typer.Typer(
+    cls=ReportGroup,
+    help="Matomo's reports: `report NAME` (see the list below), `report list`, `report summary`.",
+    no_args_is_help=True,
+    rich_markup_mode=None,
+)
+
+
+# -- shared options
+
+
+def _period() -> Any:
+    return typer.Option("day", "--period", "-p", help="day, week, month, year or range.")
+
+
+def _date() -> Any:
+    return typer.Option(
+        "today",
+        "--date",
+        "-d",
+        help="today, yesterday, YYYY-MM-DD, lastN, previousN or A,B (in the site's time zone).",
+    )
+
+
+def _segment() -> Any:
+    return typer.Option(None, "--segment", help="Matomo segment, e.g. 'deviceType==smartphone'.")
+
+
+def _site() -> Any:
+    return typer.Option(None, "--site", help="idSite (default: the profile's site_id).")
+
+
+def _format(help_text: str = "table, json, csv or ndjson.") -> Any:
+    return typer.Option("table", "--format", "-f", help=help_text)
+
+
+def _no_cache() -> Any:
+    return typer.Option(False, "--no-cache", help="Neither read nor write the cache.")
+
+
+def _refresh() -> Any:
+    return typer.Option(False, "--refresh", help="Ask Matomo afresh and store the new answer.")
+
+
+def _check_format(value: str) -> str:
+    from matokit.errors import UsageError
+
+    fmt = value.strip().lower()
+    if fmt not in FORMATS:
+        raise UsageError(
+            f"--format {value!r} is not supported.", hint="Use table, json, csv or ndjson."
+        )
+    return fmt
+
+
+def _check_limit(limit: int) -> int:
+    from matokit.errors import UsageError
+
+    if limit < 1 and limit != -1:
+        raise UsageError(
+            f"--limit {limit} is not valid.", hint="Use a positive number, or -1 for all rows."
+        )
+    return limit
+
+
+def _check_cache_flags(no_cache: bool, refresh: bool) -> None:
+    from matokit.errors import UsageError
+
+    if no_cache and refresh:
+        raise UsageError(
+            "--no-cache and --refresh contradict each other.",
+            hint="--refresh already asks Matomo afresh (and stores the answer); --no-cache "
+            "neither reads nor writes the cache.",
+        )
+
+
+# -- commands
+
+
+@app.command("show")
+def show(
+    ctx: typer.Context,
+    name: str = typer.Argument(..., metavar="NAME", help="A report name or Module.method."),
+    period: str = _period(),
+    date: str = _date(),
+    segment: str | None = _segment(),
+    limit: int = typer.Option(25, "--limit", "-n", help="Rows per period (-1: all)."),
+    columns: str | None = typer.Option(
+        None, "--columns", "-c", help="Columns to show, e.g. label,nb_visits (or 'all')."
+    ),
+    site: int | None = _site(),
+    fmt: str = _format(),
+    chart: bool = typer.Option(False, "--chart", help="Draw the series (or top rows) as bars."),
+    no_cache: bool = _no_cache(),
+    refresh: bool = _refresh(),
+) -> None:
+    """Show one report (`matokit report NAME` is short for `matokit report show NAME`)."""
+    from matokit import dates, reports
+    from matokit.errors import UsageError
+
+    fmt = _check_format(fmt)
+    _check_cache_flags(no_cache, refresh)
+    spec = dates.validate(period, date)
+    report = reports.find(name)
+    requested = reports.parse_columns(columns)
+    if chart and fmt != "table":
+        raise UsageError("--chart draws on the terminal.", hint="Drop --format, or drop --chart.")
+    if chart and not report.dimension and not spec.multi:
+        raise UsageError(
+            f"--chart of {report.name} needs several periods.",
+            hint=f"Ask for a series, e.g. --date last30 (or report {report.name} without --chart).",
+        )
+    settings = state(ctx).settings()
+    site_id = settings.require_site(site)
+    params = reports.request_params(
+        report, spec, site=site_id, limit=_check_limit(limit), segment=segment
+    )
+    data = _fetch(settings, report, params, site_id, no_cache=no_cache, refresh=refresh)
+    rows = reports.rows_from(data, report=report, spec=spec)
+    if reports.is_empty(rows, report):
+        rows = []
+    selected = reports.select_columns(report, rows, requested)
+    if not rows:
+        from matokit.cli.output import say
+
+        say(f"no data for {report.name} on site {site_id}, {spec.describe()}")
+    title = f"{report.title} — site {site_id}, {spec.describe()}"
+    if chart and rows:
+        _draw_chart(report, spec, rows, selected, requested, title)
+        return
+    render(rows, selected, fmt, title=title)
+
+
+@app.command("list")
+def list_reports(
+    ctx: typer.Context,
+    all_reports: bool = typer.Option(
+        False, "--all", help="Add every report the server offers (API.getReportMetadata)."
+    ),
+    site: int | None = _site(),
+    fmt: str = _format(),
+    no_cache: bool = _no_cache(),
+) -> None:
+    """List the report catalogue (with --all: also every report of the Matomo server)."""
+    from matokit.reports import catalogue_rows, metadata_entries
+
+    fmt = _check_format(fmt)
+    rows: list[dict[str, Any]] = [{**r, "source": "catalogue"} for r in catalogue_rows()]
+    if all_reports:
+        settings = state(ctx).settings()
+        site_id = settings.require_site(site)
+        client, session = _open(settings, use_cache=not no_cache, refresh=False)
+        try:
+            metadata = client.call("API.getReportMetadata", idSite=site_id)
+        finally:
+            _close(client, session)
+        known = {r["method"] for r in rows}
+        for entry in metadata_entries(metadata):
+            if entry["method"] in known and not entry["params"]:
+                continue
+            rows.append(
+                {
+                    "name": entry["method"],
+                    "method": entry["method"],
+                    "title": f"{entry['category']}: {entry['title']}".strip(": "),
+                    "cached": "no" if entry["method"].startswith("Live.") else "yes",
+                    "columns": "",
+                    "params": entry["params"],
+                    "source": "server",
+                }
+            )
+    from matokit.reports import Column
+
+    keys = ["name", "method", "title", "cached"] + (["source"] if all_reports else [])
+    if fmt != "table":
+        keys.append("columns")
+    render(rows, [Column(k, k.capitalize(), "text") for k in keys], fmt, title="Reports")
+
+
+@app.command("summary")
+def summary(
+    ctx: typer.Context,
+    period: str = _period(),
+    date: str = _date(),
+    segment: str | None = _segment(),
+    limit: int = typer.Option(5, "--limit", "-n", help="Rows of each top list."),
+    site: int | None = _site(),
+    fmt: str = _format(),
+    no_cache: bool = _no_cache(),
+    refresh: bool = _refresh(),
+) -> None:
+    """Visits, top pages, channels and top events of a site in one request."""
+    from matokit import dates, reports
+    from matokit.errors import MatomoError
+
+    fmt = _check_format(fmt)
+    _check_cache_flags(no_cache, refresh)
+    spec = dates.validate(period, date)
+    settings = state(ctx).settings()
+    site_id = settings.require_site(site)
+    sections = [
+        ("visits", "visits"),
+        ("pages", "pages"),
+        ("referrers", "referrers"),
+        ("events", "events"),
+    ]
+    calls = []
+    for _, name in sections:
+        report = reports.BY_NAME[name]
+        params = reports.request_params(
+            report, spec, site=site_id, limit=_check_limit(limit), segment=segment
+        )
+        calls.append((report.method, params))
+    client, session = _open(settings, use_cache=not no_cache, refresh=refresh)
+    try:
+        if session is not None:
+            _prime_timezone(client, session, site_id)
+        answers = client.bulk(calls)
+    finally:
+        _close(client, session)
+    results: dict[str, list[dict[str, Any]]] = {}
+    errors: dict[str, MatomoError] = {}
+    for (section, name), answer in zip(sections, answers, strict=True):
+        report = reports.BY_NAME[name]
+        if isinstance(answer, MatomoError):
+            errors[section] = answer
+            continue
+        rows = reports.rows_from(answer, report=report, spec=spec)
+        results[section] = [] if reports.is_empty(rows, report) else rows
+    _render_summary(results, errors, fmt, site_id=site_id, spec=spec)
+    if errors:
+        raise next(iter(errors.values()))
+
+
+# -- fetching
+
+
+def _open(settings: Settings, *, use_cache: bool, refresh: bool) -> tuple[MatomoClient, Any | None]:
+    """The profile's client, over the profile's cache unless asked not to."""
+    from matokit.connect import client_for
+    from matokit.errors import StorageError
+
+    settings.require_url()  # configuration errors first: no cache file for a broken profile
+    session = None
+    if use_cache:
+        from matokit.cache import cached_session
+
+        try:
+            session = cached_session(settings, refresh=refresh)
+        except StorageError as exc:
+            log.warning("%s Continuing without the cache.", exc.message)
+    try:
+        return client_for(settings, session=session), session
+    except BaseException:
+        if session is not None:
+            session.close()
+        raise
+
+
+def _close(client: MatomoClient, session: Any | None) -> None:
+    client.close()
+    if session is not None:
+        session.close()
+
+
+def _prime_timezone(client: MatomoClient, session: Any, site: int) -> None:
+    """Tell the cache the site's time zone (what "today" means); itself cached for a day."""
+    info = client.call("SitesManager.getSiteFromId", idSite=site)
+    zone = info.get("timezone") if isinstance(info, Mapping) else None
+    if zone:
+        session.timezones[str(site)] = str(zone)
+
+
+def _fetch(
+    settings: Settings,
+    report: Report,
+    params: Mapping[str, str],
+    site: int,
+    *,
+    no_cache: bool,
+    refresh: bool,
+) -> Any:
+    """One report's answer: from the cache's lean path if fresh, else through the client."""
+    use_cache = report.cacheable and not no_cache
+    if use_cache and not refresh:
+        from matokit.cache import lookup
+
+        data = lookup(
+            settings.cache_path,
+            base_url=settings.require_url(),
+            method=report.method,
+            params=params,
+        )
+        if data is not None:
+            log.info("answered from the cache", extra={"api_method": report.method})
+            return data
+    client, session = _open(settings, use_cache=use_cache, refresh=refresh)
+    try:
+        if session is not None:
+            _prime_timezone(client, session, site)
+        return client.call(report.method, **params)
+    finally:
+        _close(client, session)
+
+
+# -- rendering
+
+
+def format_value(value: Any, kind: str) -> str:
+    """A cell for people: 1,234 · 84% · 3m 05s · 99.50; empty for a missing value."""
+    if value is None:
+        return ""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return str(value)
+    if kind == "percent":
+        return f"{value:g}%"
+    if kind == "duration":
+        return _duration(value)
+    if kind == "money":
+        return f"{value:,.2f}"
+    if isinstance(value, float) and not value.is_integer():
+        return f"{value:,.2f}".rstrip("0").rstrip(".")
+    return f"{value:,.0f}"
+
+
+def _duration(seconds: float) -> str:
+    total = round(seconds)
+    hours, rest = divmod(total, 3600)
+    minutes, secs = divmod(rest, 60)
+    if hours:
+        return f"{hours}h {minutes:02d}m"
+    if minutes:
+        return f"{minutes}m {secs:02d}s"
+    return f"{secs}s"
+
+
+def render(
+    rows: Sequence[Mapping[str, Any]],
+    columns: Sequence[Column],
+    fmt: str,
+    *,
+    title: str | None = None,
+) -> None:
+    """Rows on stdout as a table (human labels), JSON, CSV (UTF-8, header) or JSON lines."""
+    from matokit.cli import output
+    from matokit.reports import project
+
+    data = project(rows, columns)
+    if fmt == "json":
+        output.emit_json(data)
+    elif fmt == "ndjson":
+        output.emit_ndjson(data)
+    elif fmt == "csv":
+        output.emit_csv(data, [c.key for c in columns])
+    elif data:
+        _table(data, columns, title=title)
+
+
+def _table(
+    rows: Sequence[Mapping[str, Any]], columns: Sequence[Column], *, title: str | None
+) -> None:
+    """A rich table: human labels, numbers right-aligned and never wrapped, long labels folded."""
+    from rich.table import Table
+
+    from matokit.cli.output import console
+    from matokit.reports import NUMERIC_KINDS
+
+    table = Table(title=title, header_style="bold")
+    for column in columns:
+        numeric = column.kind in NUMERIC_KINDS
+        table.add_column(
+            column.label,
+            justify="right" if numeric else "left",
+            no_wrap=numeric or column.key == "date",
+            overflow="fold",
+        )
+    for row in rows:
+        table.add_row(*[format_value(row.get(c.key), c.kind) for c in columns])
+    console("stdout").print(table)
+
+
+def _draw_chart(
+    report: Report,
+    spec: DateSpec,
+    rows: Sequence[Mapping[str, Any]],
+    columns: Sequence[Column],
+    requested: Sequence[str] | None,
+    title: str,
+) -> None:
+    import shutil
+
+    from matokit.cli.charts import bar_chart, series_chart
+    from matokit.cli.output import emit_text
+    from matokit.errors import UsageError
+    from matokit.reports import NUMERIC_KINDS, chart_metric, series, top
+
+    numeric = [c for c in columns if c.kind in NUMERIC_KINDS]
+    metric = numeric[0] if requested and numeric else chart_metric(report, columns)
+    if metric is None:
+        raise UsageError(
+            f"--chart needs a numeric column; {report.name} has none selected.",
+            hint="Pick one with --columns, e.g. --columns nb_visits.",
+        )
+    width = shutil.get_terminal_size((100, 24)).columns
+    fmt = _formatter(metric.kind)
+    if spec.multi:
+        points = series(rows, metric.key)
+        additive = metric.kind not in ("percent", "duration") and not metric.key.startswith("avg")
+        what = metric.label if not report.dimension else f"{metric.label} (sum of shown rows)"
+        text = series_chart(points, title=f"{what} · {title}", width=width, fmt=fmt, total=additive)
+    else:
+        pairs = top(rows, metric.key, "label")
+        text = bar_chart(pairs, title=f"{metric.label} · {title}", width=width, fmt=fmt)
+    emit_text(text)
+
+
+def _formatter(kind: str) -> Any:
+    return lambda value: format_value(value, kind)
+
+
+def _render_summary(
+    results: Mapping[str, list[dict[str, Any]]],
+    errors: Mapping[str, Exception],
+    fmt: str,
+    *,
+    site_id: int,
+    spec: DateSpec,
+) -> None:
+    from matokit.cli import output
+    from matokit.reports import BY_NAME, select_columns
+
+    names = {"visits": "visits", "pages": "pages", "referrers": "referrers", "events": "events"}
+    if fmt == "json":
+        payload: dict[str, Any] = {"site": site_id, "period": spec.period, "date": spec.date}
+        for section, rows in results.items():
+            columns = select_columns(BY_NAME[names[section]], rows, None)
+            payload[section] = [{c.key: r.get(c.key) for c in columns} for r in rows]
+        if errors:
+            payload["errors"] = {k: str(v) for k, v in errors.items()}
+        output.emit_json(payload)
+        return
+    flat: list[dict[str, Any]] = []
+    for section, rows in results.items():
+        report = BY_NAME[names[section]]
+        columns = select_columns(report, rows, None)
+        if fmt == "table":
+            if not rows:
+                output.say(f"no data for {section} on site {site_id}, {spec.describe()}")
+                continue
+            render(rows, columns, fmt, title=f"{report.title} — site {site_id}, {spec.describe()}")
+        else:
+            flat += [{"section": section, **{c.key: r.get(c.key) for c in columns}} for r in rows]
+    if fmt == "ndjson":
+        output.emit_ndjson(flat)
+    elif fmt == "csv":
+        keys: dict[str, None] = {}
+        for row in flat:
+            keys.update(dict.fromkeys(row))
+        output.emit_csv(flat, list(keys) or ["section"])
