@@ -190,6 +190,7 @@ def run_health(
         clock=clock,
         client_factory=client_factory or _default_client,
         api_selected="api" in checks,
+        config_selected="config" in checks,
     )
     results: dict[str, CheckResult] = {}
     pool = ThreadPoolExecutor(max_workers=max(1, len(checks)), thread_name_prefix="health")
@@ -220,7 +221,7 @@ def run_health(
         duration_s=round(time.monotonic() - started, 3),
         thresholds=thresholds,
         profile=settings.profile if settings else None,
-        url=settings.values.get("url") if settings else None,
+        url=display_url(settings.values.get("url")) if settings else None,
         site_id=settings.values.get("site_id") if settings else None,
     )
 
@@ -284,10 +285,12 @@ class HealthRun:
         clock: Callable[[], float],
         client_factory: Callable[..., MatomoClient],
         api_selected: bool,
+        config_selected: bool = False,
     ) -> None:
         self.thresholds = thresholds
         self.clock = clock
         self.api_selected = api_selected
+        self.config_selected = config_selected
         self._max_time = max_time
         self._session = session
         self._factory = client_factory
@@ -386,18 +389,39 @@ class HealthRun:
             result = CheckResult(name, status, summary, hint=hint)
         return replace(result, duration_s=round(time.perf_counter() - started, 3))
 
+    def config_skip(self, exc: ConfigError) -> Skip:
+        """A configuration problem seen by another check: the config check's verdict when
+        that check runs too (this one is then UNKNOWN), else CRITICAL here."""
+        status = Status.UNKNOWN if self.config_selected else Status.CRITICAL
+        return Skip(status, line(f"not checked: {exc.message}"), exc.hint)
+
     def need_settings(self) -> Settings:
         try:
             return self.settings()
         except ConfigError as exc:
-            raise Skip(Status.UNKNOWN, f"not checked: configuration invalid ({exc})") from None
+            raise self.config_skip(exc) from None
+
+    def need_url(self) -> str:
+        try:
+            return self.need_settings().require_url()
+        except ConfigError as exc:
+            raise self.config_skip(exc) from None
+
+    def need_token(self) -> str:
+        self.need_url()
+        try:
+            return self.token()
+        except ConfigError as exc:
+            raise self.config_skip(exc) from None
 
     def need_auth(self, name: str) -> _Auth:
         """Wait for the shared version call; skip (sending nothing) when it failed."""
-        self.need_settings()
+        self.need_token()
         self.set_stage(name, f"waiting for the shared {VERSION_METHOD} call")
         try:
             return self.auth()
+        except ConfigError as exc:
+            raise self.config_skip(exc) from None
         except Exception as exc:
             status, summary, hint = classify_error(exc)
             if self.api_selected:
@@ -522,6 +546,18 @@ def _is_timeout(exc: BaseException) -> bool:
             return True
         current = current.__cause__ or current.__context__
     return False
+
+
+def display_url(url: str | None) -> str | None:
+    """`url` without user:password@ (basic auth in a URL must not reach outputs)."""
+    if not url:
+        return url
+    from urllib.parse import urlsplit, urlunsplit
+
+    parts = urlsplit(url)
+    if "@" not in parts.netloc:
+        return url
+    return urlunsplit(parts._replace(netloc=parts.netloc.rsplit("@", 1)[1]))
 
 
 def line(text: str, limit: int = 240) -> str:

@@ -29,6 +29,7 @@ from matokit.health import (
     Status,
     Thresholds,
     classify_error,
+    display_url,
     line,
     seconds_text,
 )
@@ -46,7 +47,7 @@ def check_config(run: HealthRun, name: str) -> CheckResult:
     run.set_stage(name, "resolving the configuration")
     try:
         settings = run.settings()
-        url = settings.require_url()
+        url = display_url(settings.require_url()) or ""
         run.set_stage(name, "reading the token")
         run.token()
     except ConfigError as exc:
@@ -105,12 +106,7 @@ def _loose_modes(settings: Settings) -> list[tuple[str, int]]:
 
 def check_api(run: HealthRun, name: str) -> CheckResult:
     """API.getMatomoVersion with the token: reachability, database, token, latency."""
-    settings = run.need_settings()
-    try:
-        settings.require_url()
-        run.token()
-    except ConfigError as exc:
-        return CheckResult(name, Status.UNKNOWN, line(f"not checked: {exc.message}"), hint=exc.hint)
+    run.need_token()
     run.set_stage(name, f"waiting for Matomo's answer to {VERSION_METHOD}")
     try:
         auth = run.auth()
@@ -217,7 +213,7 @@ def check_tracking(run: HealthRun, name: str) -> CheckResult:
     """A bulk of one item without rec=1: proves the tracker answers, stores nothing."""
     site = run.need_site()
     settings = run.need_settings()
-    settings.require_url()
+    run.need_url()
     # Send the token only once the shared call proved it valid; otherwise probe without one
     # (the tracker does not need it), so a bad token is never sent twice.
     run.set_stage(name, f"waiting for the shared {VERSION_METHOD} call")

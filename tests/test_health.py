@@ -153,6 +153,25 @@ def test_config_without_url_is_critical_and_network_checks_do_not_run(
     assert fake_matomo.requests == []
 
 
+def test_without_the_config_check_a_missing_token_is_critical_in_api(
+    fake_matomo: FakeMatomo,
+) -> None:
+    api = _run(fake_matomo, token=None, checks=("api",)).checks[0]
+    assert api.status is Status.CRITICAL
+    assert api.summary.startswith("not checked: No Matomo token is configured")
+    with_config = _by_name(_run(fake_matomo, token=None, checks=("config", "api")))
+    assert with_config["config"].status is Status.CRITICAL
+    assert with_config["api"].status is Status.UNKNOWN
+    assert fake_matomo.requests == []
+
+
+def test_credentials_in_the_url_never_reach_the_report(fake_matomo: FakeMatomo) -> None:
+    url = f"http://monitor:s3cret-pass@127.0.0.1:{fake_matomo.port}/"
+    report = _run(fake_matomo, checks=("config",), url=url)
+    assert report.url == f"http://127.0.0.1:{fake_matomo.port}/"
+    assert "s3cret-pass" not in repr(report)
+
+
 def test_unreadable_config_file_is_critical_with_the_parsers_message(
     fake_matomo: FakeMatomo, tmp_path: Path
 ) -> None:
