@@ -1,0 +1,60 @@
+"""Standalone: `python -m tests.fakematomo --port 0` prints its base URL, serves until SIGTERM."""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+import threading
+from types import FrameType
+
+from tests.fakematomo.access import ADMIN_TOKEN, SUPERUSER_TOKEN, VIEW_TOKEN
+from tests.fakematomo.faults import Fault
+from tests.fakematomo.server import FakeMatomo
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m tests.fakematomo", description=__doc__)
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=0, help="0 picks a free port")
+    parser.add_argument("--latency", type=float, default=0.0, help="seconds added to every answer")
+    parser.add_argument(
+        "--no-request-log",
+        action="store_true",
+        help="do not keep every request in memory (long benchmarks)",
+    )
+    parser.add_argument("--verbose", action="store_true", help="log requests to stderr")
+    args = parser.parse_args(argv)
+
+    done = threading.Event()
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        done.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    srv = FakeMatomo(
+        host=args.host,
+        port=args.port,
+        record_requests=not args.no_request_log,
+        verbose=args.verbose,
+    ).start()
+    if args.latency > 0:
+        srv.add_fault(Fault(endpoint="any", latency=args.latency))
+    # The first stdout line is the contract with whoever started us.
+    print(srv.url, flush=True)
+    print(
+        f"tokens: superuser={SUPERUSER_TOKEN} admin={ADMIN_TOKEN} view={VIEW_TOKEN}",
+        file=sys.stderr,
+        flush=True,
+    )
+    try:
+        while not done.wait(0.5):
+            pass
+    finally:
+        srv.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

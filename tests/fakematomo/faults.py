@@ -1,0 +1,133 @@
+"""Programmable faults: what a proxy, an overloaded Matomo or a broken network does to requests."""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+from typing import Literal
+
+Endpoint = Literal["tracking", "api", "any"]
+
+
+@dataclass
+class Fault:
+    """One misbehaviour, applied to matching requests.
+
+    endpoint: "tracking" (matomo.php), "api" (index.php) or "any"; method narrows API faults
+    to one method such as "API.getMatomoVersion". after=N lets the first N matching requests
+    through; times=K applies the fault to K requests and then expires (None: forever).
+
+    Effects, in the order they are applied: latency (seconds of sleep before anything else),
+    hang (never answer), drop="before" (close the socket unanswered, nothing stored),
+    maintenance (503 HTML maintenance page), status/body (answer that status, default 200 when
+    only a body is given, with an optional Retry-After), database_down (Matomo's own answers
+    to a dead database), lose_items (a bulk silently skips its last K items), drop="after"
+    (process and store, then close the socket unanswered).
+    """
+
+    endpoint: Endpoint = "any"
+    status: int | None = None
+    retry_after: str | None = None
+    latency: float = 0.0
+    drop: Literal["before", "after"] | None = None
+    lose_items: int = 0
+    hang: bool = False
+    maintenance: bool = False
+    body: str | bytes | None = None
+    times: int | None = None
+    after: int = 0
+    method: str | None = None
+    database_down: bool = False
+    content_type: str | None = None
+    # Bookkeeping, guarded by FaultBook's lock.
+    seen: int = field(default=0, repr=False, compare=False)
+    applied: int = field(default=0, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        if self.endpoint not in ("tracking", "api", "any"):
+            raise ValueError(f"unknown endpoint {self.endpoint!r}")
+        if self.drop not in (None, "before", "after"):
+            raise ValueError(f"drop must be 'before', 'after' or None, not {self.drop!r}")
+
+    def matches(self, endpoint: str, method: str | None) -> bool:
+        if self.endpoint != "any" and self.endpoint != endpoint:
+            return False
+        return self.method is None or self.method == method
+
+    @property
+    def expired(self) -> bool:
+        return self.times is not None and self.applied >= self.times
+
+    @property
+    def answers(self) -> bool:
+        """Whether this fault replaces Matomo's answer (rather than only delaying it)."""
+        return self.status is not None or self.body is not None or self.maintenance
+
+
+@dataclass
+class Effects:
+    """The combined effect of every fault that applies to one request."""
+
+    latency: float = 0.0
+    hang: bool = False
+    drop_before: bool = False
+    drop_after: bool = False
+    maintenance: bool = False
+    answer: Fault | None = None
+    database_down: bool = False
+    lose_items: int = 0
+
+    @property
+    def empty(self) -> bool:
+        return self == Effects()
+
+
+class FaultBook:
+    """The active faults, with per-fault counting of matching requests."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._faults: list[Fault] = []
+
+    def add(self, fault: Fault) -> Fault:
+        with self._lock:
+            self._faults.append(fault)
+        return fault
+
+    def clear(self) -> None:
+        with self._lock:
+            self._faults.clear()
+
+    def active(self) -> list[Fault]:
+        with self._lock:
+            return [f for f in self._faults if not f.expired]
+
+    def take(self, endpoint: str, method: str | None) -> Effects:
+        """Count this request against every matching fault and combine those that apply."""
+        effects = Effects()
+        if not self._faults:
+            return effects
+        with self._lock:
+            for fault in self._faults:
+                if fault.expired or not fault.matches(endpoint, method):
+                    continue
+                fault.seen += 1
+                if fault.seen <= fault.after:
+                    continue
+                fault.applied += 1
+                _merge(effects, fault)
+            self._faults = [f for f in self._faults if not f.expired]
+        return effects
+
+
+def _merge(effects: Effects, fault: Fault) -> None:
+    effects.latency += max(0.0, fault.latency)
+    effects.hang |= fault.hang
+    effects.drop_before |= fault.drop == "before"
+    effects.drop_after |= fault.drop == "after"
+    effects.maintenance |= fault.maintenance
+    effects.database_down |= fault.database_down
+    effects.lose_items = max(effects.lose_items, fault.lose_items)
+    # The first fault that supplies an answer wins; later ones only add delays.
+    if effects.answer is None and (fault.status is not None or fault.body is not None):
+        effects.answer = fault

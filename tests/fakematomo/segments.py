@@ -1,0 +1,118 @@
+"""A small subset of Matomo's segment language, applied to whole visits.
+
+`a==1,b==2;c!=3` means (a==1 OR b==2) AND c!=3. Values are URL-encoded inside the parameter.
+A visit matches a condition when any of its values for that dimension matches.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from urllib.parse import unquote
+
+from tests.fakematomo.errors import ApiError
+from tests.fakematomo.visits import Visit
+
+_CONDITION = re.compile(r"([A-Za-z][A-Za-z0-9_.]*)(==|!=|<=|>=|=@|!@|=\^|=\$|<|>)(.*)", re.DOTALL)
+_DIMENSION = re.compile(r"dimension(\d+)")
+
+
+def _hit_values(visit: Visit, param: str, kinds: tuple[str, ...] | None = None) -> list[str]:
+    return [str(p.get(param, "")) for _ts, p, kind in visit.hits if kinds is None or kind in kinds]
+
+
+def _first_last(visit: Visit, last: bool) -> list[str]:
+    views = _hit_values(visit, "url", ("pageview",))
+    return [views[-1 if last else 0]] if views else []
+
+
+FIELDS: dict[str, Callable[[Visit], list[str]]] = {
+    "visitorId": lambda v: [v.visitor_id],
+    "userId": lambda v: [v.user_id or ""],
+    "visitIp": lambda v: [v.ip],
+    "idVisit": lambda v: [str(v.idvisit)],
+    "visitCount": lambda v: [str(v.visit_count)],
+    "actions": lambda v: [str(v.nb_actions)],
+    "visitConverted": lambda v: [str(int(v.converted))],
+    "pageUrl": lambda v: _hit_values(v, "url", ("pageview",)),
+    "pageTitle": lambda v: _hit_values(v, "action_name", ("pageview",)),
+    "entryPageUrl": lambda v: _first_last(v, False),
+    "exitPageUrl": lambda v: _first_last(v, True),
+    "eventCategory": lambda v: _hit_values(v, "e_c", ("event",)),
+    "eventAction": lambda v: _hit_values(v, "e_a", ("event",)),
+    "eventName": lambda v: _hit_values(v, "e_n", ("event",)),
+    "referrerType": lambda v: [v.referrer.kind],
+    "referrerName": lambda v: [v.referrer.name],
+    "referrerKeyword": lambda v: [v.referrer.keyword],
+    "countryCode": lambda v: [v.country],
+    "deviceType": lambda v: [v.device.type.lower() if v.device else "unknown"],
+    "browserCode": lambda v: [v.device.browser_code if v.device else "UNK"],
+    "operatingSystemCode": lambda v: [v.device.os_code if v.device else "UNK"],
+}
+
+
+def _values(name: str, visit: Visit) -> list[str]:
+    getter = FIELDS.get(name)
+    if getter is not None:
+        return getter(visit)
+    m = _DIMENSION.fullmatch(name)
+    if m:
+        return _hit_values(visit, name)
+    raise ApiError(f"Segment '{name}' is not a supported segment.")
+
+
+def _test(op: str, value: str, wanted: str) -> bool:
+    if op in ("<", ">", "<=", ">="):
+        try:
+            a, b = float(value), float(wanted)
+        except ValueError:
+            return False
+        return {"<": a < b, ">": a > b, "<=": a <= b, ">=": a >= b}[op]
+    if op in ("==", "!="):
+        return value == wanted
+    if op in ("=@", "!@"):
+        return wanted.lower() in value.lower()
+    if op == "=^":
+        return value.startswith(wanted)
+    return value.endswith(wanted)
+
+
+Condition = tuple[str, str, str]
+
+
+def parse(segment: str) -> list[list[Condition]]:
+    """AND-list of OR-lists of (name, operator, value)."""
+    clauses: list[list[Condition]] = []
+    for and_part in segment.split(";"):
+        options: list[Condition] = []
+        for or_part in and_part.split(","):
+            m = _CONDITION.fullmatch(or_part.strip())
+            if not m:
+                raise ApiError(f"The segment condition '{or_part}' is not valid.")
+            options.append((m[1], m[2], unquote(m[3])))
+        clauses.append(options)
+    for options in clauses:
+        for name, _op, _value in options:
+            if name not in FIELDS and not _DIMENSION.fullmatch(name):
+                raise ApiError(f"Segment '{name}' is not a supported segment.")
+    return clauses
+
+
+def matches(visit: Visit, clauses: list[list[Condition]]) -> bool:
+    return all(any(_matches_one(visit, c) for c in options) for options in clauses)
+
+
+def _matches_one(visit: Visit, condition: Condition) -> bool:
+    name, op, wanted = condition
+    values = _values(name, visit)
+    if op in ("!=", "!@"):
+        positive = "==" if op == "!=" else "=@"
+        return not any(_test(positive, v, wanted) for v in values)
+    return any(_test(op, v, wanted) for v in values)
+
+
+def filter_visits(visits: list[Visit], segment: str) -> list[Visit]:
+    if not segment:
+        return visits
+    clauses = parse(segment)
+    return [v for v in visits if matches(v, clauses)]
