@@ -15,7 +15,7 @@ headers) are requests-cache `ignored_parameters`: left out of the cache key *and
 history would keep the original body).
 
 A cache hit of `matokit report` can be answered without importing requests or requests-cache
-(`lookup`): a small index maps a hash of (URL, method, parameters without the token) to the
+(`lookup`): a small index maps (URL, method, parameters without the token) to the
 requests-cache key of the stored answer, which is read with a restricted unpickler (plain
 values only, no classes).
 """
@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import hashlib
 import io
 import json
 import logging
@@ -190,12 +189,15 @@ def api_request(url: str, body: bytes | str | None) -> tuple[str, str, str, dict
 
 
 def fast_key(base_url: str, method: str, fmt: str, params: Iterable[tuple[str, str]]) -> str:
-    """The index key of a request: URL, method, format and parameters, never the token."""
+    """The index key of a request: URL, method, format and parameters, never the token.
+
+    Canonical JSON rather than a hash: no secret is in it, and the lean path then does not pay
+    for importing hashlib (OpenSSL) on every cache hit.
+    """
     pairs = sorted((str(k), str(v)) for k, v in params if k not in IGNORED_PARAMETERS)
     parts = urlsplit(base_url.strip())
     base = f"{parts.scheme.lower()}://{parts.netloc.lower()}{parts.path.rstrip('/')}"
-    text = json.dumps([base, method, fmt.upper(), pairs], ensure_ascii=False)
-    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+    return json.dumps([base, method, fmt.upper(), pairs], ensure_ascii=False, separators=(",", ":"))
 
 
 def is_cacheable_answer(status: int, content: bytes, *, fmt: str, redirected: bool) -> bool:

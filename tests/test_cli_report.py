@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 import requests
 
-from matokit.cli import charts, output
+from matokit.cli import charts, output, report_show
 from matokit.cli import report as report_cli
 from matokit.reports import Column
 from tests.fakematomo import SUPERUSER_TOKEN, FakeMatomo
@@ -46,7 +46,7 @@ def fresh_consoles() -> Iterator[None]:
     ],
 )
 def test_format_value(value: Any, kind: str, text: str) -> None:
-    assert report_cli.format_value(value, kind) == text
+    assert report_show.format_value(value, kind) == text
 
 
 COLUMNS = [
@@ -61,7 +61,7 @@ ROWS = [
 
 
 def test_render_json_keeps_numbers_numbers(capsys: pytest.CaptureFixture[str]) -> None:
-    report_cli.render(ROWS, COLUMNS, "json")
+    report_show.render(ROWS, COLUMNS, "json")
     assert json.loads(capsys.readouterr().out) == [
         {"label": "/zürich", "nb_hits": 1234, "bounce_rate": 50.0},
         {"label": "/", "nb_hits": 5, "bounce_rate": None},
@@ -69,30 +69,30 @@ def test_render_json_keeps_numbers_numbers(capsys: pytest.CaptureFixture[str]) -
 
 
 def test_render_csv_is_utf8_with_a_header(capsysbinary: pytest.CaptureFixture[bytes]) -> None:
-    report_cli.render(ROWS, COLUMNS, "csv")
+    report_show.render(ROWS, COLUMNS, "csv")
     out = capsysbinary.readouterr().out.decode("utf-8")
     assert out == "label,nb_hits,bounce_rate\n/zürich,1234,50.0\n/,5,\n"
 
 
 def test_render_ndjson_one_object_per_line(capsys: pytest.CaptureFixture[str]) -> None:
-    report_cli.render(ROWS, COLUMNS, "ndjson")
+    report_show.render(ROWS, COLUMNS, "ndjson")
     lines = capsys.readouterr().out.splitlines()
     assert [json.loads(line)["nb_hits"] for line in lines] == [1234, 5]
 
 
 def test_render_empty(capsys: pytest.CaptureFixture[str]) -> None:
-    report_cli.render([], COLUMNS, "json")
+    report_show.render([], COLUMNS, "json")
     assert capsys.readouterr().out.strip() == "[]"
-    report_cli.render([], COLUMNS, "csv")
+    report_show.render([], COLUMNS, "csv")
     assert capsys.readouterr().out == "label,nb_hits,bounce_rate\n"
-    report_cli.render([], COLUMNS, "table")
+    report_show.render([], COLUMNS, "table")
     assert capsys.readouterr().out == ""
 
 
 def test_render_table_uses_labels_and_right_aligns_numbers(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    report_cli.render(ROWS, COLUMNS, "table", title="Page URLs")
+    report_show.render(ROWS, COLUMNS, "table", title="Page URLs")
     out = capsys.readouterr().out
     assert "Page URL" in out and "Pageviews" in out and "Bounce rate" in out
     assert "nb_hits" not in out
@@ -354,3 +354,74 @@ def test_cache_stats_and_clear(run_cli: Any, fake_matomo: FakeMatomo) -> None:
     code, out, _ = run_cli("cache", "stats")
     assert code == 0 and "0 (0 fresh, 0 expired)" in out
     assert os.path.exists(stats["path"])
+
+
+# --- the lean cache-hit path (run before typer is imported) -------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("argv", "expected"),
+    [
+        (["report", "visits"], ({}, report_show.ShowArgs("visits"))),
+        (
+            [
+                "--profile",
+                "a",
+                "report",
+                "show",
+                "pages",
+                "--format=json",
+                "-n",
+                "5",
+                "--site",
+                "2",
+            ],
+            ({"--profile": "a"}, report_show.ShowArgs("pages", fmt="json", limit=5, site=2)),
+        ),
+        (
+            ["--url=http://x/", "report", "events", "-p", "week", "-d", "last4", "-c", "label"],
+            (
+                {"--url": "http://x/"},
+                report_show.ShowArgs("events", period="week", date="last4", columns="label"),
+            ),
+        ),
+        (["report", "visits", "--chart"], None),
+        (["report", "visits", "--refresh"], None),
+        (["report", "visits", "--no-cache"], None),
+        (["report", "visits", "--help"], None),
+        (["report", "visits", "--limit", "x"], None),
+        (["report", "visits", "--period"], None),
+        (["-v", "report", "visits"], None),
+        (["--debug", "report", "visits"], None),
+        (["report", "list"], None),
+        (["report", "summary"], None),
+        (["report"], None),
+        (["report", "--help"], None),
+        (["config", "show"], None),
+        ([], None),
+    ],
+)
+def test_parse_argv_takes_only_what_it_understands(argv: list[str], expected: Any) -> None:
+    assert report_show.parse_argv(argv) == expected
+
+
+def test_lean_path_prints_what_the_normal_path_prints_without_a_request(
+    run_cli: Any, fake_matomo: FakeMatomo, capsys: pytest.CaptureFixture[str]
+) -> None:
+    track(fake_matomo)
+    assert report_show.try_cached(["report", "pages", "--format", "json"]) is None  # a miss
+    assert api_calls(fake_matomo) == 0
+    for fmt in ("json", "csv", "ndjson", "table"):
+        code, normal, _ = run_cli("report", "pages", "--format", fmt, "--limit", "2")
+        assert code == 0
+        before = api_calls(fake_matomo)
+        output._consoles.clear()
+        assert report_show.try_cached(["report", "pages", "--format", fmt, "--limit", "2"]) == 0
+        assert capsys.readouterr().out == normal
+        assert api_calls(fake_matomo) == before
+
+
+def test_lean_path_leaves_errors_to_the_normal_path(run_cli: Any) -> None:
+    assert report_show.try_cached(["report", "visits", "--date", "2026-02-30"]) is None
+    assert report_show.try_cached(["report", "nope"]) is None
+    assert report_show.try_cached(["report", "live", "--format", "json"]) is None

@@ -7,7 +7,7 @@ word is not a subcommand, so report names and `Module.method` work as the first 
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 import typer
@@ -21,12 +21,9 @@ if TYPE_CHECKING:
     from matokit.client import MatomoClient
     from matokit.config import Settings
     from matokit.dates import DateSpec
-    from matokit.reports import Column, Report
+    from matokit.reports import Report
 
 log = logging.getLogger("matokit.report")
-
-FORMATS = ("table", "json", "csv", "ndjson")
-SUBCOMMANDS = ("show", "list", "summary")
 
 
 class ReportGroup(TyperGroup):
@@ -96,38 +93,6 @@ def _refresh() -> Any:
     return typer.Option(False, "--refresh", help="Ask Matomo afresh and store the new answer.")
 
 
-def _check_format(value: str) -> str:
-    from matokit.errors import UsageError
-
-    fmt = value.strip().lower()
-    if fmt not in FORMATS:
-        raise UsageError(
-            f"--format {value!r} is not supported.", hint="Use table, json, csv or ndjson."
-        )
-    return fmt
-
-
-def _check_limit(limit: int) -> int:
-    from matokit.errors import UsageError
-
-    if limit < 1 and limit != -1:
-        raise UsageError(
-            f"--limit {limit} is not valid.", hint="Use a positive number, or -1 for all rows."
-        )
-    return limit
-
-
-def _check_cache_flags(no_cache: bool, refresh: bool) -> None:
-    from matokit.errors import UsageError
-
-    if no_cache and refresh:
-        raise UsageError(
-            "--no-cache and --refresh contradict each other.",
-            hint="--refresh already asks Matomo afresh (and stores the answer); --no-cache "
-            "neither reads nor writes the cache.",
-        )
-
-
 # -- commands
 
 
@@ -149,40 +114,18 @@ def show(
     refresh: bool = _refresh(),
 ) -> None:
     """Show one report (`matokit report NAME` is short for `matokit report show NAME`)."""
-    from matokit import dates, reports
-    from matokit.errors import UsageError
+    from matokit.cli import report_show
 
-    fmt = _check_format(fmt)
-    _check_cache_flags(no_cache, refresh)
-    spec = dates.validate(period, date)
-    report = reports.find(name)
-    requested = reports.parse_columns(columns)
-    if chart and fmt != "table":
-        raise UsageError("--chart draws on the terminal.", hint="Drop --format, or drop --chart.")
-    if chart and not report.dimension and not spec.multi:
-        raise UsageError(
-            f"--chart of {report.name} needs several periods.",
-            hint=f"Ask for a series, e.g. --date last30 (or report {report.name} without --chart).",
-        )
-    settings = state(ctx).settings()
-    site_id = settings.require_site(site)
-    params = reports.request_params(
-        report, spec, site=site_id, limit=_check_limit(limit), segment=segment
+    args = report_show.ShowArgs(
+        name, period, date, segment, limit, columns, site, fmt, chart, no_cache, refresh
     )
-    data = _fetch(settings, report, params, site_id, no_cache=no_cache, refresh=refresh)
-    rows = reports.rows_from(data, report=report, spec=spec)
-    if reports.is_empty(rows, report):
-        rows = []
-    selected = reports.select_columns(report, rows, requested)
-    if not rows:
-        from matokit.cli.output import say
-
-        say(f"no data for {report.name} on site {site_id}, {spec.describe()}")
-    title = f"{report.title} — site {site_id}, {spec.describe()}"
-    if chart and rows:
-        _draw_chart(report, spec, rows, selected, requested, title)
-        return
-    render(rows, selected, fmt, title=title)
+    app_state = state(ctx)
+    chosen = report_show.plan(args, app_state.settings)
+    settings = app_state.settings()
+    data = _fetch(
+        settings, chosen.report, chosen.params, chosen.site, no_cache=no_cache, refresh=refresh
+    )
+    report_show.show(chosen, data)
 
 
 @app.command("list")
@@ -196,9 +139,10 @@ def list_reports(
     no_cache: bool = _no_cache(),
 ) -> None:
     """List the report catalogue (with --all: also every report of the Matomo server)."""
+    from matokit.cli.report_show import check_format, render
     from matokit.reports import catalogue_rows, metadata_entries
 
-    fmt = _check_format(fmt)
+    fmt = check_format(fmt)
     rows: list[dict[str, Any]] = [{**r, "source": "catalogue"} for r in catalogue_rows()]
     if all_reports:
         settings = state(ctx).settings()
@@ -245,10 +189,11 @@ def summary(
 ) -> None:
     """Visits, top pages, channels and top events of a site in one request."""
     from matokit import dates, reports
+    from matokit.cli.report_show import check_cache_flags, check_format, check_limit
     from matokit.errors import MatomoError
 
-    fmt = _check_format(fmt)
-    _check_cache_flags(no_cache, refresh)
+    fmt = check_format(fmt)
+    check_cache_flags(no_cache, refresh)
     spec = dates.validate(period, date)
     settings = state(ctx).settings()
     site_id = settings.require_site(site)
@@ -262,7 +207,7 @@ def summary(
     for _, name in sections:
         report = reports.BY_NAME[name]
         params = reports.request_params(
-            report, spec, site=site_id, limit=_check_limit(limit), segment=segment
+            report, spec, site=site_id, limit=check_limit(limit), segment=segment
         )
         calls.append((report.method, params))
     client, session = _open(settings, use_cache=not no_cache, refresh=refresh)
@@ -357,121 +302,6 @@ def _fetch(
         _close(client, session)
 
 
-# -- rendering
-
-
-def format_value(value: Any, kind: str) -> str:
-    """A cell for people: 1,234 · 84% · 3m 05s · 99.50; empty for a missing value."""
-    if value is None:
-        return ""
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        return str(value)
-    if kind == "percent":
-        return f"{value:g}%"
-    if kind == "duration":
-        return _duration(value)
-    if kind == "money":
-        return f"{value:,.2f}"
-    if isinstance(value, float) and not value.is_integer():
-        return f"{value:,.2f}".rstrip("0").rstrip(".")
-    return f"{value:,.0f}"
-
-
-def _duration(seconds: float) -> str:
-    total = round(seconds)
-    hours, rest = divmod(total, 3600)
-    minutes, secs = divmod(rest, 60)
-    if hours:
-        return f"{hours}h {minutes:02d}m"
-    if minutes:
-        return f"{minutes}m {secs:02d}s"
-    return f"{secs}s"
-
-
-def render(
-    rows: Sequence[Mapping[str, Any]],
-    columns: Sequence[Column],
-    fmt: str,
-    *,
-    title: str | None = None,
-) -> None:
-    """Rows on stdout as a table (human labels), JSON, CSV (UTF-8, header) or JSON lines."""
-    from matokit.cli import output
-    from matokit.reports import project
-
-    data = project(rows, columns)
-    if fmt == "json":
-        output.emit_json(data)
-    elif fmt == "ndjson":
-        output.emit_ndjson(data)
-    elif fmt == "csv":
-        output.emit_csv(data, [c.key for c in columns])
-    elif data:
-        _table(data, columns, title=title)
-
-
-def _table(
-    rows: Sequence[Mapping[str, Any]], columns: Sequence[Column], *, title: str | None
-) -> None:
-    """A rich table: human labels, numbers right-aligned and never wrapped, long labels folded."""
-    from rich.table import Table
-
-    from matokit.cli.output import console
-    from matokit.reports import NUMERIC_KINDS
-
-    table = Table(title=title, header_style="bold")
-    for column in columns:
-        numeric = column.kind in NUMERIC_KINDS
-        table.add_column(
-            column.label,
-            justify="right" if numeric else "left",
-            no_wrap=numeric or column.key == "date",
-            overflow="fold",
-        )
-    for row in rows:
-        table.add_row(*[format_value(row.get(c.key), c.kind) for c in columns])
-    console("stdout").print(table)
-
-
-def _draw_chart(
-    report: Report,
-    spec: DateSpec,
-    rows: Sequence[Mapping[str, Any]],
-    columns: Sequence[Column],
-    requested: Sequence[str] | None,
-    title: str,
-) -> None:
-    import shutil
-
-    from matokit.cli.charts import bar_chart, series_chart
-    from matokit.cli.output import emit_text
-    from matokit.errors import UsageError
-    from matokit.reports import NUMERIC_KINDS, chart_metric, series, top
-
-    numeric = [c for c in columns if c.kind in NUMERIC_KINDS]
-    metric = numeric[0] if requested and numeric else chart_metric(report, columns)
-    if metric is None:
-        raise UsageError(
-            f"--chart needs a numeric column; {report.name} has none selected.",
-            hint="Pick one with --columns, e.g. --columns nb_visits.",
-        )
-    width = shutil.get_terminal_size((100, 24)).columns
-    fmt = _formatter(metric.kind)
-    if spec.multi:
-        points = series(rows, metric.key)
-        additive = metric.kind not in ("percent", "duration") and not metric.key.startswith("avg")
-        what = metric.label if not report.dimension else f"{metric.label} (sum of shown rows)"
-        text = series_chart(points, title=f"{what} · {title}", width=width, fmt=fmt, total=additive)
-    else:
-        pairs = top(rows, metric.key, "label")
-        text = bar_chart(pairs, title=f"{metric.label} · {title}", width=width, fmt=fmt)
-    emit_text(text)
-
-
-def _formatter(kind: str) -> Any:
-    return lambda value: format_value(value, kind)
-
-
 def _render_summary(
     results: Mapping[str, list[dict[str, Any]]],
     errors: Mapping[str, Exception],
@@ -481,6 +311,7 @@ def _render_summary(
     spec: DateSpec,
 ) -> None:
     from matokit.cli import output
+    from matokit.cli.report_show import render
     from matokit.reports import BY_NAME, select_columns
 
     names = {"visits": "visits", "pages": "pages", "referrers": "referrers", "events": "events"}

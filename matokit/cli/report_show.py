@@ -1,0 +1,380 @@
+"""What `matokit report NAME` does between parsing and printing, without typer.
+
+Both the Typer command (`matokit.cli.report.show`) and the lean cache-hit path (`try_cached`,
+run from `matokit.cli.main` before typer is imported) use `plan()` to validate and build the
+request and `show()` to render the answer, so both print exactly the same thing.
+
+Module level imports only the standard library; rich is imported only to draw a table.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from matokit.config import Settings
+    from matokit.dates import DateSpec
+    from matokit.reports import Column, Report
+
+FORMATS = ("table", "json", "csv", "ndjson")
+DEFAULT_LIMIT = 25
+
+
+@dataclass(frozen=True)
+class ShowArgs:
+    """The options of `report NAME`, as typed."""
+
+    name: str
+    period: str = "day"
+    date: str = "today"
+    segment: str | None = None
+    limit: int = DEFAULT_LIMIT
+    columns: str | None = None
+    site: int | None = None
+    fmt: str = "table"
+    chart: bool = False
+    no_cache: bool = False
+    refresh: bool = False
+
+
+@dataclass(frozen=True)
+class Plan:
+    """A validated request: which report, for which site and dates, shown how."""
+
+    report: Report
+    spec: DateSpec
+    site: int
+    params: dict[str, str]
+    requested: list[str] | None
+    fmt: str
+    chart: bool
+
+    @property
+    def title(self) -> str:
+        """`Page URLs — site 1, day today`."""
+        return f"{self.report.title} — site {self.site}, {self.spec.describe()}"
+
+
+def check_format(value: str, allowed: Sequence[str] = FORMATS) -> str:
+    """The output format, or UsageError."""
+    from matokit.errors import UsageError
+
+    fmt = value.strip().lower()
+    if fmt not in allowed:
+        raise UsageError(f"--format {value!r} is not supported.", hint=f"Use {', '.join(allowed)}.")
+    return fmt
+
+
+def check_limit(limit: int) -> int:
+    """Rows per period: a positive number, or -1 for all."""
+    from matokit.errors import UsageError
+
+    if limit < 1 and limit != -1:
+        raise UsageError(
+            f"--limit {limit} is not valid.", hint="Use a positive number, or -1 for all rows."
+        )
+    return limit
+
+
+def check_cache_flags(no_cache: bool, refresh: bool) -> None:
+    """--no-cache and --refresh cannot be combined."""
+    from matokit.errors import UsageError
+
+    if no_cache and refresh:
+        raise UsageError(
+            "--no-cache and --refresh contradict each other.",
+            hint="--refresh already asks Matomo afresh (and stores the answer); --no-cache "
+            "neither reads nor writes the cache.",
+        )
+
+
+def plan(args: ShowArgs, settings: Callable[[], Settings]) -> Plan:
+    """Validate everything before any request; `settings` is called only when input is valid."""
+    from matokit import dates, reports
+    from matokit.errors import UsageError
+
+    fmt = check_format(args.fmt)
+    check_cache_flags(args.no_cache, args.refresh)
+    limit = check_limit(args.limit)
+    spec = dates.validate(args.period, args.date)
+    report = reports.find(args.name)
+    requested = reports.parse_columns(args.columns)
+    if args.chart and fmt != "table":
+        raise UsageError("--chart draws on the terminal.", hint="Drop --format, or drop --chart.")
+    if args.chart and not report.dimension and not spec.multi:
+        raise UsageError(
+            f"--chart of {report.name} needs several periods.",
+            hint=f"Ask for a series, e.g. --date last30 (or report {report.name} without --chart).",
+        )
+    site = settings().require_site(args.site)
+    params = reports.request_params(report, spec, site=site, limit=limit, segment=args.segment)
+    return Plan(report, spec, site, params, requested, fmt, args.chart)
+
+
+def show(plan: Plan, data: Any) -> None:
+    """Render Matomo's answer: rows in the chosen format, or a chart; "no data" on stderr."""
+    from matokit import reports
+
+    rows = reports.rows_from(data, report=plan.report, spec=plan.spec)
+    if reports.is_empty(rows, plan.report):
+        rows = []
+    columns = reports.select_columns(plan.report, rows, plan.requested)
+    if not rows:
+        from matokit.cli.output import say
+
+        say(f"no data for {plan.report.name} on site {plan.site}, {plan.spec.describe()}")
+    if plan.chart and rows:
+        draw_chart(plan, rows, columns)
+        return
+    render(rows, columns, plan.fmt, title=plan.title)
+
+
+# --- rendering ------------------------------------------------------------------------------
+
+
+def format_value(value: Any, kind: str) -> str:
+    """A cell for people: 1,234 · 84% · 3m 05s · 99.50; empty for a missing value."""
+    if value is None:
+        return ""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return str(value)
+    if kind == "percent":
+        return f"{value:g}%"
+    if kind == "duration":
+        return _duration(value)
+    if kind == "money":
+        return f"{value:,.2f}"
+    if isinstance(value, float) and not value.is_integer():
+        return f"{value:,.2f}".rstrip("0").rstrip(".")
+    return f"{value:,.0f}"
+
+
+def _duration(seconds: float) -> str:
+    total = round(seconds)
+    hours, rest = divmod(total, 3600)
+    minutes, secs = divmod(rest, 60)
+    if hours:
+        return f"{hours}h {minutes:02d}m"
+    if minutes:
+        return f"{minutes}m {secs:02d}s"
+    return f"{secs}s"
+
+
+def render(
+    rows: Sequence[Mapping[str, Any]],
+    columns: Sequence[Column],
+    fmt: str,
+    *,
+    title: str | None = None,
+) -> None:
+    """Rows on stdout as a table (human labels), JSON, CSV (UTF-8, header) or JSON lines."""
+    from matokit.cli import output
+    from matokit.reports import project
+
+    data = project(rows, columns)
+    if fmt == "json":
+        output.emit_json(data)
+    elif fmt == "ndjson":
+        output.emit_ndjson(data)
+    elif fmt == "csv":
+        output.emit_csv(data, [c.key for c in columns])
+    elif data:
+        table(data, columns, title=title)
+
+
+def table(
+    rows: Sequence[Mapping[str, Any]], columns: Sequence[Column], *, title: str | None
+) -> None:
+    """A rich table: human labels, numbers right-aligned and never wrapped, long text folded."""
+    from rich.table import Table
+
+    from matokit.cli.output import console
+    from matokit.reports import NUMERIC_KINDS
+
+    grid = Table(title=title, header_style="bold")
+    for column in columns:
+        numeric = column.kind in NUMERIC_KINDS
+        grid.add_column(
+            column.label,
+            justify="right" if numeric else "left",
+            no_wrap=numeric or column.key == "date",
+            overflow="fold",
+        )
+    for row in rows:
+        grid.add_row(*[format_value(row.get(c.key), c.kind) for c in columns])
+    console("stdout").print(grid)
+
+
+def draw_chart(plan: Plan, rows: Sequence[Mapping[str, Any]], columns: Sequence[Column]) -> None:
+    """Bars per period (and a sparkline) for a series; bars of the top rows for one period."""
+    import shutil
+
+    from matokit.cli.charts import bar_chart, series_chart
+    from matokit.cli.output import emit_text
+    from matokit.errors import UsageError
+    from matokit.reports import NUMERIC_KINDS, chart_metric, series, top
+
+    report = plan.report
+    numeric = [c for c in columns if c.kind in NUMERIC_KINDS]
+    metric = numeric[0] if plan.requested and numeric else chart_metric(report, columns)
+    if metric is None:
+        raise UsageError(
+            f"--chart needs a numeric column; {report.name} has none selected.",
+            hint="Pick one with --columns, e.g. --columns nb_visits.",
+        )
+    width = shutil.get_terminal_size((100, 24)).columns
+
+    def fmt(value: float) -> str:
+        return format_value(value, metric.kind)
+
+    if plan.spec.multi:
+        additive = metric.kind not in ("percent", "duration") and not metric.key.startswith("avg")
+        what = metric.label if not report.dimension else f"{metric.label} (sum of shown rows)"
+        text = series_chart(
+            series(rows, metric.key),
+            title=f"{what} · {plan.title}",
+            width=width,
+            fmt=fmt,
+            total=additive,
+        )
+    else:
+        pairs = top(rows, metric.key, "label")
+        text = bar_chart(pairs, title=f"{metric.label} · {plan.title}", width=width, fmt=fmt)
+    emit_text(text)
+
+
+# --- the lean cache-hit path ------------------------------------------------------------------
+
+# Global options that only select the profile and its settings (each takes a value).
+_GLOBAL = {
+    "--profile": "--profile",
+    "--url": "--url",
+    "--site": "--site",
+    "--token-file": "--token-file",
+    "--config": "--config",
+    "--timeout": "--timeout",
+}
+_SHOW_VALUE = {
+    "--period": "period",
+    "-p": "period",
+    "--date": "date",
+    "-d": "date",
+    "--segment": "segment",
+    "--limit": "limit",
+    "-n": "limit",
+    "--columns": "columns",
+    "-c": "columns",
+    "--site": "site",
+    "--format": "fmt",
+    "-f": "fmt",
+}
+
+
+def parse_argv(argv: Sequence[str]) -> tuple[dict[str, Any], ShowArgs] | None:
+    """`[GLOBAL] report [show] NAME [OPTIONS]` for the lean path, or None for anything else.
+
+    Deliberately narrow: only options that select data (no --chart, --refresh, --no-cache,
+    --help, logging flags or unknown words); everything else goes the normal way.
+    """
+    flags: dict[str, Any] = {}
+    words = list(argv)
+    while words and words[0] != "report":
+        option, value, words = _take(words)
+        if option not in _GLOBAL or value is None:
+            return None
+        flags[_GLOBAL[option]] = value
+    if not words:
+        return None
+    words = words[1:]
+    if words and words[0] == "show":
+        words = words[1:]
+    if not words or words[0].startswith("-") or words[0] in ("list", "summary"):
+        return None
+    name, words = words[0], words[1:]
+    values: dict[str, Any] = {}
+    while words:
+        option, value, words = _take(words)
+        if option not in _SHOW_VALUE or value is None:
+            return None
+        values[_SHOW_VALUE[option]] = value
+    try:
+        for key in ("limit", "site"):
+            if key in values:
+                values[key] = int(values[key])
+    except ValueError:
+        return None
+    return flags, ShowArgs(name=name, **values)
+
+
+def _take(words: list[str]) -> tuple[str, str | None, list[str]]:
+    """(option, value, rest) for `--opt value` or `--opt=value`; value None when missing."""
+    head = words[0]
+    if head.startswith("--") and "=" in head:
+        option, value = head.split("=", 1)
+        return option, value, words[1:]
+    if len(words) < 2:
+        return head, None, words[1:]
+    return head, words[1], words[2:]
+
+
+def try_cached(argv: Sequence[str]) -> int | None:
+    """Answer `matokit report NAME ...` from a fresh cache entry without typer or requests.
+
+    Returns the exit code when it answered (0; 130 on Ctrl-C), None when the normal path must
+    run: an option it does not handle, any validation or configuration problem (the normal
+    path reports it properly), or no fresh cache entry. It never raises, so `main()` can call
+    it before any error handling is set up.
+    """
+    if os.environ.get("MATOKIT_LOG_LEVEL", "").lower() in ("debug", "info"):
+        return None
+    try:
+        parsed = parse_argv(argv)
+        if parsed is None:
+            return None
+        flags, args = parsed
+        from matokit.cache import lookup
+        from matokit.config import resolve
+
+        settings = resolve(flags)
+        chosen = plan(args, lambda: settings)
+        if not chosen.report.cacheable:
+            return None
+        data = lookup(
+            settings.cache_path,
+            base_url=settings.require_url(),
+            method=chosen.report.method,
+            params=chosen.params,
+        )
+        if data is None:
+            return None
+        return _print(chosen, data)
+    except KeyboardInterrupt:
+        sys.stderr.write("\nmatokit: interrupted\n")
+        return 130
+    except Exception:
+        # Nothing was printed yet (see _print): the normal path redoes it and explains errors.
+        return None
+
+
+def _print(chosen: Plan, data: Any) -> int | None:
+    from matokit.errors import MatokitError
+
+    try:
+        show(chosen, data)  # validation errors (e.g. --columns) come before any output
+        sys.stdout.flush()
+    except MatokitError:
+        return None
+    except BrokenPipeError:
+        # The reader went away (`| head`): like the normal path, not an error.
+        try:
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+        except OSError:
+            pass
+    return 0
