@@ -881,6 +881,26 @@ class Journal:
                      OR EXISTS (SELECT 1 FROM delivered WHERE key = ?1 AND delivered_at >= ?2)"""
         return bool(self._read(lambda conn: conn.execute(sql, (key, cutoff)).fetchone()[0]))
 
+    def find(self, key: str) -> Entry | None:
+        """The entry journaled under idempotency key `key`, or None."""
+        sql = f"SELECT {_ENTRY_COLUMNS} FROM entries WHERE key = ?"
+        row = self._read(lambda conn: conn.execute(sql, (key,)).fetchone())
+        return None if row is None else _entry(row)
+
+    def remember_delivered(self, keys: Sequence[str]) -> int:
+        """Remember keys of hits delivered without being journaled (a direct `track`).
+
+        Within the dedup window they are then duplicates, like keys of acknowledged entries.
+        Returns how many keys were written.
+        """
+        if isinstance(keys, str):
+            raise TypeError("pass a sequence of keys, not a single string")
+        sql = """INSERT INTO delivered (key, delivered_at, sent_unconfirmed) VALUES (?, ?, 0)
+                 ON CONFLICT (key) DO UPDATE SET delivered_at = excluded.delivered_at"""
+        now = self._clock()
+        rows = [(key, now) for key in keys]
+        return self._update(sql, rows)
+
     def stats(self, *, now: float | None = None) -> JournalStats:
         """Counts, ages and sizes for `queue status` and the health checks."""
         at = self._now(now)
