@@ -1,0 +1,644 @@
+"""Delivery logic with a fake client and a real journal: send-or-journal, import, flush."""
+
+from __future__ import annotations
+
+import io
+import json
+from collections import deque
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from matokit import hits
+from matokit.client import TrackResult, bulk_outcomes
+from matokit.delivery import (
+    AT_RISK_AGE,
+    Delivery,
+    FlushOptions,
+    TrackState,
+    import_key,
+)
+from matokit.errors import (
+    AuthenticationError,
+    ConfigError,
+    DataError,
+    FlushInProgressError,
+    LockedOutError,
+    RateLimitedError,
+    RejectedHitError,
+    TokenCoolDownError,
+    UnavailableError,
+)
+from matokit.hits import Hit
+from matokit.journal import EntryState, Journal, NewHit
+from matokit.locking import LOCK_NAME, flush_lock
+
+T0 = 1_800_000_000.0
+DAY = 86400.0
+
+
+class FakeClock:
+    def __init__(self, now: float = T0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+Answer = dict[str, Any] | BaseException | Callable[[Sequence[Hit]], TrackResult]
+
+
+class FakeClient:
+    """Answers like Matomo's bulk endpoint: hits whose url contains "bad" are invalid.
+
+    `superuser` decides whether answers carry invalid_indices; `answers` are consumed first
+    (a dict answer, an exception to raise, or a function of the hits).
+    """
+
+    def __init__(self, *, superuser: bool = True, admin: Sequence[int] = (1,)) -> None:
+        self.superuser = superuser
+        self.admin = list(admin)
+        self.sent: list[list[Hit]] = []
+        self.calls: list[str] = []
+        self.answers: deque[Answer] = deque()
+        self.call_error: BaseException | None = None
+
+    def track(self, batch: Sequence[Hit]) -> TrackResult:
+        self.sent.append(list(batch))
+        if self.answers:
+            answer = self.answers.popleft()
+            if isinstance(answer, BaseException):
+                raise answer
+            if callable(answer):
+                return answer(batch)
+            return bulk_outcomes(len(batch), answer)
+        bad = [i for i, h in enumerate(batch) if "bad" in h.params.get("url", "")]
+        body: dict[str, Any] = {
+            "status": "success",
+            "tracked": len(batch) - len(bad),
+            "invalid": len(bad),
+        }
+        if self.superuser:
+            body["invalid_indices"] = bad
+        return bulk_outcomes(len(batch), body)
+
+    def call(self, method: str, **params: Any) -> Any:
+        self.calls.append(method)
+        if self.call_error is not None:
+            raise self.call_error
+        assert method == "SitesManager.getSitesIdWithAdminAccess"
+        return self.admin
+
+    @property
+    def sizes(self) -> list[int]:
+        return [len(b) for b in self.sent]
+
+    @property
+    def urls(self) -> list[str]:
+        return [h.params["url"] for b in self.sent for h in b]
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+@pytest.fixture
+def client() -> FakeClient:
+    return FakeClient()
+
+
+@pytest.fixture
+def path(tmp_path: Path) -> Path:
+    return tmp_path / "data" / "default" / "journal.sqlite"
+
+
+def make(path: Path, clock: FakeClock, client: FakeClient, *, token: bool = True) -> Delivery:
+    return Delivery(
+        journal_path=path,
+        client_factory=lambda: client,
+        has_token=token,
+        clock=clock,
+        rng=lambda: 0.5,
+    )
+
+
+@pytest.fixture
+def delivery(path: Path, clock: FakeClock, client: FakeClient) -> Iterator[Delivery]:
+    with make(path, clock, client) as service:
+        yield service
+
+
+def pv(n: int | str, *, site: int = 1, at: float | None = None, key: str | None = None) -> Hit:
+    return hits.pageview(site, url=f"https://example.org/{n}", at=at, key=key, clock=lambda: T0)
+
+
+def queue_pages(
+    delivery: Delivery, count: int, *, site: int = 1, at: float | None = None, prefix: str = "p"
+) -> None:
+    for i in range(count):
+        delivery.queue(pv(f"{prefix}{i}", site=site, at=at))
+
+
+def states(delivery: Delivery) -> dict[str, str]:
+    return {e.params["url"].rsplit("/", 1)[1]: str(e.state) for e in delivery.journal.entries()}
+
+
+# --- track: queue and send -----------------------------------------------------------------
+
+
+def test_queue_journals_the_hit_and_a_repeated_key_is_a_duplicate(delivery: Delivery) -> None:
+    first = delivery.queue(pv(1, key="order-7"))
+    again = delivery.queue(pv(1, key="order-7"))
+    assert first.state is TrackState.QUEUED
+    assert again.state is TrackState.DUPLICATE
+    assert again.key == first.key
+    assert len(delivery.journal.entries()) == 1
+
+
+def test_queue_without_key_never_merges_identical_hits(delivery: Delivery) -> None:
+    delivery.queue(pv(1))
+    delivery.queue(pv(1))
+    assert len(delivery.journal.entries()) == 2
+
+
+def test_send_delivers_without_creating_a_journal(
+    delivery: Delivery, client: FakeClient, path: Path
+) -> None:
+    outcome = delivery.send(pv(1))
+    assert outcome.state is TrackState.DELIVERED
+    assert client.sizes == [1]
+    assert not path.exists()
+
+
+def test_send_with_key_is_remembered_and_a_retry_sends_nothing(
+    delivery: Delivery, client: FakeClient
+) -> None:
+    assert delivery.send(pv(1, key="k1")).state is TrackState.DELIVERED
+    retry = delivery.send(pv(1, key="k1"))
+    assert retry.state is TrackState.DUPLICATE
+    assert client.sizes == [1]
+    assert delivery.journal.entries() == []
+
+
+def test_send_queues_the_hit_when_matomo_is_unavailable(
+    delivery: Delivery, client: FakeClient
+) -> None:
+    client.answers.append(UnavailableError("down", maybe_stored=False))
+    outcome = delivery.send(pv(1))
+    assert outcome.state is TrackState.QUEUED
+    assert isinstance(outcome.error, UnavailableError)
+    (entry,) = delivery.journal.entries()
+    assert entry.state is EntryState.PENDING
+
+
+def test_send_marks_a_possibly_stored_hit_sent_unconfirmed(
+    delivery: Delivery, client: FakeClient
+) -> None:
+    client.answers.append(UnavailableError("reset after sending", maybe_stored=True))
+    outcome = delivery.send(pv(1))
+    assert outcome.state is TrackState.QUEUED and outcome.maybe_stored
+    (entry,) = delivery.journal.entries()
+    assert (entry.state, entry.sent_unconfirmed) == (EntryState.SENT_UNCONFIRMED, 1)
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        AuthenticationError("Unable to authenticate"),
+        TokenCoolDownError("cooling down", rejected_at=T0 - 5, until=T0 + 595),
+        LockedOutError("Too many failed logins"),
+        RateLimitedError("429", retry_after=30),
+    ],
+)
+def test_send_queues_the_hit_on_token_and_rate_limit_failures(
+    delivery: Delivery, client: FakeClient, error: Exception
+) -> None:
+    client.answers.append(error)
+    outcome = delivery.send(pv(1))
+    assert outcome.state is TrackState.QUEUED
+    assert outcome.error is error
+    assert len(delivery.journal.entries()) == 1
+
+
+def test_send_does_not_queue_a_hit_matomo_rejects(
+    delivery: Delivery, client: FakeClient, path: Path
+) -> None:
+    outcome = delivery.send(pv("bad"))
+    assert outcome.state is TrackState.REJECTED
+    assert "refused" in (outcome.message or "")
+    assert not path.exists()
+    client.answers.append(RejectedHitError("HTTP 400"))
+    assert delivery.send(pv(2)).state is TrackState.REJECTED
+
+
+def test_send_of_an_old_hit_checks_admin_access_first(
+    delivery: Delivery, client: FakeClient
+) -> None:
+    old = pv(1, at=T0 - 2 * DAY)
+    assert delivery.send(old).state is TrackState.DELIVERED
+    assert client.calls == ["SitesManager.getSitesIdWithAdminAccess"]
+    client.admin = [2]
+    refused = delivery.send(pv(2, at=T0 - 2 * DAY))
+    assert refused.state is TrackState.QUEUED
+    assert "no admin access on site 1" in refused.error.message  # type: ignore[union-attr]
+    assert client.sizes == [1]
+
+
+def test_send_of_an_old_hit_with_an_invalid_token_sends_no_hit(
+    delivery: Delivery, client: FakeClient
+) -> None:
+    client.call_error = AuthenticationError("Unable to authenticate with the provided token")
+    outcome = delivery.send(pv(1, at=T0 - 2 * DAY))
+    assert outcome.state is TrackState.QUEUED
+    assert isinstance(outcome.error, AuthenticationError)
+    assert client.sent == []
+
+
+def test_send_of_an_old_hit_without_token_is_a_config_error(
+    path: Path, clock: FakeClock, client: FakeClient
+) -> None:
+    with make(path, clock, client, token=False) as service, pytest.raises(ConfigError):
+        service.send(pv(1, at=T0 - 2 * DAY))
+    assert client.sent == []
+
+
+# --- flush ---------------------------------------------------------------------------------
+
+
+def flush(delivery: Delivery, **options: Any) -> Any:
+    return delivery.flush(FlushOptions(**options))
+
+
+def test_flush_delivers_everything_in_full_batches_with_a_superuser_token(
+    delivery: Delivery, client: FakeClient
+) -> None:
+    queue_pages(delivery, 250)
+    result = flush(delivery, batch_size=100)
+    # Site 1 is not yet known to accept hits: its first hit goes alone.
+    assert client.sizes == [1, 99, 100, 50]
+    assert (result.delivered, result.requests, result.remaining_queued) == (250, 4, 0)
+    assert delivery.journal.entries() == []
+    assert delivery.journal.last_flush()["delivered"] == 250  # type: ignore[index]
+
+
+def test_flush_sends_hits_in_time_order(delivery: Delivery, client: FakeClient) -> None:
+    delivery.queue(pv("late", at=T0 - 10))
+    delivery.queue(pv("early", at=T0 - 100))
+    flush(delivery)
+    assert client.urls == ["https://example.org/early", "https://example.org/late"]
+
+
+def test_flush_without_superuser_sends_risky_hits_alone(
+    delivery: Delivery, client: FakeClient
+) -> None:
+    client.superuser = False
+    queue_pages(delivery, 3, at=T0 - AT_RISK_AGE - 60, prefix="old")
+    queue_pages(delivery, 5, prefix="fresh")
+    queue_pages(delivery, 4, site=2, prefix="other")
+    flush(delivery, batch_size=100)
+    # 3 hits near 24 h alone (site 1 is then known), site 2's first alone, the rest at once.
+    assert client.sizes == [1, 1, 1, 1, 8]
+
+
+def test_flush_learns_superuser_from_the_answer_and_stops_splitting(
+    delivery: Delivery, client: FakeClient
+) -> None:
+    queue_pages(delivery, 3, at=T0 - AT_RISK_AGE - 60, prefix="old")
+    queue_pages(delivery, 5, prefix="fresh")
+    flush(delivery)
+    assert client.sizes == [1, 7]
+
+
+def test_flush_sets_aside_a_batch_matomo_partly_refused_without_saying_which(
+    delivery: Delivery, client: FakeClient
+) -> None:
+    client.superuser = False
+    queue_pages(delivery, 1, prefix="first")
+    for i in range(4):
+        delivery.queue(pv(f"bad{i}" if i == 2 else f"ok{i}"))
+    result = flush(delivery)
+    assert client.sizes == [1, 4]
+    assert result.unattributed == 4
+    assert result.warnings and "unattributed" in result.warnings[0]
+    assert set(states(delivery).values()) == {"unattributed"}
+    again = flush(delivery)
+    assert again.requests == 0  # unattributed hits are never re-sent
+
+
+def test_flush_kills_the_hits_matomo_names_and_acks_the_others(
+    delivery: Delivery, client: FakeClient
+) -> None:
+    for name in ("a", "bad", "b"):
+        delivery.queue(pv(name))
+    result = flush(delivery)
+    assert (result.delivered, result.rejected) == (2, 1)
+    (dead,) = delivery.journal.entries()
+    assert dead.state is EntryState.DEAD
+    assert "refused" in (dead.reason or "")
+
+
+def test_flush_stops_on_503_and_reschedules_with_retry_after(
+    delivery: Delivery, client: FakeClient, clock: FakeClock
+) -> None:
+    queue_pages(delivery, 10)
+    client.answers.append(UnavailableError("503", retry_after=120, maybe_stored=False))
+    result = flush(delivery, batch_size=5)
+    assert client.sizes == [1]
+    assert result.stopped_reason == "unavailable"
+    assert result.rescheduled == 1 and result.released == 4
+    entries = delivery.journal.entries()
+    assert len(entries) == 10
+    waiting = [e for e in entries if e.next_attempt_at > clock.now]
+    assert len(waiting) == 1 and waiting[0].next_attempt_at >= clock.now + 120
+    assert all(e.state is EntryState.PENDING for e in entries)
+
+
+def test_flush_stops_on_429(delivery: Delivery, client: FakeClient) -> None:
+    queue_pages(delivery, 3)
+    client.answers.extend([{"status": "success", "tracked": 1, "invalid": 0}])
+    client.answers.append(RateLimitedError("429", retry_after=10))
+    result = flush(delivery)
+    assert result.stopped_reason == "rate_limited"
+    assert client.sizes == [1, 2]
+    assert result.remaining_queued == 2
+
+
+def test_flush_marks_a_batch_lost_after_sending_sent_unconfirmed(
+    delivery: Delivery, client: FakeClient, clock: FakeClock
+) -> None:
+    queue_pages(delivery, 2)
+    client.answers.append(UnavailableError("read timeout", maybe_stored=True))
+    result = flush(delivery)
+    assert result.sent_unconfirmed == 1
+    assert "twice" in " ".join(result.warnings)
+    clock.now += 3600
+    flush(delivery)
+    assert delivery.journal.entries() == []
+    assert delivery.journal.stats().delivered_unconfirmed == 1
+
+
+def test_flush_stops_at_the_first_authentication_failure(
+    delivery: Delivery, client: FakeClient
+) -> None:
+    queue_pages(delivery, 5)
+    client.answers.append(AuthenticationError("Unable to authenticate"))
+    result = flush(delivery, batch_size=2)
+    assert client.sizes == [1]
+    assert result.auth_failed and result.stopped_reason == "auth_failed"
+    entries = delivery.journal.entries()
+    assert [(e.state, e.attempts) for e in entries] == [(EntryState.PENDING, 0)] * 5
+    assert delivery.journal.last_flush()["auth_failed"] is True  # type: ignore[index]
+
+
+def test_flush_checks_the_token_once_before_replaying_old_hits(
+    delivery: Delivery, client: FakeClient
+) -> None:
+    queue_pages(delivery, 4, at=T0 - 2 * DAY)
+    flush(delivery, batch_size=2)
+    assert client.calls == ["SitesManager.getSitesIdWithAdminAccess"]
+    assert delivery.journal.entries() == []
+
+
+def test_flush_with_an_invalid_token_leaves_old_hits_pending(
+    delivery: Delivery, client: FakeClient
+) -> None:
+    queue_pages(delivery, 3, at=T0 - 2 * DAY)
+    client.call_error = AuthenticationError("Unable to authenticate with the provided token")
+    result = flush(delivery)
+    assert result.auth_failed
+    assert client.sent == []
+    assert set(states(delivery).values()) == {"pending"}
+
+
+def test_flush_makes_old_hits_dead_when_the_token_lacks_admin_access(
+    delivery: Delivery, client: FakeClient
+) -> None:
+    client.admin = [2]
+    queue_pages(delivery, 2, at=T0 - 2 * DAY, prefix="old")
+    queue_pages(delivery, 2, prefix="new")
+    result = flush(delivery)
+    assert result.delivered == 2 and result.dead == 2
+    dead = delivery.journal.entries(states=[EntryState.DEAD])
+    assert all("no admin access on site 1" in (e.reason or "") for e in dead)
+
+
+def test_flush_without_token_makes_old_hits_dead_saying_so(
+    path: Path, clock: FakeClock, client: FakeClient
+) -> None:
+    with make(path, clock, client, token=False) as service:
+        queue_pages(service, 1, at=T0 - 2 * DAY)
+        result = flush(service)
+        assert result.dead == 1 and client.calls == []
+        (entry,) = service.journal.entries()
+        assert "no token is configured" in (entry.reason or "")
+
+
+def test_flush_gives_up_after_max_attempts(
+    delivery: Delivery, client: FakeClient, clock: FakeClock
+) -> None:
+    queue_pages(delivery, 1)
+    for _ in range(3):
+        client.answers.append(UnavailableError("connection refused"))
+        flush(delivery, max_attempts=3)
+        clock.now += 3600
+    (entry,) = delivery.journal.entries()
+    assert entry.state is EntryState.DEAD
+    assert "gave up after 3 attempts" in (entry.reason or "")
+
+
+def test_flush_turns_hits_older_than_max_age_into_dead_letters(
+    delivery: Delivery, client: FakeClient, clock: FakeClock
+) -> None:
+    queue_pages(delivery, 1)
+    clock.now += 8 * DAY
+    result = flush(delivery, max_age=7 * DAY)
+    assert result.dead == 1 and client.sent == []
+    assert "max_age" in (delivery.journal.entries()[0].reason or "")
+
+
+def test_flush_recovers_the_batch_of_a_dead_flusher_at_once(
+    delivery: Delivery, client: FakeClient
+) -> None:
+    queue_pages(delivery, 3)
+    delivery.journal.claim("killed-flusher", limit=2, lease_seconds=3600)
+    result = flush(delivery)
+    assert result.recovered == 2
+    assert result.delivered == 3
+    assert delivery.journal.stats().delivered_unconfirmed == 2
+
+
+def test_flush_all_includes_hits_not_yet_due(delivery: Delivery, client: FakeClient) -> None:
+    queue_pages(delivery, 1)
+    client.answers.append(UnavailableError("503", retry_after=600))
+    flush(delivery)
+    assert flush(delivery).requests == 0
+    result = flush(delivery, include_not_due=True)
+    assert result.delivered == 1
+
+
+def test_flush_honours_max_events_and_max_time(
+    delivery: Delivery, client: FakeClient, clock: FakeClock
+) -> None:
+    queue_pages(delivery, 30)
+    limited = flush(delivery, batch_size=10, max_events=15)
+    assert (limited.delivered, limited.stopped_reason) == (15, "max_events")
+    assert limited.remaining_due == 15
+
+    def slow(batch: Sequence[Hit]) -> TrackResult:
+        clock.now += 10
+        return bulk_outcomes(len(batch), {"tracked": len(batch), "invalid": 0})
+
+    client.answers.extend([slow] * 5)
+    timed = flush(delivery, batch_size=5, max_time=15)
+    assert timed.stopped_reason == "max_time"
+    assert timed.delivered == 5
+
+
+def test_flush_finds_the_bad_hit_of_a_batch_refused_whole(
+    delivery: Delivery, client: FakeClient
+) -> None:
+    for name in ("a", "b", "bad", "c"):
+        delivery.queue(pv(name))
+
+    def require_auth(batch: Sequence[Hit]) -> TrackResult:
+        if any("bad" in h.params["url"] for h in batch):
+            raise RejectedHitError("HTTP 400: nothing stored")
+        return bulk_outcomes(len(batch), {"tracked": len(batch), "invalid": 0})
+
+    client.answers.extend([require_auth] * 10)
+    result = flush(delivery)
+    assert (result.delivered, result.rejected) == (3, 1)
+    assert sorted(client.urls).count("https://example.org/a") == 1  # nothing sent twice
+
+
+def test_flush_of_an_empty_journal_records_nothing_due(delivery: Delivery) -> None:
+    result = flush(delivery)
+    assert result.stopped_reason == "nothing_due"
+    assert result.requests == 0
+
+
+def test_flush_locked_refuses_a_second_flusher(delivery: Delivery, path: Path) -> None:
+    queue_pages(delivery, 1)
+    with flush_lock(path.parent / LOCK_NAME, wait=False), pytest.raises(FlushInProgressError):
+        delivery.flush_locked(FlushOptions())
+
+
+# --- import --------------------------------------------------------------------------------
+
+
+def jsonl(*records: Any) -> io.BytesIO:
+    lines = [r if isinstance(r, str) else json.dumps(r) for r in records]
+    return io.BytesIO(("\n".join(lines) + "\n").encode())
+
+
+LINES = (
+    {"type": "pageview", "url": "https://example.org/a", "at": T0 - 60},
+    {"type": "event", "category": "c", "action": "a", "id": "ev-1"},
+    "{not json",
+    {"type": "event", "category": "c"},
+    "",
+    {"params": {"url": "https://example.org/raw", "action_name": "Raw"}},
+)
+
+
+def test_import_journals_valid_lines_and_reports_invalid_ones_with_numbers(
+    delivery: Delivery,
+) -> None:
+    invalid: list[tuple[int, str]] = []
+    result = delivery.import_lines(
+        jsonl(*LINES), site_id=1, on_invalid=lambda n, m: invalid.append((n, m))
+    )
+    assert (result.read, result.invalid, result.added) == (5, 2, 3)
+    assert [n for n, _ in invalid] == [3, 4]
+    assert "action" in invalid[1][1]
+    assert len(delivery.journal.entries()) == 3
+
+
+def test_reimport_of_the_same_lines_adds_nothing(delivery: Delivery, clock: FakeClock) -> None:
+    delivery.import_lines(jsonl(*LINES), site_id=1)
+    clock.now += 5  # untimed lines are timed "now": their key must not depend on it
+    again = delivery.import_lines(jsonl(*LINES), site_id=1)
+    assert (again.added, again.duplicates) == (0, 3)
+
+
+def test_reimport_after_delivery_adds_nothing(delivery: Delivery, client: FakeClient) -> None:
+    delivery.import_lines(jsonl(*LINES), site_id=1)
+    flush(delivery)
+    again = delivery.import_lines(jsonl(*LINES), site_id=1)
+    assert again.added == 0
+    assert flush(delivery).requests == 0
+
+
+@pytest.mark.parametrize("seekable", [True, False])
+def test_strict_import_journals_nothing_when_a_line_is_invalid(
+    delivery: Delivery, path: Path, seekable: bool
+) -> None:
+    source = jsonl(*LINES)
+    if not seekable:
+        source.seekable = lambda: False  # type: ignore[method-assign]
+    with pytest.raises(DataError, match="2 of 5 lines are invalid"):
+        delivery.import_lines(source, site_id=1, strict=True)
+    assert delivery.journal.entries() == []
+
+
+@pytest.mark.parametrize("seekable", [True, False])
+def test_strict_import_of_valid_lines_reads_the_source_twice(
+    delivery: Delivery, seekable: bool
+) -> None:
+    source = jsonl(LINES[0], LINES[1])
+    if not seekable:
+        source.seekable = lambda: False  # type: ignore[method-assign]
+    result = delivery.import_lines(source, site_id=1, strict=True)
+    assert (result.read, result.invalid, result.added) == (2, 0, 2)
+
+
+def test_import_streams_in_bounded_chunks(delivery: Delivery) -> None:
+    count = 12_000
+
+    def lines() -> Iterator[bytes]:
+        for i in range(count):
+            yield json.dumps({"type": "event", "category": "c", "action": str(i)}).encode()
+
+    class Stream(io.RawIOBase):
+        def __iter__(self) -> Iterator[bytes]:  # type: ignore[override]
+            return lines()
+
+    result = delivery.import_lines(Stream(), site_id=1)  # type: ignore[arg-type]
+    assert result.added == count
+
+
+def test_import_key_is_the_id_or_the_content() -> None:
+    record = {"type": "event", "category": "c", "action": "a"}
+    first = hits.hit_from_record(record, site_id=1, now=T0)
+    later = hits.hit_from_record(record, site_id=1, now=T0 + 99)
+    assert import_key(first, record) == import_key(later, record)
+    timed = {**record, "at": T0 - 5}
+    assert import_key(hits.hit_from_record(timed, site_id=1, now=T0), timed) != import_key(
+        first, record
+    )
+    keyed = {**record, "id": "x"}
+    other = {**record, "action": "b", "id": "x"}
+    assert import_key(hits.hit_from_record(keyed, site_id=1, now=T0), keyed) == import_key(
+        hits.hit_from_record(other, site_id=1, now=T0), other
+    )
+
+
+# --- the journal additions delivery relies on ---------------------------------------------------
+
+
+def test_journal_find_and_remember_delivered(path: Path, clock: FakeClock) -> None:
+    with Journal(path, clock=clock) as journal:
+        journal.enqueue_one(NewHit("k", {"idsite": "1"}, T0))
+        found = journal.find("k")
+        assert found is not None and found.key == "k"
+        assert journal.find("nope") is None
+        assert journal.remember_delivered(["d1", "d2"]) == 2
+        assert journal.has_key("d1")
+        assert journal.enqueue_one(NewHit("d1", {"idsite": "1"}, T0)) is False
+        with pytest.raises(TypeError):
+            journal.remember_delivered("d3")
+        clock.now += 8 * DAY
+        assert not journal.has_key("d1")
