@@ -1,0 +1,460 @@
+"""`matokit track pageview|event|goal|order|import`: send hits now, or journal them for later.
+
+Only typer and the standard library are imported here: `track ... --queue` must start fast and
+never load requests. The client is built inside `delivery` only when a hit is sent.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import typer
+
+from matokit.cli import state
+
+if TYPE_CHECKING:
+    from matokit.config import Settings
+    from matokit.delivery import ImportResult, TrackOutcome
+    from matokit.hits import CommonFields, Hit
+
+app = typer.Typer(
+    help="Send tracking hits to Matomo now, or queue them durably for `queue flush`.",
+    no_args_is_help=True,
+)
+
+FORMATS = ("text", "json")
+MAX_INVALID_SHOWN = 100
+
+# Options every hit type takes (typer reads these as defaults; sharing them is safe).
+SITE = typer.Option(None, "--site", help="idSite for this hit (default: the global --site).")
+VISITOR = typer.Option(None, "--visitor-id", help="Visitor id: exactly 16 hex characters.")
+USER = typer.Option(None, "--user-id", help="User id (Matomo's uid).")
+AT = typer.Option(
+    None, "--at", help="The hit's time: ISO 8601 (UTC unless an offset) or Unix seconds."
+)
+DIMENSION = typer.Option(
+    None, "--dimension", help="Custom dimension N=VALUE (repeatable).", show_default=False
+)
+PARAM = typer.Option(
+    None,
+    "--param",
+    help="Any other Tracking API parameter KEY=VALUE (repeatable).",
+    show_default=False,
+)
+KEY = typer.Option(
+    None,
+    "--idempotency-key",
+    help="Your key for this hit: re-running the command with it never counts the hit twice.",
+)
+QUEUE = typer.Option(False, "--queue", help="Only journal the hit; `queue flush` sends it.")
+DRY_RUN = typer.Option(False, "--dry-run", help="Print the request (token masked); send nothing.")
+FORMAT = typer.Option("text", "--format", help="Output: text or json (the outcome on stdout).")
+
+
+def _check_format(value: str) -> str:
+    if value not in FORMATS:
+        raise typer.BadParameter(f"must be one of: {', '.join(FORMATS)}", param_hint="--format")
+    return value
+
+
+# --- the commands ------------------------------------------------------------------------------
+
+
+@app.command("pageview")
+def pageview(
+    ctx: typer.Context,
+    url: str = typer.Option(..., "--url", help="The page's full URL (not Matomo's)."),
+    title: str | None = typer.Option(None, "--title", help="The page title."),
+    site: int | None = SITE,
+    visitor_id: str | None = VISITOR,
+    user_id: str | None = USER,
+    at: str | None = AT,
+    dimension: list[str] | None = DIMENSION,
+    param: list[str] | None = PARAM,
+    idempotency_key: str | None = KEY,
+    queue: bool = QUEUE,
+    dry_run: bool = DRY_RUN,
+    fmt: str = FORMAT,
+) -> None:
+    """Track a page view."""
+
+    def build(site_id: int, common: CommonFields) -> Hit:
+        from matokit.hits import pageview as make
+
+        return make(site_id, url=url, title=title, **common)
+
+    _track(ctx, build, locals())
+
+
+@app.command("event")
+def event(
+    ctx: typer.Context,
+    category: str = typer.Option(..., "--category", help="Event category."),
+    action: str = typer.Option(..., "--action", help="Event action."),
+    name: str | None = typer.Option(None, "--name", help="Event name."),
+    value: str | None = typer.Option(None, "--value", help="Event value (a number)."),
+    site: int | None = SITE,
+    visitor_id: str | None = VISITOR,
+    user_id: str | None = USER,
+    at: str | None = AT,
+    dimension: list[str] | None = DIMENSION,
+    param: list[str] | None = PARAM,
+    idempotency_key: str | None = KEY,
+    queue: bool = QUEUE,
+    dry_run: bool = DRY_RUN,
+    fmt: str = FORMAT,
+) -> None:
+    """Track an event (category and action required)."""
+
+    def build(site_id: int, common: CommonFields) -> Hit:
+        from matokit.hits import event as make
+
+        return make(site_id, category=category, action=action, name=name, value=value, **common)
+
+    _track(ctx, build, locals())
+
+
+@app.command("goal")
+def goal(
+    ctx: typer.Context,
+    goal_id: str = typer.Option(..., "--goal", help="The goal's id."),
+    revenue: str | None = typer.Option(None, "--revenue", help="Revenue of the conversion."),
+    site: int | None = SITE,
+    visitor_id: str | None = VISITOR,
+    user_id: str | None = USER,
+    at: str | None = AT,
+    dimension: list[str] | None = DIMENSION,
+    param: list[str] | None = PARAM,
+    idempotency_key: str | None = KEY,
+    queue: bool = QUEUE,
+    dry_run: bool = DRY_RUN,
+    fmt: str = FORMAT,
+) -> None:
+    """Track a manual goal conversion."""
+
+    def build(site_id: int, common: CommonFields) -> Hit:
+        from matokit.hits import goal as make
+
+        return make(site_id, goal_id=goal_id, revenue=revenue, **common)
+
+    _track(ctx, build, locals())
+
+
+@app.command("order")
+def order(
+    ctx: typer.Context,
+    order_id: str = typer.Option(..., "--order-id", help="Order id (Matomo ignores repeats)."),
+    revenue: str = typer.Option(..., "--revenue", help="The order's total revenue."),
+    item: list[str] | None = typer.Option(
+        None, "--item", help="An order line SKU,NAME,PRICE,QTY (repeatable).", show_default=False
+    ),
+    site: int | None = SITE,
+    visitor_id: str | None = VISITOR,
+    user_id: str | None = USER,
+    at: str | None = AT,
+    dimension: list[str] | None = DIMENSION,
+    param: list[str] | None = PARAM,
+    idempotency_key: str | None = KEY,
+    queue: bool = QUEUE,
+    dry_run: bool = DRY_RUN,
+    fmt: str = FORMAT,
+) -> None:
+    """Track an ecommerce order."""
+
+    def build(site_id: int, common: CommonFields) -> Hit:
+        from matokit.hits import order as make
+
+        items = [_item(text, index) for index, text in enumerate(item or [])]
+        return make(site_id, order_id=order_id, revenue=revenue, items=items, **common)
+
+    _track(ctx, build, locals())
+
+
+@app.command("import")
+def import_command(
+    ctx: typer.Context,
+    source: str = typer.Argument(..., metavar="FILE|-", help="JSON Lines file, or - for stdin."),
+    batch_size: int | None = typer.Option(
+        None, "--batch-size", min=1, max=10000, help="Hits per bulk request (default 100)."
+    ),
+    strict: bool = typer.Option(
+        False, "--strict", help="Validate every line first; send nothing if any is invalid."
+    ),
+    site: int | None = typer.Option(None, "--site", help="idSite for lines that give none."),
+    queue: bool = typer.Option(False, "--queue", help="Only journal the hits; send nothing."),
+    fmt: str = FORMAT,
+) -> None:
+    """Import hits from JSON Lines: journal them in batches, then send them (bulk)."""
+    from matokit.cli.output import progress, say
+
+    _check_format(fmt)
+    settings = state(ctx).settings()
+    site_id = site if site is not None else settings.site_id
+    if not queue:
+        settings.require_url()  # exit 78 before anything is read
+    from matokit.delivery import Delivery
+
+    shown = [0]
+
+    def invalid(number: int, message: str) -> None:
+        shown[0] += 1
+        if shown[0] <= MAX_INVALID_SHOWN:
+            say(f"matokit: line {number}: {message}")
+        elif shown[0] == MAX_INVALID_SHOWN + 1:
+            say("matokit: more invalid lines are not shown (see the summary)")
+
+    with _open_source(source) as (stream, size), Delivery.for_settings(settings) as delivery:
+        with progress(size, "Journaling") as advance:
+            done = [0]
+
+            def moved(position: int) -> None:
+                advance(position - done[0])
+                done[0] = position
+
+            result = delivery.import_lines(
+                stream, site_id=site_id, strict=strict, on_invalid=invalid, on_progress=moved
+            )
+        if not queue:
+            _flush_import(delivery, settings, result, batch_size)
+        stats = delivery.stats()
+        result.queued = stats.queued if stats is not None else 0
+    _import_report(result, fmt, queue=queue)
+    raise typer.Exit(_import_exit(result, queue=queue))
+
+
+# --- track implementation ------------------------------------------------------------------------
+
+
+def _track(
+    ctx: typer.Context, build: Callable[[int, CommonFields], Hit], opts: dict[str, Any]
+) -> None:
+    """What every `track TYPE` command does once its own fields are known."""
+    _check_format(opts["fmt"])
+    settings = state(ctx).settings()
+    site_id = settings.require_site(opts["site"])
+    common: CommonFields = {
+        "visitor_id": opts["visitor_id"],
+        "user_id": opts["user_id"],
+        "dimensions": _pairs(opts["dimension"], "dimension", numbered=True),
+        "params": _pairs(opts["param"], "param"),
+        "at": opts["at"],
+        "key": opts["idempotency_key"],
+    }
+    hit = build(site_id, common)
+    if opts["dry_run"]:
+        _dry_run(settings, hit)
+        return
+    from matokit.delivery import Delivery
+
+    with Delivery.for_settings(settings) as delivery:
+        if opts["queue"]:
+            outcome = delivery.queue(hit)
+        else:
+            settings.require_url()
+            outcome = delivery.send(hit)
+    raise typer.Exit(_report(outcome, opts["fmt"]))
+
+
+def _pairs(values: list[str] | None, option: str, *, numbered: bool = False) -> dict[str, str]:
+    """`N=VALUE` / `KEY=VALUE` options as a dict; a malformed one is a data error (65)."""
+    from matokit.errors import HitValidationError
+
+    pairs: dict[str, str] = {}
+    for text in values or []:
+        name, sep, value = text.partition("=")
+        name = name.strip()
+        if not sep or not name:
+            raise HitValidationError(
+                f"--{option} {text!r} is not {'N' if numbered else 'KEY'}=VALUE.",
+                field=option,
+                hint=f"write e.g. --{option} {'3=gold' if numbered else 'lang=en'}",
+            )
+        pairs[name] = value
+    return pairs
+
+
+def _item(text: str, index: int) -> list[str]:
+    from matokit.errors import HitValidationError
+
+    fields = next(csv.reader([text], skipinitialspace=True), [])
+    if len(fields) != 4:
+        raise HitValidationError(
+            f"--item {text!r} has {len(fields)} fields; it needs SKU,NAME,PRICE,QTY.",
+            field=f"items[{index}]",
+            hint="quote a name with commas: --item 'SKU1,\"Shoe, red\",49.90,1'",
+        )
+    return fields
+
+
+def _dry_run(settings: Settings, hit: Hit) -> None:
+    from matokit.cli.output import emit_text
+    from matokit.client import prepare_tracking, render_dry_run
+
+    base_url = settings.url or "https://MATOMO_URL/"
+    prepared = prepare_tracking(
+        [hit],
+        base_url=base_url,
+        # Never loaded for a dry run: the mask stands for whatever token would be sent.
+        token="***" if settings.has_token() else None,
+        queuedtracking=bool(settings.queuedtracking),
+    )
+    emit_text(render_dry_run(prepared))
+
+
+def _report(outcome: TrackOutcome, fmt: str) -> int:
+    """Print the outcome (JSON on stdout, or a line on stderr) and return the exit code."""
+    from matokit.cli.exit import ExitCode, exit_code_for
+    from matokit.cli.output import emit_json, say
+    from matokit.delivery import TrackState
+
+    if fmt == "json":
+        emit_json(outcome.as_dict())
+    code = ExitCode.OK
+    if outcome.state is TrackState.DELIVERED:
+        if fmt == "text" and sys.stderr.isatty():
+            say("matokit: hit delivered.")
+    elif outcome.state is TrackState.DUPLICATE:
+        say(f"matokit: duplicate: a hit with this key is {outcome.message}; nothing was sent.")
+    elif outcome.state is TrackState.UNCONFIRMED:
+        say(f"matokit: warning: sent, but not confirmed: {outcome.message}")
+    elif outcome.state is TrackState.REJECTED:
+        say(f"matokit: error: Matomo rejected the hit: {outcome.message}")
+        say("  hint: fix the hit (it was not queued: re-sending it cannot succeed).")
+        code = ExitCode.DATA
+    else:  # queued
+        error = outcome.error
+        if error is None:
+            if fmt == "text" and sys.stderr.isatty():
+                say("matokit: hit queued; `matokit queue flush` sends it.")
+            return int(code)
+        code = exit_code_for(error)
+        if code != ExitCode.NOPERM:
+            code = ExitCode.TEMPFAIL
+        say(f"matokit: {error.message}")
+        if outcome.maybe_stored:
+            say("matokit: Matomo may have stored it; a re-send may count it twice.")
+        if code == ExitCode.NOPERM:
+            say(
+                "matokit: the hit is queued. Fix the token (MATOMO_TOKEN or the token file), "
+                "then run `matokit queue flush`."
+            )
+            if error.hint:
+                say(f"  hint: {error.hint}")
+        else:
+            say("matokit: the hit is queued durably; `matokit queue flush` sends it later.")
+    return int(code)
+
+
+# --- import implementation ------------------------------------------------------------------------
+
+
+class _open_source:
+    """The import source as a binary stream and its size in bytes (None for a pipe)."""
+
+    def __init__(self, source: str) -> None:
+        self.source = source
+        self.stream: Any = None
+
+    def __enter__(self) -> tuple[Any, int | None]:
+        if self.source == "-":
+            stream = sys.stdin.buffer
+            return stream, _size(stream)
+        path = Path(self.source).expanduser()
+        try:
+            self.stream = open(path, "rb")
+        except OSError as exc:
+            raise typer.BadParameter(
+                f"cannot read {path}: {exc.strerror or exc}", param_hint="FILE"
+            ) from None
+        return self.stream, _size(self.stream)
+
+    def __exit__(self, *exc: object) -> None:
+        if self.stream is not None:
+            self.stream.close()
+
+
+def _size(stream: Any) -> int | None:
+    try:
+        info = os.fstat(stream.fileno())
+    except (OSError, AttributeError, ValueError):
+        return None
+    import stat
+
+    return info.st_size if stat.S_ISREG(info.st_mode) else None
+
+
+def _flush_import(
+    delivery: Any, settings: Settings, result: ImportResult, batch_size: int | None
+) -> None:
+    from matokit.cli.output import progress
+    from matokit.delivery import FlushOptions
+    from matokit.errors import FlushInProgressError
+
+    options = FlushOptions(
+        batch_size=batch_size or int(settings.batch_size),
+        max_attempts=int(settings.max_attempts),
+        max_age=float(settings.max_age),
+    )
+    total: list[int] = [0]
+    with progress(None, "Sending") as advance:
+        try:
+            result.flush = delivery.flush_locked(
+                options, on_start=lambda due: total.__setitem__(0, due), on_progress=advance
+            )
+        except FlushInProgressError as exc:
+            result.flush_busy = exc.message
+
+
+def _import_report(result: ImportResult, fmt: str, *, queue: bool) -> None:
+    from matokit.cli.output import emit_json, say
+
+    data = result.summary()
+    if fmt == "json":
+        emit_json(data)
+    parts = [
+        f"{data['read']} read",
+        f"{data['sent']} sent",
+        f"{data['queued']} queued",
+        f"{data['rejected']} rejected",
+        f"{data['invalid']} invalid",
+        f"{data['duplicates']} skipped as duplicates",
+    ]
+    say("matokit: import: " + ", ".join(parts) + ".")
+    flush = result.flush
+    if result.flush_busy:
+        say(f"matokit: {result.flush_busy}: it will send the queued hits.")
+    if flush is not None:
+        for warning in flush.warnings:
+            say(f"matokit: warning: {warning}")
+        if flush.error:
+            say(f"matokit: the flush stopped: {flush.error}")
+            if flush.error_hint:
+                say(f"  hint: {flush.error_hint}")
+    if data["queued"] and not queue:
+        say("matokit: queued hits stay in the journal; `matokit queue flush` sends them.")
+
+
+def _import_exit(result: ImportResult, *, queue: bool) -> int:
+    from matokit.cli.exit import ExitCode
+
+    flush = result.flush
+    if flush is not None and flush.stopped_reason in (
+        "auth_failed",
+        "locked_out",
+        "permission_denied",
+    ):
+        return int(ExitCode.NOPERM)
+    if flush is not None and flush.error_obj is not None and flush.stopped_reason == "error":
+        from matokit.cli.exit import exit_code_for
+
+        return int(exit_code_for(flush.error_obj))
+    if not queue and result.queued:
+        return int(ExitCode.TEMPFAIL)
+    if result.invalid or (flush is not None and flush.rejected):
+        return int(ExitCode.DATA)
+    return int(ExitCode.OK)
