@@ -22,7 +22,7 @@ def _flag(*names: str, help: str) -> Any:
 
 def build_app() -> typer.Typer:
     """The Typer application with every command group registered."""
-    from matokit.cli import api, config, describe
+    from matokit.cli import api, config, describe, queue, track
 
     app = typer.Typer(
         name="matokit",
@@ -36,6 +36,8 @@ def build_app() -> typer.Typer:
     )
     app.callback()(_global_options)
     app.add_typer(config.app, name="config")
+    app.add_typer(track.app, name="track")
+    app.add_typer(queue.app, name="queue")
     app.command("api")(api.api_command)
     app.command("describe")(describe.describe_command)
     app.command("completions")(describe.completions_command)
