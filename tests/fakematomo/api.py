@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qsl
 
-from tests.fakematomo import api_reports
+from tests.fakematomo import api_reports, dimensions
 from tests.fakematomo.access import Access
 from tests.fakematomo.call import Call
 from tests.fakematomo.errors import ApiError, needs_some_access, needs_superuser
@@ -178,7 +178,10 @@ PLUGINS: dict[str, dict[str, tuple[tuple[str, ...], Handler]]] = {
         "getCounters": (("idSite", "lastMinutes"), api_reports.counters),
     },
     "BulkTracking": {},
-    "CustomDimensions": {},
+    "CustomDimensions": {
+        "configureNewCustomDimension": (("idSite", "name", "scope"), dimensions.api_configure),
+        "getConfiguredCustomDimensions": (("idSite",), dimensions.api_list),
+    },
     "Login": {},
 }
 for _name in api_reports.REPORTS:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from tests.fakematomo import dimensions
 from tests.fakematomo import reports as r
 from tests.fakematomo.call import Call
 from tests.fakematomo.live import visit_details
@@ -78,7 +79,8 @@ def report(call: Call, method: str) -> Any:
             raw_metrics=call.param("format_metrics") == "0",
             id_goal=call.param("idGoal") or None,
         )
-        visits = filter_visits(all_visits.get(idsite, []), segment)
+        configured = dimensions.configured(call.state, idsite)
+        visits = filter_visits(all_visits.get(idsite, []), segment, configured)
         if keyed:
             results[str(idsite)] = Keyed(
                 "date",
@@ -98,8 +100,9 @@ def last_visits(call: Call) -> list[dict[str, Any]]:
     opts = TableOptions.from_params(call.params)
     all_visits = call.visits.visits()
     chosen: list[Visit] = []
+    dims = {i: dimensions.configured(call.state, i) for i in ids}
     for idsite in ids:
-        visits = filter_visits(all_visits.get(idsite, []), call.param("segment"))
+        visits = filter_visits(all_visits.get(idsite, []), call.param("segment"), dims[idsite])
         if period and date:
             spans, _keyed = resolve(period, date, call.today(idsite))
             visits = [v for v in visits if any(s.start <= v.day <= s.end for s in spans)]
@@ -112,7 +115,9 @@ def last_visits(call: Call) -> list[dict[str, Any]]:
     if opts.limit >= 0:
         chosen = chosen[: opts.limit]
     with_actions = call.param("doNotFetchActions") != "1"
-    rows = [visit_details(v, call.state.sites[v.idsite], with_actions) for v in chosen]
+    rows = [
+        visit_details(v, call.state.sites[v.idsite], dims[v.idsite], with_actions) for v in chosen
+    ]
     if opts.show:
         rows = [{k: v for k, v in row.items() if k in opts.show} for row in rows]
     if opts.hide:

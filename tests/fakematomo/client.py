@@ -45,7 +45,10 @@ def api(
 def track(
     srv: FakeMatomo, *, method: str = "GET", timeout: float = 10, **params: Any
 ) -> requests.Response:
-    """One single tracking request with the given parameters (GET query or form POST)."""
+    """One single tracking request with the given parameters (GET query or form POST).
+
+    The pseudo-parameter `_header_ua` sets the User-Agent header instead of a parameter.
+    """
     clean = {k: str(v) for k, v in params.items() if v is not None}
     headers = {"User-Agent": clean.pop("_header_ua")} if "_header_ua" in clean else {}
     if method == "POST":

@@ -40,8 +40,8 @@ class Fault:
     database_down: bool = False
     content_type: str | None = None
     # Bookkeeping, guarded by FaultBook's lock.
-    seen: int = field(default=0, repr=False, compare=False)
-    applied: int = field(default=0, repr=False, compare=False)
+    seen: int = field(default=0, init=False, repr=False, compare=False)
+    applied: int = field(default=0, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if self.endpoint not in ("tracking", "api", "any"):

@@ -41,7 +41,12 @@ def _pretty(seconds: int) -> str:
 
 
 def _action(
-    visit: Visit, index: int, hit: tuple[float, dict[str, Any], str], zone: ZoneInfo, site: Site
+    visit: Visit,
+    index: int,
+    hit: tuple[float, dict[str, Any], str],
+    zone: ZoneInfo,
+    site: Site,
+    action_dims: list[int],
 ) -> dict[str, Any]:
     ts, params, kind = hit
     following = [h[0] for h in visit.hits[index + 1 :] if h[2] != "ping"]
@@ -86,12 +91,11 @@ def _action(
             detail["goalName"] = site.goals.get(int(goal), "") if goal.isdigit() else ""
         if kind == "order":
             detail["orderId"] = params.get("ec_id", "")
-    dimensions = {
-        k[9:]: v for k, v in params.items() if k.startswith("dimension") and k[9:].isdigit()
-    }
-    if dimensions:
-        detail["customDimensions"] = dimensions
-        detail.update({f"dimension{k}": v for k, v in dimensions.items()})
+    # Only configured action-scope dimensions are kept; Matomo drops the others on tracking.
+    for iddim in action_dims:
+        value = params.get(f"dimension{iddim}")
+        if value is not None:
+            detail[f"dimension{iddim}"] = value
     return detail
 
 
@@ -103,8 +107,12 @@ def _number(text: Any) -> int | float:
     return int(value) if value.is_integer() else value
 
 
-def visit_details(visit: Visit, site: Site, with_actions: bool = True) -> dict[str, Any]:
+def visit_details(
+    visit: Visit, site: Site, dims: dict[int, str], with_actions: bool = True
+) -> dict[str, Any]:
+    """One visit as Live reports it; dims maps configured custom dimension ids to scopes."""
     zone = ZoneInfo(site.timezone)
+    action_dims = sorted(i for i, scope in dims.items() if scope == "action")
     first = datetime.fromtimestamp(visit.first_ts, zone)
     last = datetime.fromtimestamp(visit.last_ts, zone)
     actions = [h for h in visit.hits if h[2] != "ping"]
@@ -128,7 +136,7 @@ def visit_details(visit: Visit, site: Site, with_actions: bool = True) -> dict[s
         "visitorId": visit.visitor_id,
         "fingerprint": hashlib.sha1(f"{visit.ua}|{visit.ip}".encode()).hexdigest()[:16],
         "actionDetails": (
-            [_action(visit, i, h, zone, site) for i, h in enumerate(actions)]
+            [_action(visit, i, h, zone, site, action_dims) for i, h in enumerate(actions)]
             if with_actions
             else []
         ),
@@ -225,4 +233,7 @@ def visit_details(visit: Visit, site: Site, with_actions: bool = True) -> dict[s
         "plugins": "",
         "pluginsIcons": None,
     }
+    for iddim in sorted(i for i, scope in dims.items() if scope == "visit"):
+        key = f"dimension{iddim}"
+        details[key] = next((p[key] for _ts, p, _k in visit.hits if p.get(key)), None)
     return details

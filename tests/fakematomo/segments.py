@@ -7,7 +7,7 @@ A visit matches a condition when any of its values for that dimension matches.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Container
 from urllib.parse import unquote
 
 from tests.fakematomo.errors import ApiError
@@ -80,8 +80,8 @@ def _test(op: str, value: str, wanted: str) -> bool:
 Condition = tuple[str, str, str]
 
 
-def parse(segment: str) -> list[list[Condition]]:
-    """AND-list of OR-lists of (name, operator, value)."""
+def parse(segment: str, dimensions: Container[int] = ()) -> list[list[Condition]]:
+    """AND-list of OR-lists of (name, operator, value); dimensionN must be configured."""
     clauses: list[list[Condition]] = []
     for and_part in segment.split(";"):
         options: list[Condition] = []
@@ -93,7 +93,8 @@ def parse(segment: str) -> list[list[Condition]]:
         clauses.append(options)
     for options in clauses:
         for name, _op, _value in options:
-            if name not in FIELDS and not _DIMENSION.fullmatch(name):
+            m = _DIMENSION.fullmatch(name)
+            if name not in FIELDS and not (m and int(m[1]) in dimensions):
                 raise ApiError(f"Segment '{name}' is not a supported segment.")
     return clauses
 
@@ -111,8 +112,10 @@ def _matches_one(visit: Visit, condition: Condition) -> bool:
     return any(_test(op, v, wanted) for v in values)
 
 
-def filter_visits(visits: list[Visit], segment: str) -> list[Visit]:
+def filter_visits(
+    visits: list[Visit], segment: str, dimensions: Container[int] = ()
+) -> list[Visit]:
     if not segment:
         return visits
-    clauses = parse(segment)
+    clauses = parse(segment, dimensions)
     return [v for v in visits if matches(v, clauses)]

@@ -14,7 +14,7 @@ from types import TracebackType
 from typing import Any
 from urllib.parse import parse_qsl
 
-from tests.fakematomo import api, tracking
+from tests.fakematomo import api, dimensions, tracking
 from tests.fakematomo.access import Access, Site
 from tests.fakematomo.faults import Effects, Fault
 from tests.fakematomo.replies import (
@@ -431,6 +431,12 @@ class FakeMatomo:
     ) -> dict[str, Any]:
         """Inject a row for CoreAdminHome.getTrackingFailures (1: no such site, 2: no auth)."""
         return self.state.add_tracking_failure(idsite, idfailure, request_url)
+
+    def add_custom_dimension(
+        self, idsite: int, name: str, scope: str = "action", active: bool = True
+    ) -> int:
+        """Configure a custom dimension (what configureNewCustomDimension does); its id."""
+        return dimensions.add(self.state, idsite, name, scope, active)
 
     def deactivate_plugin(self, name: str) -> None:
         self.state.deactivated_plugins.add(name)

@@ -68,6 +68,7 @@ class ServerState:
         self.requests: list[RequestRecord] = []
         self.record_requests = True
         self.tracking_failures: list[dict[str, Any]] = []
+        self.custom_dimensions: list[dict[str, Any]] = []
         self.failed: dict[str, list[float]] = {}
         # Bumped on every change to the hits so computed visits can be cached.
         self.generation = 0
