@@ -117,8 +117,7 @@ def visit_details(
     last = datetime.fromtimestamp(visit.last_ts, zone)
     actions = [h for h in visit.hits if h[2] != "ping"]
     device = visit.device
-    ref_code, ref_name = REFERRER_TYPES[visit.referrer.kind]
-    del ref_code
+    _code, ref_name = REFERRER_TYPES[visit.referrer.kind]
     octets = visit.ip.split(".")
     masked_ip = ".".join([*octets[:3], "0"]) if len(octets) == 4 else visit.ip
     revenue = sum(c.revenue for c in visit.conversions if c.idgoal == "ecommerceOrder")
