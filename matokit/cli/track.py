@@ -7,6 +7,7 @@ never load requests. The client is built inside `delivery` only when a hit is se
 from __future__ import annotations
 
 import csv
+import io
 import os
 import sys
 from collections.abc import Callable
@@ -284,7 +285,8 @@ def _item(text: str, index: int) -> list[str]:
     fields = next(csv.reader([text], skipinitialspace=True), [])
     if len(fields) != 4:
         raise HitValidationError(
-            f"--item {text!r} has {len(fields)} fields; it needs SKU,NAME,PRICE,QTY.",
+            f"--item {text!r} (items[{index}]) has {len(fields)} fields; it needs "
+            "SKU,NAME,PRICE,QTY.",
             field=f"items[{index}]",
             hint="quote a name with commas: --item 'SKU1,\"Shoe, red\",49.90,1'",
         )
@@ -362,7 +364,9 @@ class _open_source:
 
     def __enter__(self) -> tuple[Any, int | None]:
         if self.source == "-":
-            stream = sys.stdin.buffer
+            stream = getattr(sys.stdin, "buffer", None)
+            if stream is None:  # a text stream standing in for stdin (tests, embedding)
+                return _EncodedLines(sys.stdin), None
             return stream, _size(stream)
         path = Path(self.source).expanduser()
         try:
@@ -376,6 +380,19 @@ class _open_source:
     def __exit__(self, *exc: object) -> None:
         if self.stream is not None:
             self.stream.close()
+
+
+class _EncodedLines(io.RawIOBase):
+    """A text stream read as UTF-8 lines (not seekable: --strict spools it)."""
+
+    def __init__(self, text: Any) -> None:
+        self.text = text
+
+    def __iter__(self) -> Any:
+        return (line.encode("utf-8") for line in self.text)
+
+    def seekable(self) -> bool:
+        return False
 
 
 def _size(stream: Any) -> int | None:

@@ -1,0 +1,232 @@
+"""`matokit queue ...` in-process: status, flush, list, retry-dead, purge, export."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from pathlib import Path
+
+import pytest
+
+from matokit.journal import EntryState, Journal
+from matokit.locking import LOCK_NAME, flush_lock
+from tests.clirunner import invoke
+from tests.conftest import SENTINEL_TOKEN
+from tests.fakematomo import SUPERUSER_TOKEN, FakeMatomo, Fault
+
+
+@pytest.fixture
+def env(monkeypatch: pytest.MonkeyPatch, fake_matomo: FakeMatomo) -> FakeMatomo:
+    monkeypatch.setenv("MATOMO_URL", fake_matomo.url)
+    monkeypatch.setenv("MATOMO_SITE_ID", "1")
+    monkeypatch.setenv("MATOMO_TOKEN", SUPERUSER_TOKEN)
+    return fake_matomo
+
+
+@pytest.fixture
+def path(tmp_path: Path) -> Path:
+    return tmp_path / "home" / ".local" / "share" / "matokit" / "default" / "journal.sqlite"
+
+
+def queue_events(capsys: pytest.CaptureFixture[str], count: int, *extra: str) -> None:
+    for i in range(count):
+        result = invoke(
+            capsys, "track", "event", "--category", "c", "--action", f"a{i}", "--queue", *extra
+        )
+        assert result.code == 0, result
+
+
+def entries(path: Path, *states: EntryState) -> list:
+    with Journal(path) as journal:
+        return journal.entries(states=list(states) or None)
+
+
+# --- status ---------------------------------------------------------------------------------
+
+
+def test_status_without_a_journal_shows_zeros_and_creates_nothing(
+    capsys: pytest.CaptureFixture[str], env: FakeMatomo, path: Path
+) -> None:
+    result = invoke(capsys, "queue", "status", "--format", "json")
+    assert result.code == 0, result
+    view = json.loads(result.stdout)
+    assert view["queued"] == 0 and view["counts"]["dead"] == 0
+    assert view["exists"] is False
+    assert not path.exists() and not path.parent.exists()
+    assert invoke(capsys, "queue", "status").code == 0
+    assert invoke(capsys, "queue", "list").code == 0
+    assert invoke(capsys, "queue", "export").stdout == ""
+    assert not path.parent.exists()
+
+
+def test_status_shows_counts_due_age_and_the_last_flush(
+    capsys: pytest.CaptureFixture[str], env: FakeMatomo
+) -> None:
+    queue_events(capsys, 3)
+    view = json.loads(invoke(capsys, "queue", "status", "--format", "json").stdout)
+    assert (view["counts"]["pending"], view["due"], view["last_flush"]) == (3, 3, None)
+    assert view["oldest_age"] >= 0 and view["file_size"] > 0
+    assert invoke(capsys, "queue", "flush").code == 0
+    view = json.loads(invoke(capsys, "queue", "status", "--format", "json").stdout)
+    assert view["queued"] == 0
+    assert view["last_flush"]["delivered"] == 3
+    assert view["last_flush"]["auth_failed"] is False
+    text = invoke(capsys, "queue", "status")
+    assert "last flush" in text.stdout and "3 delivered" in text.stdout
+
+
+# --- flush ------------------------------------------------------------------------------------
+
+
+def test_flush_delivers_due_hits_and_prints_json(
+    capsys: pytest.CaptureFixture[str], env: FakeMatomo
+) -> None:
+    queue_events(capsys, 5)
+    result = invoke(capsys, "queue", "flush", "--batch-size", "2", "--format", "json")
+    assert result.code == 0, result
+    record = json.loads(result.stdout)
+    assert (record["delivered"], record["remaining_queued"]) == (5, 0)
+    assert record["stopped_reason"] == "done"
+    assert len(env.hits) == 5
+    assert invoke(capsys, "queue", "flush").code == 0
+    assert len(env.hits) == 5
+
+
+def test_flush_of_nothing_exits_0(capsys: pytest.CaptureFixture[str], env: FakeMatomo) -> None:
+    result = invoke(capsys, "queue", "flush")
+    assert result.code == 0, result
+    assert "nothing to flush" in result.stderr
+
+
+def test_flush_stops_on_503_and_exits_75(
+    capsys: pytest.CaptureFixture[str], env: FakeMatomo
+) -> None:
+    queue_events(capsys, 4)
+    env.add_fault(Fault(endpoint="tracking", status=503, retry_after="60"))
+    result = invoke(capsys, "queue", "flush", "--format", "json")
+    assert result.code == 75, result
+    record = json.loads(result.stdout)
+    assert record["stopped_reason"] == "unavailable"
+    assert record["requests"] == 1
+    tracking = [r for r in env.requests if r.path.endswith("matomo.php")]
+    assert len(tracking) == 1
+
+
+def test_flush_stops_on_429(capsys: pytest.CaptureFixture[str], env: FakeMatomo) -> None:
+    queue_events(capsys, 2)
+    env.add_fault(Fault(endpoint="tracking", status=429, retry_after="5"))
+    result = invoke(capsys, "queue", "flush", "--format", "json")
+    assert result.code == 75, result
+    record = json.loads(result.stdout)
+    assert record["stopped_reason"] == "rate_limited" and record["retry_after"] == 5
+
+
+def test_second_flusher_exits_0_at_once(
+    capsys: pytest.CaptureFixture[str], env: FakeMatomo, path: Path
+) -> None:
+    queue_events(capsys, 1)
+    with flush_lock(path.parent / LOCK_NAME, wait=False):
+        result = invoke(capsys, "queue", "flush")
+    assert result.code == 0, result
+    assert "another queue flush is running" in result.stderr
+    assert env.requests == []
+
+
+def test_flush_with_an_invalid_token_and_old_hits_exits_77(
+    capsys: pytest.CaptureFixture[str], env: FakeMatomo, monkeypatch, path: Path
+) -> None:
+    queue_events(capsys, 2, "--at", str(int(time.time()) - 2 * 86400))
+    monkeypatch.setenv("MATOMO_TOKEN", SENTINEL_TOKEN)
+    result = invoke(capsys, "queue", "flush", "--format", "json")
+    assert result.code == 77, result
+    assert json.loads(result.stdout)["auth_failed"] is True
+    assert [e.state for e in entries(path)] == [EntryState.PENDING] * 2
+    assert SENTINEL_TOKEN not in result.stdout + result.stderr
+    status = json.loads(invoke(capsys, "queue", "status", "--format", "json").stdout)
+    assert "rejected the token" in " ".join(status["warnings"])
+
+
+def test_flush_without_url_exits_78_and_keeps_the_hits(
+    capsys: pytest.CaptureFixture[str], monkeypatch, path: Path
+) -> None:
+    monkeypatch.setenv("MATOMO_SITE_ID", "1")
+    queue_events(capsys, 1)
+    result = invoke(capsys, "queue", "flush")
+    assert result.code == 78, result
+    assert [e.state for e in entries(path)] == [EntryState.PENDING]
+
+
+# --- list / export / retry-dead / purge -------------------------------------------------------
+
+
+def test_dead_letters_can_be_listed_exported_retried_and_purged(
+    capsys: pytest.CaptureFixture[str], env: FakeMatomo, path: Path
+) -> None:
+    queue_events(capsys, 1)
+    invoke(capsys, "track", "goal", "--goal", "99", "--queue")
+    assert invoke(capsys, "queue", "flush").code == 0
+    listed = json.loads(invoke(capsys, "queue", "list", "--dead", "--format", "json").stdout)
+    assert len(listed) == 1 and "refused" in listed[0]["reason"]
+    assert json.loads(invoke(capsys, "queue", "list", "--format", "json").stdout) == []
+    table = invoke(capsys, "queue", "list", "--dead")
+    assert "dead" in table.stdout
+    exported = [
+        json.loads(line) for line in invoke(capsys, "queue", "export", "--dead").stdout.splitlines()
+    ]
+    assert exported[0]["params"]["idgoal"] == "99"
+    assert "token_auth" not in json.dumps(exported)
+
+    retried = invoke(capsys, "queue", "retry-dead", listed[0]["id"], "--format", "json")
+    assert json.loads(retried.stdout) == {"retried": 1}
+    assert [e.state for e in entries(path)] == [EntryState.PENDING]
+    invoke(capsys, "queue", "flush")
+    purged = invoke(capsys, "queue", "purge", "--dead", "--older-than", "30d")
+    assert "0 dead letter(s) purged" in purged.stderr
+    assert invoke(capsys, "queue", "purge", "--dead").code == 0
+    assert entries(path) == []
+
+
+def test_retry_dead_needs_ids_or_all(capsys: pytest.CaptureFixture[str], env: FakeMatomo) -> None:
+    assert invoke(capsys, "queue", "retry-dead").code == 2
+    assert invoke(capsys, "queue", "retry-dead", "--all").code == 0
+
+
+def test_purge_without_dead_is_a_usage_error(
+    capsys: pytest.CaptureFixture[str], env: FakeMatomo
+) -> None:
+    assert invoke(capsys, "queue", "purge").code == 2
+    assert invoke(capsys, "queue", "purge", "--dead", "--older-than", "soon").code == 2
+
+
+def test_export_streams_queued_hits_as_json_lines(
+    capsys: pytest.CaptureFixture[str], env: FakeMatomo
+) -> None:
+    queue_events(capsys, 3)
+    out = invoke(capsys, "queue", "export").stdout.splitlines()
+    assert [json.loads(line)["params"]["e_a"] for line in out] == ["a0", "a1", "a2"]
+
+
+def test_list_limit(capsys: pytest.CaptureFixture[str], env: FakeMatomo) -> None:
+    queue_events(capsys, 3)
+    listed = json.loads(invoke(capsys, "queue", "list", "--limit", "2", "--format", "json").stdout)
+    assert len(listed) == 2
+
+
+# --- local storage ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "args",
+    [("queue", "status"), ("queue", "flush"), ("queue", "list"), ("queue", "export")],
+)
+def test_corrupt_journal_exits_74_and_stays_byte_identical(
+    capsys: pytest.CaptureFixture[str], env: FakeMatomo, path: Path, args: tuple[str, ...]
+) -> None:
+    path.parent.mkdir(parents=True)
+    path.write_bytes(b"SQLite format 3\x00" + bytes(range(256)) * 8)
+    before = hashlib.sha256(path.read_bytes()).hexdigest()
+    result = invoke(capsys, *args)
+    assert result.code == 74, result
+    assert str(path) in result.stderr
+    assert hashlib.sha256(path.read_bytes()).hexdigest() == before
