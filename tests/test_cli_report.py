@@ -98,7 +98,7 @@ def test_render_table_uses_labels_and_right_aligns_numbers(
     assert "nb_hits" not in out
     lines = out.splitlines()
     big = next(line for line in lines if "1,234" in line)
-    small = next(line for line in lines if line.startswith("│ / "))
+    small = next(line for line in lines if line.startswith("/ "))
     assert big.index("1,234") + len("1,234") == small.index(" 5 ") + 2  # same right edge
     assert "50%" in big
 
@@ -425,3 +425,35 @@ def test_lean_path_leaves_errors_to_the_normal_path(run_cli: Any) -> None:
     assert report_show.try_cached(["report", "visits", "--date", "2026-02-30"]) is None
     assert report_show.try_cached(["report", "nope"]) is None
     assert report_show.try_cached(["report", "live", "--format", "json"]) is None
+
+
+@pytest.mark.parametrize(
+    ("headers", "cells", "fixed", "total", "widths"),
+    [
+        # Everything fits on one line: natural widths.
+        (["Label", "Visits"], [["/a", "12"]], [False, True], 80, [5, 6]),
+        # Too narrow: the text column folds, numbers keep their values and header words.
+        (
+            ["Page URL", "Unique pageviews", "Bounce rate"],
+            [["/" + "x" * 60, "1,234", "50%"]],
+            [False, True, True],
+            50,
+            [29, 9, 6],
+        ),
+        # Cannot fit at all: minimum widths, wider than the screen (printed uncropped).
+        (
+            ["Label", "Converted visits", "Unique visitors"],
+            [["x" * 40, "1", "2"]],
+            [False, True, True],
+            20,
+            [12, 9, 8],
+        ),
+    ],
+)
+def test_column_widths(
+    headers: list[str], cells: list[list[str]], fixed: list[bool], total: int, widths: list[int]
+) -> None:
+    got = report_show.column_widths(headers, cells, fixed, total)
+    assert got == widths
+    if sum(widths) + report_show.GAP * (len(widths) - 1) <= total:
+        assert sum(got) + report_show.GAP * (len(got) - 1) <= total

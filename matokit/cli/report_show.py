@@ -191,24 +191,78 @@ def render(
 def table(
     rows: Sequence[Mapping[str, Any]], columns: Sequence[Column], *, title: str | None
 ) -> None:
-    """A rich table: human labels, numbers right-aligned and never wrapped, long text folded."""
+    """A rich table: human labels, numbers right-aligned and never broken, long text folded."""
+    from rich import box
     from rich.table import Table
 
     from matokit.cli.output import console
     from matokit.reports import NUMERIC_KINDS
 
-    grid = Table(title=title, header_style="bold")
-    for column in columns:
-        numeric = column.kind in NUMERIC_KINDS
+    cells = [[format_value(row.get(c.key), c.kind) for c in columns] for row in rows]
+    fixed = [c.kind in NUMERIC_KINDS or c.key == "date" for c in columns]
+    out = console("stdout")
+    widths = column_widths([c.label for c in columns], cells, fixed, out.width)
+    # A light frame (a rule under the header) leaves the width to the data.
+    grid = Table(
+        title=title, header_style="bold", box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False
+    )
+    for column, width, keep in zip(columns, widths, fixed, strict=True):
         grid.add_column(
             column.label,
-            justify="right" if numeric else "left",
-            no_wrap=numeric or column.key == "date",
+            justify="right" if keep and column.key != "date" else "left",
+            width=width,
             overflow="fold",
         )
-    for row in rows:
-        grid.add_row(*[format_value(row.get(c.key), c.kind) for c in columns])
-    console("stdout").print(grid)
+    for line in cells:
+        grid.add_row(*line)
+    needed = sum(widths) + GAP * (len(widths) - 1)
+    if needed <= out.width:
+        out.print(grid)
+        return
+    # Too many columns even folded: print whole (long) lines rather than crop the last columns.
+    width = out.width
+    out.width = needed
+    try:
+        out.print(grid, crop=False)
+    finally:
+        out.width = width
+
+
+GAP = 3  # between two columns of a SIMPLE_HEAD table without edges: padding, rule, padding
+
+
+def column_widths(
+    headers: Sequence[str], cells: Sequence[Sequence[str]], fixed: Sequence[bool], total: int
+) -> list[int]:
+    """Column widths that fit `total` characters if at all possible.
+
+    Every column gets its one-line width when that fits. Otherwise numbers and dates keep
+    their values whole (headers wrap between words) and text columns share what is left, down
+    to 12 characters (or their longest header word); the result may then exceed `total`.
+    """
+    count = len(headers)
+    values = [max((len(line[i]) for line in cells), default=0) for i in range(count)]
+    words = [max((len(w) for w in h.split()), default=0) for h in headers]
+    natural = [max(values[i], len(headers[i])) for i in range(count)]
+    room = total - GAP * (count - 1)
+    if sum(natural) <= room:
+        return natural
+    widths = [
+        max(values[i], words[i]) if fixed[i] else max(min(values[i], 12), words[i])
+        for i in range(count)
+    ]
+    spare = room - sum(widths)
+    # Text first (it folds worst), then headers of numbers back on one line.
+    for group in ([i for i in range(count) if not fixed[i]], [i for i in range(count) if fixed[i]]):
+        wanted = sum(natural[i] - widths[i] for i in group)
+        if spare <= 0 or wanted <= 0:
+            continue
+        share = min(spare, wanted)
+        for i in group:
+            extra = (natural[i] - widths[i]) * share // wanted
+            widths[i] += extra
+            spare -= extra
+    return widths
 
 
 def draw_chart(plan: Plan, rows: Sequence[Mapping[str, Any]], columns: Sequence[Column]) -> None:
