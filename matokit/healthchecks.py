@@ -360,6 +360,8 @@ def queue_result(name: str, stats: JournalStats, limits: Thresholds, *, now: flo
     warn: list[str] = []
     if flush is not None and flush_stopped_on_auth(flush):
         crit.append("the last flush stopped: Matomo rejected the token")
+    elif flush is not None and flush.get("stopped_reason") == "permission_denied":
+        warn.append("the last flush stopped: the token lacks access to a site")
     _limit(crit, warn, "queued hits", depth, limits.warn_queue_depth, limits.crit_queue_depth)
     if depth:
         _limit(
@@ -427,13 +429,13 @@ _AUTH_MARKERS = ("auth", "token", "locked")
 def flush_stopped_on_auth(flush: Mapping[str, Any]) -> bool:
     """Whether a recorded flush stopped because Matomo rejected the token (or locked us out).
 
-    Reads the keys delivery records (`stopped_by`/`stop_reason`/`error_kind`, or a boolean
-    `auth_failed`/`authentication_failed`), tolerating older or partial records.
+    Reads what `delivery.FlushResult.record()` writes (`auth_failed`, `stopped_reason`
+    "auth_failed"/"locked_out"), tolerating older or partial records.
     """
     for key in ("auth_failed", "authentication_failed", "stopped_on_auth"):
         if flush.get(key) is True:
             return True
-    for key in ("stopped_by", "stop_reason", "stopped", "error_kind", "error_type", "reason"):
+    for key in ("stopped_reason", "stopped_by", "stop_reason", "error_kind"):
         value = flush.get(key)
         if isinstance(value, str) and any(m in value.casefold() for m in _AUTH_MARKERS):
             return True

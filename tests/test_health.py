@@ -497,7 +497,14 @@ def test_queue_dead_letters_and_unattributed_hits_warn(fake_matomo: FakeMatomo) 
 
 def test_queue_last_flush_stopped_by_authentication_is_critical(fake_matomo: FakeMatomo) -> None:
     journal = _journal_with(_settings(fake_matomo), 60)
-    journal.record_flush({"outcome": "stopped", "stopped_by": "authentication", "delivered": 0})
+    journal.record_flush(
+        {
+            "outcome": "stopped: Matomo rejected the token",
+            "stopped_reason": "auth_failed",
+            "auth_failed": True,
+            "delivered": 0,
+        }
+    )
     journal.close()
     check = _run(fake_matomo, checks=("queue",)).checks[0]
     assert check.status is Status.CRITICAL
@@ -508,11 +515,11 @@ def test_queue_last_flush_stopped_by_authentication_is_critical(fake_matomo: Fak
 @pytest.mark.parametrize(
     ("record", "expected"),
     [
-        ({"outcome": "ok", "delivered": 3}, False),
-        ({"stopped_by": "rate_limited"}, False),
-        ({"stopped_by": "authentication"}, True),
-        ({"stop_reason": "token rejected"}, True),
-        ({"error_kind": "LockedOutError"}, True),
+        ({"outcome": "3 delivered", "stopped_reason": "done", "auth_failed": False}, False),
+        ({"stopped_reason": "rate_limited", "auth_failed": False}, False),
+        ({"stopped_reason": "permission_denied", "auth_failed": False}, False),
+        ({"stopped_reason": "auth_failed", "auth_failed": True}, True),
+        ({"stopped_reason": "locked_out", "auth_failed": False}, True),
         ({"auth_failed": True}, True),
     ],
 )

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import re
+from pathlib import Path
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
@@ -241,3 +243,56 @@ def test_text_table_names_every_check_status_and_hint() -> None:
     assert "overall: CRITICAL" in text
     assert "hint (api): create a new token" in text
     assert "\x1b[" not in text
+
+
+# --- --output: atomic replacement ----------------------------------------------------------------
+
+
+def test_write_atomic_replaces_whole_file_and_keeps_its_mode(tmp_path: Path) -> None:
+    from matokit.cli.health import write_atomic
+
+    (tmp_path / "out").mkdir()
+    target = tmp_path / "out" / "matokit.prom"
+    target.write_text("old\n")
+    target.chmod(0o640)
+    write_atomic(target, "new\n")
+    assert target.read_text() == "new\n"
+    assert target.stat().st_mode & 0o777 == 0o640
+    assert [p.name for p in target.parent.iterdir()] == ["matokit.prom"]
+
+
+def test_failed_write_leaves_the_old_file_untouched_and_no_temp_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from matokit.cli import health as health_cli
+
+    (tmp_path / "out").mkdir()
+    target = tmp_path / "out" / "matokit.prom"
+    target.write_text("old\n")
+
+    def no_space(fd: int) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(health_cli.os, "fsync", no_space)
+    with pytest.raises(OSError, match="No space"):
+        health_cli.write_atomic(target, "new\n")
+    assert target.read_text() == "old\n"
+    assert [p.name for p in target.parent.iterdir()] == ["matokit.prom"]
+
+
+def test_health_exits_3_when_output_cannot_be_written(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from matokit.cli import health as health_cli
+    from matokit.cli import run
+
+    target = tmp_path / "matokit.prom"
+    target.write_text("old\n")
+    monkeypatch.setattr(
+        health_cli.os, "fsync", lambda fd: (_ for _ in ()).throw(OSError(errno.EIO, "I/O error"))
+    )
+    code = run(["health", "--check", "cache", "--format", "prometheus", "--output", str(target)])
+    assert code == 3
+    err = capsys.readouterr().err
+    assert f"matokit: error: cannot write {target}: I/O error; the old file is unchanged." in err
+    assert target.read_text() == "old\n"

@@ -1,0 +1,341 @@
+"""`matokit health` and `matokit health serve` as operators run them: exit codes, formats,
+lockout safety across processes, and an exporter that asks Matomo once per interval."""
+
+from __future__ import annotations
+
+import json
+import re
+import signal
+import threading
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from tests.e2e.conftest import RunMatokit, SpawnMatokit
+from tests.fakematomo import SUPERUSER_TOKEN, VIEW_TOKEN, FakeMatomo, Fault
+
+BAD_TOKEN = "0badc0de" * 4
+
+
+def _env(fake: FakeMatomo, token: str = SUPERUSER_TOKEN) -> dict[str, str]:
+    return {"MATOMO_URL": fake.url, "MATOMO_SITE_ID": "1", "MATOMO_TOKEN": token}
+
+
+def _with_token(fake: FakeMatomo, token: str) -> list[str]:
+    return [r.path + "?" + r.query for r in fake.requests if token.encode() in r.body]
+
+
+def _json(result_stdout: str) -> dict:
+    data = json.loads(result_stdout)
+    assert data["schema"] == "matokit.health/1"
+    return data
+
+
+# --- every exit code ------------------------------------------------------------------------
+
+
+def test_exit_0_ok_with_a_superuser_token(run_matokit: RunMatokit, fake_matomo: FakeMatomo) -> None:
+    result = run_matokit("health", env=_env(fake_matomo))
+    assert result.code == 0, result
+    assert "overall: OK" in result.stdout
+    assert SUPERUSER_TOKEN not in result.output
+    assert fake_matomo.hits == []  # the tracking probe stores nothing
+
+
+def test_exit_1_warning_for_tracking_failures(
+    run_matokit: RunMatokit, fake_matomo: FakeMatomo
+) -> None:
+    fake_matomo.add_tracking_failure(1, 1)
+    result = run_matokit("health", "--format", "json", env=_env(fake_matomo))
+    assert result.code == 1, result
+    data = _json(result.stdout)
+    assert data["status"] == "WARNING"
+    failures = next(c for c in data["checks"] if c["name"] == "tracking-failures")
+    assert "The site does not exist." in failures["summary"]
+
+
+def test_exit_1_warning_for_queue_depth(run_matokit: RunMatokit, fake_matomo: FakeMatomo) -> None:
+    env = _env(fake_matomo)
+    for n in range(2):
+        queued = run_matokit("track", "pageview", "--url", f"https://e.org/{n}", "--queue", env=env)
+        assert queued.code == 0, queued
+    result = run_matokit(
+        "health", "--check", "queue", "--warn-queue-depth", "2", "--format", "nagios", env=env
+    )
+    assert result.code == 1, result
+    assert result.stdout.startswith("MATOKIT WARNING - queue WARNING: queued hits 2 >= 2")
+    assert "'queue_depth'=2;2;10000;0" in result.stdout
+
+
+@pytest.mark.parametrize(
+    ("token", "fault", "phrase"),
+    [
+        (BAD_TOKEN, None, "Unable to authenticate"),
+        (SUPERUSER_TOKEN, Fault(endpoint="api", maintenance=True), "HTTP 503"),
+        (SUPERUSER_TOKEN, "lockout", "too many failed logins"),
+    ],
+    ids=["bad-token", "maintenance-503", "lockout"],
+)
+def test_exit_2_critical(
+    run_matokit: RunMatokit,
+    fake_matomo: FakeMatomo,
+    token: str,
+    fault: Fault | str | None,
+    phrase: str,
+) -> None:
+    if fault == "lockout":
+        for _ in range(20):
+            fake_matomo.state.record_failed_login("127.0.0.1")
+    elif isinstance(fault, Fault):
+        fake_matomo.add_fault(fault)
+    result = run_matokit("health", "--format", "nagios", env=_env(fake_matomo, token))
+    assert result.code == 2, result
+    assert result.stdout.startswith("MATOKIT CRITICAL - api CRITICAL: "), result
+    assert phrase in result.stdout
+    if fault == "lockout":
+        assert (
+            "login:unblock-blocked-ips"
+            in run_matokit("health", "--check", "api", env=_env(fake_matomo, token)).stdout
+        )
+
+
+def test_exit_3_unknown_when_matomo_hangs_names_the_stage(
+    run_matokit: RunMatokit, fake_matomo: FakeMatomo
+) -> None:
+    fake_matomo.add_fault(Fault(endpoint="api", hang=True))
+    started = time.monotonic()
+    result = run_matokit(
+        "health",
+        "--check",
+        "api,site",
+        "--max-time",
+        "1s",
+        "--format",
+        "json",
+        env=_env(fake_matomo),
+    )
+    assert time.monotonic() - started < 5
+    assert result.code == 3, result
+    checks = {c["name"]: c for c in _json(result.stdout)["checks"]}
+    assert checks["api"]["status"] == "UNKNOWN"
+    assert checks["api"]["summary"] == (
+        "did not finish within 1 s (stage: waiting for Matomo's answer to API.getMatomoVersion)"
+    )
+
+
+def test_exit_3_unknown_on_an_http_read_timeout(
+    run_matokit: RunMatokit, fake_matomo: FakeMatomo
+) -> None:
+    fake_matomo.add_fault(Fault(endpoint="any", hang=True))
+    result = run_matokit(
+        "--timeout", "0.5", "health", "--check", "api,tracking", env=_env(fake_matomo)
+    )
+    assert result.code == 3, result
+    assert "timed out waiting for" in result.stdout
+
+
+# --- lockout safety across processes ----------------------------------------------------------
+
+
+def test_bad_token_reaches_matomo_once_per_cool_down_across_processes(
+    run_matokit: RunMatokit, fake_matomo: FakeMatomo
+) -> None:
+    env = _env(fake_matomo, BAD_TOKEN)
+    results = [run_matokit("health", "--format", "json", env=env) for _ in range(4)]
+    assert [r.code for r in results] == [2, 2, 2, 2], results
+    assert len(_with_token(fake_matomo, BAD_TOKEN)) == 1
+    assert fake_matomo.failed_logins == {"127.0.0.1": 1}
+    for result in results[1:]:
+        api = next(c for c in _json(result.stdout)["checks"] if c["name"] == "api")
+        assert api["status"] == "CRITICAL"
+        assert re.match(
+            r"token rejected at \d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC; not sent again until ",
+            api["summary"],
+        ), api
+    assert BAD_TOKEN not in "".join(r.output for r in results)
+
+
+def test_flush_stopped_by_a_rejected_token_makes_the_queue_critical(
+    run_matokit: RunMatokit, fake_matomo: FakeMatomo
+) -> None:
+    env = _env(fake_matomo, BAD_TOKEN)
+    # A hit older than 24 h makes the flush check the token first (Matomo needs admin access).
+    old = str(int(time.time() - 25 * 3600))
+    queued = run_matokit(
+        "track", "pageview", "--url", "https://e.org/", "--at", old, "--queue", env=env
+    )
+    assert queued.code == 0, queued
+    flush = run_matokit("queue", "flush", env=env)
+    assert flush.code != 0, flush
+    result = run_matokit("health", "--check", "queue", "--format", "json", env=env)
+    assert result.code == 2, result
+    queue = _json(result.stdout)["checks"][0]
+    assert queue["summary"].startswith("the last flush stopped: Matomo rejected the token")
+    assert len(_with_token(fake_matomo, BAD_TOKEN)) <= 1
+
+
+# --- formats and --output ---------------------------------------------------------------------
+
+
+def test_prometheus_output_file_for_the_textfile_collector(
+    run_matokit: RunMatokit, fake_matomo: FakeMatomo, tmp_path: Path
+) -> None:
+    target = tmp_path / "textfile" / "matokit.prom"
+    target.parent.mkdir()
+    target.write_text("old\n")
+    result = run_matokit(
+        "health", "--format", "prometheus", "--output", target, env=_env(fake_matomo)
+    )
+    assert result.code == 0, result
+    assert result.stdout == ""
+    families = {f.name: f for f in text_string_to_metric_families(target.read_text())}
+    assert families["matokit_up"].samples[0].value == 1
+    assert {s.labels["check"] for s in families["matokit_check_status"].samples} == {
+        "config",
+        "api",
+        "site",
+        "replay-access",
+        "tracking",
+        "tracking-failures",
+        "queue",
+        "cache",
+    }
+    assert target.stat().st_mode & 0o777 == 0o644
+    assert sorted(p.name for p in target.parent.iterdir()) == ["matokit.prom"]
+
+
+def test_unwritable_output_exits_3_with_a_message(
+    run_matokit: RunMatokit, fake_matomo: FakeMatomo, tmp_path: Path
+) -> None:
+    target = tmp_path / "missing-dir" / "matokit.prom"
+    result = run_matokit(
+        "health", "--format", "prometheus", "--output", target, env=_env(fake_matomo)
+    )
+    assert result.code == 3, result
+    assert f"cannot write {target}" in result.stderr
+    assert "the old file is unchanged" in result.stderr
+    assert not target.exists()
+
+
+def test_view_token_tracking_failures_is_unknown_not_critical(
+    run_matokit: RunMatokit, fake_matomo: FakeMatomo
+) -> None:
+    result = run_matokit("health", "--format", "nagios", env=_env(fake_matomo, VIEW_TOKEN))
+    assert result.code == 3, result
+    assert result.stdout.startswith("MATOKIT UNKNOWN - tracking-failures UNKNOWN: not checked")
+    chosen = "config,api,site,replay-access,tracking,queue,cache"
+    result = run_matokit("health", "--check", chosen, env=_env(fake_matomo, VIEW_TOKEN))
+    assert result.code == 0, result
+    assert fake_matomo.failed_logins == {}
+
+
+def test_thresholds_take_durations_and_refuse_garbage(
+    run_matokit: RunMatokit, fake_matomo: FakeMatomo
+) -> None:
+    ok = run_matokit(
+        "health",
+        "--check",
+        "queue",
+        "--warn-queue-age",
+        "90s",
+        "--crit-queue-age",
+        "6h",
+        env=_env(fake_matomo),
+    )
+    assert ok.code == 0, ok
+    bad = run_matokit("health", "--warn-queue-age", "soon", env=_env(fake_matomo))
+    assert bad.code == 2, bad
+    assert "is not a duration" in bad.stderr
+    unknown = run_matokit("health", "--check", "api,nope", env=_env(fake_matomo))
+    assert unknown.code == 2, unknown
+    assert "Unknown check 'nope'" in unknown.stderr
+
+
+# --- the exporter -----------------------------------------------------------------------------
+
+
+def _start_exporter(spawn: SpawnMatokit, env: dict[str, str], *args: str) -> tuple[object, str]:
+    proc = spawn("health", "serve", "--listen", "127.0.0.1:0", *args, env=env)
+    assert proc.stderr is not None
+    line = proc.stderr.readline()
+    match = re.search(r"listening on (http://127\.0\.0\.1:\d+)/metrics", line)
+    assert match, line
+    return proc, match.group(1)
+
+
+def _get(url: str, data: bytes | None = None) -> tuple[int, str, str]:
+    try:
+        with urllib.request.urlopen(url, data=data, timeout=10) as response:
+            body = response.read().decode()
+            return response.status, response.headers["Content-Type"], body
+    except urllib.error.HTTPError as error:
+        return error.code, error.headers["Content-Type"], error.read().decode()
+
+
+def test_exporter_asks_matomo_once_per_interval_however_often_scraped(
+    spawn_matokit: SpawnMatokit, fake_matomo: FakeMatomo
+) -> None:
+    proc, base = _start_exporter(spawn_matokit, _env(fake_matomo), "--interval", "1s")
+    statuses: list[int] = []
+
+    def scrape() -> None:
+        statuses.append(_get(base + "/metrics")[0])
+
+    started = time.monotonic()
+    threads = [threading.Thread(target=scrape) for _ in range(12)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(10)
+    while time.monotonic() - started < 2.5:
+        scrape()
+        time.sleep(0.05)
+    elapsed = time.monotonic() - started
+    version_calls = sum("getMatomoVersion" in r.query for r in fake_matomo.requests)
+    assert statuses and set(statuses) == {200}
+    assert len(statuses) > 30
+    assert 1 <= version_calls <= int(elapsed / 1.0) + 1, version_calls
+
+    _, content_type, body = _get(base + "/metrics")
+    assert content_type.startswith("text/plain; version=0.0.4")
+    names = {f.name for f in text_string_to_metric_families(body)}
+    assert {"matokit_up", "matokit_api_latency_seconds", "matokit_queue_depth"} <= names
+
+    proc.send_signal(signal.SIGTERM)  # type: ignore[attr-defined]
+    assert proc.wait(timeout=10) == 0  # type: ignore[attr-defined]
+
+
+def test_exporter_healthz_and_legacy_path_answer_503_when_critical(
+    spawn_matokit: SpawnMatokit, fake_matomo: FakeMatomo
+) -> None:
+    proc, base = _start_exporter(spawn_matokit, _env(fake_matomo), "--interval", "30s")
+    status, content_type, body = _get(base + "/healthz")
+    assert status == 200 and content_type.startswith("application/json")
+    assert json.loads(body)["status"] == "OK"
+    post = _get(base + "/tools/get-health-status", data=b"{}")
+    assert post[0] == 200 and json.loads(post[2]) == json.loads(body)
+    assert _get(base + "/nope")[0] == 404
+    proc.send_signal(signal.SIGINT)  # type: ignore[attr-defined]
+    assert proc.wait(timeout=10) == 0  # type: ignore[attr-defined]
+
+    fake_matomo.add_fault(Fault(endpoint="api", maintenance=True))
+    proc, base = _start_exporter(spawn_matokit, _env(fake_matomo))
+    for path in ("/healthz", "/tools/get-health-status"):
+        status, _, body = _get(base + path)
+        assert status == 503
+        assert json.loads(body)["status"] == "CRITICAL"
+    proc.send_signal(signal.SIGTERM)  # type: ignore[attr-defined]
+    assert proc.wait(timeout=10) == 0  # type: ignore[attr-defined]
+
+
+def test_exporter_refuses_a_non_loopback_address_without_allow_remote(
+    run_matokit: RunMatokit, fake_matomo: FakeMatomo
+) -> None:
+    result = run_matokit("health", "serve", "--listen", "0.0.0.0:9464", env=_env(fake_matomo))
+    assert result.code == 2, result
+    assert "refusing a non-loopback address" in result.stderr
+    assert "--allow-remote" in result.stderr
