@@ -19,7 +19,8 @@ if TYPE_CHECKING:
     from matokit.health import HealthReport, Thresholds
 
 app = typer.Typer(
-    help="Check Matomo, the token, the site, the tracker, the queue and the cache.",
+    help="Check Matomo, the token, the site, the tracker, the queue and the cache; "
+    "exit 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN.",
     no_args_is_help=False,
 )
 
@@ -66,8 +67,10 @@ def health(
     crit_queue_age: str | None = CRIT_QUEUE_AGE,
     warn_queue_depth: int | None = WARN_QUEUE_DEPTH,
     crit_queue_depth: int | None = CRIT_QUEUE_DEPTH,
-    max_time: str = typer.Option(
-        "20s", "--max-time", help="Overall time limit; checks still running are UNKNOWN."
+    max_time: str | None = typer.Option(
+        None,
+        "--max-time",
+        help="Overall time limit; checks still running are UNKNOWN [default: 20s].",
     ),
 ) -> None:
     """Run the health checks; exit 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN."""
@@ -90,7 +93,7 @@ def health(
         raise typer.BadParameter(f"must be one of: {', '.join(FORMATS)}", param_hint="--format")
     checks = parse_checks(check)
     thresholds = _thresholds(given)
-    limit = _duration(max_time, "--max-time")
+    limit = _duration(max_time or "20s", "--max-time")
     report = run_health(state(ctx).settings, checks=checks, thresholds=thresholds, max_time=limit)
     _deliver(report, fmt, output)
     raise typer.Exit(int(report.status))
@@ -223,9 +226,10 @@ def serve(
     given = {k: v if v is not None else inherited.get(k) for k, v in local.items()}
     checks = parse_checks(check if check is not None else inherited.get("check"))
     thresholds = _thresholds(given)
-    # The parent's --max-time always has a value (20s); only an explicit serve value counts.
-    limit = _duration(max_time or "8s", "--max-time")
+    limit = _duration(max_time or inherited.get("max_time") or "8s", "--max-time")
     every = _duration(interval, "--interval")
+    if every < 1:
+        raise typer.BadParameter("must be at least 1s", param_hint="--interval")
     host, port = parse_listen(listen, allow_remote=allow_remote)
     flags = dict(state(ctx).flags)
 
