@@ -64,7 +64,7 @@ from matokit.errors import (
     UnavailableError,
 )
 from matokit.hits import Hit, hit_from_record, idempotency_key
-from matokit.journal import Entry, EntryState, Journal, JournalStats, NewHit
+from matokit.journal import ENQUEUE_CHUNK, Entry, EntryState, Journal, JournalStats, NewHit
 
 if TYPE_CHECKING:
     from matokit.client import TrackResult
@@ -83,7 +83,6 @@ BACKOFF_BASE: Final = 2.0
 BACKOFF_CAP: Final = 300.0
 # A Retry-After beyond this is capped, so `queue flush --all` can always reach every hit.
 MAX_DELAY: Final = 3600.0
-IMPORT_CHUNK: Final = 5000
 ADMIN_METHOD: Final = "SitesManager.getSitesIdWithAdminAccess"
 
 
@@ -514,12 +513,23 @@ class Delivery:
             source = self._strict_pass(source, site_id=site_id, on_invalid=on_invalid)
         parser = _LineParser(site_id=site_id, clock=self.clock, on_invalid=on_invalid)
         journal = self.journal
-        for chunk in _pipelined(parser.chunks(source, IMPORT_CHUNK)):
-            added = journal.enqueue(chunk)
-            result.added += added.added
-            result.duplicates += added.duplicates
-            if on_progress is not None:
-                on_progress(parser.bytes_read)
+        try:
+            # One enqueue call per journal transaction, so `added` is exactly what is committed.
+            for chunk in _pipelined(parser.chunks(source, ENQUEUE_CHUNK)):
+                added = journal.enqueue(chunk)
+                result.added += added.added
+                result.duplicates += added.duplicates
+                if on_progress is not None:
+                    on_progress(parser.bytes_read)
+        except StorageError as exc:
+            # Say exactly what is safe: the chunks committed before the failure, no more.
+            raise StorageError(
+                f"{exc.message}. {result.added} new hit(s) of this import were journaled "
+                "before the error and stay queued; the following lines were NOT queued "
+                "(re-run the import once fixed: journaled hits are skipped as duplicates).",
+                path=exc.path,
+                hint=exc.hint,
+            ) from exc
         result.read, result.invalid = parser.read, parser.invalid
         return result
 
