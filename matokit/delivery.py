@@ -310,6 +310,7 @@ class ImportResult:
             "rejected": flush.rejected if flush else 0,
             "unattributed": flush.unattributed if flush else 0,
             "sent_unconfirmed": flush.sent_unconfirmed if flush else 0,
+            "recovered": flush.recovered if flush else 0,
             "queued": self.queued,
         }
         if flush is not None:

@@ -1,0 +1,89 @@
+"""`matokit queue` as an installed executable: one flusher per profile, limits, status."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.e2e.conftest import RunMatokit, SpawnMatokit
+from tests.fakematomo import SUPERUSER_TOKEN, FakeMatomo, Fault
+
+
+@pytest.fixture
+def env(fake_matomo: FakeMatomo) -> dict[str, str]:
+    return {"MATOMO_URL": fake_matomo.url, "MATOMO_SITE_ID": "1", "MATOMO_TOKEN": SUPERUSER_TOKEN}
+
+
+def queue_lines(run: RunMatokit, env: dict[str, str], count: int) -> None:
+    lines = "".join(
+        json.dumps({"type": "event", "category": "c", "action": "a", "id": f"q{i}"}) + "\n"
+        for i in range(count)
+    )
+    result = run("track", "import", "-", "--queue", input=lines, env=env)
+    assert result.code == 0, result
+
+
+def test_status_of_a_new_profile_creates_nothing(
+    run_matokit: RunMatokit, matokit_env: dict[str, str]
+) -> None:
+    result = run_matokit("queue", "status", "--format", "json")
+    assert result.code == 0, result
+    assert json.loads(result.stdout)["queued"] == 0
+    assert not (Path(matokit_env["MATOKIT_DATA_DIR"]) / "default").exists()
+
+
+def test_second_flusher_exits_at_once_and_a_waiting_one_runs_after(
+    run_matokit: RunMatokit,
+    spawn_matokit: SpawnMatokit,
+    fake_matomo: FakeMatomo,
+    env: dict[str, str],
+) -> None:
+    queue_lines(run_matokit, env, 200)
+    fake_matomo.add_fault(Fault(endpoint="tracking", latency=0.2))
+    first = spawn_matokit("queue", "flush", "--batch-size", "20", env=env)
+    deadline = time.monotonic() + 10
+    while not fake_matomo.requests and time.monotonic() < deadline:
+        time.sleep(0.02)
+    started = time.monotonic()
+    second = run_matokit("queue", "flush", env=env)
+    assert second.code == 0, second
+    assert "another queue flush is running" in second.stderr
+    assert time.monotonic() - started < 5
+    waiting = spawn_matokit("queue", "flush", "--wait", "--format", "json", env=env)
+    out, err = first.communicate(timeout=60)
+    assert first.returncode == 0, err
+    out, err = waiting.communicate(timeout=60)
+    assert waiting.returncode == 0, err
+    assert json.loads(out)["stopped_reason"] == "nothing_due"
+    assert len(fake_matomo.hits) == 200
+
+
+def test_max_time_stops_a_slow_flush_with_75_and_status_tells(
+    run_matokit: RunMatokit, fake_matomo: FakeMatomo, env: dict[str, str]
+) -> None:
+    queue_lines(run_matokit, env, 100)
+    fake_matomo.add_fault(Fault(endpoint="tracking", latency=0.3))
+    result = run_matokit(
+        "queue", "flush", "--batch-size", "10", "--max-time", "1s", "--format", "json", env=env
+    )
+    assert result.code == 75, result
+    record = json.loads(result.stdout)
+    assert record["stopped_reason"] == "max_time"
+    assert 0 < record["delivered"] < 100 and record["remaining_due"] > 0
+    status = json.loads(run_matokit("queue", "status", "--format", "json").stdout)
+    assert status["last_flush"]["stopped_reason"] == "max_time"
+    assert status["queued"] == 100 - record["delivered"]
+
+
+def test_max_events_limits_one_flush(
+    run_matokit: RunMatokit, fake_matomo: FakeMatomo, env: dict[str, str]
+) -> None:
+    queue_lines(run_matokit, env, 30)
+    result = run_matokit("queue", "flush", "--max-events", "12", "--format", "json", env=env)
+    assert result.code == 75, result
+    assert json.loads(result.stdout)["delivered"] == 12
+    assert run_matokit("queue", "flush", env=env).code == 0
+    assert len(fake_matomo.hits) == 30
