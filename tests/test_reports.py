@@ -359,8 +359,8 @@ def test_valid_period_and_date(period: str, value: str, normalised: str, multi: 
         ("range", "today,2026-11-01", "start date 'today' is not a date"),
     ],
 )
-def test_invalid_period_or_date_is_a_usage_error(period: str, value: str, message: str) -> None:
-    with pytest.raises(UsageError) as info:
+def test_invalid_period_or_date_is_a_data_error(period: str, value: str, message: str) -> None:
+    with pytest.raises(DataError) as info:
         dates.validate(period, value)
     assert message in info.value.message
     assert info.value.hint
