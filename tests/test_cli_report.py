@@ -457,3 +457,16 @@ def test_column_widths(
     assert got == widths
     if sum(widths) + report_show.GAP * (len(widths) - 1) <= total:
         assert sum(got) + report_show.GAP * (len(got) - 1) <= total
+
+
+def test_summary_shows_what_came_back_and_fails_for_what_did_not(
+    run_cli: Any, fake_matomo: FakeMatomo
+) -> None:
+    track(fake_matomo)
+    fake_matomo.deactivate_plugin("Events")
+    code, out, err = run_cli("report", "summary", "--format", "json")
+    assert code == 65, err
+    data = json.loads(out)
+    assert data["visits"][0]["nb_visits"] == 8
+    assert "events" not in data and "Events" in data["errors"]["events"]
+    assert "Events" in err

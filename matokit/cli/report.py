@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     from matokit.reports import Report
 
 log = logging.getLogger("matokit.report")
+SUMMARY = ("visits", "pages", "referrers", "events")  # catalogue names, in display order
 
 
 class ReportGroup(TyperGroup):
@@ -187,7 +188,7 @@ def summary(
     no_cache: bool = _no_cache(),
     refresh: bool = _refresh(),
 ) -> None:
-    """Visits, top pages, channels and top events of a site in one request."""
+    """Visits, top pages, channels and top events of a site in one API.getBulkRequest."""
     from matokit import dates, reports
     from matokit.cli.report_show import check_cache_flags, check_format, check_limit
     from matokit.errors import MatomoError
@@ -197,14 +198,8 @@ def summary(
     spec = dates.validate(period, date)
     settings = state(ctx).settings()
     site_id = settings.require_site(site)
-    sections = [
-        ("visits", "visits"),
-        ("pages", "pages"),
-        ("referrers", "referrers"),
-        ("events", "events"),
-    ]
     calls = []
-    for _, name in sections:
+    for name in SUMMARY:
         report = reports.BY_NAME[name]
         params = reports.request_params(
             report, spec, site=site_id, limit=check_limit(limit), segment=segment
@@ -219,16 +214,23 @@ def summary(
         _close(client, session)
     results: dict[str, list[dict[str, Any]]] = {}
     errors: dict[str, MatomoError] = {}
-    for (section, name), answer in zip(sections, answers, strict=True):
+    for name, answer in zip(SUMMARY, answers, strict=True):
         report = reports.BY_NAME[name]
         if isinstance(answer, MatomoError):
-            errors[section] = answer
+            errors[name] = answer
             continue
         rows = reports.rows_from(answer, report=report, spec=spec)
-        results[section] = [] if reports.is_empty(rows, report) else rows
+        results[name] = [] if reports.is_empty(rows, report) else rows
     _render_summary(results, errors, fmt, site_id=site_id, spec=spec)
     if errors:
-        raise next(iter(errors.values()))
+        # The sections that came back are shown; the exit code says one did not.
+        first, *others = errors.values()
+        if fmt != "json":
+            from matokit.cli.output import say
+
+            for error in others:
+                say(f"matokit: error: {error}")
+        raise first
 
 
 # -- fetching
@@ -314,11 +316,10 @@ def _render_summary(
     from matokit.cli.report_show import render
     from matokit.reports import BY_NAME, select_columns
 
-    names = {"visits": "visits", "pages": "pages", "referrers": "referrers", "events": "events"}
     if fmt == "json":
         payload: dict[str, Any] = {"site": site_id, "period": spec.period, "date": spec.date}
         for section, rows in results.items():
-            columns = select_columns(BY_NAME[names[section]], rows, None)
+            columns = select_columns(BY_NAME[section], rows, None)
             payload[section] = [{c.key: r.get(c.key) for c in columns} for r in rows]
         if errors:
             payload["errors"] = {k: str(v) for k, v in errors.items()}
@@ -326,7 +327,7 @@ def _render_summary(
         return
     flat: list[dict[str, Any]] = []
     for section, rows in results.items():
-        report = BY_NAME[names[section]]
+        report = BY_NAME[section]
         columns = select_columns(report, rows, None)
         if fmt == "table":
             if not rows:
