@@ -430,3 +430,45 @@ def test_stats_and_clear(harness: Harness) -> None:
     assert cache.clear(harness.settings) == 1
     after = cache.stats(path)
     assert (after.entries, after.hits, after.misses) == (0, 0, 0)
+
+
+def _expires(path: Path) -> list[float]:
+    con = sqlite3.connect(path)
+    try:
+        return [row[0] for row in con.execute("SELECT expires FROM responses ORDER BY expires")]
+    finally:
+        con.close()
+
+
+@pytest.mark.parametrize(
+    ("tz", "clock_at", "date", "ttl"),
+    [
+        ("UTC", "23:58:00", "today", 120),  # today's report must not outlive midnight
+        ("UTC", "12:00:00", "today", 300),
+        ("Europe/Paris", "22:59:00", "today", 60),  # 23:59 in Paris
+        ("America/New_York", "23:58:00", "today", 300),  # still evening in New York
+    ],
+)
+def test_the_session_stores_entries_for_the_ttl_of_the_site_zone(
+    fake_matomo: FakeMatomo, tz: str, clock_at: str, date: str, ttl: float
+) -> None:
+    day = datetime.now(UTC).date().isoformat()
+    moment = at(f"{day} {clock_at}").timestamp()
+    h = Harness(fake_matomo, settings_for(fake_matomo), clock=lambda: moment)
+    h.session.timezones["1"] = tz
+    try:
+        started = time.time()
+        h.client.call("VisitsSummary.get", idSite=1, period="day", date=date)
+    finally:
+        h.close()
+    (expires,) = _expires(h.settings.cache_path)
+    assert started + ttl - 2 <= expires <= time.time() + ttl + 2
+
+
+def test_a_database_broken_under_a_running_session_is_rebuilt(harness: Harness) -> None:
+    harness.client.call("VisitsSummary.get", **PAST)
+    harness.session._rebuild(sqlite3.DatabaseError("database disk image is malformed"))
+    harness.client.call("VisitsSummary.get", **PAST)
+    harness.client.call("VisitsSummary.get", **PAST)
+    assert harness.calls("VisitsSummary.get") == 2
+    assert cache.stats(harness.settings.cache_path).entries == 1
