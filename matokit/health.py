@@ -20,7 +20,7 @@ from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from enum import IntEnum
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from matokit.errors import (
     AuthenticationError,
@@ -41,6 +41,8 @@ if TYPE_CHECKING:
     from matokit.config import Settings
     from matokit.journal import JournalStats
 
+T = TypeVar("T")
+
 SCHEMA = "matokit.health/1"
 CHECKS: tuple[str, ...] = (
     "config",
@@ -52,8 +54,6 @@ CHECKS: tuple[str, ...] = (
     "queue",
     "cache",
 )
-# Checks that send the token and therefore wait for the shared API.getMatomoVersion call.
-_NEEDS_AUTH = frozenset({"site", "replay-access", "tracking-failures"})
 VERSION_METHOD = "API.getMatomoVersion"
 # Matomo refuses a hit older than 24 h from a token without admin access on the site.
 REPLAY_HORIZON = 24 * 3600.0
@@ -176,7 +176,8 @@ def run_health(
     """Run `checks` concurrently; a check still running after `max_time` s is UNKNOWN.
 
     `load_settings` is called once (its ConfigError is the `config` check's verdict);
-    `client_factory(settings, token=..., timeout=...)` builds a MatomoClient (tests inject one).
+    `client_factory(settings, token=, timeout=, session=, clock=)` builds a MatomoClient
+    (`token=None`: one that sends no token); the default uses `connect.client_for`.
     Never raises for a failing Matomo: every failure is a check result.
     """
     thresholds = thresholds or Thresholds()
@@ -245,17 +246,17 @@ class Skip(Exception):
         self.status, self.summary, self.hint = status, summary, hint
 
 
-class _Once:
+class _Once(Generic[T]):
     """A value computed by the first caller; later callers wait and share it (or its error)."""
 
-    def __init__(self, compute: Callable[[], Any]) -> None:
+    def __init__(self, compute: Callable[[], T]) -> None:
         self._compute = compute
         self._lock = threading.Lock()
         self._done = False
-        self._value: Any = None
+        self._value: T | None = None
         self._error: BaseException | None = None
 
-    def get(self) -> Any:
+    def get(self) -> T:
         with self._lock:
             if not self._done:
                 try:
@@ -265,9 +266,9 @@ class _Once:
                 self._done = True
         if self._error is not None:
             raise self._error
-        return self._value
+        return self._value  # type: ignore[return-value]  # set when _done without error
 
-    def peek(self) -> Any:
+    def peek(self) -> T | None:
         """The value if computed without error, else None (never computes)."""
         return self._value if self._done and self._error is None else None
 
@@ -297,11 +298,11 @@ class HealthRun:
         self._stages: dict[str, str] = {}
         self._clients: list[MatomoClient] = []
         self._clients_lock = threading.Lock()
-        self._settings = _Once(load_settings)
-        self._token = _Once(lambda: self.settings().token())
-        self._client = _Once(lambda: self._new_client(self.token()))
-        self._auth = _Once(self._call_version)
-        self._stats = _Once(self._read_journal)
+        self._settings: _Once[Settings] = _Once(load_settings)
+        self._token: _Once[str] = _Once(lambda: self.settings().token())
+        self._client: _Once[MatomoClient] = _Once(lambda: self._new_client(self.token()))
+        self._auth: _Once[_Auth] = _Once(self._call_version)
+        self._stats: _Once[JournalStats | None] = _Once(self._read_journal)
 
     # -- stages (what a check is doing, for the timeout message)
 
@@ -314,16 +315,16 @@ class HealthRun:
     # -- shared values
 
     def settings(self) -> Settings:
-        return self._settings.get()  # type: ignore[no-any-return]
+        return self._settings.get()
 
     def settings_or_none(self) -> Settings | None:
-        return self._settings.peek()  # type: ignore[no-any-return]
+        return self._settings.peek()
 
     def token(self) -> str:
-        return self._token.get()  # type: ignore[no-any-return]
+        return self._token.get()
 
     def client(self) -> MatomoClient:
-        return self._client.get()  # type: ignore[no-any-return]
+        return self._client.get()
 
     def tokenless_client(self) -> MatomoClient:
         return self._new_client(None)
@@ -342,10 +343,7 @@ class HealthRun:
 
     def auth(self) -> _Auth:
         """The shared API.getMatomoVersion call: the only first use of the token."""
-        return self._auth.get()  # type: ignore[no-any-return]
-
-    def auth_ok(self) -> bool:
-        return self._auth.peek() is not None
+        return self._auth.get()
 
     def _call_version(self) -> _Auth:
         client = self.client()
@@ -363,7 +361,7 @@ class HealthRun:
 
     def journal_stats(self) -> JournalStats | None:
         """The journal's stats, or None when this profile has no journal yet."""
-        return self._stats.get()  # type: ignore[no-any-return]
+        return self._stats.get()
 
     def _read_journal(self) -> JournalStats | None:
         path = self.settings().journal_path

@@ -602,3 +602,15 @@ def test_cached_health_runs_again_after_the_interval() -> None:
     now[0] = 30.5
     assert cache.get() is not first
     assert len(produced) == 2
+
+
+def test_a_journal_that_is_not_a_journal_is_critical_and_left_alone(
+    fake_matomo: FakeMatomo,
+) -> None:
+    path = _settings(fake_matomo).journal_path
+    path.parent.mkdir(parents=True)
+    path.write_bytes(b"garbage, not SQLite" * 50)
+    check = _run(fake_matomo, checks=("queue",)).checks[0]
+    assert check.status is Status.CRITICAL
+    assert str(path) in check.summary
+    assert path.read_bytes() == b"garbage, not SQLite" * 50
