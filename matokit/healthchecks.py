@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shlex
 import sqlite3
 import stat
 import time
@@ -71,7 +72,7 @@ def check_config(run: HealthRun, name: str) -> CheckResult:
             name,
             Status.WARNING,
             f"{path} is accessible by other users (mode {mode:04o})",
-            hint=f"Run: chmod {'700' if Path(path).is_dir() else '600'} {path}",
+            hint=f"Run: chmod {'700' if Path(path).is_dir() else '600'} {shlex.quote(path)}",
             info=info,
         )
     return CheckResult(
