@@ -61,6 +61,14 @@ def main(argv: list[str] | None = None) -> None:
         # The common probe of scripts and package managers: answer without importing typer.
         sys.stdout.write(f"matokit {__version__}\n")
         sys.exit(0)
+    if "report" in args:
+        # A fresh cache hit is answered before typer, click and requests are imported; anything
+        # unusual (an error, a miss, an option it does not know) falls through to the full CLI.
+        from matokit.cli.report_show import try_cached
+
+        code = try_cached(args)
+        if code is not None:
+            sys.exit(code)
     sys.exit(run(args))
 
 

@@ -22,7 +22,8 @@ def _flag(*names: str, help: str) -> Any:
 
 def build_app() -> typer.Typer:
     """The Typer application with every command group registered."""
-    from matokit.cli import api, config, describe, queue, track
+    from matokit.cli import api, config, describe, health, queue, report, track
+    from matokit.cli import cache as cache_cli
 
     app = typer.Typer(
         name="matokit",
@@ -38,7 +39,10 @@ def build_app() -> typer.Typer:
     app.add_typer(config.app, name="config")
     app.add_typer(track.app, name="track")
     app.add_typer(queue.app, name="queue")
+    app.add_typer(report.app, name="report")
     app.command("api")(api.api_command)
+    app.add_typer(health.app, name="health")
+    app.add_typer(cache_cli.app, name="cache")
     app.command("describe")(describe.describe_command)
     app.command("completions")(describe.completions_command)
     return app
