@@ -11,7 +11,6 @@ import difflib
 import ipaddress
 import os
 import re
-import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -246,6 +245,8 @@ def load_config_file(path: Path) -> dict[str, Any]:
             f"Config file {path} cannot be read: {exc.strerror}.",
             hint=f"Check its permissions: ls -l {path}",
         ) from None
+    import tomllib  # only when a config file exists: every command starts here
+
     try:
         parsed = tomllib.loads(data.decode("utf-8"))
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:

@@ -11,7 +11,6 @@ from __future__ import annotations
 import os
 import shlex
 import stat
-import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -108,6 +107,8 @@ def _read_token_file(path: Path) -> str:
 
 
 def _run_token_command(command: str, *, timeout: float) -> str:
+    import subprocess  # only credential helpers need it; keep it off the startup path
+
     try:
         argv = shlex.split(command)
     except ValueError as exc:
