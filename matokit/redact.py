@@ -1,7 +1,8 @@
 """The one redaction function: logging, errors, --debug traces and --dry-run all use it.
 
-It removes every registered secret value wherever it appears and any `token_auth=` value
-(query string, form body or JSON), so a token that was never registered is hidden too.
+It removes every registered secret value wherever it appears, any `token_auth=` value
+(query string, form body or JSON) and any `user:password@` in a URL, so a secret that was
+never registered is hidden too.
 """
 
 from __future__ import annotations
@@ -23,6 +24,8 @@ _PATTERNS = (
     re.compile(r"(\"token_auth\"\s*:\s*\")[^\"]*", re.IGNORECASE),
     re.compile(r"('token_auth'\s*:\s*')[^']*", re.IGNORECASE),
     re.compile(r"(Bearer\s+)[^\s\"',]+", re.IGNORECASE),
+    # user:password@ in a URL (basic auth in front of Matomo)
+    re.compile(r"(\b[a-z][a-z0-9+.-]*://)[^/@\s\"']+@", re.IGNORECASE),
 )
 
 
@@ -50,6 +53,7 @@ def redact(text: str, secrets: Iterable[str | None] = ()) -> str:
     for value in sorted(values, key=len, reverse=True):
         if value in text:
             text = text.replace(value, MASK)
-    for pattern in _PATTERNS:
+    for pattern in _PATTERNS[:-1]:
         text = pattern.sub(lambda m: m.group(1) + MASK, text)
+    text = _PATTERNS[-1].sub(lambda m: m.group(1) + MASK + "@", text)
     return text

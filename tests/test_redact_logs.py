@@ -21,6 +21,7 @@ CASES = [
     (f'{{"requests": [], "token_auth": "{SENTINEL_TOKEN}"}}', '"token_auth": "***"'),
     (f"Authorization: Bearer {SENTINEL_TOKEN}", "Bearer ***"),
     (f"urls%5B0%5D=method%3DX%26token_auth%3D{SENTINEL_TOKEN}", "token_auth%3D***"),
+    (f"https://ops:{SENTINEL_TOKEN}@m.example/index.php", "https://***@m.example/index.php"),
 ]
 
 
