@@ -642,3 +642,53 @@ def test_journal_find_and_remember_delivered(path: Path, clock: FakeClock) -> No
             journal.remember_delivered("d3")
         clock.now += 8 * DAY
         assert not journal.has_key("d1")
+
+
+def test_a_large_file_is_split_with_a_helper_process_and_line_numbers_stay_right(
+    delivery: Delivery, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import matokit.delivery as module
+
+    monkeypatch.setattr(module, "PARALLEL_MIN_BYTES", 0)
+    records = [
+        {"type": "event", "category": "c", "action": f"a{i}", "at": T0 - i} for i in range(3000)
+    ]
+    text = [json.dumps(r) for r in records]
+    text[10] = "{broken"
+    text[2500] = json.dumps({"type": "event", "category": "c"})
+    source = tmp_path / "big.jsonl"
+    source.write_text("\n".join(text) + "\n")
+    invalid: list[int] = []
+    progress: list[int] = []
+    with open(source, "rb") as stream:
+        result = delivery.import_lines(
+            stream,
+            site_id=1,
+            on_invalid=lambda n, m: invalid.append(n),
+            on_progress=progress.append,
+        )
+    assert (result.read, result.invalid, result.added, result.duplicates) == (3000, 2, 2998, 0)
+    assert sorted(invalid) == [11, 2501]
+    assert progress[-1] == source.stat().st_size
+    assert delivery.journal.stats().queued == 2998
+    with open(source, "rb") as stream:
+        again = delivery.import_lines(stream, site_id=1)
+    assert (again.added, again.duplicates) == (0, 2998)
+
+
+def test_small_or_piped_sources_are_not_split(tmp_path: Path) -> None:
+    from matokit.delivery import _split_point
+
+    small = tmp_path / "small.jsonl"
+    small.write_text('{"a": 1}\n' * 10)
+    with open(small, "rb") as stream:
+        assert _split_point(stream) is None
+    assert _split_point(io.BytesIO(b"x\n" * 10)) is None
+
+
+def test_journal_enqueue_takes_a_chunk_size(path: Path, clock: FakeClock) -> None:
+    with Journal(path, clock=clock) as journal:
+        hits_ = [NewHit(f"c{i}", {"idsite": "1"}, T0) for i in range(25)]
+        assert journal.enqueue(hits_, chunk_size=10).added == 25
+        with pytest.raises(ValueError):
+            journal.enqueue(hits_, chunk_size=0)
