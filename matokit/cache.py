@@ -282,10 +282,10 @@ def cached_session(
 @functools.cache
 def _session_class() -> type[CachedSession]:
     """The CachedSession subclass, built on first use so importing this module stays cheap."""
-    from requests.adapters import HTTPAdapter
     from requests_cache import CachedSession
     from requests_cache.policy import DO_NOT_CACHE
-    from urllib3.util.retry import Retry
+
+    from matokit.client import mount_connect_retries
 
     class ReportCacheSession(CachedSession):
         """Caches Reporting API answers with a TTL computed from each request's parameters."""
@@ -321,20 +321,7 @@ def _session_class() -> type[CachedSession]:
             self.refresh = refresh
             self.timezones: dict[str, str] = {}
             # Like MatomoClient's own reporting session: retry connection failures only.
-            retry = Retry(
-                total=2,
-                connect=2,
-                read=False,
-                status=0,
-                other=0,
-                redirect=0,
-                backoff_factor=0.2,
-                raise_on_status=False,
-                raise_on_redirect=False,
-            )
-            adapter = HTTPAdapter(max_retries=retry)
-            self.mount("https://", adapter)
-            self.mount("http://", adapter)
+            mount_connect_retries(self)
             self._side_tables()
 
         def _side_tables(self) -> None:

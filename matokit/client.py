@@ -760,9 +760,11 @@ class MatomoClient:
 # --- module-private helpers ---------------------------------------------------------------
 
 
-def _reporting_session(connect_retries: int) -> requests.Session:
-    """A Session that retries connection failures only (nothing was sent: always safe)."""
-    import requests
+def mount_connect_retries(session: requests.Session, connect_retries: int = 2) -> None:
+    """Make `session` retry connection failures only (nothing was sent: always safe).
+
+    Used for reporting calls, including the report cache's session; never for tracking.
+    """
     from requests.adapters import HTTPAdapter
     from urllib3.util.retry import Retry
 
@@ -778,10 +780,17 @@ def _reporting_session(connect_retries: int) -> requests.Session:
         raise_on_redirect=False,
         respect_retry_after_header=False,
     )
-    session = requests.Session()
     adapter = HTTPAdapter(max_retries=retry)
     session.mount("https://", adapter)
     session.mount("http://", adapter)
+
+
+def _reporting_session(connect_retries: int) -> requests.Session:
+    """A Session that retries connection failures only."""
+    import requests
+
+    session = requests.Session()
+    mount_connect_retries(session, connect_retries)
     return session
 
 

@@ -7,12 +7,12 @@ it, and the profile names that file. Whole files are replaced atomically.
 from __future__ import annotations
 
 import os
-import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from matokit.atomicfile import write_atomic
 from matokit.config import (
     DEFAULT,
     DEFAULT_PROFILE,
@@ -137,17 +137,7 @@ def _write_private(path: Path, text: str) -> None:
     """Atomically replace `path` with `text`, mode 0600, parent directories 0700."""
     try:
         path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        try:
-            os.fchmod(fd, 0o600)
-            with os.fdopen(fd, "w", encoding="utf-8") as handle:
-                handle.write(text)
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        write_atomic(path, text, mode=0o600)
     except OSError as exc:
         raise StorageError(
             f"Cannot write {path}: {exc.strerror}.",

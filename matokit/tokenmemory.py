@@ -13,12 +13,10 @@ share the memory safely; a damaged file is treated as empty and replaced.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import os
 import secrets
-import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -26,6 +24,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from matokit.atomicfile import write_atomic
 from matokit.errors import StorageError, TokenCoolDownError
 from matokit.redact import redact
 
@@ -117,7 +116,7 @@ class TokenMemory:
         }
         try:
             _ensure_dir(self.path.parent)
-            _atomic_write(self.path, json.dumps(payload, indent=1) + "\n")
+            write_atomic(self.path, json.dumps(payload, indent=1) + "\n")
         except OSError as exc:
             raise StorageError(
                 f"Cannot write the token memory file: {exc.strerror or exc}.",
@@ -178,25 +177,3 @@ def _ensure_dir(directory: Path) -> None:
         return
     directory.mkdir(mode=0o700, parents=True, exist_ok=True)
     os.chmod(directory, 0o700)  # mkdir's mode is filtered by the umask
-
-
-def _atomic_write(path: Path, text: str) -> None:
-    """Write `text` to `path` so that readers see the old file or the new one, never half."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.chmod(tmp, 0o600)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-    with contextlib.suppress(OSError):
-        dir_fd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)

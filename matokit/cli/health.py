@@ -124,41 +124,22 @@ def _deliver(report: HealthReport, fmt: str, output: Path | None) -> None:
 
 
 def write_atomic(path: Path, text: str) -> None:
-    """Replace `path` with `text` so readers see the old file or the new one, never half.
+    """Replace `path` atomically; keep the old file's mode, else 0644 minus the umask.
 
-    Temp file in the same directory, fsync, os.replace. The new file keeps the old one's mode,
-    or gets 0644 minus the umask (node_exporter usually runs as another user).
+    node_exporter's textfile collector usually runs as another user, hence readable.
     """
-    import contextlib
     import stat
-    import tempfile
+
+    from matokit.atomicfile import write_atomic as replace_file
 
     path = path.expanduser()
-    directory = path.parent if str(path.parent) else Path(".")
     try:
         mode = stat.S_IMODE(path.stat().st_mode)
     except OSError:
         umask = os.umask(0o022)
         os.umask(umask)
         mode = 0o644 & ~umask
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.chmod(tmp, mode)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-    with contextlib.suppress(OSError):
-        dir_fd = os.open(directory, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
+    replace_file(path, text, mode=mode)
 
 
 def _duration(text: str | None, flag: str) -> float:
