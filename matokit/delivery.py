@@ -86,7 +86,7 @@ BACKOFF_CAP: Final = 300.0
 MAX_DELAY: Final = 3600.0
 ADMIN_METHOD: Final = "SitesManager.getSitesIdWithAdminAccess"
 # Lines per journal transaction during an import: each commit is an fsync, so larger chunks
-# import several times faster; memory stays bounded (a few chunks in flight).
+# import several times faster; memory stays bounded (one chunk at a time per process).
 IMPORT_CHUNK: Final = 10000
 
 
@@ -1068,24 +1068,20 @@ class _Flusher:
                 group = risky[:1] if risky else live
                 live = [e for e in live if e not in group] if risky else []
                 self._send(group)
-        except _Stop:
-            self._release(live)
+        except BaseException:
+            # Hits not yet handed to a request go back untouched; a request cut short (Ctrl-C)
+            # leaves its own hits inflight, recovered by the next flush as maybe sent.
+            with contextlib.suppress(StorageError):
+                self._release(live)
             raise
 
     def _expire(self, entries: list[Entry], now: float) -> list[Entry]:
         max_age = self.options.max_age
-        dead = [e for e in entries if now - e.enqueued_at > max_age]
-        if dead:
-            self._kill(
-                [
-                    (
-                        e,
-                        f"not delivered within max_age ({format_duration(max_age)}); "
-                        f"last error: {e.last_error or 'none'}",
-                    )
-                    for e in dead
-                ]
-            )
+        limit = format_duration(max_age)
+        self._kill_each(
+            [e for e in entries if now - e.enqueued_at > max_age],
+            lambda e: f"not delivered within max_age ({limit}); last error: {e.last_error}",
+        )
         return [e for e in entries if now - e.enqueued_at <= max_age]
 
     def _check_old(self, entries: list[Entry], now: float) -> list[Entry]:
@@ -1093,17 +1089,7 @@ class _Flusher:
         if not old:
             return entries
         if not self.d.has_token:
-            self._kill(
-                [
-                    (
-                        e,
-                        f"older than 24 h: Matomo records it only with a token that has admin "
-                        f"access on site {_site(e)}, and no token is configured (set one, then "
-                        "`matokit queue retry-dead`)",
-                    )
-                    for e in old
-                ]
-            )
+            self._kill_each(old, _reason_no_token)
             return [e for e in entries if e not in old]
         if self.admin_sites is None:
             try:
@@ -1111,17 +1097,7 @@ class _Flusher:
             except MatomoError as exc:
                 raise self._stop_for(exc) from exc
         denied = [e for e in old if _site(e) not in self.admin_sites]
-        self._kill(
-            [
-                (
-                    e,
-                    f"older than 24 h and the token has no admin access on site {_site(e)}: "
-                    "Matomo records such hits only with an admin or superuser token (use one, "
-                    "then `matokit queue retry-dead`)",
-                )
-                for e in denied
-            ]
-        )
+        self._kill_each(denied, _reason_no_admin)
         return [e for e in entries if e not in denied]
 
     def _risky(self, entry: Entry, now: float) -> bool:
@@ -1198,14 +1174,10 @@ class _Flusher:
 
     def _reschedule(self, group: list[Entry], error: MatomoError, *, unconfirmed: bool) -> None:
         limit = self.options.max_attempts
-        spent = [e for e in group if e.attempts >= limit]
-        if spent:
-            self._kill(
-                [
-                    (e, f"gave up after {e.attempts} attempts (max_attempts); last error: {error}")
-                    for e in spent
-                ]
-            )
+        self._kill_each(
+            [e for e in group if e.attempts >= limit],
+            lambda e: f"gave up after {e.attempts} attempts (max_attempts); last error: {error}",
+        )
         rest = [e for e in group if e.attempts < limit]
         if not rest:
             return
@@ -1229,6 +1201,9 @@ class _Flusher:
     def _release(self, entries: list[Entry]) -> None:
         if entries:
             self.result.released += self.journal.release([e.id for e in entries])
+
+    def _kill_each(self, entries: list[Entry], reason: Callable[[Entry], str]) -> None:
+        self._kill([(e, reason(e)) for e in entries])
 
     def _kill(self, items: list[tuple[Entry, str]]) -> None:
         if items:
@@ -1260,6 +1235,21 @@ def _maybe_stored(exc: MatomoError) -> bool:
         # A garbled 2xx answer came after processing; a redirect or error page did not.
         return exc.status is None or 200 <= exc.status < 300
     return False
+
+
+def _reason_no_token(entry: Entry) -> str:
+    return (
+        f"older than 24 h: Matomo records it only with a token that has admin access on site "
+        f"{_site(entry)}, and no token is configured (set one, then `matokit queue retry-dead`)"
+    )
+
+
+def _reason_no_admin(entry: Entry) -> str:
+    return (
+        f"older than 24 h and the token has no admin access on site {_site(entry)}: Matomo "
+        "records such hits only with an admin or superuser token (use one, then "
+        "`matokit queue retry-dead`)"
+    )
 
 
 def _rejected_reason(entry: Entry, now: float) -> str:

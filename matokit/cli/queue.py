@@ -156,7 +156,7 @@ def _print_status(view: dict[str, Any], now: float) -> None:
         rows.append({"item": "last flush", "value": "never"})
     rows.append({"item": "journal size", "value": _size(view["file_size"])})
     rows.append({"item": "journal", "value": view["journal"]})
-    emit_table(rows, ["item", "value"], headers={"item": "", "value": ""})
+    emit_table(rows, ["item", "value"], headers={"item": "journal", "value": "now"})
     for warning in view["warnings"]:
         say(f"matokit: warning: {warning}")
 
@@ -223,8 +223,10 @@ def flush(
         _flush_output(None, fmt)
         return
     with Delivery.for_settings(settings) as delivery:
+        before = delivery.stats()
+        total = (before.queued if include_all else before.due) if before is not None else 0
         try:
-            with progress(None, "Flushing") as advance:
+            with progress(total or None, "Flushing") as advance:
                 result = delivery.flush_locked(options, wait=wait, on_progress=advance)
         except FlushInProgressError as exc:
             say(f"matokit: {exc.message}; nothing to do.")

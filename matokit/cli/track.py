@@ -210,7 +210,7 @@ def import_command(
             say("matokit: more invalid lines are not shown (see the summary)")
 
     with _open_source(source) as (stream, size), Delivery.for_settings(settings) as delivery:
-        with progress(size, "Journaling") as advance:
+        with progress(size, "Journaling (bytes)") as advance:
             done = [0]
 
             def moved(position: int) -> None:
@@ -417,12 +417,10 @@ def _flush_import(
         max_attempts=int(settings.max_attempts),
         max_age=float(settings.max_age),
     )
-    total: list[int] = [0]
-    with progress(None, "Sending") as advance:
+    before = delivery.stats()
+    with progress(before.due if before is not None else None, "Sending") as advance:
         try:
-            result.flush = delivery.flush_locked(
-                options, on_start=lambda due: total.__setitem__(0, due), on_progress=advance
-            )
+            result.flush = delivery.flush_locked(options, on_progress=advance)
         except FlushInProgressError as exc:
             result.flush_busy = exc.message
 
