@@ -86,8 +86,10 @@ BACKOFF_CAP: Final = 300.0
 MAX_DELAY: Final = 3600.0
 ADMIN_METHOD: Final = "SitesManager.getSitesIdWithAdminAccess"
 # Lines per journal transaction during an import: each commit is an fsync, so larger chunks
-# import several times faster; memory stays bounded (one chunk at a time per process).
+# import several times faster; memory stays bounded (one chunk at a time per process). A pipe
+# may be fed slowly (`tail -f | matokit track import -`): smaller chunks commit sooner.
 IMPORT_CHUNK: Final = 10000
+PIPE_CHUNK: Final = 1000
 
 
 class TrackingClient(Protocol):
@@ -530,9 +532,10 @@ class Delivery:
                     log.info("import helper could not start (%s); importing alone", exc)
                 else:
                     lines = _until(source, split[0])
+            size = IMPORT_CHUNK if _tell(source) is not None else PIPE_CHUNK
             # One enqueue call per journal transaction, so `added` is exactly what is committed.
-            for chunk in parser.chunks(lines, IMPORT_CHUNK):
-                added = self.journal.enqueue(chunk, chunk_size=IMPORT_CHUNK)
+            for chunk in parser.chunks(lines, size):
+                added = self.journal.enqueue(chunk, chunk_size=size)
                 result.added += added.added
                 result.duplicates += added.duplicates
                 if helper is not None:
