@@ -97,7 +97,7 @@ class TrackingClient(Protocol):
 
     def track(self, hits: Sequence[Hit]) -> TrackResult: ...
 
-    def call(self, method: str, **params: Any) -> Any: ...
+    def call(self, method: str, /, **params: Any) -> Any: ...
 
 
 ClientFactory = Callable[[], TrackingClient]
@@ -1156,7 +1156,7 @@ class _Flusher:
             self.superuser = True
         elif answer.tracked + answer.invalid > 0 and self.superuser is None:
             self.superuser = False
-        by_outcome = _group_by(list(zip(group, answer.outcomes, strict=True)), lambda p: p[1])
+        by_outcome = _group_by(zip(group, answer.outcomes, strict=True), lambda p: str(p[1]))
         delivered = [e for e, _ in by_outcome.get("delivered", [])]
         rejected = [e for e, _ in by_outcome.get("rejected", [])]
         aside = [e for e, _ in by_outcome.get("batch_invalid", [])]

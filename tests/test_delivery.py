@@ -84,7 +84,7 @@ class FakeClient:
             body["invalid_indices"] = bad
         return bulk_outcomes(len(batch), body)
 
-    def call(self, method: str, **params: Any) -> Any:
+    def call(self, method: str, /, **params: Any) -> Any:
         self.calls.append(method)
         if self.call_error is not None:
             raise self.call_error

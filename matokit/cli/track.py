@@ -238,10 +238,14 @@ def _track(
     _check_format(opts["fmt"])
     settings = state(ctx).settings()
     site_id = settings.require_site(opts["site"])
+    dimensions: dict[int | str, str] = {
+        number: value
+        for number, value in _pairs(opts["dimension"], "dimension", numbered=True).items()
+    }
     common: CommonFields = {
         "visitor_id": opts["visitor_id"],
         "user_id": opts["user_id"],
-        "dimensions": _pairs(opts["dimension"], "dimension", numbered=True),
+        "dimensions": dimensions,
         "params": _pairs(opts["param"], "param"),
         "at": opts["at"],
         "key": opts["idempotency_key"],

@@ -415,7 +415,7 @@ def test_a_stale_token_reaches_matomo_at_most_once_per_cool_down(
     assert queued.code == 0, queued
     stale = {**env, "MATOMO_TOKEN": STALE_TOKEN}
     started = time.monotonic()
-    codes = Counter()
+    codes: Counter[int] = Counter()
     for _ in range(60):
         codes[run_matokit("queue", "flush", env=stale).code] += 1
         if time.monotonic() - started > 30:
