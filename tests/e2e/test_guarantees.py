@@ -228,6 +228,65 @@ def test_an_import_killed_while_journaling_and_rerun_delivers_every_hit_once(
     assert stored(fake_matomo) == Counter(dict.fromkeys(keys, 1))
 
 
+def _helpers_of(journal: Path) -> list[int]:
+    """Pids of import helper processes working on `journal` (read from /proc)."""
+    pids = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        with contextlib.suppress(OSError):
+            cmdline = (proc / "cmdline").read_bytes()
+            if b"_import_worker" in cmdline and str(journal).encode() in cmdline:
+                pids.append(int(proc.name))
+    return pids
+
+
+def test_a_large_import_killed_with_its_helper_running_and_rerun_delivers_every_hit_once(
+    run_matokit: RunMatokit,
+    spawn_matokit: SpawnMatokit,
+    fake_matomo: FakeMatomo,
+    env: dict[str, str],
+    journal_path: Path,
+    tmp_path: Path,
+) -> None:
+    keys = [f"L{i}" for i in range(40_000)]
+    source = tmp_path / "large.jsonl"
+    source.write_text(records(keys, name="x" * 40))
+    assert source.stat().st_size > 4 << 20  # large enough to be split between two processes
+    proc = spawn_matokit("track", "import", str(source), env=env)
+    deadline = time.monotonic() + 20
+    journaled = 0
+    while time.monotonic() < deadline and journaled < 10_000:
+        with contextlib.suppress(Exception):
+            journaled = stats(journal_path).total
+        time.sleep(0.02)
+    helpers = _helpers_of(journal_path)
+    proc.kill()
+    proc.wait(timeout=10)
+    # The orphaned helper notices and stops after the chunk it is committing.
+    deadline = time.monotonic() + 15
+    while _helpers_of(journal_path) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert _helpers_of(journal_path) == []
+    at_kill = stats(journal_path).total
+    sent_at_kill = len(fake_matomo.hits)
+    assert at_kill > 0
+    rerun = run_matokit("track", "import", str(source), "--format", "json", env=env)
+    assert rerun.code == 0, rerun
+    summary = json.loads(rerun.stdout)
+    print(
+        f"\n[large import killed, helper {'seen' if helpers else 'not seen'}] journaled at kill: "
+        f"{at_kill}; rerun duplicates: {summary['duplicates']}, journaled: {summary['journaled']}"
+    )
+    assert summary["duplicates"] + summary["journaled"] == len(keys)
+    counts = stored(fake_matomo)
+    assert set(counts) == set(keys)
+    if sent_at_kill == 0:  # the usual case: killed while journaling, so exactly once
+        assert counts == Counter(dict.fromkeys(keys, 1))
+    else:  # a loaded machine let it reach the flush: at most the batch in flight twice
+        assert sum(counts.values()) - len(keys) <= 100
+
+
 def test_an_import_killed_while_sending_and_rerun_loses_nothing(
     run_matokit: RunMatokit,
     spawn_matokit: SpawnMatokit,
