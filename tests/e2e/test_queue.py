@@ -87,3 +87,38 @@ def test_max_events_limits_one_flush(
     assert json.loads(result.stdout)["delivered"] == 12
     assert run_matokit("queue", "flush", env=env).code == 0
     assert len(fake_matomo.hits) == 30
+
+
+def test_site_admin_token_keeps_outcomes_attributable_and_sets_aside_what_is_not(
+    run_matokit: RunMatokit, fake_matomo: FakeMatomo, env: dict[str, str]
+) -> None:
+    from tests.fakematomo import ADMIN_TOKEN
+
+    admin = {**env, "MATOMO_TOKEN": ADMIN_TOKEN}
+    old = int(time.time()) - 2 * 86400
+    records = [
+        {"type": "event", "category": "c", "action": "old-1", "at": old, "id": "o1"},
+        {"type": "event", "category": "c", "action": "old-2", "at": old, "id": "o2", "site_id": 2},
+        {"type": "event", "category": "c", "action": "fresh-0", "id": "f0"},
+        {"type": "goal", "goal": 99, "id": "bad"},  # no such goal: Matomo counts it invalid
+        {"type": "event", "category": "c", "action": "fresh-1", "id": "f1"},
+    ]
+    text = "".join(json.dumps(r) + "\n" for r in records)
+    assert run_matokit("track", "import", "-", "--queue", input=text, env=admin).code == 0
+    result = run_matokit("queue", "flush", "--format", "json", env=admin)
+    assert result.code == 0, result
+    record = json.loads(result.stdout)
+    stored = sorted(h.get("e_a", "goal") for h in fake_matomo.hits)
+    # The old hit on site 1 goes alone (admin there) and makes site 1 known; the old hit on
+    # site 2 is a dead letter (no admin access there); the rest share one bulk, in which one
+    # is invalid and Matomo (not a superuser token) does not say which: set aside, not re-sent.
+    assert stored == ["fresh-0", "fresh-1", "old-1"]
+    assert (record["delivered"], record["dead"], record["unattributed"]) == (1, 1, 3)
+    assert "unattributed" in result.stderr
+    listed = json.loads(run_matokit("queue", "list", "--format", "json", env=admin).stdout)
+    assert sorted(e["state"] for e in listed) == ["unattributed"] * 3
+    dead = json.loads(run_matokit("queue", "list", "--dead", "--format", "json", env=admin).stdout)
+    assert "no admin access on site 2" in dead[0]["reason"]
+    again = run_matokit("queue", "flush", "--all", "--format", "json", env=admin)
+    assert json.loads(again.stdout)["requests"] == 0
+    assert len(fake_matomo.hits) == 3
