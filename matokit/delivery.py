@@ -470,7 +470,7 @@ class Delivery:
             raise _NoAdminAccess(site)
 
     def _journal_failed(self, hit: Hit, key: str, error: MatokitError) -> TrackOutcome:
-        maybe = bool(getattr(error, "maybe_stored", False))
+        maybe = isinstance(error, MatomoError) and _maybe_stored(error)
         try:
             added = self.journal.enqueue_one(new_hit(hit, key))
             if added and maybe:

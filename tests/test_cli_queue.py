@@ -230,3 +230,14 @@ def test_corrupt_journal_exits_74_and_stays_byte_identical(
     assert result.code == 74, result
     assert str(path) in result.stderr
     assert hashlib.sha256(path.read_bytes()).hexdigest() == before
+
+
+def test_flush_against_a_url_without_tracker_exits_78_and_keeps_the_hits(
+    capsys: pytest.CaptureFixture[str], env: FakeMatomo, monkeypatch, path: Path
+) -> None:
+    queue_events(capsys, 2)
+    env.add_fault(Fault(endpoint="tracking", status=404))
+    result = invoke(capsys, "queue", "flush")
+    assert result.code == 78, result
+    assert "tracker" in result.stderr
+    assert [e.state for e in entries(path)] == [EntryState.PENDING] * 2

@@ -246,6 +246,10 @@ def flush_exit_code(result: FlushResult) -> int:
     if result.refused_access:
         return int(ExitCode.NOPERM)
     if result.stopped_reason == "error" and result.error_obj is not None:
+        from matokit.errors import NotFoundError
+
+        if isinstance(result.error_obj, NotFoundError):
+            return int(ExitCode.CONFIG)  # no tracker at that URL: the URL is wrong
         return int(exit_code_for(result.error_obj))
     if result.remaining_due or (result.stopped_early and result.remaining_queued):
         return int(ExitCode.TEMPFAIL)

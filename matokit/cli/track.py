@@ -469,9 +469,9 @@ def _import_exit(result: ImportResult, *, queue: bool) -> int:
     ):
         return int(ExitCode.NOPERM)
     if flush is not None and flush.error_obj is not None and flush.stopped_reason == "error":
-        from matokit.cli.exit import exit_code_for
+        from matokit.cli.queue import flush_exit_code
 
-        return int(exit_code_for(flush.error_obj))
+        return flush_exit_code(flush)
     if not queue and result.queued:
         return int(ExitCode.TEMPFAIL)
     if result.invalid or (flush is not None and flush.rejected):
