@@ -262,7 +262,7 @@ def cached_session(
     still read from the cache). A corrupt database is deleted and rebuilt, with a warning.
     """
     path = Path(settings.cache_path)
-    options = {
+    options: dict[str, Any] = {
         "ttl_today": float(settings.ttl_today),
         "ttl_past": float(settings.ttl_past),
         "clock": clock,
@@ -277,6 +277,11 @@ def cached_session(
         discard(path)
         prepare_path(path)
         return cls(path, **options)
+
+
+def _sqlite(storage: object) -> Any:
+    """requests-cache types its storages as BaseStorage; ours are SQLite ones (SQLiteDict)."""
+    return storage
 
 
 @functools.cache
@@ -325,7 +330,7 @@ def _session_class() -> type[CachedSession]:
             self._side_tables()
 
         def _side_tables(self) -> None:
-            with self.cache.responses.connection(commit=True) as con:
+            with _sqlite(self.cache.responses).connection(commit=True) as con:
                 for statement in _SIDE_TABLES:
                     con.execute(statement)
 
@@ -362,7 +367,7 @@ def _session_class() -> type[CachedSession]:
             base, method, fmt, fields = described
             stored = not hit and getattr(response, "cache_key", None)
             try:
-                with self.cache.responses.connection(commit=True) as con:
+                with _sqlite(self.cache.responses).connection(commit=True) as con:
                     _bump(con, "hits" if hit else "misses")
                     if stored:
                         key = fast_key(base, method, fmt, fields.items())
@@ -379,8 +384,8 @@ def _session_class() -> type[CachedSession]:
             self.cache.close()
             discard(self.path)
             prepare_path(self.path)
-            self.cache.responses.init_db()
-            self.cache.redirects.init_db()
+            _sqlite(self.cache.responses).init_db()
+            _sqlite(self.cache.redirects).init_db()
             self._side_tables()
 
     return ReportCacheSession
@@ -559,13 +564,13 @@ def clear(settings: Settings, *, expired_only: bool = False) -> int:
             session.cache.delete(expired=True)
         else:
             session.cache.clear()
-        with session.cache.responses.connection(commit=True) as con:
+        with _sqlite(session.cache.responses).connection(commit=True) as con:
             con.execute(
                 "DELETE FROM matokit_index WHERE cache_key NOT IN (SELECT key FROM responses)"
             )
             if not expired_only:
                 con.execute("DELETE FROM matokit_stats")
-        remaining = session.cache.responses.count()
+        remaining = _sqlite(session.cache.responses).count()
     finally:
         session.close()
     return max(0, before - remaining)

@@ -420,10 +420,10 @@ def _token_source(
         check_private_file(config_path, what="Config file holding a token")
         return TokenSource("config", "token", origin, value=raw)
     if name == "token_file":
-        path = Path(raw).expanduser()
-        if not path.is_absolute():
-            path = config_path.parent / path
-        return TokenSource("file", str(path), origin)
+        token_path = Path(raw).expanduser()
+        if not token_path.is_absolute():
+            token_path = config_path.parent / token_path
+        return TokenSource("file", str(token_path), origin)
     if name == "token_env":
         return TokenSource("env_var", raw, origin, value=env.get(raw) or None)
     return TokenSource("command", raw, origin, command_timeout=timeout)

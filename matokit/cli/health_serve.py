@@ -109,8 +109,8 @@ class _Handler(BaseHTTPRequestHandler):
 
         path = self._path()
         if path == "/":
-            body = "MatoKit health exporter: /metrics /healthz /tools/get-health-status\n"
-            self._send(200, body.encode(), "text/plain; charset=utf-8", head=head)
+            index = "MatoKit health exporter: /metrics /healthz /tools/get-health-status\n"
+            self._send(200, index.encode(), "text/plain; charset=utf-8", head=head)
             return
         if path != "/metrics" and path not in HEALTH_PATHS:
             self._send(404, *_error("not found"), head=head)
@@ -174,7 +174,7 @@ def serve_forever(
     )
     try:
         thread.start()
-        bound_host, bound_port = server.server_address[:2]
+        bound_host, bound_port = (str(part) for part in server.server_address[:2])
         shown = f"[{bound_host}]" if ":" in str(bound_host) else bound_host
         announce(
             f"matokit: health exporter listening on http://{shown}:{bound_port}/metrics "

@@ -16,7 +16,7 @@ from typer.core import TyperGroup
 from matokit.cli import state
 
 if TYPE_CHECKING:
-    from typer import _click as click
+    import click
 
     from matokit.client import MatomoClient
     from matokit.config import Settings
