@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import typer
 
+if TYPE_CHECKING:
+    import click
 
-def _root(ctx: typer.Context) -> typer.main.click.Command:  # type: ignore[name-defined]
+
+def _root(ctx: typer.Context) -> click.Command:
     return ctx.find_root().command
 
 
