@@ -199,7 +199,7 @@ def test_id_taken_by_another_process_is_retried_with_fresh_bits(
 ) -> None:
     first, second = Journal(path, clock=clock), Journal(path, clock=clock)
     bits = iter([5, 5, 7])
-    monkeypatch.setattr("matokit.journal.random.getrandbits", lambda _n: next(bits))
+    monkeypatch.setattr("matokit.journal.ids.random.getrandbits", lambda _n: next(bits))
     try:
         assert first.enqueue_one(hit("a"))
         assert second.enqueue_one(hit("b"))  # same millisecond, same bits: a collision

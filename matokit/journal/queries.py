@@ -1,0 +1,109 @@
+"""The SQL the journal runs most, and the conversions between rows and records."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import sqlite3
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from typing import Any, Final, TypeVar
+
+from matokit.journal.records import Entry, EntryState
+from matokit.journal.schema import ENTRY_COLUMNS
+
+T = TypeVar("T")
+
+# A hit once sent with its answer lost stays flagged: Matomo may hold a copy whatever follows.
+REQUEUED_STATE: Final = "CASE WHEN sent_unconfirmed > 0 THEN 'sent_unconfirmed' ELSE 'pending' END"
+QUEUED_SQL: Final = "('pending', 'inflight', 'sent_unconfirmed')"
+
+INSERT_SQL: Final = """
+    INSERT INTO entries (id, key, params, created_at, enqueued_at, next_attempt_at, state)
+    SELECT ?1, ?2, ?3, ?4, ?5, ?5, 'pending'
+    WHERE NOT EXISTS (SELECT 1 FROM delivered WHERE key = ?2 AND delivered_at >= ?6)
+    ON CONFLICT (key) DO NOTHING
+"""
+
+# Each branch walks the (state, id) index and stops after :limit rows, so a claim stays cheap
+# however many entries wait behind the due ones. A lease found expired means its flusher died
+# or hung, possibly mid-send: that send is counted as unconfirmed.
+CLAIM_SQL: Final = f"""
+    UPDATE entries SET
+        state = 'inflight',
+        lease_owner = :owner,
+        lease_expires_at = :expires,
+        attempts = attempts + 1,
+        sent_unconfirmed = sent_unconfirmed + (state = 'inflight'),
+        last_error = CASE WHEN state = 'inflight'
+            THEN 'lease of ' || coalesce(lease_owner, '?') || ' expired' ELSE last_error END
+    WHERE id IN (
+        SELECT id FROM (SELECT id FROM entries WHERE state = 'pending'
+                        AND next_attempt_at <= :now ORDER BY id LIMIT :limit)
+        UNION ALL
+        SELECT id FROM (SELECT id FROM entries WHERE state = 'sent_unconfirmed'
+                        AND next_attempt_at <= :now ORDER BY id LIMIT :limit)
+        UNION ALL
+        SELECT id FROM (SELECT id FROM entries WHERE state = 'inflight'
+                        AND lease_expires_at <= :now ORDER BY id LIMIT :limit)
+        ORDER BY id LIMIT :limit
+    )
+    RETURNING {ENTRY_COLUMNS}
+"""
+
+_encode_params = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
+
+
+def params_json(params: Mapping[str, str]) -> str:
+    """The stored form of a hit's parameters: compact JSON, never holding a token."""
+    # The token is added at send time; a journal never holds it, even if a caller slips.
+    if type(params) is not dict or "token_auth" in params:
+        params = {k: v for k, v in params.items() if k != "token_auth"}
+    return _encode_params(params)
+
+
+def entry_from_row(row: Sequence[Any]) -> Entry:
+    """The Entry for a row selected as ENTRY_COLUMNS."""
+    return Entry(
+        id=row[0],
+        key=row[1],
+        params=json.loads(row[2]),
+        created_at=row[3],
+        enqueued_at=row[4],
+        attempts=row[5],
+        next_attempt_at=row[6],
+        state=EntryState(row[7]),
+        last_error=row[8],
+        lease_owner=row[9],
+        lease_expires_at=row[10],
+        reason=row[11],
+        sent_unconfirmed=row[12],
+    )
+
+
+def fetch_all(conn: sqlite3.Connection, *, sql: str, args: Sequence[Any]) -> list[Any]:
+    """Every row of `sql` run with `args`."""
+    return conn.execute(sql, args).fetchall()
+
+
+def chunks(items: Iterable[T], size: int) -> Iterator[list[T]]:
+    """`items` in lists of `size` (the last may be shorter), read lazily."""
+    iterator = iter(items)
+    while chunk := list(itertools.islice(iterator, size)):
+        yield chunk
+
+
+def id_list(ids: Iterable[str]) -> list[tuple[str]]:
+    """Entry ids as one-column rows for executemany; a lone string is refused."""
+    if isinstance(ids, str):
+        raise TypeError("pass a sequence of entry ids, not a single string")
+    return [(entry_id,) for entry_id in ids]
+
+
+def state_filter(states: Iterable[EntryState] | None) -> tuple[str, list[Any]]:
+    """A WHERE clause and its arguments selecting `states` (every state when None)."""
+    if states is None:
+        return "", []
+    values = [EntryState(state).value for state in states]
+    if not values:
+        return "WHERE 0", []
+    return f"WHERE state IN ({', '.join('?' * len(values))})", values

@@ -1,0 +1,118 @@
+"""What the journal stores and reports: entry states and frozen records of hits and counts."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from enum import StrEnum
+from pathlib import Path
+from typing import Any, Final
+
+
+class EntryState(StrEnum):
+    """Where a journaled hit stands."""
+
+    PENDING = "pending"
+    INFLIGHT = "inflight"
+    SENT_UNCONFIRMED = "sent_unconfirmed"
+    UNATTRIBUTED = "unattributed"
+    DEAD = "dead"
+
+
+# States whose hits are still to be delivered.
+QUEUED_STATES: Final = frozenset(
+    {EntryState.PENDING, EntryState.INFLIGHT, EntryState.SENT_UNCONFIRMED}
+)
+
+
+@dataclass(frozen=True, slots=True)
+class NewHit:
+    """A hit to journal: its idempotency key, token-free Tracking API params and its time."""
+
+    key: str
+    params: Mapping[str, str]
+    created_at: float
+
+    def __post_init__(self) -> None:
+        if not self.key:
+            raise ValueError("a journaled hit needs a non-empty idempotency key")
+        if not math.isfinite(self.created_at):
+            raise ValueError(f"hit {self.key!r} has no valid time: {self.created_at!r}")
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    """One journaled hit as stored.
+
+    `id` sorts like the hit's time (to the millisecond), so replay order is a sort by id.
+    `reason` says why a hit is `dead` or `unattributed`; `sent_unconfirmed` counts the sends
+    whose answer was lost (Matomo may have stored the hit that many extra times).
+    """
+
+    id: str
+    key: str
+    params: dict[str, str] = field(hash=False)
+    created_at: float
+    enqueued_at: float
+    attempts: int
+    next_attempt_at: float
+    state: EntryState
+    last_error: str | None
+    lease_owner: str | None
+    lease_expires_at: float | None
+    reason: str | None
+    sent_unconfirmed: int
+
+    @property
+    def dead_reason(self) -> str | None:
+        """Why the hit is dead (None unless it is)."""
+        return self.reason if self.state is EntryState.DEAD else None
+
+
+@dataclass(frozen=True, slots=True)
+class EnqueueResult:
+    """How many hits `enqueue` added and how many it skipped as already known."""
+
+    added: int
+    duplicates: int
+
+
+@dataclass(frozen=True, slots=True)
+class JournalStats:
+    """A snapshot of the journal for `queue status` and the health checks.
+
+    `oldest_created_at` and `oldest_age` concern hits still to deliver (pending, inflight,
+    sent_unconfirmed). `next_attempt_at` is when the next of them is (or was) due; `due` how
+    many are due now. `sent_unconfirmed_total` sums the lost-answer sends of entries still in
+    the journal; `delivered_unconfirmed` counts remembered deliveries that followed one.
+    """
+
+    path: Path
+    counts: Mapping[EntryState, int]
+    due: int
+    oldest_created_at: float | None
+    oldest_age: float | None
+    next_attempt_at: float | None
+    sent_unconfirmed_total: int
+    delivered_unconfirmed: int
+    unattributed_by_reason: Mapping[str, int]
+    dead_by_reason: Mapping[str, int]
+    delivered_keys: int
+    file_size: int
+    last_flush: Mapping[str, Any] | None
+
+    @property
+    def queued(self) -> int:
+        """Hits still to deliver: pending, inflight and sent_unconfirmed."""
+        return sum(self.counts[state] for state in QUEUED_STATES)
+
+    @property
+    def dead(self) -> int:
+        """Hits given up on."""
+        return self.counts[EntryState.DEAD]
+
+    @property
+    def total(self) -> int:
+        """Every entry in the journal, whatever its state."""
+        return sum(self.counts.values())

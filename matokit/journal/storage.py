@@ -1,0 +1,148 @@
+"""The journal's files on disk, and sqlite3/OS failures translated to StorageError with a fix."""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import sqlite3
+from pathlib import Path
+from typing import Final
+
+from matokit.errors import JournalCorruptError, StorageError
+
+BUSY_TIMEOUT: Final = 30.0
+
+
+def aside_hint(path: Path) -> str:
+    """The hint for a file that is not a usable journal: move it aside, never deleted by us."""
+    return (
+        f"MatoKit never deletes it: move it aside (mv {path} {path}.bad) and run again to "
+        "start an empty journal, or point MATOKIT_DATA_DIR elsewhere"
+    )
+
+
+def storage_error(exc: OSError, path: Path, action: str) -> StorageError:
+    """Translate a filesystem failure to `action` `path` into a StorageError naming the fix."""
+    code = exc.errno
+    if code in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+        hint = f"free space on the disk holding {path.parent}"
+    elif code == errno.EROFS:
+        hint = f"{path.parent} is on a read-only filesystem; set MATOKIT_DATA_DIR to a writable one"
+    elif code in (errno.EACCES, errno.EPERM):
+        hint = f"make {path.parent} writable by this user, or set MATOKIT_DATA_DIR"
+    elif code in (errno.ENOTDIR, errno.EEXIST, errno.EISDIR):
+        hint = f"something that is not a directory is in the way of {path}; move it aside"
+    else:
+        hint = "check the path, its permissions and the disk"
+    reason = exc.strerror or str(exc)
+    return StorageError(f"cannot {action} {path}: {reason}", path=str(path), hint=hint)
+
+
+def sqlite_error(exc: sqlite3.Error, path: Path) -> StorageError:
+    """Translate a sqlite3 failure into a StorageError (or JournalCorruptError) with its fix."""
+    primary = (getattr(exc, "sqlite_errorcode", None) or 0) & 0xFF
+    where = str(path)
+    if primary in (sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB):
+        return JournalCorruptError(
+            f"the journal {path} is damaged ({exc})", path=where, hint=aside_hint(path)
+        )
+    if primary == sqlite3.SQLITE_FULL:
+        return StorageError(
+            f"the disk holding the journal {path} is full",
+            path=where,
+            hint=f"free space on the disk holding {path.parent}, then run again",
+        )
+    if primary in (sqlite3.SQLITE_READONLY, sqlite3.SQLITE_CANTOPEN, sqlite3.SQLITE_PERM):
+        if _on_read_only_filesystem(path):
+            return StorageError(
+                f"the journal {path} is on a read-only filesystem ({exc})",
+                path=where,
+                hint="set MATOKIT_DATA_DIR to a directory on a writable filesystem",
+            )
+        return StorageError(
+            f"cannot write the journal {path} ({exc})",
+            path=where,
+            hint=f"make {path.parent} and the files in it writable by this user "
+            "(SQLite also writes -wal and -shm files there), or set MATOKIT_DATA_DIR",
+        )
+    if primary == sqlite3.SQLITE_IOERR:
+        return StorageError(
+            f"disk I/O error on the journal {path} ({exc})",
+            path=where,
+            hint="check the disk and the filesystem (free space, dmesg), then run again",
+        )
+    if primary in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED):
+        return StorageError(
+            f"the journal {path} stayed locked by another process for over {BUSY_TIMEOUT:.0f}s",
+            path=where,
+            hint="another matokit process is holding it; run again when it has finished",
+        )
+    return StorageError(f"cannot use the journal {path}: {exc}", path=where)
+
+
+def _on_read_only_filesystem(path: Path) -> bool:
+    try:
+        return bool(os.statvfs(path.parent).f_flag & os.ST_RDONLY)
+    except OSError:
+        return False
+
+
+def is_busy(exc: sqlite3.Error) -> bool:
+    """True when SQLite gave up because another connection holds a lock."""
+    primary = (getattr(exc, "sqlite_errorcode", None) or 0) & 0xFF
+    return primary in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
+
+
+def ensure_private_dir(path: Path) -> None:
+    """Create `path` and any missing parents with mode 0700; existing directories are kept."""
+    missing: list[Path] = []
+    try:
+        current = path
+        while not current.exists():
+            missing.append(current)
+            current = current.parent
+        if not current.is_dir():
+            raise StorageError(
+                f"{current} is a file, where the directory {path} should be",
+                path=str(current),
+                hint=f"move {current} aside, or set MATOKIT_DATA_DIR",
+            )
+        for directory in reversed(missing):
+            try:
+                os.mkdir(directory, 0o700)
+            except FileExistsError:
+                continue  # another process made it first
+            os.chmod(directory, 0o700)  # mkdir's mode went through the umask
+        if not path.is_dir():
+            raise NotADirectoryError(errno.ENOTDIR, os.strerror(errno.ENOTDIR), str(path))
+    except OSError as exc:
+        raise storage_error(exc, path, "create the directory") from exc
+
+
+def fsync_dir(path: Path) -> None:
+    """Make a new directory entry in `path` durable."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def tighten_modes(path: Path) -> None:
+    """Make the journal at `path` and its -wal and -shm files 0600 when they are ours."""
+    # SQLite gives -wal and -shm the main file's mode; this repairs files copied in by hand.
+    for name in (str(path), f"{path}-wal", f"{path}-shm"):
+        with contextlib.suppress(OSError):
+            info = os.stat(name)
+            if info.st_uid == os.geteuid() and info.st_mode & 0o077:
+                os.chmod(name, 0o600)
+
+
+def file_size(path: Path) -> int:
+    """Bytes used by the journal at `path` and its write-ahead log."""
+    total = 0
+    for name in (str(path), f"{path}-wal"):
+        with contextlib.suppress(OSError):
+            total += os.stat(name).st_size
+    return total
