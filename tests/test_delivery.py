@@ -647,7 +647,7 @@ def test_journal_find_and_remember_delivered(path: Path, clock: FakeClock) -> No
 def test_a_large_file_is_split_with_a_helper_process_and_line_numbers_stay_right(
     delivery: Delivery, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import matokit.delivery as module
+    import matokit.delivery.importhelper as module
 
     monkeypatch.setattr(module, "PARALLEL_MIN_BYTES", 0)
     records = [
@@ -677,7 +677,7 @@ def test_a_large_file_is_split_with_a_helper_process_and_line_numbers_stay_right
 
 
 def test_small_or_piped_sources_are_not_split(tmp_path: Path) -> None:
-    from matokit.delivery import _split_point
+    from matokit.delivery.importhelper import split_point as _split_point
 
     small = tmp_path / "small.jsonl"
     small.write_text('{"a": 1}\n' * 10)

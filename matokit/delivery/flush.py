@@ -1,0 +1,397 @@
+"""The flush engine: deliver the journal's due hits in attributable batches.
+
+One flusher per profile (the caller holds the flush lock). Hits are claimed oldest first under
+a lease; old hits need an admin token (checked once per flush); hits whose refusal could not
+be attributed are sent alone; a whole-batch failure backs off and stops the flush; a refused
+token stops it with the hits untouched; `max_attempts` and `max_age` end in dead letters.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import secrets
+import socket
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING, Final, TypeVar
+
+from matokit.delivery.matomo import (
+    AT_RISK_AGE,
+    OLD_HIT_AGE,
+    TrackingClient,
+    admin_sites,
+    maybe_stored,
+)
+from matokit.delivery.outcomes import FlushOptions, FlushResult, Progress
+from matokit.delivery.records import entry_hit, entry_site, entry_time, short_error
+from matokit.durations import format_duration
+from matokit.errors import (
+    AuthenticationError,
+    ConfigError,
+    LockedOutError,
+    MatokitError,
+    MatomoError,
+    NotFoundError,
+    PermissionDeniedError,
+    ProtocolError,
+    RateLimitedError,
+    RejectedHitError,
+    StorageError,
+    UnavailableError,
+)
+from matokit.journal import Entry, EntryState
+
+if TYPE_CHECKING:
+    from matokit.client import TrackResult
+    from matokit.delivery.service import Delivery
+
+T = TypeVar("T")
+K = TypeVar("K")
+
+BACKOFF_BASE: Final = 2.0
+BACKOFF_CAP: Final = 300.0
+# A Retry-After beyond this is capped, so `queue flush --all` can always reach every hit.
+MAX_DELAY: Final = 3600.0
+
+
+def flush(
+    delivery: Delivery,
+    options: FlushOptions,
+    *,
+    on_start: Callable[[int], None] | None = None,
+    on_progress: Progress | None = None,
+) -> FlushResult:
+    """Deliver due hits (all with `include_not_due`) and record the flush in the journal."""
+    flusher = _Flusher(delivery, options, on_progress=on_progress)
+    result = flusher.run(on_start=on_start)
+    with contextlib.suppress(StorageError):
+        delivery.journal.record_flush(result.record())
+    return result
+
+
+class _Stop(Exception):
+    """Ends a flush early: `reason` goes in the record, `error` says what happened."""
+
+    def __init__(self, reason: str, error: MatokitError | None = None) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.error = error
+
+
+class _Flusher:
+    """One flush: claim, send, apply outcomes, until nothing is due or a stop condition."""
+
+    def __init__(
+        self, delivery: Delivery, options: FlushOptions, *, on_progress: Progress | None
+    ) -> None:
+        self.d = delivery
+        self.journal = delivery.journal
+        self.options = options
+        self.clock = delivery.clock
+        self.on_progress = on_progress
+        self.owner = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
+        self.result = FlushResult(started_at=self.clock())
+        self.superuser: bool | None = None
+        self.admin_sites: frozenset[int] | None = None
+        self.seen_sites: set[int] = set()
+
+    # -- the loop
+
+    def run(self, *, on_start: Callable[[int], None] | None = None) -> FlushResult:
+        """Flush until nothing is due or a stop condition; the result says which."""
+        result = self.result
+        self._recover_orphans()
+        if self.options.include_not_due:
+            self._make_all_due()
+        due = self.journal.stats(now=self.clock()).due
+        if on_start is not None:
+            on_start(due)
+        if due == 0:
+            result.stopped_reason = "nothing_due"
+        try:
+            if due:
+                self._claim_and_send()
+        except _Stop as stop:
+            self._record_stop(stop)
+        finally:
+            result.finished_at = self.clock()
+        self._record_remaining()
+        return result
+
+    def _claim_and_send(self) -> None:
+        """Claim batches and send them until none is left; `_Stop` ends it early."""
+        options = self.options
+        deadline = None if options.max_time is None else self.result.started_at + options.max_time
+        budget = options.max_events
+        while True:
+            if deadline is not None and self.clock() >= deadline:
+                raise _Stop("max_time")
+            limit = options.batch_size if budget is None else min(options.batch_size, budget)
+            if limit <= 0:
+                raise _Stop("max_events")
+            entries = self.journal.claim(
+                self.owner, limit=limit, lease_seconds=options.lease_seconds
+            )
+            if not entries:
+                return
+            if budget is not None:
+                budget -= len(entries)
+            self._batch(entries)
+
+    def _record_stop(self, stop: _Stop) -> None:
+        result = self.result
+        result.stopped_reason = stop.reason
+        if stop.error is not None:
+            result.error_obj = stop.error
+            result.error = stop.error.message
+            result.error_hint = stop.error.hint
+            result.retry_after = getattr(stop.error, "retry_after", None)
+        result.auth_failed = stop.reason in ("auth_failed", "locked_out")
+
+    def _record_remaining(self) -> None:
+        """What is left in the journal, and warnings for hits that may count twice or never."""
+        result = self.result
+        after = self.journal.stats(now=self.clock())
+        result.remaining_queued = after.queued
+        result.remaining_due = after.due
+        result.next_attempt_at = after.next_attempt_at
+        if result.unattributed:
+            result.warnings.append(
+                f"{result.unattributed} hit(s) set aside as unattributed: Matomo refused part "
+                "of their batch without saying which (only superuser tokens get "
+                "invalid_indices); they are not re-sent, to avoid counting the others twice"
+            )
+        if result.sent_unconfirmed:
+            result.warnings.append(
+                f"{result.sent_unconfirmed} hit(s) sent without an answer: Matomo may have "
+                "stored them, so their re-send may count them twice"
+            )
+
+    def _recover_orphans(self) -> None:
+        """Inflight hits while we hold the flush lock belong to a flusher that died."""
+        orphans = self.journal.entries(states=[EntryState.INFLIGHT])
+        if not orphans:
+            return
+        now = self.clock()
+        for owner, group in _group_by(orphans, lambda e: e.lease_owner or "?").items():
+            self.journal.reschedule(
+                [e.id for e in group],
+                error=f"flusher {owner} stopped before recording an answer (it may have sent it)",
+                next_attempt_at=now,
+                sent_unconfirmed=True,
+            )
+        self.result.recovered = len(orphans)
+
+    def _make_all_due(self) -> None:
+        now = self.clock()
+        waiting = [
+            e
+            for e in self.journal.iter_entries(
+                states=[EntryState.PENDING, EntryState.SENT_UNCONFIRMED]
+            )
+            if e.next_attempt_at > now
+        ]
+        for error, group in _group_by(waiting, lambda e: e.last_error or "").items():
+            self.journal.reschedule([e.id for e in group], error=error, next_attempt_at=now)
+
+    def _batch(self, entries: list[Entry]) -> None:
+        """Send one claimed batch: dead letters first, then risky hits alone, then the rest."""
+        now = self.clock()
+        live = self._expire(entries, now)
+        try:
+            live = self._check_old(live, now)
+            while live:
+                risky = [e for e in live if self._risky(e, now)]
+                group = risky[:1] if risky else live
+                live = [e for e in live if e not in group] if risky else []
+                self._send(group)
+        except BaseException:
+            # Hits not yet handed to a request go back untouched; a request cut short (Ctrl-C)
+            # leaves its own hits inflight, recovered by the next flush as maybe sent.
+            with contextlib.suppress(StorageError):
+                self._release(live)
+            raise
+
+    def _expire(self, entries: list[Entry], now: float) -> list[Entry]:
+        max_age = self.options.max_age
+        limit = format_duration(max_age)
+        self._kill_each(
+            [e for e in entries if now - e.enqueued_at > max_age],
+            lambda e: f"not delivered within max_age ({limit}); last error: {e.last_error}",
+        )
+        return [e for e in entries if now - e.enqueued_at <= max_age]
+
+    def _check_old(self, entries: list[Entry], now: float) -> list[Entry]:
+        old = [e for e in entries if now - entry_time(e) >= OLD_HIT_AGE]
+        if not old:
+            return entries
+        if not self.d.has_token:
+            self._kill_each(old, _reason_no_token)
+            return [e for e in entries if e not in old]
+        if self.admin_sites is None:
+            try:
+                self.admin_sites = admin_sites(self._client())
+            except MatomoError as exc:
+                raise self._stop_for(exc) from exc
+        denied = [e for e in old if entry_site(e) not in self.admin_sites]
+        self._kill_each(denied, _reason_no_admin)
+        return [e for e in entries if e not in denied]
+
+    def _risky(self, entry: Entry, now: float) -> bool:
+        if self.superuser:
+            return False
+        return now - entry_time(entry) >= AT_RISK_AGE or entry_site(entry) not in self.seen_sites
+
+    def _client(self) -> TrackingClient:
+        return self.d.client()
+
+    # -- one request
+
+    def _send(self, group: list[Entry]) -> None:
+        hits = [entry_hit(e) for e in group]
+        try:
+            client = self._client()
+        except ConfigError:
+            self._release(group)
+            raise
+        self.result.requests += 1
+        self.result.sent += len(group)
+        try:
+            answer = client.track(hits)
+        except RejectedHitError as exc:
+            # The whole batch was refused and nothing stored: find the bad hit by halves.
+            self.result.sent -= len(group)
+            if len(group) == 1:
+                self._kill([(group[0], f"Matomo refused the hit: {exc.message}")])
+                self.result.rejected += 1
+                return
+            middle = len(group) // 2
+            try:
+                self._send(group[:middle])
+            except _Stop:
+                self._release(group[middle:])
+                raise
+            self._send(group[middle:])
+            return
+        except (AuthenticationError, LockedOutError, PermissionDeniedError, NotFoundError) as exc:
+            self.result.sent -= len(group)
+            self._release(group)
+            raise self._stop_for(exc) from exc
+        except MatomoError as exc:
+            unconfirmed = maybe_stored(exc)
+            self._reschedule(group, exc, unconfirmed=unconfirmed)
+            raise self._stop_for(exc) from exc
+        self._apply(group, answer)
+        if self.on_progress is not None:
+            self.on_progress(len(group))
+
+    def _apply(self, group: list[Entry], answer: TrackResult) -> None:
+        if answer.invalid_indices is not None:
+            self.superuser = True
+        elif answer.tracked + answer.invalid > 0 and self.superuser is None:
+            self.superuser = False
+        by_outcome = _group_by(zip(group, answer.outcomes, strict=True), lambda p: str(p[1]))
+        delivered = [e for e, _ in by_outcome.get("delivered", [])]
+        rejected = [e for e, _ in by_outcome.get("rejected", [])]
+        aside = [e for e, _ in by_outcome.get("batch_invalid", [])]
+        aside += [e for e, _ in by_outcome.get("unconfirmed", [])]
+        if delivered:
+            self.journal.ack([e.id for e in delivered])
+            self.result.delivered += len(delivered)
+            self.seen_sites.update(entry_site(e) for e in delivered)
+        if rejected:
+            self._kill([(e, _rejected_reason(e, self.clock())) for e in rejected])
+            self.result.rejected += len(rejected)
+        if aside:
+            reason = answer.note or "Matomo's answer did not account for these hits"
+            self.journal.mark_unattributed([e.id for e in aside], reason=reason[:500])
+            self.result.unattributed += len(aside)
+
+    # -- journal updates
+
+    def _reschedule(self, group: list[Entry], error: MatomoError, *, unconfirmed: bool) -> None:
+        limit = self.options.max_attempts
+        self._kill_each(
+            [e for e in group if e.attempts >= limit],
+            lambda e: f"gave up after {e.attempts} attempts (max_attempts); last error: {error}",
+        )
+        rest = [e for e in group if e.attempts < limit]
+        if not rest:
+            return
+        attempt = max(e.attempts for e in rest)
+        from matokit.policy import backoff_delay
+
+        retry_after = getattr(error, "retry_after", None)
+        delay = backoff_delay(
+            attempt, base=BACKOFF_BASE, cap=BACKOFF_CAP, retry_after=retry_after, rng=self.d.rng
+        )
+        self.journal.reschedule(
+            [e.id for e in rest],
+            error=short_error(error),
+            next_attempt_at=self.clock() + min(delay, MAX_DELAY),
+            sent_unconfirmed=unconfirmed,
+        )
+        self.result.rescheduled += len(rest)
+        if unconfirmed:
+            self.result.sent_unconfirmed += len(rest)
+
+    def _release(self, entries: list[Entry]) -> None:
+        if entries:
+            self.result.released += self.journal.release([e.id for e in entries])
+
+    def _kill_each(self, entries: list[Entry], reason: Callable[[Entry], str]) -> None:
+        self._kill([(e, reason(e)) for e in entries])
+
+    def _kill(self, items: list[tuple[Entry, str]]) -> None:
+        if items:
+            self.journal.kill([(e.id, reason[:1000]) for e, reason in items])
+            self.result.dead += len(items)
+
+    @staticmethod
+    def _stop_for(exc: MatomoError) -> _Stop:
+        if isinstance(exc, LockedOutError):
+            return _Stop("locked_out", exc)
+        if isinstance(exc, AuthenticationError):
+            return _Stop("auth_failed", exc)
+        if isinstance(exc, PermissionDeniedError):
+            return _Stop("permission_denied", exc)
+        if isinstance(exc, RateLimitedError):
+            return _Stop("rate_limited", exc)
+        if isinstance(exc, UnavailableError):
+            return _Stop("unavailable", exc)
+        if isinstance(exc, ProtocolError):
+            return _Stop("protocol_error", exc)
+        return _Stop("error", exc)
+
+
+def _reason_no_token(entry: Entry) -> str:
+    return (
+        "older than 24 h: Matomo records it only with a token that has admin access on site "
+        f"{entry_site(entry)}, and no token is configured (set one, then "
+        "`matokit queue retry-dead`)"
+    )
+
+
+def _reason_no_admin(entry: Entry) -> str:
+    return (
+        f"older than 24 h and the token has no admin access on site {entry_site(entry)}: Matomo "
+        "records such hits only with an admin or superuser token (use one, then "
+        "`matokit queue retry-dead`)"
+    )
+
+
+def _rejected_reason(entry: Entry, now: float) -> str:
+    reason = "Matomo refused this hit (counted invalid in its bulk answer)"
+    if now - entry_time(entry) >= AT_RISK_AGE:
+        reason += (
+            "; its time is about 24 h old or older, which Matomo accepts only with a token "
+            f"that has admin access on site {entry_site(entry)}"
+        )
+    return reason
+
+
+def _group_by(items: Iterable[T], key: Callable[[T], K]) -> dict[K, list[T]]:
+    groups: dict[K, list[T]] = {}
+    for item in items:
+        groups.setdefault(key(item), []).append(item)
+    return groups

@@ -1,0 +1,251 @@
+"""The helper process that journals the second half of a large import file.
+
+Parsing and validating is pure Python (one core), so two processes import nearly twice as
+fast. The helper (`_import_worker`, run as `python -c`) reports progress, invalid lines and
+its counts as JSON lines on its stdout; closing its stdin asks it to stop.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import select
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator, Mapping
+from pathlib import Path
+from typing import IO, TYPE_CHECKING, Any, Final
+
+from matokit.delivery.lines import IMPORT_CHUNK, LineParser, tell
+from matokit.delivery.outcomes import ImportResult, Progress
+from matokit.errors import StorageError
+from matokit.journal import Journal
+
+if TYPE_CHECKING:
+    from matokit.delivery.service import Delivery
+
+# A file this large is split in two halves, the second journaled by a helper process: parsing
+# and validating is pure Python (one core), so two processes import nearly twice as fast.
+PARALLEL_MIN_BYTES: Final = 4 << 20
+_WORKER_MAX_INVALID_REPORTS: Final = 1000
+_WORKER_CODE = (
+    "import sys; from matokit.delivery.importhelper import _import_worker; "
+    "sys.exit(_import_worker(sys.argv[1]))"
+)
+
+
+def split_point(source: IO[bytes]) -> tuple[int, int] | None:
+    """Where a large regular file splits: (byte offset of a line start, its line number)."""
+    if (os.cpu_count() or 1) < 2:
+        return None
+    start = tell(source)
+    name = getattr(source, "name", None)
+    if start is None or not isinstance(name, str):
+        return None
+    try:
+        size = os.fstat(source.fileno()).st_size
+    except (OSError, ValueError, AttributeError):
+        return None
+    if size - start < PARALLEL_MIN_BYTES:
+        return None
+    source.seek(start + (size - start) // 2)
+    source.readline()  # to the start of the next line
+    split = source.tell()
+    source.seek(start)
+    lines, left = 1, split - start
+    while left > 0:
+        block = source.read(min(left, 1 << 20))
+        if not block:
+            break
+        lines += block.count(b"\n")
+        left -= len(block)
+    source.seek(start)
+    return (split, lines) if split < size else None
+
+
+def until(source: IO[bytes], end: int) -> Iterator[bytes]:
+    """The lines of `source` up to byte offset `end` (a line start)."""
+    position = source.tell()
+    for line in source:
+        yield line
+        position += len(line)
+        if position >= end:
+            return
+
+
+class ImportHelper:
+    """The process journaling the second half of a large import (`_import_worker`).
+
+    It reports progress, invalid lines and its counts as JSON lines on its stdout; closing its
+    stdin asks it to stop after the chunk it is committing.
+    """
+
+    def __init__(self, proc: subprocess.Popen[bytes], on_invalid: Callable[[int, str], None]):
+        self.proc = proc
+        self.on_invalid = on_invalid
+        self.bytes_read = 0
+        self.buffer = b""
+        self.done: dict[str, Any] | None = None
+        self.error: dict[str, Any] | None = None
+
+    @classmethod
+    def start(
+        cls,
+        source: IO[bytes],
+        split: tuple[int, int],
+        *,
+        site_id: int | None,
+        delivery: Delivery,
+        on_invalid: Callable[[int, str], None],
+    ) -> ImportHelper:
+        args = {
+            "path": os.path.abspath(source.name),
+            "start": split[0],
+            "first_line": split[1],
+            "site_id": site_id,
+            "journal": str(delivery.journal_path),
+            "dedup_window": delivery.dedup_window,
+            "clock_offset": delivery.clock() - time.time(),
+        }
+        delivery.journal  # noqa: B018 - created before the helper opens it
+        proc = subprocess.Popen(
+            [sys.executable, "-c", _WORKER_CODE, json.dumps(args)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+        )
+        return cls(proc, on_invalid)
+
+    def poll(self, *, block: bool = False) -> bool:
+        """Handle what the helper said so far; False once its output has ended."""
+        stdout = self.proc.stdout
+        assert stdout is not None
+        while block or select.select([stdout], [], [], 0)[0]:
+            data = os.read(stdout.fileno(), 1 << 16)
+            if not data:
+                self._lines(self.buffer)
+                self.buffer = b""
+                return False
+            *complete, self.buffer = (self.buffer + data).split(b"\n")
+            self._lines(b"\n".join(complete))
+            if block:
+                return True
+        return True
+
+    def _lines(self, data: bytes) -> None:
+        for raw in data.splitlines():
+            if not raw.strip():
+                continue
+            message = json.loads(raw)
+            if "p" in message:
+                self.bytes_read = int(message["p"])
+            elif "i" in message:
+                self.on_invalid(int(message["i"][0]), str(message["i"][1]))
+            elif "d" in message:
+                self.done = message["d"]
+            elif "e" in message:
+                self.error = message["e"]
+
+    def finish(self, result: ImportResult, *, on_progress: Progress | None, base: int) -> None:
+        """Wait for the helper, add its counts to `result`; StorageError if it failed."""
+        while self.poll(block=True):
+            if on_progress is not None:
+                on_progress(base + self.bytes_read)
+        self.proc.wait()
+        self._add(result)
+        if self.error is not None:
+            raise StorageError(
+                str(self.error.get("message")),
+                path=self.error.get("path"),
+                hint=self.error.get("hint"),
+            )
+        if self.done is None:
+            raise StorageError(
+                f"the import helper process ended without a result (exit {self.proc.returncode})",
+                hint="re-run the import: what was journaled is skipped as duplicates",
+            )
+
+    def stop(self, result: ImportResult) -> None:
+        """Ask the helper to stop after its current chunk and add what it committed."""
+        with contextlib.suppress(OSError):
+            if self.proc.stdin is not None:
+                self.proc.stdin.close()
+        with contextlib.suppress(OSError, ValueError):
+            while self.poll(block=True):
+                pass
+        self.proc.wait()
+        self._add(result)
+
+    def _add(self, result: ImportResult) -> None:
+        counts = self.done or self.error or {}
+        result.read += int(counts.get("read", 0))
+        result.invalid += int(counts.get("invalid", 0))
+        result.added += int(counts.get("added", 0))
+        result.duplicates += int(counts.get("duplicates", 0))
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+        for stream in (self.proc.stdin, self.proc.stdout):
+            with contextlib.suppress(OSError, ValueError):
+                if stream is not None:
+                    stream.close()
+
+
+def _import_worker(raw_args: str) -> int:
+    """Entry point of the import helper process (see `ImportHelper`)."""
+    args = json.loads(raw_args)
+    out = sys.stdout.buffer
+    offset = float(args["clock_offset"])
+
+    def say(message: Mapping[str, Any]) -> None:
+        out.write(json.dumps(message).encode() + b"\n")
+        out.flush()
+
+    reported = [0]
+
+    def invalid(number: int, message: str) -> None:
+        reported[0] += 1
+        if reported[0] <= _WORKER_MAX_INVALID_REPORTS:
+            say({"i": [number, message]})
+
+    def clock() -> float:
+        return time.time() + offset
+
+    parser = LineParser(
+        site_id=args["site_id"], clock=clock, on_invalid=invalid, first_line=args["first_line"]
+    )
+    counts = {"added": 0, "duplicates": 0}
+    try:
+        with (
+            Journal(
+                Path(args["journal"]), clock=clock, dedup_window=float(args["dedup_window"])
+            ) as journal,
+            open(args["path"], "rb") as source,
+        ):
+            source.seek(int(args["start"]))
+            for chunk in parser.chunks(source, IMPORT_CHUNK):
+                added = journal.enqueue(chunk, chunk_size=IMPORT_CHUNK)
+                counts["added"] += added.added
+                counts["duplicates"] += added.duplicates
+                say({"p": parser.bytes_read})
+                if select.select([sys.stdin], [], [], 0)[0]:
+                    break  # stdin closed: the main process asks us to stop (or died)
+    except StorageError as exc:
+        say(
+            {
+                "e": {
+                    "message": exc.message,
+                    "path": exc.path,
+                    "hint": exc.hint,
+                    "read": parser.read,
+                    "invalid": parser.invalid,
+                    **counts,
+                }
+            }
+        )
+        return 1
+    say({"d": {"read": parser.read, "invalid": parser.invalid, **counts}})
+    return 0

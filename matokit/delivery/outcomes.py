@@ -1,0 +1,173 @@
+"""What delivery reports: the outcome of a `track` hit, of a flush, of an import."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any, Final
+
+from matokit.errors import MatokitError
+
+DEFAULT_LEASE: Final = 600.0
+
+Progress = Callable[[int], None]
+
+
+class TrackState(StrEnum):
+    """What became of one `track` hit."""
+
+    DELIVERED = "delivered"
+    QUEUED = "queued"
+    DUPLICATE = "duplicate"
+    REJECTED = "rejected"
+    UNCONFIRMED = "unconfirmed"  # Matomo answered without accounting for the hit
+
+
+@dataclass(frozen=True)
+class TrackOutcome:
+    """The outcome of `track`: the hit's key, its state, and why (an error when queued)."""
+
+    key: str
+    state: TrackState
+    message: str | None = None
+    error: MatokitError | None = None
+    maybe_stored: bool = False
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-able form for `--format json`."""
+        data: dict[str, Any] = {"key": self.key, "state": str(self.state)}
+        if self.message:
+            data["message"] = self.message
+        if self.error is not None:
+            data["error"] = self.error.message
+        if self.maybe_stored:
+            data["maybe_stored"] = True
+        return data
+
+
+@dataclass(frozen=True)
+class FlushOptions:
+    """How a flush runs (the `queue flush` options and the profile's settings)."""
+
+    batch_size: int = 100
+    max_time: float | None = None
+    max_events: int | None = None
+    include_not_due: bool = False
+    max_attempts: int = 20
+    max_age: float = 7 * 86400.0
+    lease_seconds: float = DEFAULT_LEASE
+
+
+@dataclass
+class FlushResult:
+    """What one flush did; `record()` is what `queue status` and health read back."""
+
+    started_at: float
+    finished_at: float = 0.0
+    requests: int = 0
+    sent: int = 0
+    delivered: int = 0
+    rejected: int = 0
+    unattributed: int = 0
+    rescheduled: int = 0
+    sent_unconfirmed: int = 0
+    dead: int = 0
+    recovered: int = 0
+    released: int = 0
+    stopped_reason: str = "done"
+    auth_failed: bool = False
+    error: str | None = None
+    error_hint: str | None = None
+    retry_after: float | None = None
+    warnings: list[str] = field(default_factory=list)
+    remaining_queued: int = 0
+    remaining_due: int = 0
+    next_attempt_at: float | None = None
+    error_obj: MatokitError | None = field(default=None, repr=False)
+
+    @property
+    def refused_access(self) -> bool:
+        """Matomo refused the token (invalid, cooling down, locked out, or lacking access)."""
+        return self.stopped_reason in ("auth_failed", "locked_out", "permission_denied")
+
+    @property
+    def stopped_early(self) -> bool:
+        """The flush stopped before running out of due hits."""
+        return self.stopped_reason not in ("done", "nothing_due")
+
+    def outcome(self) -> str:
+        """One line for people and for the health check."""
+        if self.auth_failed:
+            return "stopped: Matomo rejected the token"
+        text = f"{self.delivered} delivered"
+        if self.stopped_early:
+            text = f"stopped ({self.stopped_reason.replace('_', ' ')}) after {text}"
+        if self.remaining_due:
+            text += f", {self.remaining_due} due left"
+        return text
+
+    def record(self) -> dict[str, Any]:
+        """The JSON-able flush record (also the `--format json` output)."""
+        data = {
+            "started_at": round(self.started_at, 3),
+            "finished_at": round(self.finished_at, 3),
+            "duration": round(max(self.finished_at - self.started_at, 0.0), 3),
+            "requests": self.requests,
+            "sent": self.sent,
+            "delivered": self.delivered,
+            "rejected": self.rejected,
+            "unattributed": self.unattributed,
+            "rescheduled": self.rescheduled,
+            "sent_unconfirmed": self.sent_unconfirmed,
+            "dead": self.dead,
+            "recovered": self.recovered,
+            "stopped_reason": self.stopped_reason,
+            "auth_failed": self.auth_failed,
+            "outcome": self.outcome(),
+            "remaining_queued": self.remaining_queued,
+            "remaining_due": self.remaining_due,
+            "next_attempt_at": self.next_attempt_at,
+        }
+        if self.error:
+            data["error"] = self.error
+        if self.retry_after is not None:
+            data["retry_after"] = self.retry_after
+        if self.warnings:
+            data["warnings"] = list(self.warnings)
+        return data
+
+
+@dataclass
+class ImportResult:
+    """What `track import` did: lines read, invalid, newly queued, duplicates, and its flush."""
+
+    read: int = 0
+    invalid: int = 0
+    added: int = 0
+    duplicates: int = 0
+    flush: FlushResult | None = None
+    flush_busy: str | None = None
+    queued: int = 0
+
+    def summary(self) -> dict[str, Any]:
+        """The end-of-import summary (stderr for people, stdout with `--format json`)."""
+        flush = self.flush
+        data: dict[str, Any] = {
+            "read": self.read,
+            "valid": self.read - self.invalid,
+            "invalid": self.invalid,
+            "duplicates": self.duplicates,
+            "journaled": self.added,
+            "sent": flush.delivered if flush else 0,
+            "rejected": flush.rejected if flush else 0,
+            "unattributed": flush.unattributed if flush else 0,
+            "sent_unconfirmed": flush.sent_unconfirmed if flush else 0,
+            "recovered": flush.recovered if flush else 0,
+            "queued": self.queued,
+        }
+        if flush is not None:
+            data["flush"] = flush.record()
+        if self.flush_busy:
+            data["flush_busy"] = self.flush_busy
+        return data

@@ -1,0 +1,167 @@
+"""`Delivery`: one profile's journal and client, and what they do together."""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import IO, TYPE_CHECKING, Any
+
+from matokit.delivery import flush as flushing
+from matokit.delivery import importer, send
+from matokit.delivery.matomo import ClientFactory, TrackingClient
+from matokit.delivery.outcomes import (
+    FlushOptions,
+    FlushResult,
+    ImportResult,
+    Progress,
+    TrackOutcome,
+)
+from matokit.hits import Hit
+from matokit.journal import Journal, JournalStats
+
+if TYPE_CHECKING:
+    from matokit.config import Settings
+
+
+class Delivery:
+    """Send-or-journal, import and flush for one profile's journal and client."""
+
+    def __init__(
+        self,
+        *,
+        journal_path: Path,
+        client_factory: ClientFactory,
+        has_token: bool,
+        dedup_window: float = 7 * 86400.0,
+        clock: Callable[[], float] = time.time,
+        rng: Callable[[], float] = random.random,
+    ) -> None:
+        self.journal_path = Path(journal_path)
+        self._client_factory = client_factory
+        self._client: TrackingClient | None = None
+        self.has_token = has_token
+        self.dedup_window = dedup_window
+        self.clock = clock
+        self.rng = rng
+        self._journal: Journal | None = None
+
+    @classmethod
+    def for_settings(cls, settings: Settings, **kwargs: Any) -> Delivery:
+        """The delivery service of a profile (its journal, URL, token and timeouts)."""
+
+        def factory() -> TrackingClient:
+            from matokit.connect import client_for
+
+            return client_for(settings, need_token=False)
+
+        return cls(
+            journal_path=settings.journal_path,
+            client_factory=factory,
+            has_token=settings.has_token(),
+            dedup_window=float(settings.dedup_window),
+            **kwargs,
+        )
+
+    def __enter__(self) -> Delivery:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Close the journal and the client, if they were opened."""
+        if self._journal is not None:
+            self._journal.close()
+            self._journal = None
+        client, self._client = self._client, None
+        close = getattr(client, "close", None)
+        if callable(close):
+            close()
+
+    @property
+    def journal(self) -> Journal:
+        """The profile's journal, opened (and created) on first use."""
+        if self._journal is None:
+            self._journal = Journal(
+                self.journal_path, clock=self.clock, dedup_window=self.dedup_window
+            )
+        return self._journal
+
+    def client(self) -> TrackingClient:
+        """The Matomo client, built on first use (ConfigError without a URL)."""
+        if self._client is None:
+            self._client = self._client_factory()
+        return self._client
+
+    def stats(self) -> JournalStats | None:
+        """The journal's stats, or None when there is no journal yet (nothing is created)."""
+        if self._journal is None and not self.journal_path.exists():
+            return None
+        return self.journal.stats(now=self.clock())
+
+    # -- track --
+
+    def queue(self, hit: Hit, *, key: str | None = None) -> TrackOutcome:
+        """Only journal `hit` (`track --queue`): queued, or duplicate when its key is known."""
+        return send.queue_hit(self, hit, key=key)
+
+    def send(self, hit: Hit, *, key: str | None = None) -> TrackOutcome:
+        """Send `hit` now as a bulk of one; journal it when it cannot be delivered now.
+
+        Rejected by Matomo: not journaled (re-sending cannot help). Refused token or a
+        retryable failure: journaled, with the error in the outcome.
+        """
+        return send.send_hit(self, hit, key=key)
+
+    # -- import --
+
+    def import_lines(
+        self,
+        source: IO[bytes],
+        *,
+        site_id: int | None,
+        strict: bool = False,
+        on_invalid: Callable[[int, str], None] = lambda n, m: None,
+        on_progress: Progress | None = None,
+    ) -> ImportResult:
+        """Validate JSON Lines from `source` and journal the valid hits, streaming.
+
+        Each chunk of hits is committed before the next is read. With `strict`, every line is
+        validated first and nothing is journaled if any is invalid (DataError).
+        """
+        return importer.import_lines(
+            self,
+            source,
+            site_id=site_id,
+            strict=strict,
+            on_invalid=on_invalid,
+            on_progress=on_progress,
+        )
+
+    # -- flush --
+
+    def flush_locked(
+        self,
+        options: FlushOptions,
+        *,
+        wait: bool = False,
+        on_start: Callable[[int], None] | None = None,
+        on_progress: Progress | None = None,
+    ) -> FlushResult:
+        """`flush` under the profile's flush lock (FlushInProgressError if another holds it)."""
+        from matokit.locking import LOCK_NAME, flush_lock
+
+        with flush_lock(self.journal_path.parent / LOCK_NAME, wait=wait):
+            return self.flush(options, on_start=on_start, on_progress=on_progress)
+
+    def flush(
+        self,
+        options: FlushOptions,
+        *,
+        on_start: Callable[[int], None] | None = None,
+        on_progress: Progress | None = None,
+    ) -> FlushResult:
+        """Deliver due hits (all with `include_not_due`); the caller holds the flush lock."""
+        return flushing.flush(self, options, on_start=on_start, on_progress=on_progress)
