@@ -5,17 +5,41 @@ _matokit_complete() {
         w="${COMP_WORDS[i]}"
         [[ "$w" == -* ]] && continue
         case "${path:+$path }$w" in
-            "completions"|"config"|"config init"|"config profiles"|"config show"|"describe") path="${path:+$path }$w" ;;
+            "api"|"cache"|"cache clear"|"cache stats"|"completions"|"config"|"config init"|"config profiles"|"config show"|"describe"|"health"|"health serve"|"queue"|"queue export"|"queue flush"|"queue list"|"queue purge"|"queue retry-dead"|"queue retry-unattributed"|"queue status"|"report"|"report list"|"report show"|"report summary"|"track"|"track event"|"track goal"|"track import"|"track order"|"track pageview") path="${path:+$path }$w" ;;
         esac
     done
     case "$path" in
-        "") words="completions config describe --profile --url --site --token-file --config --timeout --log-format --verbose -v --quiet -q --debug --version" ;;
+        "") words="api cache completions config describe health queue report track --profile --url --site --token-file --config --timeout --log-format --verbose -v --quiet -q --debug --version" ;;
+        "api") words="--format" ;;
+        "cache") words="clear stats" ;;
+        "cache clear") words="--expired" ;;
+        "cache stats") words="--format -f" ;;
         "completions") words="" ;;
         "config") words="init profiles show" ;;
         "config init") words="--url --site --timeout --rate-limit --token-stdin --allow-insecure-http --no-allow-insecure-http" ;;
         "config profiles") words="--format" ;;
         "config show") words="--format" ;;
         "describe") words="--format" ;;
+        "health") words="serve --check --format --output --warn-latency --crit-latency --warn-queue-age --crit-queue-age --warn-queue-depth --crit-queue-depth --max-time" ;;
+        "health serve") words="--listen --interval --allow-remote --check --warn-latency --crit-latency --warn-queue-age --crit-queue-age --warn-queue-depth --crit-queue-depth --max-time" ;;
+        "queue") words="export flush list purge retry-dead retry-unattributed status" ;;
+        "queue export") words="--dead --unattributed" ;;
+        "queue flush") words="--batch-size --max-time --max-events --all --wait --format" ;;
+        "queue list") words="--dead --unattributed --limit --format" ;;
+        "queue purge") words="--dead --unattributed --older-than --format" ;;
+        "queue retry-dead") words="--all --format" ;;
+        "queue retry-unattributed") words="--all --format" ;;
+        "queue status") words="--format" ;;
+        "report") words="list show summary" ;;
+        "report list") words="--all --site --format -f --no-cache" ;;
+        "report show") words="--period -p --date -d --segment --limit -n --columns -c --site --format -f --chart --no-cache --refresh" ;;
+        "report summary") words="--period -p --date -d --segment --limit -n --site --format -f --no-cache --refresh" ;;
+        "track") words="event goal import order pageview" ;;
+        "track event") words="--category --action --name --value --site --visitor-id --user-id --at --dimension --param --idempotency-key --queue --dry-run --format" ;;
+        "track goal") words="--goal --revenue --site --visitor-id --user-id --at --dimension --param --idempotency-key --queue --dry-run --format" ;;
+        "track import") words="--batch-size --strict --site --queue --format" ;;
+        "track order") words="--order-id --revenue --item --site --visitor-id --user-id --at --dimension --param --idempotency-key --queue --dry-run --format" ;;
+        "track pageview") words="--url --title --site --visitor-id --user-id --at --dimension --param --idempotency-key --queue --dry-run --format" ;;
     esac
     COMPREPLY=( $(compgen -W "$words" -- "$cur") )
 }

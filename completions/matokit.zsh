@@ -7,17 +7,41 @@ _matokit() {
         w="${words[i]}"
         [[ "$w" == -* ]] && continue
         case "${path:+$path }$w" in
-            "completions"|"config"|"config init"|"config profiles"|"config show"|"describe") path="${path:+$path }$w" ;;
+            "api"|"cache"|"cache clear"|"cache stats"|"completions"|"config"|"config init"|"config profiles"|"config show"|"describe"|"health"|"health serve"|"queue"|"queue export"|"queue flush"|"queue list"|"queue purge"|"queue retry-dead"|"queue retry-unattributed"|"queue status"|"report"|"report list"|"report show"|"report summary"|"track"|"track event"|"track goal"|"track import"|"track order"|"track pageview") path="${path:+$path }$w" ;;
         esac
     done
     case "$path" in
-        "") choices=(completions config describe --profile --url --site --token-file --config --timeout --log-format --verbose -v --quiet -q --debug --version) ;;
+        "") choices=(api cache completions config describe health queue report track --profile --url --site --token-file --config --timeout --log-format --verbose -v --quiet -q --debug --version) ;;
+        "api") choices=(--format) ;;
+        "cache") choices=(clear stats) ;;
+        "cache clear") choices=(--expired) ;;
+        "cache stats") choices=(--format -f) ;;
         "completions") choices=() ;;
         "config") choices=(init profiles show) ;;
         "config init") choices=(--url --site --timeout --rate-limit --token-stdin --allow-insecure-http --no-allow-insecure-http) ;;
         "config profiles") choices=(--format) ;;
         "config show") choices=(--format) ;;
         "describe") choices=(--format) ;;
+        "health") choices=(serve --check --format --output --warn-latency --crit-latency --warn-queue-age --crit-queue-age --warn-queue-depth --crit-queue-depth --max-time) ;;
+        "health serve") choices=(--listen --interval --allow-remote --check --warn-latency --crit-latency --warn-queue-age --crit-queue-age --warn-queue-depth --crit-queue-depth --max-time) ;;
+        "queue") choices=(export flush list purge retry-dead retry-unattributed status) ;;
+        "queue export") choices=(--dead --unattributed) ;;
+        "queue flush") choices=(--batch-size --max-time --max-events --all --wait --format) ;;
+        "queue list") choices=(--dead --unattributed --limit --format) ;;
+        "queue purge") choices=(--dead --unattributed --older-than --format) ;;
+        "queue retry-dead") choices=(--all --format) ;;
+        "queue retry-unattributed") choices=(--all --format) ;;
+        "queue status") choices=(--format) ;;
+        "report") choices=(list show summary) ;;
+        "report list") choices=(--all --site --format -f --no-cache) ;;
+        "report show") choices=(--period -p --date -d --segment --limit -n --columns -c --site --format -f --chart --no-cache --refresh) ;;
+        "report summary") choices=(--period -p --date -d --segment --limit -n --site --format -f --no-cache --refresh) ;;
+        "track") choices=(event goal import order pageview) ;;
+        "track event") choices=(--category --action --name --value --site --visitor-id --user-id --at --dimension --param --idempotency-key --queue --dry-run --format) ;;
+        "track goal") choices=(--goal --revenue --site --visitor-id --user-id --at --dimension --param --idempotency-key --queue --dry-run --format) ;;
+        "track import") choices=(--batch-size --strict --site --queue --format) ;;
+        "track order") choices=(--order-id --revenue --item --site --visitor-id --user-id --at --dimension --param --idempotency-key --queue --dry-run --format) ;;
+        "track pageview") choices=(--url --title --site --visitor-id --user-id --at --dimension --param --idempotency-key --queue --dry-run --format) ;;
     esac
     compadd -a choices
 }

@@ -393,11 +393,15 @@ def queue_result(name: str, stats: JournalStats, limits: Thresholds, *, now: flo
     if crit or warn:
         status = Status.CRITICAL if crit else Status.WARNING
         summary = line("; ".join(crit + warn) + f" ({facts})")
-        hint = (
-            "Fix the token, then run `matokit queue flush`."
-            if any("token" in c for c in crit)
-            else "Run `matokit queue status` and `matokit queue flush`; see `queue list --dead`."
-        )
+        if any("token" in c for c in crit):
+            hint = "Fix the token, then run `matokit queue flush`."
+        else:
+            hint = "Run `matokit queue status` and `matokit queue flush`; see `queue list --dead`."
+            if unattributed:
+                hint += (
+                    " Look the unattributed hits up in Matomo (`queue list --unattributed`),"
+                    " then `queue purge --unattributed`."
+                )
         return CheckResult(name, status, summary, metrics=metrics, hint=hint)
     return CheckResult(name, Status.OK, facts, metrics=metrics)
 

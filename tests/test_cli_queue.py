@@ -241,3 +241,152 @@ def test_flush_against_a_url_without_tracker_exits_78_and_keeps_the_hits(
     assert result.code == 78, result
     assert "tracker" in result.stderr
     assert [e.state for e in entries(path)] == [EntryState.PENDING] * 2
+
+
+# --- unattributed hits: list, purge, retry --------------------------------------------------------
+
+IMPORT = "".join(
+    json.dumps(record) + "\n"
+    for record in (
+        {"type": "event", "category": "c", "action": "a0", "id": "u0"},
+        {"type": "goal", "goal": 99, "id": "bad"},  # no such goal: Matomo counts it invalid
+        {"type": "event", "category": "c", "action": "a1", "id": "u1"},
+    )
+)
+
+
+def set_aside_unattributed(capsys: pytest.CaptureFixture[str], monkeypatch, path: Path) -> int:
+    """Import three hits and flush them with an admin token: Matomo counts one of the bulk
+    invalid without saying which, so the flush sets hits aside as unattributed; how many."""
+    from tests.fakematomo import ADMIN_TOKEN
+
+    monkeypatch.setenv("MATOMO_TOKEN", ADMIN_TOKEN)
+    assert invoke(capsys, "track", "import", "-", "--queue", stdin=IMPORT).code == 0
+    flushed = json.loads(invoke(capsys, "queue", "flush", "--format", "json").stdout)
+    assert flushed["unattributed"] >= 2, flushed
+    assert len(entries(path, EntryState.UNATTRIBUTED)) == flushed["unattributed"]
+    return int(flushed["unattributed"])
+
+
+def test_unattributed_hits_are_listed_and_exported_on_their_own(
+    capsys: pytest.CaptureFixture[str], env: FakeMatomo, monkeypatch, path: Path
+) -> None:
+    count = set_aside_unattributed(capsys, monkeypatch, path)
+    queue_events(capsys, 1)  # one pending hit, which --unattributed leaves out
+    listed = invoke(capsys, "queue", "list", "--unattributed", "--format", "json")
+    assert listed.code == 0, listed
+    views = json.loads(listed.stdout)
+    assert len(views) == count
+    assert {v["state"] for v in views} == {"unattributed"} and all(v["reason"] for v in views)
+    both = json.loads(
+        invoke(capsys, "queue", "list", "--dead", "--unattributed", "--format", "json").stdout
+    )
+    assert both == views  # no dead letters
+    table = invoke(capsys, "queue", "list", "--unattributed")
+    assert table.stdout.count("unattributed") == count
+    exported = invoke(capsys, "queue", "export", "--unattributed").stdout.splitlines()
+    assert [json.loads(line)["id"] for line in exported] == [v["id"] for v in views]
+    status = json.loads(invoke(capsys, "queue", "status", "--format", "json").stdout)
+    assert any("queue purge --unattributed" in w for w in status["warnings"])
+
+
+def test_list_unattributed_when_there_are_none(
+    capsys: pytest.CaptureFixture[str], env: FakeMatomo, path: Path
+) -> None:
+    result = invoke(capsys, "queue", "list", "--unattributed")
+    assert result.code == 0, result
+    assert "no unattributed hits" in result.stderr
+    assert not path.exists()
+    queue_events(capsys, 1)
+    assert (
+        json.loads(invoke(capsys, "queue", "list", "--unattributed", "--format", "json").stdout)
+        == []
+    )
+
+
+def test_purge_unattributed_clears_the_health_warning_and_keeps_the_keys(
+    capsys: pytest.CaptureFixture[str], env: FakeMatomo, monkeypatch, path: Path
+) -> None:
+    count = set_aside_unattributed(capsys, monkeypatch, path)
+    health = invoke(capsys, "health", "--check", "queue", "--format", "json")
+    assert health.code == 1, health  # WARNING
+    assert "queue purge --unattributed" in json.loads(health.stdout)["checks"][0]["hint"]
+
+    kept = invoke(capsys, "queue", "purge", "--unattributed", "--older-than", "30d")
+    assert kept.code == 0, kept
+    assert "0 unattributed hit(s) purged" in kept.stderr
+    purged = invoke(capsys, "queue", "purge", "--unattributed", "--format", "json")
+    assert purged.code == 0, purged
+    assert json.loads(purged.stdout) == {"purged": count, "unattributed": count}
+    assert entries(path, EntryState.UNATTRIBUTED) == []
+
+    health = invoke(capsys, "health", "--check", "queue", "--format", "json")
+    assert health.code == 0, health
+    assert json.loads(health.stdout)["checks"][0]["status"] == "OK"
+    assert (
+        json.loads(invoke(capsys, "queue", "status", "--format", "json").stdout)["warnings"] == []
+    )
+    # Matomo may hold the purged hits: importing them again sends none of them.
+    sent = len(env.hits)
+    again = invoke(capsys, "track", "import", "-", stdin=IMPORT)
+    assert again.code == 0, again
+    assert len(env.hits) == sent
+
+
+def test_purge_dead_and_unattributed_together_reports_each(
+    capsys: pytest.CaptureFixture[str], env: FakeMatomo, path: Path
+) -> None:
+    queue_events(capsys, 3)
+    with Journal(path) as journal:
+        dead, unattributed, _ = journal.claim("test", limit=3, lease_seconds=60)
+        journal.kill([(dead.id, "rejected")])
+        journal.mark_unattributed([unattributed.id], reason="batch_invalid")
+    result = invoke(capsys, "queue", "purge", "--dead", "--unattributed", "--format", "json")
+    assert result.code == 0, result
+    assert json.loads(result.stdout) == {"purged": 2, "dead": 1, "unattributed": 1}
+    assert [e.state for e in entries(path)] == [EntryState.INFLIGHT]
+    text = invoke(capsys, "queue", "purge", "--dead", "--unattributed")
+    assert "0 dead letter(s) purged" in text.stderr
+    assert "0 unattributed hit(s) purged" in text.stderr
+
+
+def test_purge_dead_json_keeps_its_total(
+    capsys: pytest.CaptureFixture[str], env: FakeMatomo
+) -> None:
+    result = invoke(capsys, "queue", "purge", "--dead", "--format", "json")
+    assert result.code == 0, result
+    assert json.loads(result.stdout)["purged"] == 0
+
+
+def test_purge_unattributed_usage_errors(
+    capsys: pytest.CaptureFixture[str], env: FakeMatomo, path: Path
+) -> None:
+    bare = invoke(capsys, "queue", "purge", "--older-than", "30d")
+    assert bare.code == 2, bare
+    assert "--unattributed" in bare.stderr
+    assert invoke(capsys, "queue", "purge", "--unattributed", "--older-than", "soon").code == 2
+    assert invoke(capsys, "queue", "purge", "--unattributed", "--format", "xml").code == 2
+    assert not path.exists()
+
+
+def test_retry_unattributed_says_it_may_double_count(
+    capsys: pytest.CaptureFixture[str], env: FakeMatomo, monkeypatch, path: Path
+) -> None:
+    count = set_aside_unattributed(capsys, monkeypatch, path)
+    assert invoke(capsys, "queue", "retry-unattributed").code == 2
+    first = entries(path, EntryState.UNATTRIBUTED)[0]
+    both = invoke(capsys, "queue", "retry-unattributed", first.id, "--all")
+    assert both.code == 2, both
+    one = invoke(capsys, "queue", "retry-unattributed", first.id, "--format", "json")
+    assert one.code == 0, one
+    assert json.loads(one.stdout) == {"retried": 1}
+    assert "counted twice" in one.stderr
+    assert [e.state for e in entries(path) if e.id == first.id] == [EntryState.PENDING]
+    rest = invoke(capsys, "queue", "retry-unattributed", "--all")
+    assert rest.code == 0, rest
+    assert f"{count - 1} unattributed hit(s) made due again" in rest.stderr
+    assert "counted twice" in rest.stderr
+    assert entries(path, EntryState.UNATTRIBUTED) == []
+    none = invoke(capsys, "queue", "retry-unattributed", "--all")
+    assert "0 unattributed hit(s) made due again" in none.stderr
+    assert "counted twice" not in none.stderr

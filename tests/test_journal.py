@@ -880,3 +880,95 @@ def test_eight_writers_and_two_claimers_deliver_every_hit_exactly_once(tmp_path:
     with Journal(path) as journal:
         stats = journal.stats()
     assert (stats.total, stats.delivered_keys) == (0, 1600)
+
+
+# --- clearing unattributed hits --------------------------------------------------------------
+
+
+def set_aside(journal: Journal, *keys: str) -> list[str]:
+    """Claim the hits under `keys` and mark them unattributed, as a flush would; their ids."""
+    claimed = journal.claim("f", limit=len(keys), lease_seconds=60, now=T0 + 1e6)
+    assert sorted(e.key for e in claimed) == sorted(keys)
+    assert journal.mark_unattributed([e.id for e in claimed], reason="batch_invalid") == len(keys)
+    return [e.id for e in claimed]
+
+
+def test_purge_unattributed_all_or_older_than_the_hit_time(
+    journal: Journal, clock: FakeClock
+) -> None:
+    journal.enqueue([hit("old", at=T0 - 3 * 86400), hit("new", at=T0 - 60)])
+    set_aside(journal, "old", "new")
+    journal.enqueue([hit("live"), hit("dead")])
+    (dead,) = [e for e in journal.entries() if e.key == "dead"]
+    journal.kill([(dead.id, "rejected")])
+    clock.advance(7200)  # older_than counts from the hit's time, not from now or the enqueue
+    assert journal.purge_unattributed(older_than=86400) == 1
+    assert [e.key for e in journal.entries()] == ["new", "live", "dead"]
+    assert journal.purge_unattributed(older_than=3600, now=T0) == 0  # `now` moves the cutoff
+    assert journal.purge_unattributed() == 1
+    assert [e.key for e in journal.entries()] == ["live", "dead"]
+    assert journal.purge_unattributed() == 0
+
+
+def test_purged_unattributed_keys_stay_duplicates_for_the_dedup_window(
+    journal: Journal, clock: FakeClock
+) -> None:
+    journal.enqueue([hit("a"), hit("b")])
+    set_aside(journal, "a", "b")
+    assert journal.purge_unattributed() == 2
+    # Matomo may hold them: a re-run import must not send them again.
+    assert journal.enqueue([hit("a"), hit("b")]).duplicates == 2
+    assert journal.has_key("a")
+    stats = journal.stats()
+    assert (stats.total, stats.delivered_keys, stats.delivered_unconfirmed) == (0, 2, 0)
+    clock.advance(WINDOW + 1)
+    assert journal.enqueue_one(hit("a"))
+
+
+def test_purging_unattributed_clears_the_stats_and_leaves_dead_letters(journal: Journal) -> None:
+    journal.enqueue([hit("u"), hit("d")])
+    u, d = journal.claim("f", limit=2, lease_seconds=60)
+    journal.mark_unattributed([u.id], reason="batch_invalid")
+    journal.kill([(d.id, "rejected")])
+    assert journal.purge_unattributed() == 1
+    stats = journal.stats()
+    assert stats.counts[EntryState.UNATTRIBUTED] == 0
+    assert dict(stats.unattributed_by_reason) == {}
+    assert (stats.dead, dict(stats.dead_by_reason)) == (1, {"rejected": 1})
+    assert journal.purge_dead() == 1
+
+
+def test_retry_unattributed_by_id_and_all(journal: Journal, clock: FakeClock) -> None:
+    journal.enqueue([hit("a"), hit("b"), hit("c")])
+    ids = set_aside(journal, "a", "b", "c")
+    clock.advance(8 * 86400)  # beyond max_age since the enqueue: the retry restarts that clock
+    assert journal.retry_unattributed([ids[0]]) == 1
+    (entry,) = journal.entries(states=[EntryState.PENDING])
+    assert (entry.key, entry.attempts, entry.reason) == ("a", 0, None)
+    assert entry.next_attempt_at == entry.enqueued_at == T0 + 8 * 86400
+    assert journal.retry_unattributed([ids[0]]) == 0  # no longer unattributed
+    assert journal.retry_unattributed() == 2
+    assert journal.stats().counts[EntryState.UNATTRIBUTED] == 0
+    assert len(journal.claim("f", limit=10, lease_seconds=60)) == 3
+
+
+def test_retry_unattributed_keeps_a_lost_answer_flagged(journal: Journal) -> None:
+    journal.enqueue_one(hit("a"))
+    (a,) = journal.claim("f", limit=1, lease_seconds=60)
+    journal.reschedule([a.id], error="timeout", next_attempt_at=T0, sent_unconfirmed=True)
+    journal.claim("f", limit=1, lease_seconds=60)
+    journal.mark_unattributed([a.id], reason="batch_invalid")
+    assert journal.retry_unattributed() == 1
+    (entry,) = journal.entries()
+    assert (entry.state, entry.sent_unconfirmed) == (EntryState.SENT_UNCONFIRMED, 1)
+
+
+def test_retry_unattributed_touches_no_other_state(journal: Journal) -> None:
+    journal.enqueue([hit("d"), hit("p")])
+    (d,) = journal.claim("f", limit=1, lease_seconds=60)
+    journal.kill([(d.id, "rejected")])
+    assert journal.retry_unattributed() == 0
+    assert journal.retry_unattributed([e.id for e in journal.entries()]) == 0
+    assert [e.state for e in journal.entries()] == [EntryState.DEAD, EntryState.PENDING]
+    with pytest.raises(TypeError):
+        journal.retry_unattributed("01ABC")  # type: ignore[arg-type]

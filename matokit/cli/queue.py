@@ -1,4 +1,4 @@
-"""`matokit queue status|flush|list|retry-dead|purge|export`: the retry journal.
+"""`matokit queue status|flush|list|retry-dead|retry-unattributed|purge|export`: the journal.
 
 Read-only commands never create a journal: without one, `status` shows zeros and `list`/`export`
 print nothing. Only typer and the standard library at module level.
@@ -12,17 +12,25 @@ from typing import TYPE_CHECKING, Any
 import typer
 
 from matokit.cli import state
+from matokit.cli.queue_view import (
+    empty_status,
+    entry_row,
+    entry_view,
+    flush_output,
+    nothing_text,
+    print_status,
+    status_view,
+)
 
 if TYPE_CHECKING:
     from matokit.config import Settings
     from matokit.delivery import FlushResult
-    from matokit.journal import Entry, JournalStats
+    from matokit.journal import Entry
 
 app = typer.Typer(help="Inspect, flush and repair the retry journal.", no_args_is_help=True)
 
 FORMATS = ("text", "json")
 FORMAT = typer.Option("text", "--format", help="Output: text or json.")
-STATES = ("pending", "inflight", "sent_unconfirmed", "unattributed", "dead")
 
 
 def _check_format(value: str) -> str:
@@ -63,121 +71,16 @@ def status(ctx: typer.Context, fmt: str = FORMAT) -> None:
     journal = _journal(settings)
     now = time.time()
     if journal is None:
-        view = _empty_status(settings)
+        view = empty_status(settings)
     else:
         with journal:
-            view = _status_view(journal.stats(now=now))
+            view = status_view(journal.stats(now=now))
     if fmt == "json":
         from matokit.cli.output import emit_json
 
         emit_json(view)
         return
-    _print_status(view, now)
-
-
-def _empty_status(settings: Settings) -> dict[str, Any]:
-    return {
-        "journal": str(settings.journal_path),
-        "exists": False,
-        "counts": dict.fromkeys(STATES, 0),
-        "queued": 0,
-        "due": 0,
-        "oldest_created_at": None,
-        "oldest_age": None,
-        "next_attempt_at": None,
-        "sent_unconfirmed_total": 0,
-        "delivered_unconfirmed": 0,
-        "unattributed_by_reason": {},
-        "dead_by_reason": {},
-        "delivered_keys": 0,
-        "file_size": 0,
-        "last_flush": None,
-        "warnings": [],
-    }
-
-
-def _status_view(stats: JournalStats) -> dict[str, Any]:
-    counts = {str(k): v for k, v in stats.counts.items()}
-    warnings: list[str] = []
-    if counts.get("sent_unconfirmed"):
-        warnings.append(
-            f"{counts['sent_unconfirmed']} queued hit(s) were sent without an answer: Matomo may "
-            "already hold them, so their delivery may count them twice"
-        )
-    if counts.get("unattributed"):
-        warnings.append(
-            f"{counts['unattributed']} hit(s) are unattributed: Matomo refused part of their "
-            "batch without saying which; they are not re-sent (see `queue list`)"
-        )
-    if stats.dead:
-        warnings.append(f"{stats.dead} dead letter(s): see `matokit queue list --dead`")
-    if stats.delivered_unconfirmed:
-        warnings.append(
-            f"{stats.delivered_unconfirmed} delivered hit(s) had an earlier send without an "
-            "answer: each may have been counted twice"
-        )
-    last = stats.last_flush
-    if last and last.get("auth_failed"):
-        warnings.append("the last flush stopped: Matomo rejected the token")
-    return {
-        "journal": str(stats.path),
-        "exists": True,
-        "counts": counts,
-        "queued": stats.queued,
-        "due": stats.due,
-        "oldest_created_at": stats.oldest_created_at,
-        "oldest_age": stats.oldest_age,
-        "next_attempt_at": stats.next_attempt_at,
-        "sent_unconfirmed_total": stats.sent_unconfirmed_total,
-        "delivered_unconfirmed": stats.delivered_unconfirmed,
-        "unattributed_by_reason": dict(stats.unattributed_by_reason),
-        "dead_by_reason": dict(stats.dead_by_reason),
-        "delivered_keys": stats.delivered_keys,
-        "file_size": stats.file_size,
-        "last_flush": dict(last) if last else None,
-        "warnings": warnings,
-    }
-
-
-def _print_status(view: dict[str, Any], now: float) -> None:
-    from matokit.cli.output import emit_table, say
-    from matokit.durations import format_duration
-
-    rows: list[dict[str, Any]] = [{"item": k, "value": v} for k, v in view["counts"].items()]
-    rows.append({"item": "due now", "value": view["due"]})
-    age = view["oldest_age"]
-    rows.append({"item": "oldest queued", "value": "-" if age is None else format_duration(age)})
-    rows.append({"item": "next attempt", "value": _when(view["next_attempt_at"], now)})
-    last = view["last_flush"]
-    if last:
-        when = format_duration(now - float(last.get("recorded_at", now))) + " ago"
-        rows.append({"item": "last flush", "value": f"{when}: {last.get('outcome', '?')}"})
-    else:
-        rows.append({"item": "last flush", "value": "never"})
-    rows.append({"item": "journal size", "value": _size(view["file_size"])})
-    rows.append({"item": "journal", "value": view["journal"]})
-    emit_table(rows, ["item", "value"], headers={"item": "journal", "value": "now"})
-    for warning in view["warnings"]:
-        say(f"matokit: warning: {warning}")
-
-
-def _when(moment: float | None, now: float) -> str:
-    from matokit.durations import format_duration
-
-    if moment is None:
-        return "-"
-    if moment <= now:
-        return "now (due)"
-    return "in " + format_duration(moment - now)
-
-
-def _size(size: int) -> str:
-    value = float(size)
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if value < 1024 or unit == "GiB":
-            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
-        value /= 1024
-    return f"{size} B"
+    print_status(view, now)
 
 
 # --- flush ------------------------------------------------------------------------------------
@@ -220,7 +123,7 @@ def flush(
         max_age=float(settings.max_age),
     )
     if not settings.journal_path.exists():
-        _flush_output(None, fmt)
+        flush_output(None, fmt)
         return
     with Delivery.for_settings(settings) as delivery:
         before = delivery.stats()
@@ -235,7 +138,7 @@ def flush(
 
                 emit_json({"stopped_reason": "flush_running", "message": exc.message})
             raise typer.Exit(int(ExitCode.OK)) from None
-    _flush_output(result, fmt)
+    flush_output(result, fmt)
     raise typer.Exit(flush_exit_code(result))
 
 
@@ -256,39 +159,6 @@ def flush_exit_code(result: FlushResult) -> int:
     return int(ExitCode.OK)
 
 
-def _flush_output(result: FlushResult | None, fmt: str) -> None:
-    from matokit.cli.output import emit_json, say
-
-    if result is None:
-        if fmt == "json":
-            emit_json({"stopped_reason": "nothing_due", "delivered": 0, "remaining_queued": 0})
-        else:
-            say("matokit: the journal is empty: nothing to flush.")
-        return
-    if fmt == "json":
-        emit_json(result.record())
-    line = (
-        f"matokit: flush: {result.delivered} delivered in {result.requests} request(s)"
-        f", {result.rejected} rejected, {result.unattributed} unattributed"
-        f", {result.rescheduled} rescheduled, {result.dead} dead"
-        f"; {result.remaining_queued} queued ({result.remaining_due} due)."
-    )
-    if result.stopped_reason == "nothing_due" and not result.requests:
-        line = f"matokit: flush: nothing due ({result.remaining_queued} queued)."
-    say(line)
-    if result.recovered:
-        say(
-            f"matokit: recovered {result.recovered} hit(s) a stopped flusher had claimed; "
-            "they count as sent without an answer."
-        )
-    for warning in result.warnings:
-        say(f"matokit: warning: {warning}")
-    if result.stopped_early:
-        say(f"matokit: the flush stopped: {result.error or result.stopped_reason}")
-        if result.error_hint:
-            say(f"  hint: {result.error_hint}")
-
-
 # --- list / export ----------------------------------------------------------------------------
 
 
@@ -296,6 +166,9 @@ def _flush_output(result: FlushResult | None, fmt: str) -> None:
 def list_command(
     ctx: typer.Context,
     dead: bool = typer.Option(False, "--dead", help="List dead letters instead."),
+    unattributed: bool = typer.Option(
+        False, "--unattributed", help="List unattributed hits instead (with --dead: both)."
+    ),
     limit: int = typer.Option(50, "--limit", min=1, help="At most this many entries."),
     fmt: str = FORMAT,
 ) -> None:
@@ -308,17 +181,17 @@ def list_command(
     entries: list[Entry] = []
     if journal is not None:
         with journal:
-            entries = journal.entries(states=_states(dead), limit=limit)
+            entries = journal.entries(states=_states(dead, unattributed), limit=limit)
     now = time.time()
     if fmt == "json":
-        emit_json([_entry_view(e) for e in entries])
+        emit_json([entry_view(e) for e in entries])
         return
     if not entries:
         from matokit.cli.output import say
 
-        say("matokit: no dead letters." if dead else "matokit: nothing queued.")
+        say(f"matokit: {nothing_text(dead, unattributed)}.")
         return
-    rows = [_entry_row(e, now) for e in entries]
+    rows = [entry_row(e, now) for e in entries]
     emit_table(
         rows,
         ["id", "state", "site", "age", "attempts", "next", "detail"],
@@ -330,6 +203,9 @@ def list_command(
 def export(
     ctx: typer.Context,
     dead: bool = typer.Option(False, "--dead", help="Export dead letters instead."),
+    unattributed: bool = typer.Option(
+        False, "--unattributed", help="Export unattributed hits instead (with --dead: both)."
+    ),
 ) -> None:
     """Print journal entries as JSON Lines (token-free parameters), oldest first."""
     from matokit.cli.output import emit_ndjson
@@ -339,50 +215,26 @@ def export(
     if journal is None:
         return
     with journal:
-        emit_ndjson(_entry_view(e) for e in journal.iter_entries(states=_states(dead)))
+        states = _states(dead, unattributed)
+        emit_ndjson(entry_view(e) for e in journal.iter_entries(states=states))
 
 
-def _states(dead: bool) -> list[Any]:
+def _states(dead: bool, unattributed: bool) -> list[Any]:
+    """Dead and/or unattributed entries when asked for, else every entry that is not dead."""
     from matokit.journal import EntryState
 
-    if dead:
-        return [EntryState.DEAD]
-    return [s for s in EntryState if s is not EntryState.DEAD]
-
-
-def _entry_view(entry: Entry) -> dict[str, Any]:
-    params = {k: v for k, v in entry.params.items() if k != "token_auth"}
-    return {
-        "id": entry.id,
-        "key": entry.key,
-        "state": str(entry.state),
-        "params": params,
-        "created_at": entry.created_at,
-        "enqueued_at": entry.enqueued_at,
-        "attempts": entry.attempts,
-        "next_attempt_at": entry.next_attempt_at,
-        "last_error": entry.last_error,
-        "reason": entry.reason,
-        "sent_unconfirmed": entry.sent_unconfirmed,
-    }
-
-
-def _entry_row(entry: Entry, now: float) -> dict[str, Any]:
-    from matokit.durations import format_duration
-
-    detail = entry.reason or entry.last_error or ""
-    return {
-        "id": entry.id,
-        "state": str(entry.state),
-        "site": entry.params.get("idsite", ""),
-        "age": format_duration(now - entry.created_at),
-        "attempts": entry.attempts,
-        "next": _when(entry.next_attempt_at, now) if entry.state != "dead" else "-",
-        "detail": detail if len(detail) <= 80 else detail[:79] + "\u2026",
-    }
+    chosen = [EntryState.DEAD] if dead else []
+    if unattributed:
+        chosen.append(EntryState.UNATTRIBUTED)
+    return chosen or [s for s in EntryState if s is not EntryState.DEAD]
 
 
 # --- repair ------------------------------------------------------------------------------------
+
+DOUBLE_COUNT_WARNING = (
+    "Matomo counted part of the batch these hits came in and may already hold some of them: "
+    "each one it holds is counted twice once sent again"
+)
 
 
 @app.command("retry-dead")
@@ -393,48 +245,91 @@ def retry_dead(
     fmt: str = FORMAT,
 ) -> None:
     """Make dead letters due again (attempts reset): after fixing what killed them."""
+    _retry(ctx, ids, retry_all=retry_all, fmt=fmt, unattributed=False)
+
+
+@app.command("retry-unattributed")
+def retry_unattributed(
+    ctx: typer.Context,
+    ids: list[str] | None = typer.Argument(
+        None, metavar="[ID]...", help="Unattributed hits to send again."
+    ),
+    retry_all: bool = typer.Option(False, "--all", help="Retry every unattributed hit."),
+    fmt: str = FORMAT,
+) -> None:
+    """Send unattributed hits again, once Matomo shows them missing: any it holds counts twice."""
+    _retry(ctx, ids, retry_all=retry_all, fmt=fmt, unattributed=True)
+
+
+def _retry(
+    ctx: typer.Context, ids: list[str] | None, *, retry_all: bool, fmt: str, unattributed: bool
+) -> None:
     from matokit.cli.output import emit_json, say
 
+    what = "unattributed hit" if unattributed else "dead letter"
     _check_format(fmt)
     if retry_all == bool(ids):
-        raise typer.BadParameter("give dead letter ids, or --all (not both)", param_hint="ID")
+        raise typer.BadParameter(f"give {what} ids, or --all (not both)", param_hint="ID")
     settings = state(ctx).settings()
     journal = _journal(settings)
     count = 0
     if journal is not None:
         with journal:
-            count = journal.retry_dead(None if retry_all else list(ids or []))
+            chosen = None if retry_all else list(ids or [])
+            count = (
+                journal.retry_unattributed(chosen) if unattributed else journal.retry_dead(chosen)
+            )
+    if unattributed and count:
+        say(f"matokit: warning: {DOUBLE_COUNT_WARNING}.")
     if fmt == "json":
         emit_json({"retried": count})
     else:
-        say(f"matokit: {count} dead letter(s) made due again; `matokit queue flush` sends them.")
+        say(f"matokit: {count} {what}(s) made due again; `matokit queue flush` sends them.")
 
 
 @app.command("purge")
 def purge(
     ctx: typer.Context,
-    dead: bool = typer.Option(False, "--dead", help="Delete dead letters (required)."),
+    dead: bool = typer.Option(False, "--dead", help="Delete dead letters."),
+    unattributed: bool = typer.Option(
+        False,
+        "--unattributed",
+        help="Delete unattributed hits; their keys stay remembered for the dedup window.",
+    ),
     older_than: str | None = typer.Option(
-        None, "--older-than", help="Only dead letters whose hit is older than this (e.g. 30d)."
+        None, "--older-than", help="Only hits older than this (their hit time; e.g. 30d)."
     ),
     fmt: str = FORMAT,
 ) -> None:
-    """Delete dead letters for good (queued hits are never purged)."""
+    """Delete dead letters and/or unattributed hits for good (queued hits are never purged)."""
     from matokit.cli.output import emit_json, say
 
     _check_format(fmt)
-    if not dead:
+    if not (dead or unattributed):
         raise typer.BadParameter(
-            "only dead letters can be purged: pass --dead", param_hint="--dead"
+            "only dead letters and unattributed hits can be purged: pass --dead, "
+            "--unattributed or both",
+            param_hint="--dead/--unattributed",
         )
     age = _duration(older_than, "--older-than")
     settings = state(ctx).settings()
     journal = _journal(settings)
-    count = 0
+    counts = {"dead": 0} if dead else {}
+    if unattributed:
+        counts["unattributed"] = 0
     if journal is not None:
         with journal:
-            count = journal.purge_dead(older_than=age)
+            if dead:
+                counts["dead"] = journal.purge_dead(older_than=age)
+            if unattributed:
+                counts["unattributed"] = journal.purge_unattributed(older_than=age)
     if fmt == "json":
-        emit_json({"purged": count})
-    else:
-        say(f"matokit: {count} dead letter(s) purged.")
+        emit_json({"purged": sum(counts.values()), **counts})
+        return
+    if dead:
+        say(f"matokit: {counts['dead']} dead letter(s) purged.")
+    if unattributed:
+        say(
+            f"matokit: {counts['unattributed']} unattributed hit(s) purged; Matomo may hold "
+            "them, so their keys stay remembered for the dedup window (a re-run import skips them)."
+        )

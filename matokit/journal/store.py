@@ -198,6 +198,48 @@ class Journal(JournalConnection):
         sql = "DELETE FROM entries WHERE state = 'dead' AND created_at < ?"
         return self._write(lambda conn: conn.execute(sql, (cutoff,)).rowcount)
 
+    def retry_unattributed(self, ids: Sequence[str] | None = None) -> int:
+        """Make unattributed hits due again; None means every unattributed hit.
+
+        For an operator who checked in Matomo that these hits are missing: Matomo may have
+        stored some of them, and each one it did is counted twice. Attempts are reset and the
+        max_age clock restarts (as if enqueued now), so a hit set aside long ago is sent rather
+        than expired at once. A hit once sent without an answer stays sent_unconfirmed.
+        """
+        sql = f"""UPDATE entries SET state = {REQUEUED_STATE}, attempts = 0,
+                next_attempt_at = :now, enqueued_at = :now, reason = NULL
+            WHERE state = 'unattributed'"""
+        now = self._clock()
+        if ids is None:
+            return self._write(lambda conn: conn.execute(sql, {"now": now}).rowcount)
+        rows = [{"now": now, "id": entry_id} for (entry_id,) in id_list(ids)]
+        return self._update(sql + " AND id = :id", rows)
+
+    def purge_unattributed(
+        self, *, older_than: float | None = None, now: float | None = None
+    ) -> int:
+        """Delete unattributed hits; with `older_than` (seconds), only hits older than that.
+
+        Matomo may have stored them, so their keys are remembered like delivered ones for the
+        dedup window: re-running the import that held them does not send them again.
+        """
+        where = "state = 'unattributed'"
+        args: dict[str, float] = {}
+        if older_than is not None:
+            where += " AND created_at < :cutoff"
+            args["cutoff"] = self._now(now) - older_than
+
+        def run(conn: sqlite3.Connection) -> int:
+            conn.execute(
+                f"""INSERT INTO delivered (key, delivered_at, sent_unconfirmed)
+                    SELECT key, :delivered, 0 FROM entries WHERE {where}
+                    ON CONFLICT (key) DO UPDATE SET delivered_at = excluded.delivered_at""",
+                {**args, "delivered": self._clock()},
+            )
+            return conn.execute(f"DELETE FROM entries WHERE {where}", args).rowcount
+
+        return self._write(run)
+
     # -- reading --
 
     def entries(

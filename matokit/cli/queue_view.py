@@ -1,0 +1,204 @@
+"""What the `queue` commands show: status views, flush summaries and entry rows (text or JSON).
+
+Pure functions over journal records; only the standard library at module level, so `queue
+status` starts fast.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from matokit.config import Settings
+    from matokit.delivery import FlushResult
+    from matokit.journal import Entry, JournalStats
+
+STATES = ("pending", "inflight", "sent_unconfirmed", "unattributed", "dead")
+
+
+def empty_status(settings: Settings) -> dict[str, Any]:
+    """The `queue status` view when the profile has no journal yet: all zeros."""
+    return {
+        "journal": str(settings.journal_path),
+        "exists": False,
+        "counts": dict.fromkeys(STATES, 0),
+        "queued": 0,
+        "due": 0,
+        "oldest_created_at": None,
+        "oldest_age": None,
+        "next_attempt_at": None,
+        "sent_unconfirmed_total": 0,
+        "delivered_unconfirmed": 0,
+        "unattributed_by_reason": {},
+        "dead_by_reason": {},
+        "delivered_keys": 0,
+        "file_size": 0,
+        "last_flush": None,
+        "warnings": [],
+    }
+
+
+def status_view(stats: JournalStats) -> dict[str, Any]:
+    """The `queue status` view (its JSON) of journal `stats`, with warnings for the operator."""
+    counts = {str(k): v for k, v in stats.counts.items()}
+    warnings: list[str] = []
+    if counts.get("sent_unconfirmed"):
+        warnings.append(
+            f"{counts['sent_unconfirmed']} queued hit(s) were sent without an answer: Matomo may "
+            "already hold them, so their delivery may count them twice"
+        )
+    if counts.get("unattributed"):
+        warnings.append(
+            f"{counts['unattributed']} hit(s) are unattributed: Matomo refused part of their "
+            "batch without saying which; they are not re-sent (see `queue list --unattributed`; "
+            "`queue purge --unattributed` clears them)"
+        )
+    if stats.dead:
+        warnings.append(f"{stats.dead} dead letter(s): see `matokit queue list --dead`")
+    if stats.delivered_unconfirmed:
+        warnings.append(
+            f"{stats.delivered_unconfirmed} delivered hit(s) had an earlier send without an "
+            "answer: each may have been counted twice"
+        )
+    last = stats.last_flush
+    if last and last.get("auth_failed"):
+        warnings.append("the last flush stopped: Matomo rejected the token")
+    return {
+        "journal": str(stats.path),
+        "exists": True,
+        "counts": counts,
+        "queued": stats.queued,
+        "due": stats.due,
+        "oldest_created_at": stats.oldest_created_at,
+        "oldest_age": stats.oldest_age,
+        "next_attempt_at": stats.next_attempt_at,
+        "sent_unconfirmed_total": stats.sent_unconfirmed_total,
+        "delivered_unconfirmed": stats.delivered_unconfirmed,
+        "unattributed_by_reason": dict(stats.unattributed_by_reason),
+        "dead_by_reason": dict(stats.dead_by_reason),
+        "delivered_keys": stats.delivered_keys,
+        "file_size": stats.file_size,
+        "last_flush": dict(last) if last else None,
+        "warnings": warnings,
+    }
+
+
+def print_status(view: dict[str, Any], now: float) -> None:
+    """Print a status view as a table on stdout and its warnings on stderr."""
+    from matokit.cli.output import emit_table, say
+    from matokit.durations import format_duration
+
+    rows: list[dict[str, Any]] = [{"item": k, "value": v} for k, v in view["counts"].items()]
+    rows.append({"item": "due now", "value": view["due"]})
+    age = view["oldest_age"]
+    rows.append({"item": "oldest queued", "value": "-" if age is None else format_duration(age)})
+    rows.append({"item": "next attempt", "value": when_text(view["next_attempt_at"], now)})
+    last = view["last_flush"]
+    if last:
+        when = format_duration(now - float(last.get("recorded_at", now))) + " ago"
+        rows.append({"item": "last flush", "value": f"{when}: {last.get('outcome', '?')}"})
+    else:
+        rows.append({"item": "last flush", "value": "never"})
+    rows.append({"item": "journal size", "value": size_text(view["file_size"])})
+    rows.append({"item": "journal", "value": view["journal"]})
+    emit_table(rows, ["item", "value"], headers={"item": "journal", "value": "now"})
+    for warning in view["warnings"]:
+        say(f"matokit: warning: {warning}")
+
+
+def when_text(moment: float | None, now: float) -> str:
+    """`moment` relative to `now`: "-", "now (due)" or "in 5m"."""
+    from matokit.durations import format_duration
+
+    if moment is None:
+        return "-"
+    if moment <= now:
+        return "now (due)"
+    return "in " + format_duration(moment - now)
+
+
+def size_text(size: int) -> str:
+    """A byte count for people: "512 B", "1.5 MiB"."""
+    value = float(size)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if value < 1024 or unit == "GiB":
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    return f"{size} B"
+
+
+def flush_output(result: FlushResult | None, fmt: str) -> None:
+    """Report a flush (None: there was no journal) as JSON on stdout and a summary on stderr."""
+    from matokit.cli.output import emit_json, say
+
+    if result is None:
+        if fmt == "json":
+            emit_json({"stopped_reason": "nothing_due", "delivered": 0, "remaining_queued": 0})
+        else:
+            say("matokit: the journal is empty: nothing to flush.")
+        return
+    if fmt == "json":
+        emit_json(result.record())
+    line = (
+        f"matokit: flush: {result.delivered} delivered in {result.requests} request(s)"
+        f", {result.rejected} rejected, {result.unattributed} unattributed"
+        f", {result.rescheduled} rescheduled, {result.dead} dead"
+        f"; {result.remaining_queued} queued ({result.remaining_due} due)."
+    )
+    if result.stopped_reason == "nothing_due" and not result.requests:
+        line = f"matokit: flush: nothing due ({result.remaining_queued} queued)."
+    say(line)
+    if result.recovered:
+        say(
+            f"matokit: recovered {result.recovered} hit(s) a stopped flusher had claimed; "
+            "they count as sent without an answer."
+        )
+    for warning in result.warnings:
+        say(f"matokit: warning: {warning}")
+    if result.stopped_early:
+        say(f"matokit: the flush stopped: {result.error or result.stopped_reason}")
+        if result.error_hint:
+            say(f"  hint: {result.error_hint}")
+
+
+def nothing_text(dead: bool, unattributed: bool) -> str:
+    """What `queue list` says when it found no entries of the kinds asked for."""
+    if dead and unattributed:
+        return "no dead letters or unattributed hits"
+    if unattributed:
+        return "no unattributed hits"
+    return "no dead letters" if dead else "nothing queued"
+
+
+def entry_view(entry: Entry) -> dict[str, Any]:
+    """An entry as JSON for `queue list` and `queue export` (never a token)."""
+    params = {k: v for k, v in entry.params.items() if k != "token_auth"}
+    return {
+        "id": entry.id,
+        "key": entry.key,
+        "state": str(entry.state),
+        "params": params,
+        "created_at": entry.created_at,
+        "enqueued_at": entry.enqueued_at,
+        "attempts": entry.attempts,
+        "next_attempt_at": entry.next_attempt_at,
+        "last_error": entry.last_error,
+        "reason": entry.reason,
+        "sent_unconfirmed": entry.sent_unconfirmed,
+    }
+
+
+def entry_row(entry: Entry, now: float) -> dict[str, Any]:
+    """An entry as a `queue list` table row."""
+    from matokit.durations import format_duration
+
+    detail = entry.reason or entry.last_error or ""
+    return {
+        "id": entry.id,
+        "state": str(entry.state),
+        "site": entry.params.get("idsite", ""),
+        "age": format_duration(now - entry.created_at),
+        "attempts": entry.attempts,
+        "next": when_text(entry.next_attempt_at, now) if entry.state != "dead" else "-",
+        "detail": detail if len(detail) <= 80 else detail[:79] + "\u2026",
+    }
