@@ -7,6 +7,8 @@ never load requests. The client is built inside `delivery` only when a hit is se
 from __future__ import annotations
 
 import csv
+import functools
+import inspect
 import io
 import os
 import sys
@@ -63,14 +65,13 @@ def _check_format(value: str) -> str:
     return value
 
 
-# --- the commands ------------------------------------------------------------------------------
+# --- the hit commands: one implementation ----------------------------------------------------
 
 
-@app.command("pageview")
-def pageview(
+def _track(
     ctx: typer.Context,
-    url: str = typer.Option(..., "--url", help="The page's full URL (not Matomo's)."),
-    title: str | None = typer.Option(None, "--title", help="The page title."),
+    build: Callable[[int, CommonFields], Hit],
+    *,
     site: int | None = SITE,
     visitor_id: str | None = VISITOR,
     user_id: str | None = USER,
@@ -82,98 +83,135 @@ def pageview(
     dry_run: bool = DRY_RUN,
     fmt: str = FORMAT,
 ) -> None:
+    """What every `track TYPE` command does once its own fields are known.
+
+    Its keyword-only parameters are the options every hit command takes (`_hit_command`).
+    """
+    _check_format(fmt)
+    settings = state(ctx).settings()
+    site_id = settings.require_site(site)
+    dimensions: dict[int | str, str] = {
+        number: value for number, value in _pairs(dimension, "dimension", numbered=True).items()
+    }
+    common: CommonFields = {
+        "visitor_id": visitor_id,
+        "user_id": user_id,
+        "dimensions": dimensions,
+        "params": _pairs(param, "param"),
+        "at": at,
+        "key": idempotency_key,
+    }
+    hit = build(site_id, common)
+    if dry_run:
+        _dry_run(settings, hit)
+        return
+    from matokit.delivery import Delivery
+
+    with Delivery.for_settings(settings) as delivery:
+        if queue:
+            outcome = delivery.queue(hit)
+        else:
+            settings.require_url()
+            outcome = delivery.send(hit)
+    raise typer.Exit(_report(outcome, fmt))
+
+
+HitBuilder = Callable[..., "Hit"]
+
+
+def _hit_command(name: str) -> Callable[[HitBuilder], HitBuilder]:
+    """Register `track NAME` for a hit builder: its own options, then the common ones.
+
+    The builder takes `(site_id, common, *, its own options)` and returns the hit. Typer reads
+    the command's options from its signature, so the command's is composed: the builder's
+    keyword-only parameters, then `_track`'s (the common options, declared once).
+    """
+
+    def register(build: HitBuilder) -> HitBuilder:
+        own = _keyword_only(build)
+        params = [inspect.signature(_track).parameters["ctx"], *own, *_keyword_only(_track)]
+
+        def command(ctx: typer.Context, **options: Any) -> None:
+            fields = {p.name: options.pop(p.name) for p in own}
+            _track(ctx, functools.partial(build, **fields), **options)
+
+        command.__signature__ = inspect.Signature(params)  # type: ignore[attr-defined]
+        command.__annotations__ = {p.name: p.annotation for p in params}
+        command.__doc__ = build.__doc__
+        app.command(name)(command)
+        return build
+
+    return register
+
+
+def _keyword_only(function: Callable[..., Any]) -> list[inspect.Parameter]:
+    parameters = inspect.signature(function).parameters.values()
+    return [p for p in parameters if p.kind is inspect.Parameter.KEYWORD_ONLY]
+
+
+# --- the commands ------------------------------------------------------------------------------
+
+
+@_hit_command("pageview")
+def pageview(
+    site_id: int,
+    common: CommonFields,
+    *,
+    url: str = typer.Option(..., "--url", help="The page's full URL (not Matomo's)."),
+    title: str | None = typer.Option(None, "--title", help="The page title."),
+) -> Hit:
     """Track a page view."""
+    from matokit.hits import pageview as make
 
-    def build(site_id: int, common: CommonFields) -> Hit:
-        from matokit.hits import pageview as make
-
-        return make(site_id, url=url, title=title, **common)
-
-    _track(ctx, build, locals())
+    return make(site_id, url=url, title=title, **common)
 
 
-@app.command("event")
+@_hit_command("event")
 def event(
-    ctx: typer.Context,
+    site_id: int,
+    common: CommonFields,
+    *,
     category: str = typer.Option(..., "--category", help="Event category."),
     action: str = typer.Option(..., "--action", help="Event action."),
     name: str | None = typer.Option(None, "--name", help="Event name."),
     value: str | None = typer.Option(None, "--value", help="Event value (a number)."),
-    site: int | None = SITE,
-    visitor_id: str | None = VISITOR,
-    user_id: str | None = USER,
-    at: str | None = AT,
-    dimension: list[str] | None = DIMENSION,
-    param: list[str] | None = PARAM,
-    idempotency_key: str | None = KEY,
-    queue: bool = QUEUE,
-    dry_run: bool = DRY_RUN,
-    fmt: str = FORMAT,
-) -> None:
+) -> Hit:
     """Track an event (category and action required)."""
+    from matokit.hits import event as make
 
-    def build(site_id: int, common: CommonFields) -> Hit:
-        from matokit.hits import event as make
-
-        return make(site_id, category=category, action=action, name=name, value=value, **common)
-
-    _track(ctx, build, locals())
+    return make(site_id, category=category, action=action, name=name, value=value, **common)
 
 
-@app.command("goal")
+@_hit_command("goal")
 def goal(
-    ctx: typer.Context,
+    site_id: int,
+    common: CommonFields,
+    *,
     goal_id: str = typer.Option(..., "--goal", help="The goal's id."),
     revenue: str | None = typer.Option(None, "--revenue", help="Revenue of the conversion."),
-    site: int | None = SITE,
-    visitor_id: str | None = VISITOR,
-    user_id: str | None = USER,
-    at: str | None = AT,
-    dimension: list[str] | None = DIMENSION,
-    param: list[str] | None = PARAM,
-    idempotency_key: str | None = KEY,
-    queue: bool = QUEUE,
-    dry_run: bool = DRY_RUN,
-    fmt: str = FORMAT,
-) -> None:
+) -> Hit:
     """Track a manual goal conversion."""
+    from matokit.hits import goal as make
 
-    def build(site_id: int, common: CommonFields) -> Hit:
-        from matokit.hits import goal as make
-
-        return make(site_id, goal_id=goal_id, revenue=revenue, **common)
-
-    _track(ctx, build, locals())
+    return make(site_id, goal_id=goal_id, revenue=revenue, **common)
 
 
-@app.command("order")
+@_hit_command("order")
 def order(
-    ctx: typer.Context,
+    site_id: int,
+    common: CommonFields,
+    *,
     order_id: str = typer.Option(..., "--order-id", help="Order id (Matomo ignores repeats)."),
     revenue: str = typer.Option(..., "--revenue", help="The order's total revenue."),
     item: list[str] | None = typer.Option(
         None, "--item", help="An order line SKU,NAME,PRICE,QTY (repeatable).", show_default=False
     ),
-    site: int | None = SITE,
-    visitor_id: str | None = VISITOR,
-    user_id: str | None = USER,
-    at: str | None = AT,
-    dimension: list[str] | None = DIMENSION,
-    param: list[str] | None = PARAM,
-    idempotency_key: str | None = KEY,
-    queue: bool = QUEUE,
-    dry_run: bool = DRY_RUN,
-    fmt: str = FORMAT,
-) -> None:
+) -> Hit:
     """Track an ecommerce order."""
+    from matokit.hits import order as make
 
-    def build(site_id: int, common: CommonFields) -> Hit:
-        from matokit.hits import order as make
-
-        items = [_item(text, index) for index, text in enumerate(item or [])]
-        return make(site_id, order_id=order_id, revenue=revenue, items=items, **common)
-
-    _track(ctx, build, locals())
+    items = [_item(text, index) for index, text in enumerate(item or [])]
+    return make(site_id, order_id=order_id, revenue=revenue, items=items, **common)
 
 
 @app.command("import")
@@ -228,41 +266,7 @@ def import_command(
     raise typer.Exit(_import_exit(result, queue=queue))
 
 
-# --- track implementation ------------------------------------------------------------------------
-
-
-def _track(
-    ctx: typer.Context, build: Callable[[int, CommonFields], Hit], opts: dict[str, Any]
-) -> None:
-    """What every `track TYPE` command does once its own fields are known."""
-    _check_format(opts["fmt"])
-    settings = state(ctx).settings()
-    site_id = settings.require_site(opts["site"])
-    dimensions: dict[int | str, str] = {
-        number: value
-        for number, value in _pairs(opts["dimension"], "dimension", numbered=True).items()
-    }
-    common: CommonFields = {
-        "visitor_id": opts["visitor_id"],
-        "user_id": opts["user_id"],
-        "dimensions": dimensions,
-        "params": _pairs(opts["param"], "param"),
-        "at": opts["at"],
-        "key": opts["idempotency_key"],
-    }
-    hit = build(site_id, common)
-    if opts["dry_run"]:
-        _dry_run(settings, hit)
-        return
-    from matokit.delivery import Delivery
-
-    with Delivery.for_settings(settings) as delivery:
-        if opts["queue"]:
-            outcome = delivery.queue(hit)
-        else:
-            settings.require_url()
-            outcome = delivery.send(hit)
-    raise typer.Exit(_report(outcome, opts["fmt"]))
+# --- hit helpers ---------------------------------------------------------------------------------
 
 
 def _pairs(values: list[str] | None, option: str, *, numbered: bool = False) -> dict[str, str]:
@@ -462,11 +466,7 @@ def _import_exit(result: ImportResult, *, queue: bool) -> int:
     from matokit.cli.exit import ExitCode
 
     flush = result.flush
-    if flush is not None and flush.stopped_reason in (
-        "auth_failed",
-        "locked_out",
-        "permission_denied",
-    ):
+    if flush is not None and flush.refused_access:
         return int(ExitCode.NOPERM)
     if flush is not None and flush.error_obj is not None and flush.stopped_reason == "error":
         from matokit.cli.queue import flush_exit_code
