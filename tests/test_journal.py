@@ -462,6 +462,18 @@ def test_retry_dead_by_id_and_all(journal: Journal, clock: FakeClock) -> None:
     assert len(journal.claim("f", limit=10, lease_seconds=60)) == 3
 
 
+def test_retry_dead_restarts_the_max_age_clock(journal: Journal, clock: FakeClock) -> None:
+    """A hit that died of old age must not die again at the next flush's age check."""
+    journal.enqueue([hit("aged")])
+    (entry,) = journal.claim("f", limit=1, lease_seconds=60)
+    journal.kill([(entry.id, "max_age")])
+    clock.advance(8 * 86400)
+    assert journal.retry_dead() == 1
+    (retried,) = journal.entries(states=[EntryState.PENDING])
+    assert retried.enqueued_at == T0 + 8 * 86400
+    assert retried.created_at == entry.created_at  # the hit's own time is never rewritten
+
+
 def test_purge_dead_all_or_older_than(journal: Journal, clock: FakeClock) -> None:
     journal.enqueue([hit("old", at=T0 - 3 * 86400), hit("new", at=T0 - 60), hit("live")])
     old, new, _ = journal.entries()

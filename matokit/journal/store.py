@@ -179,14 +179,12 @@ class Journal(JournalConnection):
     # -- operator actions --
 
     def retry_dead(self, ids: Sequence[str] | None = None) -> int:
-        """Make dead hits due again with their attempts reset; None means every dead hit."""
-        sql = f"""UPDATE entries SET state = {REQUEUED_STATE}, attempts = 0,
-                next_attempt_at = ?, reason = NULL
-            WHERE state = 'dead'"""
-        now = self._clock()
-        if ids is None:
-            return self._write(lambda conn: conn.execute(sql, (now,)).rowcount)
-        return self._update(sql + " AND id = ?", [(now, entry_id) for (entry_id,) in id_list(ids)])
+        """Make dead hits due again; None means every dead hit.
+
+        Attempts are reset and the max_age clock restarts (as if enqueued now): a hit that died
+        of old age would otherwise die again at the next flush.
+        """
+        return self._requeue("dead", ids)
 
     def purge_dead(self, *, older_than: float | None = None, now: float | None = None) -> int:
         """Delete dead hits; with `older_than` (seconds), only hits older than that."""
@@ -206,13 +204,19 @@ class Journal(JournalConnection):
         max_age clock restarts (as if enqueued now), so a hit set aside long ago is sent rather
         than expired at once. A hit once sent without an answer stays sent_unconfirmed.
         """
+        return self._requeue("unattributed", ids)
+
+    def _requeue(self, state: str, ids: Sequence[str] | None) -> int:
+        """Dead or unattributed hits back to due now, attempts reset, max_age clock restarted."""
         sql = f"""UPDATE entries SET state = {REQUEUED_STATE}, attempts = 0,
                 next_attempt_at = :now, enqueued_at = :now, reason = NULL
-            WHERE state = 'unattributed'"""
+            WHERE state = :state"""
         now = self._clock()
         if ids is None:
-            return self._write(lambda conn: conn.execute(sql, {"now": now}).rowcount)
-        rows = [{"now": now, "id": entry_id} for (entry_id,) in id_list(ids)]
+            return self._write(
+                lambda conn: conn.execute(sql, {"now": now, "state": state}).rowcount
+            )
+        rows = [{"now": now, "state": state, "id": entry_id} for (entry_id,) in id_list(ids)]
         return self._update(sql + " AND id = :id", rows)
 
     def purge_unattributed(
