@@ -7,8 +7,6 @@ here: `Settings.token()` loads it from its source on first use.
 
 from __future__ import annotations
 
-import difflib
-import ipaddress
 import os
 import re
 from collections.abc import Callable, Mapping
@@ -215,6 +213,8 @@ class Settings:
 def _is_loopback(host: str) -> bool:
     if host == "localhost" or host.endswith(".localhost"):
         return True
+    import ipaddress  # only on this path: keep startup lean
+
     try:
         return ipaddress.ip_address(host.strip("[]")).is_loopback
     except ValueError:
@@ -371,6 +371,8 @@ def _where(key: Key, source: str, config_path: Path, profile: str) -> str:
 def _check_unknown_keys(section: Mapping[str, Any], profile: str, path: Path) -> None:
     for name in section:
         if name not in PROFILE_KEYS:
+            import difflib  # only on this path: keep startup lean
+
             close = difflib.get_close_matches(name, sorted(PROFILE_KEYS), n=1)
             suggestion = f" Did you mean {close[0]!r}?" if close else ""
             raise ConfigError(

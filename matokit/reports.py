@@ -12,7 +12,6 @@ whose values are any of those (an empty period is `[]`). Numbers sometimes arriv
 
 from __future__ import annotations
 
-import difflib
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -332,6 +331,8 @@ def find(name: str, *, extra: Iterable[str] = ()) -> Report:
     if _METHOD.match(text):
         return adhoc(text)
     known = [*BY_NAME, *extra]
+    import difflib  # only on this path: keep startup lean
+
     close = difflib.get_close_matches(text.lower(), known, n=3, cutoff=0.5)
     suggestion = f" Did you mean {', '.join(close)}?" if close else ""
     raise DataError(
@@ -491,6 +492,8 @@ def select_columns(
         unknown = [k for k in requested if k not in available]
         if unknown and rows:
             options = sorted(k for k in available if k != "date")
+            import difflib  # only on this path: keep startup lean
+
             close = difflib.get_close_matches(unknown[0], options, n=3)
             hint = f"Did you mean {', '.join(close)}? " if close else ""
             raise UsageError(
