@@ -41,25 +41,25 @@ class Key:
 
 def _positive_int(value: Any) -> int:
     if isinstance(value, bool):
-        raise ValueError("not a positive integer")
+        raise ValueError("is not a positive integer")
     try:
         number = int(str(value).strip())
     except ValueError:
-        raise ValueError("not a positive integer") from None
+        raise ValueError("is not a positive integer") from None
     if number < 1:
-        raise ValueError("not a positive integer")
+        raise ValueError("is not a positive integer")
     return number
 
 
 def _positive_float(value: Any) -> float:
     if isinstance(value, bool):
-        raise ValueError("not a positive number")
+        raise ValueError("is not a positive number")
     try:
         number = float(str(value).strip())
     except ValueError:
-        raise ValueError("not a positive number") from None
+        raise ValueError("is not a positive number") from None
     if not number > 0 or number != number or number == float("inf"):
-        raise ValueError("not a positive number")
+        raise ValueError("is not a positive number")
     return number
 
 
@@ -71,7 +71,7 @@ def _bool(value: Any) -> bool:
         return True
     if text in ("0", "false", "no", "off", ""):
         return False
-    raise ValueError("not a boolean (use true or false)")
+    raise ValueError("is not a boolean (use true or false)")
 
 
 def _log_format(value: Any) -> str:
@@ -340,7 +340,7 @@ def resolve(
             where = _where(key, source, config_path, profile)
             raise ConfigError(
                 f"{key.name} {raw!r} from {where} {exc}.",
-                hint=f"Fix {where}.",
+                hint=_fix_hint(key, source, config_path, profile),
             ) from None
         if key.name in ("cache_dir", "data_dir") and source in (ENV, DOTENV):
             value = value / profile  # the variable names a root shared by all profiles
@@ -366,6 +366,15 @@ def _where(key: Key, source: str, config_path: Path, profile: str) -> str:
     if source in (ENV, DOTENV):
         return f"{'.env variable' if source == DOTENV else 'environment variable'} {key.env}"
     return f"{config_path} [profiles.{profile}]"
+
+
+def _fix_hint(key: Key, source: str, config_path: Path, profile: str) -> str:
+    if source == FLAG:
+        return f"Pass a valid value to {key.flag} ({key.help})."
+    if source in (ENV, DOTENV):
+        place = "the .env file" if source == DOTENV else "the environment"
+        return f"Correct or unset {key.env} in {place} ({key.help})."
+    return f"Correct {key.name} in [profiles.{profile}] of {config_path} ({key.help})."
 
 
 def _check_unknown_keys(section: Mapping[str, Any], profile: str, path: Path) -> None:
