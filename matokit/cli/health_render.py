@@ -263,7 +263,9 @@ def _nagios_summary(report: HealthReport) -> str:
     bad.sort(key=lambda c: -c.status.severity)
     # Checks skipped because the api check failed add nothing but length to the first line.
     skipped = [c.name for c in bad if c.summary == SKIPPED_AFTER_API]
-    parts = [f"{c.name} {c.status.name}: {c.summary}" for c in bad if c.name not in skipped]
+    parts = [
+        f"{c.name} {c.status.name}: {c.summary.rstrip('.')}" for c in bad if c.name not in skipped
+    ]
     if skipped:
         parts.append(f"not checked after the api failure: {', '.join(skipped)}")
     return "; ".join(parts)
