@@ -227,7 +227,7 @@ def test_nagios_collapses_checks_skipped_after_the_api_failure() -> None:
     )
     _, head, _, long_lines = _nagios_parts(render_nagios(report))
     assert head == (
-        "MATOKIT CRITICAL - api CRITICAL: Matomo is unavailable (HTTP 503).; "
+        "MATOKIT CRITICAL - api CRITICAL: Matomo is unavailable (HTTP 503); "
         "not checked after the api failure: site, replay-access"
     )
     assert "[UNKNOWN] site: not checked: the api check failed" in long_lines
