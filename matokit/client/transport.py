@@ -1,0 +1,199 @@
+"""The wire under MatomoClient: base URL, sessions, and transport failures as typed errors.
+
+requests and urllib3 are imported inside the functions that need them, so importing the
+client (and `matokit --help`) stays fast.
+"""
+
+from __future__ import annotations
+
+import http.client
+import socket
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
+from urllib.parse import urlsplit, urlunsplit
+
+from matokit.errors import ConfigError, UnavailableError
+from matokit.redact import redact
+
+if TYPE_CHECKING:
+    import requests
+
+
+def normalize_base_url(url: str) -> str:
+    """Matomo's base URL without a trailing slash, `index.php`/`matomo.php`, query or fragment."""
+    parts = urlsplit(url.strip())
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise ConfigError(
+            f"Matomo URL {url!r} is not an http(s) URL.",
+            hint="set MATOMO_URL or --url to e.g. https://analytics.example.com/",
+        )
+    path = parts.path
+    for script in ("index.php", "matomo.php", "piwik.php"):
+        if path.endswith("/" + script):
+            path = path[: -len(script)]
+    return urlunsplit((parts.scheme, parts.netloc, path.rstrip("/"), "", ""))
+
+
+# --- sessions ------------------------------------------------------------------------------
+
+
+def mount_connect_retries(session: requests.Session, connect_retries: int = 2) -> None:
+    """Make `session` retry connection failures only (nothing was sent: always safe).
+
+    Used for reporting calls, including the report cache's session; never for tracking.
+    """
+    from requests.adapters import HTTPAdapter
+    from urllib3.util.retry import Retry
+
+    retry = Retry(
+        total=connect_retries,
+        connect=connect_retries,
+        read=False,  # a read error may come after Matomo processed the request
+        status=0,
+        other=0,
+        redirect=0,
+        backoff_factor=0.2,
+        raise_on_status=False,
+        raise_on_redirect=False,
+        respect_retry_after_header=False,
+    )
+    adapter = HTTPAdapter(max_retries=retry)
+    session.mount("https://", adapter)
+    session.mount("http://", adapter)
+
+
+def reporting_session(connect_retries: int) -> requests.Session:
+    """A Session that retries connection failures only."""
+    import requests
+
+    session = requests.Session()
+    mount_connect_retries(session, connect_retries)
+    return session
+
+
+def tracking_session() -> requests.Session:
+    """A Session that never retries anything: a re-sent hit is a duplicate."""
+    import requests
+    from requests.adapters import HTTPAdapter
+    from urllib3.util.retry import Retry
+
+    session = requests.Session()
+    adapter = HTTPAdapter(max_retries=Retry(total=0, read=False, redirect=0))
+    session.mount("https://", adapter)
+    session.mount("http://", adapter)
+    return session
+
+
+# --- transport failures --------------------------------------------------------------------
+
+
+def request_may_have_been_sent(exc: BaseException) -> bool:
+    """Whether a transport failure happened after the request (body) may have reached Matomo.
+
+    requests raises ConnectionError both for "connection refused" and for "connection reset
+    while waiting for the answer"; only the exception chain tells them apart. Connect
+    failures (refused, DNS, connect timeout, certificate) mean nothing was sent; read
+    timeouts, resets and disconnects after sending mean Matomo may have processed it. Anything
+    unrecognised counts as "may have been sent": a duplicate is better than a lost hit.
+    """
+    import requests
+    import urllib3.exceptions as u3
+
+    if isinstance(exc, requests.exceptions.ConnectTimeout):
+        return False
+    if isinstance(exc, requests.exceptions.ReadTimeout):
+        return True
+    chain = list(_exception_chain(exc))
+    after = (
+        u3.ProtocolError,
+        u3.ReadTimeoutError,
+        requests.exceptions.ChunkedEncodingError,
+        http.client.RemoteDisconnected,
+        http.client.IncompleteRead,
+        ConnectionResetError,
+        BrokenPipeError,
+        ConnectionAbortedError,
+    )
+    before = (
+        u3.NewConnectionError,
+        u3.ConnectTimeoutError,
+        u3.NameResolutionError,
+        u3.LocationParseError,
+        u3.ProxyError,
+        ConnectionRefusedError,
+        socket.gaierror,
+        requests.exceptions.InvalidURL,
+        requests.exceptions.ProxyError,
+    )
+    if any(isinstance(e, after) for e in chain):
+        return True
+    if any(isinstance(e, before) for e in chain):
+        return False
+    return not _is_certificate_error(chain)
+
+
+def transport_error(
+    exc: BaseException,
+    api_method: str,
+    url: str,
+    *,
+    read_timeout: float,
+    token: str | None,
+) -> UnavailableError:
+    """The typed, redacted error for a request that got no answer (`maybe_stored` set)."""
+    import requests
+
+    sent = request_may_have_been_sent(exc)
+    host = urlsplit(url).netloc
+    reason = _reason(exc)
+    if isinstance(exc, requests.exceptions.SSLError):
+        message = f"TLS with {host} failed: {reason}"
+        hint = "check the server's certificate, or set ca_bundle to your CA's PEM file"
+    elif isinstance(exc, requests.exceptions.ReadTimeout):
+        message = f"No answer from {host} within {read_timeout:g} s after sending"
+        hint = "Matomo may be overloaded: raise --timeout or send smaller batches"
+    elif not sent:
+        message = f"Cannot connect to {host}: {reason}"
+        hint = "check the URL, DNS and that Matomo is up; nothing was sent"
+    else:
+        message = f"The connection to {host} broke after sending: {reason}"
+        hint = "Matomo may be overloaded or a proxy cut the request"
+    if sent:
+        message += " (Matomo may have processed the request)"
+    return UnavailableError(
+        redact(message + ".", [token]),
+        maybe_stored=sent,
+        method=api_method,
+        url=redact(url, [token]),
+        hint=hint,
+    )
+
+
+def _exception_chain(exc: BaseException) -> Iterator[BaseException]:
+    seen: set[int] = set()
+    stack: list[BaseException] = [exc]
+    while stack:
+        current = stack.pop()
+        if id(current) in seen:
+            continue
+        seen.add(id(current))
+        yield current
+        nested = [current.__cause__, current.__context__, getattr(current, "reason", None)]
+        nested += list(current.args)
+        stack.extend(e for e in nested if isinstance(e, BaseException))
+
+
+def _is_certificate_error(chain: list[BaseException]) -> bool:
+    import ssl
+
+    return any(isinstance(e, ssl.SSLCertVerificationError) for e in chain)
+
+
+def _reason(exc: BaseException) -> str:
+    """The most specific human reason in an exception chain ("Connection refused")."""
+    for error in _exception_chain(exc):
+        if isinstance(error, OSError) and error.strerror:
+            return str(error.strerror)
+        if isinstance(error, http.client.RemoteDisconnected):
+            return "the server closed the connection without answering"
+    return type(exc).__name__
