@@ -12,7 +12,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from matokit.atomicfile import write_atomic
 from matokit.config import (
     DEFAULT,
     DEFAULT_PROFILE,
@@ -25,6 +24,7 @@ from matokit.config import (
     read_dotenv,
 )
 from matokit.errors import ConfigError, StorageError
+from matokit.private_files import make_private_dir, write_atomic
 
 
 def describe_settings(settings: Settings) -> dict[str, Any]:
@@ -136,7 +136,7 @@ def init_profile(
 def _write_private(path: Path, text: str) -> None:
     """Atomically replace `path` with `text`, mode 0600, parent directories 0700."""
     try:
-        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        make_private_dir(path.parent)
         write_atomic(path, text, mode=0o600)
     except OSError as exc:
         raise StorageError(

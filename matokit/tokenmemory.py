@@ -24,8 +24,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from matokit.atomicfile import write_atomic
 from matokit.errors import StorageError, TokenCoolDownError
+from matokit.private_files import make_private_dir, write_atomic
 from matokit.redact import redact
 
 DEFAULT_COOLDOWN = 600.0
@@ -115,7 +115,7 @@ class TokenMemory:
             "rejections": [e.__dict__ for e in entries],
         }
         try:
-            _ensure_dir(self.path.parent)
+            make_private_dir(self.path.parent)
             write_atomic(self.path, json.dumps(payload, indent=1) + "\n")
         except OSError as exc:
             raise StorageError(
@@ -170,10 +170,3 @@ def _cool_down_error(entry: Rejection, *, until: float) -> TokenCoolDownError:
 
 def _utc(seconds: float) -> str:
     return datetime.fromtimestamp(seconds, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
-
-
-def _ensure_dir(directory: Path) -> None:
-    if directory.is_dir():
-        return
-    directory.mkdir(mode=0o700, parents=True, exist_ok=True)
-    os.chmod(directory, 0o700)  # mkdir's mode is filtered by the umask

@@ -130,7 +130,7 @@ def write_atomic(path: Path, text: str) -> None:
     """
     import stat
 
-    from matokit.atomicfile import write_atomic as replace_file
+    from matokit.private_files import write_atomic as replace_file
 
     path = path.expanduser()
     try:

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Final
 
 from matokit.errors import JournalCorruptError, StorageError
+from matokit.private_files import make_private_dir
 
 BUSY_TIMEOUT: Final = 30.0
 
@@ -96,26 +97,16 @@ def is_busy(exc: sqlite3.Error) -> bool:
 
 def ensure_private_dir(path: Path) -> None:
     """Create `path` and any missing parents with mode 0700; existing directories are kept."""
-    missing: list[Path] = []
     try:
-        current = path
-        while not current.exists():
-            missing.append(current)
-            current = current.parent
-        if not current.is_dir():
-            raise StorageError(
-                f"{current} is a file, where the directory {path} should be",
-                path=str(current),
-                hint=f"move {current} aside, or set MATOKIT_DATA_DIR",
-            )
-        for directory in reversed(missing):
-            try:
-                os.mkdir(directory, 0o700)
-            except FileExistsError:
-                continue  # another process made it first
-            os.chmod(directory, 0o700)  # mkdir's mode went through the umask
-        if not path.is_dir():
-            raise NotADirectoryError(errno.ENOTDIR, os.strerror(errno.ENOTDIR), str(path))
+        make_private_dir(path)
+    except NotADirectoryError as exc:
+        if exc.filename == str(path):
+            raise storage_error(exc, path, "create the directory") from exc
+        raise StorageError(
+            f"{exc.filename} is a file, where the directory {path} should be",
+            path=str(exc.filename),
+            hint=f"move {exc.filename} aside, or set MATOKIT_DATA_DIR",
+        ) from exc
     except OSError as exc:
         raise storage_error(exc, path, "create the directory") from exc
 
