@@ -153,6 +153,13 @@ def flush_output(result: FlushResult | None, fmt: str) -> None:
             f"matokit: recovered {result.recovered} hit(s) a stopped flusher had claimed; "
             "they count as sent without an answer."
         )
+    say_flush_problems(result)
+
+
+def say_flush_problems(result: FlushResult) -> None:
+    """A flush's warnings and why it stopped early, on stderr (queue flush, track import)."""
+    from matokit.cli.output import say
+
     for warning in result.warnings:
         say(f"matokit: warning: {warning}")
     if result.stopped_early:

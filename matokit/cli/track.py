@@ -452,12 +452,9 @@ def _import_report(result: ImportResult, fmt: str, *, queue: bool) -> None:
     if result.flush_busy:
         say(f"matokit: {result.flush_busy}: it will send the queued hits.")
     if flush is not None:
-        for warning in flush.warnings:
-            say(f"matokit: warning: {warning}")
-        if flush.error:
-            say(f"matokit: the flush stopped: {flush.error}")
-            if flush.error_hint:
-                say(f"  hint: {flush.error_hint}")
+        from matokit.cli.queue_view import say_flush_problems
+
+        say_flush_problems(flush)
     if data["queued"] and not queue:
         say("matokit: queued hits stay in the journal; `matokit queue flush` sends them.")
 
