@@ -14,9 +14,9 @@ import pytest
 from tests.fakematomo import SUPERUSER_TOKEN, VIEW_TOKEN, FakeMatomo
 from tests.fakematomo.client import api, bulk
 
-# Real Matomo 5.11 bodies, kept beside the repository (../shared).
-SAMPLES_FILE = Path(__file__).resolve().parents[2] / "shared" / "matomo-samples.json"
-SAMPLES: dict[str, Any] = json.loads(SAMPLES_FILE.read_text()) if SAMPLES_FILE.exists() else {}
+# Real Matomo 5.11 bodies, copied from ../shared/matomo-samples.json into the repository.
+SAMPLES_FILE = Path(__file__).resolve().parent / "fixtures" / "matomo-samples.json"
+SAMPLES: dict[str, Any] = json.loads(SAMPLES_FILE.read_text())
 NOW = datetime(2026, 11, 25, 16, 0, 0, tzinfo=UTC).timestamp()
 CHROME = (
     "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) "
@@ -65,8 +65,7 @@ def srv() -> Iterator[FakeMatomo]:
 
 
 def sample(key: str) -> Any:
-    if key not in SAMPLES:
-        pytest.skip("shared samples not present")
+    assert key in SAMPLES, f"{key!r} missing from {SAMPLES_FILE}"
     return SAMPLES[key]["body"]
 
 

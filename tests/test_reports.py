@@ -12,13 +12,11 @@ import pytest
 from matokit import dates, reports
 from matokit.errors import DataError, UsageError
 
-SAMPLES_PATH = Path("/work/shared/matomo-samples.json")
+SAMPLES_PATH = Path(__file__).resolve().parent / "fixtures" / "matomo-samples.json"
 
 
 @pytest.fixture(scope="module")
 def samples() -> dict[str, Any]:
-    if not SAMPLES_PATH.is_file():
-        pytest.skip("shared Matomo samples not available")
     data = json.loads(SAMPLES_PATH.read_text())
     return {k: v["body"] for k, v in data.items() if isinstance(v, dict) and "body" in v}
 
