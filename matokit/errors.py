@@ -140,6 +140,14 @@ class RateLimitedError(MatomoError):
         self.retry_after = retry_after
 
 
+class ServerPausedError(RateLimitedError):
+    """Matomo asked (Retry-After on a 429 or 503) for no requests before `until`; none is sent."""
+
+    def __init__(self, message: str, *, until: float, retry_after: float, **kwargs: object):
+        super().__init__(message, retry_after=retry_after, **kwargs)
+        self.until = until
+
+
 class UnavailableError(MatomoError):
     """Matomo is unreachable or failing: connection refused/reset, timeout, 5xx, maintenance."""
 

@@ -18,6 +18,7 @@ from matokit.cli.queue_view import (
     entry_view,
     flush_output,
     nothing_text,
+    pause_view,
     print_status,
     status_view,
 )
@@ -75,6 +76,7 @@ def status(ctx: typer.Context, fmt: str = FORMAT) -> None:
     else:
         with journal:
             view = status_view(journal.stats(now=now))
+    view.update(pause_view(settings, now))
     if fmt == "json":
         from matokit.cli.output import emit_json
 

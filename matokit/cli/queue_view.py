@@ -83,6 +83,17 @@ def status_view(stats: JournalStats) -> dict[str, Any]:
     }
 
 
+def pause_view(settings: Settings, now: float) -> dict[str, Any]:
+    """Matomo's pause (Retry-After) in force for the profile: `paused_until` and its details."""
+    from matokit.serverpause import ServerPause
+
+    pause = ServerPause(settings.server_pause_path, clock=lambda: now).current()
+    return {
+        "paused_until": pause.until if pause else None,
+        "pause": pause.as_dict(now) if pause else None,
+    }
+
+
 def print_status(view: dict[str, Any], now: float) -> None:
     """Print a status view as a table on stdout and its warnings on stderr."""
     from matokit.cli.output import emit_table, say
@@ -93,6 +104,7 @@ def print_status(view: dict[str, Any], now: float) -> None:
     age = view["oldest_age"]
     rows.append({"item": "oldest queued", "value": "-" if age is None else format_duration(age)})
     rows.append({"item": "next attempt", "value": when_text(view["next_attempt_at"], now)})
+    rows.append({"item": "matomo pause", "value": _pause_text(view.get("pause"), now)})
     last = view["last_flush"]
     if last:
         when = format_duration(now - float(last.get("recorded_at", now))) + " ago"
@@ -104,6 +116,16 @@ def print_status(view: dict[str, Any], now: float) -> None:
     emit_table(rows, ["item", "value"], headers={"item": "journal", "value": "now"})
     for warning in view["warnings"]:
         say(f"matokit: warning: {warning}")
+
+
+def _pause_text(pause: dict[str, Any] | None, now: float) -> str:
+    """The pause row: "-", or "until 12:00:05 UTC (in 3s; HTTP 429 Retry-After)"."""
+    if not pause:
+        return "-"
+    from matokit.serverpause import utc
+
+    said = f"; HTTP {pause['status']} Retry-After" if pause.get("status") else ""
+    return f"until {utc(pause['until'])} ({when_text(pause['until'], now)}{said})"
 
 
 def when_text(moment: float | None, now: float) -> str:

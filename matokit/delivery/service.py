@@ -20,6 +20,8 @@ from matokit.delivery.outcomes import (
 )
 from matokit.hits import Hit
 from matokit.journal import Journal, JournalStats
+from matokit.serverpause import FILE_NAME as PAUSE_FILE
+from matokit.serverpause import ServerPause
 
 if TYPE_CHECKING:
     from matokit.config import Settings
@@ -34,6 +36,7 @@ class Delivery:
         journal_path: Path,
         client_factory: ClientFactory,
         has_token: bool,
+        pause_path: Path | None = None,
         dedup_window: float = 7 * 86400.0,
         clock: Callable[[], float] = time.time,
         rng: Callable[[], float] = random.random,
@@ -46,6 +49,8 @@ class Delivery:
         self.clock = clock
         self.rng = rng
         self._journal: Journal | None = None
+        # Matomo's Retry-After, shared by every process of the profile (the client records it).
+        self.pause = ServerPause(pause_path or self.journal_path.parent / PAUSE_FILE, clock=clock)
 
     @classmethod
     def for_settings(cls, settings: Settings, **kwargs: Any) -> Delivery:
@@ -60,6 +65,7 @@ class Delivery:
             journal_path=settings.journal_path,
             client_factory=factory,
             has_token=settings.has_token(),
+            pause_path=settings.server_pause_path,
             dedup_window=float(settings.dedup_window),
             **kwargs,
         )
