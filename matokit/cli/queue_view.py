@@ -119,12 +119,12 @@ def print_status(view: dict[str, Any], now: float) -> None:
 
 
 def _pause_text(pause: dict[str, Any] | None, now: float) -> str:
-    """The pause row: "-", or "until 12:00:05 UTC (in 3s; HTTP 429 Retry-After)"."""
+    """The pause row: "-", or "until 2026-01-31 12:00:05 UTC (in 3s, HTTP 429)"."""
     if not pause:
         return "-"
     from matokit.serverpause import utc
 
-    said = f"; HTTP {pause['status']} Retry-After" if pause.get("status") else ""
+    said = f", HTTP {pause['status']}" if pause.get("status") else ""
     return f"until {utc(pause['until'])} ({when_text(pause['until'], now)}{said})"
 
 

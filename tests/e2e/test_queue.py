@@ -122,3 +122,41 @@ def test_site_admin_token_keeps_outcomes_attributable_and_sets_aside_what_is_not
     again = run_matokit("queue", "flush", "--all", "--format", "json", env=admin)
     assert json.loads(again.stdout)["requests"] == 0
     assert len(fake_matomo.hits) == 3
+
+
+def _tracking_requests(fake: FakeMatomo) -> int:
+    return sum(1 for r in fake.requests if r.path.endswith("matomo.php"))
+
+
+def test_retry_after_pauses_the_profile_for_every_later_process(
+    run_matokit: RunMatokit, fake_matomo: FakeMatomo, env: dict[str, str]
+) -> None:
+    queue_lines(run_matokit, env, 5)
+    fake_matomo.add_fault(Fault(endpoint="tracking", status=429, retry_after="120"))
+    first = run_matokit("queue", "flush", env=env)
+    assert first.code == 75, first
+    assert _tracking_requests(fake_matomo) == 1
+    # A second flush started at once: the server said "not before", so it sends nothing.
+    second = run_matokit("queue", "flush", "--format", "json", env=env)
+    assert second.code == 75, second
+    record = json.loads(second.stdout)
+    assert record["stopped_reason"] == "rate_limited" and record["requests"] == 0
+    assert record["paused_until"] is not None
+    assert "no requests before" in second.stderr
+    # track queues at once, health does not probe, status shows when the pause ends.
+    track = run_matokit("track", "event", "--category", "c", "--action", "a", env=env)
+    assert track.code == 75, track
+    assert "no requests before" in track.stderr
+    health = run_matokit("health", "--check", "tracking", "--format", "json", env=env)
+    assert health.code == 1, health
+    (check,) = json.loads(health.stdout)["checks"]
+    assert check["summary"].startswith("tracking paused, probe not sent")
+    assert check["metrics"]["paused_until_timestamp_seconds"] == pytest.approx(
+        record["paused_until"], abs=0.01
+    )
+    assert _tracking_requests(fake_matomo) == 1
+    status = json.loads(run_matokit("queue", "status", "--format", "json", env=env).stdout)
+    assert status["paused_until"] == record["paused_until"]
+    assert status["pause"]["status"] == 429 and 0 < status["pause"]["remaining"] <= 120
+    text = run_matokit("queue", "status", env=env)
+    assert "matomo pause" in text.stdout and ", HTTP 429)" in text.stdout
