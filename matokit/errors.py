@@ -70,6 +70,10 @@ class FlushInProgressError(MatokitError):
     """Another `queue flush` holds this profile's flush lock."""
 
 
+class FlushWaitTimeoutError(FlushInProgressError):
+    """`queue flush --wait-timeout` ran out while another flush still held the lock."""
+
+
 # --- Matomo answered (or failed to) --------------------------------------------------------
 
 

@@ -153,13 +153,20 @@ class Delivery:
         options: FlushOptions,
         *,
         wait: bool = False,
+        wait_timeout: float | None = None,
+        on_wait: Callable[[str], None] | None = None,
         on_start: Callable[[int], None] | None = None,
         on_progress: Progress | None = None,
     ) -> FlushResult:
-        """`flush` under the profile's flush lock (FlushInProgressError if another holds it)."""
+        """`flush` under the profile's flush lock (FlushInProgressError if another holds it).
+
+        With `wait`, `on_wait` hears who holds the lock before waiting, for at most
+        `wait_timeout` seconds when given (then FlushWaitTimeoutError).
+        """
         from matokit.locking import LOCK_NAME, flush_lock
 
-        with flush_lock(self.journal_path.parent / LOCK_NAME, wait=wait):
+        lock = self.journal_path.parent / LOCK_NAME
+        with flush_lock(lock, wait=wait, timeout=wait_timeout, on_wait=on_wait):
             return self.flush(options, on_start=on_start, on_progress=on_progress)
 
     def flush(

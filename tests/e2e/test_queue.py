@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -160,3 +162,46 @@ def test_retry_after_pauses_the_profile_for_every_later_process(
     assert status["pause"]["status"] == 429 and 0 < status["pause"]["remaining"] <= 120
     text = run_matokit("queue", "status", env=env)
     assert "matomo pause" in text.stdout and ", HTTP 429)" in text.stdout
+
+
+_HOLDER = """
+import sys, time
+from pathlib import Path
+from matokit.locking import flush_lock
+with flush_lock(Path(sys.argv[1]), wait=False):
+    print("locked", flush=True)
+    time.sleep(60)
+"""
+
+
+def test_waiting_flush_says_who_holds_the_lock_and_wait_timeout_gives_up_with_75(
+    run_matokit: RunMatokit,
+    spawn_matokit: SpawnMatokit,
+    fake_matomo: FakeMatomo,
+    matokit_env: dict[str, str],
+    env: dict[str, str],
+) -> None:
+    queue_lines(run_matokit, env, 3)
+    lock = Path(matokit_env["MATOKIT_DATA_DIR"]) / "default" / "flush.lock"
+    holder = subprocess.Popen(
+        [sys.executable, "-c", _HOLDER, str(lock)], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "locked"
+        who = f"holds the lock (pid {holder.pid}, running since "
+        gave_up = run_matokit(
+            "queue", "flush", "--wait-timeout", "0.3s", "--format", "json", env=env
+        )
+        assert gave_up.code == 75, gave_up
+        assert json.loads(gave_up.stdout)["stopped_reason"] == "wait_timeout"
+        assert who in gave_up.stderr and "after waiting 0.3s" in gave_up.stderr
+        waiting = spawn_matokit("queue", "flush", "--wait", env=env)
+        assert waiting.stderr is not None
+        assert who in waiting.stderr.readline()  # said while it waits, not after
+        assert fake_matomo.requests == []
+    finally:
+        holder.kill()
+        holder.communicate(timeout=10)
+    _, err = waiting.communicate(timeout=60)
+    assert waiting.returncode == 0, err
+    assert len(fake_matomo.hits) == 3
