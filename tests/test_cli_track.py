@@ -285,6 +285,24 @@ def test_dry_run_prints_the_request_with_the_token_masked(
     assert env.requests == []
 
 
+def test_dry_run_format_json_prints_the_request_as_json_with_the_token_masked(
+    capsys: pytest.CaptureFixture[str], env: FakeMatomo, monkeypatch
+) -> None:
+    monkeypatch.setenv("MATOMO_TOKEN", SENTINEL_TOKEN)
+    result = invoke(capsys, *EVENT, "--dry-run", "--format", "json")
+    assert result.code == 0, result
+    view = json.loads(result.stdout)
+    request = view["request"]
+    assert view["dry_run"] is True
+    assert (request["method"], request["url"]) == ("POST", f"{env.url}matomo.php")
+    assert request["headers"]["Content-Type"] == "application/json"
+    assert request["body"]["token_auth"] == "***"
+    (hit,) = request["body"]["requests"]
+    assert "e_c=shop" in hit
+    assert SENTINEL_TOKEN not in result.stdout + result.stderr
+    assert env.requests == []
+
+
 def test_queue_only_journals(
     capsys: pytest.CaptureFixture[str], env: FakeMatomo, tmp_path: Path
 ) -> None:

@@ -156,6 +156,12 @@ def test_retry_after_pauses_the_profile_for_every_later_process(
     assert check["metrics"]["paused_until_timestamp_seconds"] == pytest.approx(
         record["paused_until"], abs=0.01
     )
+    prometheus = run_matokit("health", "--check", "tracking", "--format", "prometheus", env=env)
+    assert '\nmatokit_tracking_paused_until_timestamp_seconds{profile="default"} 1' in (
+        prometheus.stdout
+    ), prometheus
+    nagios = run_matokit("health", "--check", "tracking", "--format", "nagios", env=env)
+    assert nagios.code == 1 and "no requests before" in nagios.stdout, nagios
     assert _tracking_requests(fake_matomo) == 1
     status = json.loads(run_matokit("queue", "status", "--format", "json", env=env).stdout)
     assert status["paused_until"] == record["paused_until"]
