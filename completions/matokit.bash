@@ -12,7 +12,7 @@ _matokit_complete() {
         "") words="api cache completions config describe health queue report track --profile --url --site --token-file --config --timeout --log-format --verbose -v --quiet -q --debug --version" ;;
         "api") words="--format" ;;
         "cache") words="clear stats" ;;
-        "cache clear") words="--expired" ;;
+        "cache clear") words="--expired --format -f" ;;
         "cache stats") words="--format -f" ;;
         "completions") words="" ;;
         "config") words="init profiles show" ;;
@@ -24,7 +24,7 @@ _matokit_complete() {
         "health serve") words="--listen --interval --allow-remote --check --warn-latency --crit-latency --warn-queue-age --crit-queue-age --warn-queue-depth --crit-queue-depth --max-time" ;;
         "queue") words="export flush list purge retry-dead retry-unattributed status" ;;
         "queue export") words="--dead --unattributed" ;;
-        "queue flush") words="--batch-size --max-time --max-events --all --wait --format" ;;
+        "queue flush") words="--batch-size --max-time --max-events --all --wait --wait-timeout --format" ;;
         "queue list") words="--dead --unattributed --limit --format" ;;
         "queue purge") words="--dead --unattributed --older-than --format" ;;
         "queue retry-dead") words="--all --format" ;;

@@ -14,7 +14,7 @@ _matokit() {
         "") choices=(api cache completions config describe health queue report track --profile --url --site --token-file --config --timeout --log-format --verbose -v --quiet -q --debug --version) ;;
         "api") choices=(--format) ;;
         "cache") choices=(clear stats) ;;
-        "cache clear") choices=(--expired) ;;
+        "cache clear") choices=(--expired --format -f) ;;
         "cache stats") choices=(--format -f) ;;
         "completions") choices=() ;;
         "config") choices=(init profiles show) ;;
@@ -26,7 +26,7 @@ _matokit() {
         "health serve") choices=(--listen --interval --allow-remote --check --warn-latency --crit-latency --warn-queue-age --crit-queue-age --warn-queue-depth --crit-queue-depth --max-time) ;;
         "queue") choices=(export flush list purge retry-dead retry-unattributed status) ;;
         "queue export") choices=(--dead --unattributed) ;;
-        "queue flush") choices=(--batch-size --max-time --max-events --all --wait --format) ;;
+        "queue flush") choices=(--batch-size --max-time --max-events --all --wait --wait-timeout --format) ;;
         "queue list") choices=(--dead --unattributed --limit --format) ;;
         "queue purge") choices=(--dead --unattributed --older-than --format) ;;
         "queue retry-dead") choices=(--all --format) ;;

@@ -168,6 +168,13 @@ class Settings:
         """Where a rejected token's hash is remembered (lockout safety)."""
         return self.values["data_dir"] / "rejected-token.json"
 
+    @property
+    def server_pause_path(self) -> Path:
+        """Where Matomo's Retry-After ("not before") is kept for every process of the profile."""
+        from matokit.serverpause import FILE_NAME
+
+        return self.values["data_dir"] / FILE_NAME
+
     def has_token(self) -> bool:
         """Whether any token source is configured (without reading it)."""
         return self.token_source is not None

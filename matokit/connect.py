@@ -22,12 +22,13 @@ def client_for(
     need_token: bool = True,
     clock: Callable[[], float] = time.time,
 ) -> MatomoClient:
-    """A client for the profile: its URL, token, timeouts, TLS, rate limit and token memory.
+    """A client for the profile: URL, token, timeouts, TLS, rate limit, token memory, pause.
 
     `need_token=False` lets a command run without a token when none is configured (tracking
     recent hits works without one); a configured token is always loaded and used.
     """
     from matokit.client import MatomoClient
+    from matokit.serverpause import ServerPause
     from matokit.tokenmemory import TokenMemory
 
     url = settings.require_url()
@@ -44,6 +45,7 @@ def client_for(
         ca_bundle=str(settings.ca_bundle) if settings.ca_bundle else None,
         rate_limit=settings.rate_limit,
         token_memory=memory,
+        server_pause=ServerPause(settings.server_pause_path, clock=clock),
         clock=clock,
         queuedtracking=bool(settings.queuedtracking),
         logger=logging.getLogger("matokit.client"),

@@ -70,6 +70,10 @@ class FlushInProgressError(MatokitError):
     """Another `queue flush` holds this profile's flush lock."""
 
 
+class FlushWaitTimeoutError(FlushInProgressError):
+    """`queue flush --wait-timeout` ran out while another flush still held the lock."""
+
+
 # --- Matomo answered (or failed to) --------------------------------------------------------
 
 
@@ -138,6 +142,14 @@ class RateLimitedError(MatomoError):
     def __init__(self, message: str, *, retry_after: float | None = None, **kwargs: object):
         super().__init__(message, **kwargs)  # type: ignore[arg-type]
         self.retry_after = retry_after
+
+
+class ServerPausedError(RateLimitedError):
+    """Matomo asked (Retry-After on a 429 or 503) for no requests before `until`; none is sent."""
+
+    def __init__(self, message: str, *, until: float, retry_after: float, **kwargs: object):
+        super().__init__(message, retry_after=retry_after, **kwargs)
+        self.until = until
 
 
 class UnavailableError(MatomoError):

@@ -29,6 +29,7 @@ from matokit.errors import (
     MatokitError,
     ProtocolError,
     RateLimitedError,
+    ServerPausedError,
     TokenCoolDownError,
     UnavailableError,
     UsageError,
@@ -515,6 +516,8 @@ def classify_error(exc: BaseException) -> tuple[Status, str, str | None]:
     if isinstance(exc, UnavailableError) and _is_timeout(exc):
         method = exc.method or "the request"
         return Status.UNKNOWN, line(f"timed out waiting for {method}: {exc.message}"), hint
+    if isinstance(exc, ServerPausedError):
+        return Status.WARNING, line(f"tracking paused: {exc.message}"), hint
     if isinstance(exc, RateLimitedError):
         after = f"; retry after {exc.retry_after:g} s" if exc.retry_after else ""
         return Status.WARNING, line(f"rate limited: {exc.message}{after}"), hint

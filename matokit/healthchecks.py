@@ -215,6 +215,9 @@ def check_tracking(run: HealthRun, name: str) -> CheckResult:
     site = run.need_site()
     settings = run.need_settings()
     run.need_url()
+    paused = _paused(name, settings, run.clock)
+    if paused is not None:
+        return paused
     # Send the token only once the shared call proved it valid; otherwise probe without one
     # (the tracker does not need it), so a bad token is never sent twice.
     run.set_stage(name, f"waiting for the shared {VERSION_METHOD} call")
@@ -265,6 +268,23 @@ def check_tracking(run: HealthRun, name: str) -> CheckResult:
         metrics=metrics,
         hint="Is Matomo in maintenance mode or record_statistics = 0? Check Matomo's "
         "general settings and its error log.",
+    )
+
+
+def _paused(name: str, settings: Settings, clock: Callable[[], float]) -> CheckResult | None:
+    """WARNING, probe not sent, while Matomo's Retry-After pause holds for the profile."""
+    from matokit.serverpause import ServerPause
+
+    pause = ServerPause(settings.server_pause_path, clock=clock).current()
+    if pause is None:
+        return None
+    error = pause.error(clock())
+    return CheckResult(
+        name,
+        Status.WARNING,
+        line(f"tracking paused, probe not sent: {error.message}"),
+        metrics={"paused_until_timestamp_seconds": round(pause.until, 3)},
+        hint=error.hint,
     )
 
 

@@ -2,7 +2,8 @@
 
 An advisory `flock` on `<data_dir>/flush.lock`. The kernel drops it when the holder's last
 descriptor closes, so a flusher killed with SIGKILL never leaves a stale lock behind; the file
-itself stays (removing it would let two flushers lock two different files).
+itself stays (removing it would let two flushers lock two different files). The holder writes
+its pid and start time into the file, so a refused or waiting flusher can say who holds it.
 """
 
 from __future__ import annotations
@@ -10,30 +11,48 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Final
 
-from matokit.errors import FlushInProgressError, StorageError
+from matokit.durations import format_duration
+from matokit.errors import FlushInProgressError, FlushWaitTimeoutError, StorageError
 from matokit.journal import ensure_private_dir, storage_error
 
 LOCK_NAME: Final = "flush.lock"
+_POLL: Final = 0.1  # seconds between tries while waiting with a timeout
 
 
 def _holder(fd: int) -> str:
-    """The pid the holder wrote into the lock file, for the error message; "" if unknown."""
-    with contextlib.suppress(OSError, ValueError):
-        return f" (pid {int(os.pread(fd, 32, 0).decode('ascii').strip())})"
+    """Who holds the lock, from what it wrote into the file: "pid 42, since ..."; "" if unknown."""
+    with contextlib.suppress(OSError, ValueError, IndexError):
+        fields = os.pread(fd, 64, 0).decode("ascii").split()
+        text = f"pid {int(fields[0])}"
+        if len(fields) > 1:
+            since = float(fields[1])
+            moment = datetime.fromtimestamp(since, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+            text += f", running since {moment} ({format_duration(time.time() - since)} ago)"
+        return text
     return ""
 
 
 @contextlib.contextmanager
-def flush_lock(path: Path, *, wait: bool) -> Iterator[Path]:
+def flush_lock(
+    path: Path,
+    *,
+    wait: bool,
+    timeout: float | None = None,
+    on_wait: Callable[[str], None] | None = None,
+) -> Iterator[Path]:
     """Hold the flush lock at `path` (a directory means `flush.lock` inside it).
 
     Without `wait`, raises FlushInProgressError at once if another process holds it; with
-    `wait`, blocks until it is free. Yields the lock file's path. The lock is per open file,
-    so a second `flush_lock` on the same file conflicts even within one process.
+    `wait`, first calls `on_wait` with who holds it ("pid 42, running since ..."), then blocks
+    until it is free, or raises FlushWaitTimeoutError after `timeout` seconds. Yields the lock
+    file's path. The lock is per open file, so a second `flush_lock` on the same file
+    conflicts even within one process.
     """
     lock_path = Path(path)
     if lock_path.is_dir():
@@ -48,23 +67,68 @@ def flush_lock(path: Path, *, wait: bool) -> Iterator[Path]:
             if os.fstat(fd).st_uid == os.geteuid():
                 os.fchmod(fd, 0o600)  # the umask may have cut it further, or an old file was wider
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
-        except BlockingIOError:
-            raise FlushInProgressError(
-                f"another queue flush is running for this profile{_holder(fd)}; lock {lock_path}",
-                hint="wait for it to finish; the lock is freed as soon as that process exits",
-            ) from None
+            _acquire(fd, lock_path, wait=wait, timeout=timeout, on_wait=on_wait)
         except OSError as exc:
             raise StorageError(
                 f"cannot lock {lock_path}: {exc.strerror or exc}",
                 path=str(lock_path),
                 hint="use a local filesystem for MATOKIT_DATA_DIR (flock is unsupported here)",
             ) from exc
-        # Only informational (for the message above): failing to write it must not stop a flush.
+        # Only informational (for the messages above): failing to write it must not stop a flush.
         with contextlib.suppress(OSError):
             os.ftruncate(fd, 0)
-            os.pwrite(fd, f"{os.getpid()}\n".encode("ascii"), 0)
+            os.pwrite(fd, f"{os.getpid()} {time.time():.3f}\n".encode("ascii"), 0)
         yield lock_path
     finally:
         # Closing the descriptor releases the flock.
         os.close(fd)
+
+
+def _acquire(
+    fd: int,
+    lock_path: Path,
+    *,
+    wait: bool,
+    timeout: float | None,
+    on_wait: Callable[[str], None] | None,
+) -> None:
+    """Take the flock on `fd`: at once, waiting without end, or waiting up to `timeout`."""
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        return
+    except BlockingIOError:
+        holder = _holder(fd)
+    if not wait:
+        raise FlushInProgressError(
+            f"another queue flush is running for this profile{_paren(holder)}; lock {lock_path}",
+            hint="wait for it to finish; the lock is freed as soon as that process exits",
+        )
+    if on_wait is not None:
+        on_wait(holder)
+    if timeout is None:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        return
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return
+        except BlockingIOError:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                break
+            time.sleep(min(_POLL, left))
+    raise FlushWaitTimeoutError(
+        f"another queue flush still holds the lock after waiting {_seconds(timeout)}"
+        f"{_paren(_holder(fd))}; lock {lock_path}",
+        hint="it is still delivering; run `matokit queue flush` again later, or raise "
+        "--wait-timeout",
+    )
+
+
+def _seconds(value: float) -> str:
+    return format_duration(value) if value >= 1 else f"{value:g}s"
+
+
+def _paren(holder: str) -> str:
+    return f" ({holder})" if holder else ""

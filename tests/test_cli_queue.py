@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import time
 from pathlib import Path
 
@@ -131,6 +132,51 @@ def test_second_flusher_exits_0_at_once(
     assert result.code == 0, result
     assert "another queue flush is running" in result.stderr
     assert env.requests == []
+
+
+def test_flush_json_has_one_schema_whatever_happened(
+    capsys: pytest.CaptureFixture[str], env: FakeMatomo, path: Path
+) -> None:
+    def flush_json(*extra: str) -> dict:
+        result = invoke(capsys, "queue", "flush", "--format", "json", *extra)
+        return json.loads(result.stdout)
+
+    records = {"no journal": flush_json()}
+    queue_events(capsys, 2)
+    with flush_lock(path.parent / LOCK_NAME, wait=False):
+        records["flush running"] = flush_json()
+        records["wait timeout"] = flush_json("--wait-timeout", "0.1s")
+    records["delivered"] = flush_json()
+    records["nothing due"] = flush_json()
+    queue_events(capsys, 1)
+    env.add_fault(Fault(endpoint="tracking", status=429, retry_after="5"))
+    records["rate limited"] = flush_json()
+    keys = {name: sorted(record) for name, record in records.items()}
+    assert all(k == keys["delivered"] for k in keys.values()), keys
+    assert records["no journal"]["stopped_reason"] == "nothing_due"
+    assert records["flush running"]["stopped_reason"] == "flush_running"
+    assert records["flush running"]["remaining_queued"] == 2
+    assert "another queue flush is running" in records["flush running"]["error"]
+    assert records["wait timeout"]["stopped_reason"] == "wait_timeout"
+    assert records["rate limited"]["paused_until"] is not None
+
+
+def test_wait_timeout_says_who_holds_the_lock_and_exits_75(
+    capsys: pytest.CaptureFixture[str], env: FakeMatomo, path: Path
+) -> None:
+    queue_events(capsys, 1)
+    with flush_lock(path.parent / LOCK_NAME, wait=False):
+        result = invoke(capsys, "queue", "flush", "--wait-timeout", "0.2s")
+    assert result.code == 75, result
+    holder = f"pid {os.getpid()}, running since "
+    waiting, *rest = result.stderr.splitlines()
+    assert waiting.startswith(f"matokit: another queue flush holds the lock ({holder}")
+    assert waiting.endswith("; waiting for it to finish, for at most 0.2s.")
+    assert "still holds the lock after waiting 0.2s" in rest[0] and holder in rest[0]
+    assert "--wait-timeout" in rest[1]
+    assert env.requests == []
+    assert invoke(capsys, "queue", "flush", "--wait-timeout", "5s").code == 0
+    assert len(env.hits) == 1
 
 
 def test_flush_with_an_invalid_token_and_old_hits_exits_77(

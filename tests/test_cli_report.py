@@ -349,8 +349,19 @@ def test_cache_stats_and_clear(run_cli: Any, fake_matomo: FakeMatomo) -> None:
     assert stats["entries"] == 2  # the site's settings and the report
     assert stats["hits"] == 1 and stats["misses"] == 2
     assert Path(stats["path"]).name == "http-cache.sqlite"
+    code, out, _ = run_cli("cache", "clear", "--expired", "--format", "json")
+    assert code == 0
+    assert json.loads(out) == {
+        "profile": "default",
+        "path": stats["path"],
+        "removed": 0,
+        "expired_only": True,
+    }
     code, _, err = run_cli("cache", "clear")
     assert code == 0 and "Removed 2 entries" in err
+    code, out, _ = run_cli("cache", "clear", "-f", "json")
+    assert code == 0 and json.loads(out)["removed"] == 0
+    assert run_cli("cache", "clear", "--format", "csv")[0] == 2
     code, out, _ = run_cli("cache", "stats")
     assert code == 0 and "0 (0 fresh, 0 expired)" in out
     assert os.path.exists(stats["path"])

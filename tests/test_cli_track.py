@@ -198,8 +198,24 @@ def test_matomo_unavailable_queues_the_hit_and_exits_75(
     assert "queue flush" in result.stderr
     assert queued(tmp_path) == 1
     env.clear_faults()
+    # The 503's Retry-After paused the profile for 30 s: stand in for its end.
+    (journal_path(tmp_path).parent / "server-pause.json").unlink()
     assert invoke(capsys, "queue", "flush", "--all").code == 0
     assert len(env.hits) == 1
+
+
+def test_track_during_matomo_pause_queues_without_a_request_and_exits_75(
+    capsys: pytest.CaptureFixture[str], env: FakeMatomo, tmp_path: Path
+) -> None:
+    env.add_fault(Fault(endpoint="tracking", status=429, retry_after="120", times=1))
+    assert invoke(capsys, *EVENT).code == 75
+    sent = tracking_requests(env)
+    result = invoke(capsys, *EVENT, "--format", "json")
+    assert result.code == 75, result
+    assert json.loads(result.stdout)["state"] == "queued"
+    assert "no requests before" in result.stderr
+    assert tracking_requests(env) == sent  # the server asked for a pause: nothing was sent
+    assert queued(tmp_path) == 2
 
 
 def test_connection_refused_queues_the_hit(
@@ -265,6 +281,24 @@ def test_dry_run_prints_the_request_with_the_token_masked(
     assert result.stdout.startswith(f"POST {env.url}matomo.php")
     assert '"token_auth": "***"' in result.stdout
     assert "e_c=shop" in result.stdout
+    assert SENTINEL_TOKEN not in result.stdout + result.stderr
+    assert env.requests == []
+
+
+def test_dry_run_format_json_prints_the_request_as_json_with_the_token_masked(
+    capsys: pytest.CaptureFixture[str], env: FakeMatomo, monkeypatch
+) -> None:
+    monkeypatch.setenv("MATOMO_TOKEN", SENTINEL_TOKEN)
+    result = invoke(capsys, *EVENT, "--dry-run", "--format", "json")
+    assert result.code == 0, result
+    view = json.loads(result.stdout)
+    request = view["request"]
+    assert view["dry_run"] is True
+    assert (request["method"], request["url"]) == ("POST", f"{env.url}matomo.php")
+    assert request["headers"]["Content-Type"] == "application/json"
+    assert request["body"]["token_auth"] == "***"
+    (hit,) = request["body"]["requests"]
+    assert "e_c=shop" in hit
     assert SENTINEL_TOKEN not in result.stdout + result.stderr
     assert env.requests == []
 

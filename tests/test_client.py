@@ -38,11 +38,13 @@ from matokit.errors import (
     ProtocolError,
     RateLimitedError,
     RejectedHitError,
+    ServerPausedError,
     TokenCoolDownError,
     UnavailableError,
     UsageError,
 )
 from matokit.redact import MASK
+from matokit.serverpause import ServerPause
 from matokit.tokenmemory import TokenMemory
 from tests.fakematomo import ADMIN_TOKEN, SUPERUSER_TOKEN, FakeMatomo
 
@@ -349,6 +351,60 @@ def test_throttling_slows_the_next_request(
     rsps.replace(responses.POST, TRACKER, json={"status": "success", "tracked": 1, "invalid": 0})
     c.track(make_hits(1))
     assert fake_time.slept == [pytest.approx(1.0)], "rate halved to 1/s and the burst drained"
+
+
+def test_retry_after_pauses_tracking_for_every_client_of_the_profile(
+    tmp_path: Path, fake_time: FakeTime, rsps: responses.RequestsMock
+) -> None:
+    pause_file = tmp_path / "data" / "server-pause.json"
+
+    def new_client() -> MatomoClient:
+        pause = ServerPause(pause_file, clock=fake_time.clock)
+        return MatomoClient(base_url=BASE, server_pause=pause, clock=fake_time.clock)
+
+    rsps.post(TRACKER, status=429, body="", headers={"Retry-After": "30"})
+    with pytest.raises(RateLimitedError) as first:
+        new_client().track(make_hits(1))
+    assert not isinstance(first.value, ServerPausedError)
+    fake_time.now += 29
+    with pytest.raises(ServerPausedError) as info:
+        new_client().track(make_hits(1))  # another process, a second later: nothing sent
+    assert len(rsps.calls) == 1
+    assert info.value.until == NOW + 30 and info.value.method == "tracking"
+    rsps.replace(responses.POST, TRACKER, json={"status": "success", "tracked": 1, "invalid": 0})
+    fake_time.now += 1
+    assert new_client().track(make_hits(1)).tracked == 1
+
+
+def test_reporting_retry_after_pauses_tracking_but_reports_are_not_held_back(
+    tmp_path: Path, fake_time: FakeTime, rsps: responses.RequestsMock
+) -> None:
+    pause = ServerPause(tmp_path / "server-pause.json", clock=fake_time.clock)
+    c = MatomoClient(base_url=BASE, server_pause=pause, clock=fake_time.clock)
+    rsps.post(API, status=503, body="<html>Upgrade</html>", headers={"Retry-After": "60"})
+    with pytest.raises(UnavailableError):
+        c.call("API.getMatomoVersion")
+    current = pause.current()
+    assert current is not None and current.until == NOW + 60 and current.status == 503
+    rsps.replace(responses.POST, API, json={"value": "5.11.2"})
+    assert c.call("API.getMatomoVersion") == {"value": "5.11.2"}  # may come from the cache
+    with pytest.raises(ServerPausedError):
+        c.track(make_hits(1))
+    assert [call.request.url for call in rsps.calls].count(TRACKER) == 0
+
+
+def test_429_without_retry_after_or_another_status_records_no_pause(
+    tmp_path: Path, fake_time: FakeTime, rsps: responses.RequestsMock
+) -> None:
+    pause = ServerPause(tmp_path / "server-pause.json", clock=fake_time.clock)
+    c = MatomoClient(base_url=BASE, server_pause=pause, clock=fake_time.clock)
+    rsps.post(TRACKER, status=429, body="")
+    with pytest.raises(RateLimitedError):
+        c.track(make_hits(1))
+    rsps.replace(responses.POST, TRACKER, status=502, body="", headers={"Retry-After": "60"})
+    with pytest.raises(UnavailableError):
+        c.track(make_hits(1))
+    assert pause.current() is None
 
 
 # --- reporting ----------------------------------------------------------------------------------

@@ -28,6 +28,7 @@ from matokit.errors import (
     LockedOutError,
     RateLimitedError,
     RejectedHitError,
+    ServerPausedError,
     TokenCoolDownError,
     UnavailableError,
 )
@@ -364,6 +365,49 @@ def test_flush_stops_on_429(delivery: Delivery, client: FakeClient) -> None:
     assert result.stopped_reason == "rate_limited"
     assert client.sizes == [1, 2]
     assert result.remaining_queued == 2
+
+
+def test_flush_during_matomo_pause_sends_and_claims_nothing(
+    delivery: Delivery, client: FakeClient, clock: FakeClock
+) -> None:
+    queue_pages(delivery, 3)
+    delivery.pause.record(30, status=429)
+    clock.now += 10
+    result = flush(delivery, include_not_due=True)
+    assert client.sent == [] and client.calls == []
+    assert result.stopped_reason == "rate_limited" and result.requests == 0
+    assert isinstance(result.error_obj, ServerPausedError)
+    assert result.retry_after == 20 and result.paused_until == T0 + 30
+    assert result.record()["paused_until"] == T0 + 30
+    entries = delivery.journal.entries()
+    assert [(e.state, e.attempts) for e in entries] == [(EntryState.PENDING, 0)] * 3
+    clock.now += 20
+    assert flush(delivery).delivered == 3
+
+
+def test_flush_releases_a_batch_when_another_process_paused_matomo_meanwhile(
+    delivery: Delivery, client: FakeClient
+) -> None:
+    queue_pages(delivery, 4)
+    client.answers.append({"status": "success", "tracked": 1, "invalid": 0})
+    client.answers.append(ServerPausedError("paused", until=T0 + 30, retry_after=30))
+    result = flush(delivery)
+    assert result.stopped_reason == "rate_limited"
+    assert result.delivered == 1 and result.requests == 1 and result.rescheduled == 0
+    assert [(e.state, e.attempts) for e in delivery.journal.entries()] == [
+        (EntryState.PENDING, 0)
+    ] * 3
+
+
+def test_send_during_matomo_pause_queues_without_sending(
+    delivery: Delivery, client: FakeClient
+) -> None:
+    delivery.pause.record(30, status=503)
+    outcome = delivery.send(pv(1))
+    assert outcome.state is TrackState.QUEUED
+    assert isinstance(outcome.error, ServerPausedError)
+    assert client.sent == []
+    assert len(delivery.journal.entries()) == 1
 
 
 def test_flush_marks_a_batch_lost_after_sending_sent_unconfirmed(

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from matokit.errors import FlushInProgressError, StorageError
+from matokit.errors import FlushInProgressError, FlushWaitTimeoutError, StorageError
 from matokit.locking import LOCK_NAME, flush_lock
 
 _HOLDER = """
@@ -90,6 +90,25 @@ def test_waiting_blocks_until_the_holder_finishes(lock: Path) -> None:
     finally:
         child.communicate(timeout=10)
     assert child.returncode == 0
+
+
+def test_waiting_names_the_holder_first_and_a_timeout_gives_up(lock: Path) -> None:
+    child = hold_in_child(lock, 30)
+    heard: list[str] = []
+    try:
+        with (
+            pytest.raises(FlushWaitTimeoutError) as caught,
+            flush_lock(lock, wait=True, timeout=0.2, on_wait=heard.append),
+        ):
+            pass
+    finally:
+        child.kill()
+        child.communicate(timeout=10)
+    (holder,) = heard
+    assert holder.startswith(f"pid {child.pid}, running since ") and holder.endswith(" ago)")
+    assert "after waiting 0.2s" in caught.value.message and holder in caught.value.message
+    with flush_lock(lock, wait=True, timeout=0.2, on_wait=heard.append):
+        assert len(heard) == 1  # free: nobody to wait for, nothing said
 
 
 def test_lock_dies_with_a_killed_holder(lock: Path) -> None:

@@ -55,13 +55,27 @@ def stats_command(
 def clear_command(
     ctx: typer.Context,
     expired: bool = typer.Option(False, "--expired", help="Only delete expired entries."),
+    fmt: str = typer.Option("text", "--format", "-f", help="text or json."),
 ) -> None:
     """Delete every cached report (or, with --expired, only the stale ones)."""
     from matokit.cache import clear
-    from matokit.cli.output import say
+    from matokit.cli.output import emit_json, say
+    from matokit.errors import UsageError
 
+    if fmt not in ("text", "json"):
+        raise UsageError(f"--format {fmt!r} is not supported.", hint="Use text or json.")
     settings = state(ctx).settings()
     removed = clear(settings, expired_only=expired)
+    if fmt == "json":
+        emit_json(
+            {
+                "profile": settings.profile,
+                "path": str(settings.cache_path),
+                "removed": removed,
+                "expired_only": expired,
+            }
+        )
+        return
     what = "expired entries" if expired else "entries"
     say(f"Removed {removed} {what} from {settings.cache_path}.")
 

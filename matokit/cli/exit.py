@@ -37,6 +37,7 @@ _MAPPING: tuple[tuple[type[BaseException], ExitCode], ...] = (
     (errors.UsageError, ExitCode.USAGE),
     (errors.DataError, ExitCode.DATA),
     (errors.StorageError, ExitCode.IOERR),
+    (errors.FlushWaitTimeoutError, ExitCode.TEMPFAIL),
     (errors.FlushInProgressError, ExitCode.OK),
     (errors.AuthenticationError, ExitCode.NOPERM),
     (errors.PermissionDeniedError, ExitCode.NOPERM),

@@ -95,6 +95,11 @@ _KNOWN: dict[tuple[str, str], tuple[str, str]] = {
         "matokit_tracking_latency_seconds",
         "Time the tracker took to answer the bulk probe.",
     ),
+    ("tracking", "paused_until_timestamp_seconds"): (
+        "matokit_tracking_paused_until_timestamp_seconds",
+        "Unix time until which Matomo asked (Retry-After) for no tracking requests; "
+        "present only during such a pause.",
+    ),
     ("queue", "depth"): ("matokit_queue_depth", "Hits in the journal still to deliver."),
     ("queue", "due"): ("matokit_queue_due", "Queued hits due for sending now."),
     ("queue", "oldest_age_seconds"): (

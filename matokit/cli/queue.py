@@ -13,12 +13,15 @@ import typer
 
 from matokit.cli import state
 from matokit.cli.queue_view import (
+    busy_output,
     empty_status,
     entry_row,
     entry_view,
     flush_output,
     nothing_text,
+    pause_view,
     print_status,
+    say_waiting,
     status_view,
 )
 
@@ -75,6 +78,7 @@ def status(ctx: typer.Context, fmt: str = FORMAT) -> None:
     else:
         with journal:
             view = status_view(journal.stats(now=now))
+    view.update(pause_view(settings, now))
     if fmt == "json":
         from matokit.cli.output import emit_json
 
@@ -104,15 +108,20 @@ def flush(
     wait: bool = typer.Option(
         False, "--wait", help="Wait for a running flush to finish instead of exiting."
     ),
+    wait_timeout: str | None = typer.Option(
+        None,
+        "--wait-timeout",
+        help="Wait at most this long for a running flush (e.g. 5m; implies --wait), then exit 75.",
+    ),
     fmt: str = FORMAT,
 ) -> None:
     """Send queued hits that are due (one flusher per profile)."""
-    from matokit.cli.exit import ExitCode
-    from matokit.cli.output import progress, say
+    from matokit.cli.output import progress
     from matokit.delivery import Delivery, FlushOptions
     from matokit.errors import FlushInProgressError
 
     _check_format(fmt)
+    timeout = _duration(wait_timeout, "--wait-timeout")
     settings = state(ctx).settings()
     options = FlushOptions(
         batch_size=batch_size or int(settings.batch_size),
@@ -130,14 +139,15 @@ def flush(
         total = (before.queued if include_all else before.due) if before is not None else 0
         try:
             with progress(total or None, "Flushing") as advance:
-                result = delivery.flush_locked(options, wait=wait, on_progress=advance)
+                result = delivery.flush_locked(
+                    options,
+                    wait=wait or timeout is not None,
+                    wait_timeout=timeout,
+                    on_wait=lambda holder: say_waiting(holder, timeout),
+                    on_progress=advance,
+                )
         except FlushInProgressError as exc:
-            say(f"matokit: {exc.message}; nothing to do.")
-            if fmt == "json":
-                from matokit.cli.output import emit_json
-
-                emit_json({"stopped_reason": "flush_running", "message": exc.message})
-            raise typer.Exit(int(ExitCode.OK)) from None
+            raise typer.Exit(busy_output(exc, before, fmt)) from None
     flush_output(result, fmt)
     raise typer.Exit(flush_exit_code(result))
 

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from matokit.config import Settings
     from matokit.delivery import FlushResult
+    from matokit.errors import FlushInProgressError
     from matokit.journal import Entry, JournalStats
 
 STATES = ("pending", "inflight", "sent_unconfirmed", "unattributed", "dead")
@@ -83,6 +84,17 @@ def status_view(stats: JournalStats) -> dict[str, Any]:
     }
 
 
+def pause_view(settings: Settings, now: float) -> dict[str, Any]:
+    """Matomo's pause (Retry-After) in force for the profile: `paused_until` and its details."""
+    from matokit.serverpause import ServerPause
+
+    pause = ServerPause(settings.server_pause_path, clock=lambda: now).current()
+    return {
+        "paused_until": pause.until if pause else None,
+        "pause": pause.as_dict(now) if pause else None,
+    }
+
+
 def print_status(view: dict[str, Any], now: float) -> None:
     """Print a status view as a table on stdout and its warnings on stderr."""
     from matokit.cli.output import emit_table, say
@@ -93,6 +105,7 @@ def print_status(view: dict[str, Any], now: float) -> None:
     age = view["oldest_age"]
     rows.append({"item": "oldest queued", "value": "-" if age is None else format_duration(age)})
     rows.append({"item": "next attempt", "value": when_text(view["next_attempt_at"], now)})
+    rows.append({"item": "matomo pause", "value": _pause_text(view.get("pause"), now)})
     last = view["last_flush"]
     if last:
         when = format_duration(now - float(last.get("recorded_at", now))) + " ago"
@@ -104,6 +117,16 @@ def print_status(view: dict[str, Any], now: float) -> None:
     emit_table(rows, ["item", "value"], headers={"item": "journal", "value": "now"})
     for warning in view["warnings"]:
         say(f"matokit: warning: {warning}")
+
+
+def _pause_text(pause: dict[str, Any] | None, now: float) -> str:
+    """The pause row: "-", or "until 2026-01-31 12:00:05 UTC (in 3s, HTTP 429)"."""
+    if not pause:
+        return "-"
+    from matokit.serverpause import utc
+
+    said = f", HTTP {pause['status']}" if pause.get("status") else ""
+    return f"until {utc(pause['until'])} ({when_text(pause['until'], now)}{said})"
 
 
 def when_text(moment: float | None, now: float) -> str:
@@ -127,13 +150,64 @@ def size_text(size: int) -> str:
     return f"{size} B"
 
 
+def _no_flush(reason: str, stats: JournalStats | None = None) -> FlushResult:
+    """The record of a flush that did not run (`reason`), so `--format json` has one schema."""
+    import time
+
+    from matokit.delivery import FlushResult
+
+    now = time.time()
+    result = FlushResult(started_at=now, finished_at=now, stopped_reason=reason)
+    if stats is not None:
+        result.remaining_queued = stats.queued
+        result.remaining_due = stats.due
+        result.next_attempt_at = stats.next_attempt_at
+    return result
+
+
+def say_waiting(holder: str, timeout: float | None) -> None:
+    """`queue flush --wait`: who holds the lock, before waiting for it (stderr)."""
+    from matokit.cli.output import say
+    from matokit.durations import format_duration
+
+    who = f" ({holder})" if holder else ""
+    if timeout is None:
+        limit = ""
+    else:
+        limit = f", for at most {format_duration(timeout) if timeout >= 1 else f'{timeout:g}s'}"
+    say(f"matokit: another queue flush holds the lock{who}; waiting for it to finish{limit}.")
+
+
+def busy_output(exc: FlushInProgressError, stats: JournalStats | None, fmt: str) -> int:
+    """Report a flush that did not run because another held the lock; return the exit code.
+
+    0 when it did not wait (the running flush does the work), 75 when `--wait-timeout` ran out.
+    """
+    from matokit.cli.exit import exit_code_for
+    from matokit.cli.output import emit_json, say
+    from matokit.errors import FlushWaitTimeoutError
+
+    timed_out = isinstance(exc, FlushWaitTimeoutError)
+    result = _no_flush("wait_timeout" if timed_out else "flush_running", stats)
+    result.error, result.error_hint = exc.message, exc.hint
+    if fmt == "json":
+        emit_json(result.record())
+    if not timed_out:
+        say(f"matokit: {exc.message}; nothing to do.")
+    else:
+        say(f"matokit: error: {exc.message}")
+        if exc.hint:
+            say(f"  hint: {exc.hint}")
+    return int(exit_code_for(exc))
+
+
 def flush_output(result: FlushResult | None, fmt: str) -> None:
     """Report a flush (None: there was no journal) as JSON on stdout and a summary on stderr."""
     from matokit.cli.output import emit_json, say
 
     if result is None:
         if fmt == "json":
-            emit_json({"stopped_reason": "nothing_due", "delivered": 0, "remaining_queued": 0})
+            emit_json(_no_flush("nothing_due").record())
         else:
             say("matokit: the journal is empty: nothing to flush.")
         return

@@ -103,7 +103,7 @@ def _track(
     }
     hit = build(site_id, common)
     if dry_run:
-        _dry_run(settings, hit)
+        _dry_run(settings, hit, fmt)
         return
     from matokit.delivery import Delivery
 
@@ -301,9 +301,9 @@ def _item(text: str, index: int) -> list[str]:
     return fields
 
 
-def _dry_run(settings: Settings, hit: Hit) -> None:
-    from matokit.cli.output import emit_text
-    from matokit.client import prepare_tracking, render_dry_run
+def _dry_run(settings: Settings, hit: Hit, fmt: str) -> None:
+    from matokit.cli.output import emit_json, emit_text
+    from matokit.client import dry_run_view, prepare_tracking, render_dry_run
 
     base_url = settings.url or "https://MATOMO_URL/"
     prepared = prepare_tracking(
@@ -313,7 +313,10 @@ def _dry_run(settings: Settings, hit: Hit) -> None:
         token="***" if settings.has_token() else None,
         queuedtracking=bool(settings.queuedtracking),
     )
-    emit_text(render_dry_run(prepared))
+    if fmt == "json":
+        emit_json({"dry_run": True, "request": dry_run_view(prepared)})
+    else:
+        emit_text(render_dry_run(prepared))
 
 
 def _report(outcome: TrackOutcome, fmt: str) -> int:

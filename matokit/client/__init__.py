@@ -26,6 +26,7 @@ from matokit.client.tracking import (
     PreparedRequest,
     TrackResult,
     bulk_outcomes,
+    dry_run_view,
     prepare_tracking,
     render_dry_run,
 )
@@ -44,6 +45,7 @@ __all__ = [
     "PreparedRequest",
     "TrackResult",
     "bulk_outcomes",
+    "dry_run_view",
     "mount_connect_retries",
     "normalize_base_url",
     "prepare_tracking",

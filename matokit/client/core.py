@@ -1,8 +1,9 @@
 """MatomoClient: ties the request builders, the wire and the answer interpreters together.
 
-`_send` is the only place that touches the network: token cool-down check, rate limit,
-timeouts, TLS, logging, and translation of every requests/urllib3 exception into a typed
-`MatomoError` (chained, redacted).
+`_send` is the only place that touches the network: token cool-down check, the server's pause
+(Retry-After: kept for every request, enforced on tracking requests), rate limit, timeouts,
+TLS, logging, and translation of every requests/urllib3 exception into a typed `MatomoError`
+(chained, redacted).
 """
 
 from __future__ import annotations
@@ -17,14 +18,15 @@ from typing import TYPE_CHECKING, Any
 from matokit.client import reporting, tracking, transport
 from matokit.client.failures import Failures
 from matokit.client.tracking import TRACKING, PreparedRequest, TrackResult
-from matokit.errors import MatomoError
+from matokit.errors import MatomoError, StorageError
 from matokit.hits import USER_AGENT, Hit
-from matokit.policy import TokenBucket
+from matokit.policy import TokenBucket, parse_retry_after
 from matokit.redact import redact, register_secret
 
 if TYPE_CHECKING:
     import requests
 
+    from matokit.serverpause import ServerPause
     from matokit.tokenmemory import TokenMemory
 
 
@@ -48,6 +50,7 @@ class MatomoClient:
         ca_bundle: str | None = None,
         rate_limit: float | None = None,
         token_memory: TokenMemory | None = None,
+        server_pause: ServerPause | None = None,
         clock: Callable[[], float] = time.time,
         sleep: Callable[[float], None] = time.sleep,
         user_agent: str = USER_AGENT,
@@ -62,6 +65,7 @@ class MatomoClient:
         self._clock = clock
         self._bucket = TokenBucket(rate_limit, clock=clock, sleep=sleep)
         self._memory = token_memory
+        self._pause = server_pause
         self._user_agent = user_agent
         self._queuedtracking = queuedtracking
         self._log = logger or logging.getLogger("matokit.client")
@@ -130,6 +134,7 @@ class MatomoClient:
             api_method=TRACKING,
             batch_size=len(hits),
             session=self._tracking_session,
+            respect_pause=True,
         )
         return tracking.interpret_tracking(response, len(hits), prepared.url, self._failures)
 
@@ -174,16 +179,24 @@ class MatomoClient:
         headers: Mapping[str, str] | None = None,
         batch_size: int | None = None,
         session: requests.Session | None = None,
+        respect_pause: bool = False,
     ) -> requests.Response:
-        """POST once; every transport failure becomes a typed, chained, redacted error."""
+        """POST once; every transport failure becomes a typed, chained, redacted error.
+
+        `respect_pause` (tracking): raise `ServerPausedError` while Matomo's Retry-After holds.
+        Reporting requests are not held back (their answers may come from the report cache),
+        but a Retry-After they get pauses tracking all the same: it is about the server.
+        """
         import requests
 
-        if self._token and self._memory is not None:
-            try:
+        try:
+            if self._token and self._memory is not None:
                 self._memory.check(self._token)
-            except MatomoError as exc:
-                exc.method, exc.url = api_method, redact(url)
-                raise
+            if respect_pause and self._pause is not None:
+                self._pause.check()
+        except MatomoError as exc:
+            exc.method, exc.url = api_method, redact(url)
+            raise
         self._bucket.acquire()
         sender = session or self._session
         all_headers = {"User-Agent": self._user_agent, **(headers or {})}
@@ -207,9 +220,22 @@ class MatomoClient:
         self._log_request(url, response.status_code, started, batch_size, api_method)
         if response.status_code in (429, 503):
             self._bucket.on_throttled()
+            self._record_pause(response, api_method)
         elif response.status_code < 400:
             self._bucket.on_success()
         return response
+
+    def _record_pause(self, response: requests.Response, api_method: str) -> None:
+        if self._pause is None:
+            return
+        seconds = parse_retry_after(response.headers.get("Retry-After"), now=self._clock())
+        if seconds is None:
+            return
+        try:
+            self._pause.record(seconds, status=response.status_code, method=api_method)
+        except StorageError as exc:
+            # The server's answer matters more than the memory of it; say so in the log.
+            self._log.warning("could not record Matomo's Retry-After pause: %s", exc)
 
     def _log_request(
         self,

@@ -99,13 +99,27 @@ def prepare_tracking(
 
 def render_dry_run(prepared: PreparedRequest) -> str:
     """The request as text (request line, headers, pretty JSON body), token masked."""
+    view = dry_run_view(prepared)
+    lines = [f"{view['method']} {view['url']}"]
+    lines += [f"{name}: {value}" for name, value in view["headers"].items()]
+    lines += ["", json.dumps(view["body"], indent=2, ensure_ascii=False)]
+    return "\n".join(lines)
+
+
+def dry_run_view(prepared: PreparedRequest) -> dict[str, Any]:
+    """The request as JSON-able data (method, url, headers, body), token masked, redacted."""
     body = json.loads(prepared.body)
     if "token_auth" in body:
         body["token_auth"] = MASK
-    lines = [f"{prepared.method} {prepared.url}"]
-    lines += [f"{name}: {value}" for name, value in prepared.headers.items()]
-    lines += ["", json.dumps(body, indent=2, ensure_ascii=False)]
-    return redact("\n".join(lines))
+    view = {
+        "method": prepared.method,
+        "url": prepared.url,
+        "headers": dict(prepared.headers),
+        "body": body,
+    }
+    # Redacted as text, so that a secret anywhere (a URL's password, a hit's value) is masked.
+    redacted: dict[str, Any] = json.loads(redact(json.dumps(view, ensure_ascii=False)))
+    return redacted
 
 
 # --- the answer ----------------------------------------------------------------------------

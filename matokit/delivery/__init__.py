@@ -20,6 +20,8 @@ Decisions, in the order a flush meets them:
 * A whole-batch failure reschedules the batch with capped exponential backoff and full jitter
   (at least Retry-After) and stops the flush: no hammering a Matomo that is down or throttling.
   A failure after sending (`maybe_stored`) marks the hits sent_unconfirmed before any re-send.
+* A Retry-After (429/503) pauses the whole profile (`matokit.serverpause`, recorded by the
+  client): a flush during the pause claims nothing, `track` journals at once.
 * An invalid token (or its cool-down, or a lockout) stops the flush after that one request,
   the hits released untouched.
 * `max_attempts` and `max_age` end in dead letters, never in silent loss.

@@ -36,6 +36,7 @@ from matokit.errors import (
     ProtocolError,
     RateLimitedError,
     RejectedHitError,
+    ServerPausedError,
     StorageError,
     UnavailableError,
 )
@@ -110,6 +111,7 @@ class _Flusher:
             result.stopped_reason = "nothing_due"
         try:
             if due:
+                self._check_pause()
                 self._claim_and_send()
         except _Stop as stop:
             self._record_stop(stop)
@@ -117,6 +119,12 @@ class _Flusher:
             result.finished_at = self.clock()
         self._record_remaining()
         return result
+
+    def _check_pause(self) -> None:
+        """Matomo asked every process of the profile to wait (Retry-After): send nothing."""
+        pause = self.d.pause.current()
+        if pause is not None:
+            raise _Stop("rate_limited", pause.error(self.clock()))
 
     def _claim_and_send(self) -> None:
         """Claim batches and send them until none is left; `_Stop` ends it early."""
@@ -155,6 +163,8 @@ class _Flusher:
         result.remaining_queued = after.queued
         result.remaining_due = after.due
         result.next_attempt_at = after.next_attempt_at
+        pause = self.d.pause.current()
+        result.paused_until = pause.until if pause is not None else None
         if result.unattributed:
             result.warnings.append(
                 f"{result.unattributed} hit(s) set aside as unattributed: Matomo refused part "
@@ -273,6 +283,12 @@ class _Flusher:
                 raise
             self._send(group[middle:])
             return
+        except ServerPausedError as exc:
+            # Another process recorded Matomo's Retry-After meanwhile: nothing was sent.
+            self.result.requests -= 1
+            self.result.sent -= len(group)
+            self._release(group)
+            raise self._stop_for(exc) from exc
         except (AuthenticationError, LockedOutError, PermissionDeniedError, NotFoundError) as exc:
             self.result.sent -= len(group)
             self._release(group)

@@ -84,6 +84,7 @@ class FlushResult:
     remaining_queued: int = 0
     remaining_due: int = 0
     next_attempt_at: float | None = None
+    paused_until: float | None = None
     error_obj: MatokitError | None = field(default=None, repr=False)
 
     @property
@@ -128,13 +129,11 @@ class FlushResult:
             "remaining_queued": self.remaining_queued,
             "remaining_due": self.remaining_due,
             "next_attempt_at": self.next_attempt_at,
+            "paused_until": self.paused_until,
+            "error": self.error,
+            "retry_after": self.retry_after,
+            "warnings": list(self.warnings),
         }
-        if self.error:
-            data["error"] = self.error
-        if self.retry_after is not None:
-            data["retry_after"] = self.retry_after
-        if self.warnings:
-            data["warnings"] = list(self.warnings)
         return data
 
 

@@ -51,6 +51,7 @@ def send_hit(delivery: Delivery, hit: Hit, *, key: str | None = None) -> TrackOu
     if keyed and delivery.journal.has_key(key):
         return TrackOutcome(key, TrackState.DUPLICATE, "already queued or delivered")
     try:
+        delivery.pause.check()  # Matomo asked for a pause: queue at once, send nothing
         client = delivery.client()
         if delivery.clock() - hit.time >= OLD_HIT_AGE:
             _check_old_hit_access(delivery, client, hit.site_id)

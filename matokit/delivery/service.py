@@ -20,6 +20,8 @@ from matokit.delivery.outcomes import (
 )
 from matokit.hits import Hit
 from matokit.journal import Journal, JournalStats
+from matokit.serverpause import FILE_NAME as PAUSE_FILE
+from matokit.serverpause import ServerPause
 
 if TYPE_CHECKING:
     from matokit.config import Settings
@@ -34,6 +36,7 @@ class Delivery:
         journal_path: Path,
         client_factory: ClientFactory,
         has_token: bool,
+        pause_path: Path | None = None,
         dedup_window: float = 7 * 86400.0,
         clock: Callable[[], float] = time.time,
         rng: Callable[[], float] = random.random,
@@ -46,6 +49,8 @@ class Delivery:
         self.clock = clock
         self.rng = rng
         self._journal: Journal | None = None
+        # Matomo's Retry-After, shared by every process of the profile (the client records it).
+        self.pause = ServerPause(pause_path or self.journal_path.parent / PAUSE_FILE, clock=clock)
 
     @classmethod
     def for_settings(cls, settings: Settings, **kwargs: Any) -> Delivery:
@@ -60,6 +65,7 @@ class Delivery:
             journal_path=settings.journal_path,
             client_factory=factory,
             has_token=settings.has_token(),
+            pause_path=settings.server_pause_path,
             dedup_window=float(settings.dedup_window),
             **kwargs,
         )
@@ -147,13 +153,20 @@ class Delivery:
         options: FlushOptions,
         *,
         wait: bool = False,
+        wait_timeout: float | None = None,
+        on_wait: Callable[[str], None] | None = None,
         on_start: Callable[[int], None] | None = None,
         on_progress: Progress | None = None,
     ) -> FlushResult:
-        """`flush` under the profile's flush lock (FlushInProgressError if another holds it)."""
+        """`flush` under the profile's flush lock (FlushInProgressError if another holds it).
+
+        With `wait`, `on_wait` hears who holds the lock before waiting, for at most
+        `wait_timeout` seconds when given (then FlushWaitTimeoutError).
+        """
         from matokit.locking import LOCK_NAME, flush_lock
 
-        with flush_lock(self.journal_path.parent / LOCK_NAME, wait=wait):
+        lock = self.journal_path.parent / LOCK_NAME
+        with flush_lock(lock, wait=wait, timeout=wait_timeout, on_wait=on_wait):
             return self.flush(options, on_start=on_start, on_progress=on_progress)
 
     def flush(

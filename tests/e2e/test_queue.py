@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -121,4 +123,91 @@ def test_site_admin_token_keeps_outcomes_attributable_and_sets_aside_what_is_not
     assert "no admin access on site 2" in dead[0]["reason"]
     again = run_matokit("queue", "flush", "--all", "--format", "json", env=admin)
     assert json.loads(again.stdout)["requests"] == 0
+    assert len(fake_matomo.hits) == 3
+
+
+def _tracking_requests(fake: FakeMatomo) -> int:
+    return sum(1 for r in fake.requests if r.path.endswith("matomo.php"))
+
+
+def test_retry_after_pauses_the_profile_for_every_later_process(
+    run_matokit: RunMatokit, fake_matomo: FakeMatomo, env: dict[str, str]
+) -> None:
+    queue_lines(run_matokit, env, 5)
+    fake_matomo.add_fault(Fault(endpoint="tracking", status=429, retry_after="120"))
+    first = run_matokit("queue", "flush", env=env)
+    assert first.code == 75, first
+    assert _tracking_requests(fake_matomo) == 1
+    # A second flush started at once: the server said "not before", so it sends nothing.
+    second = run_matokit("queue", "flush", "--format", "json", env=env)
+    assert second.code == 75, second
+    record = json.loads(second.stdout)
+    assert record["stopped_reason"] == "rate_limited" and record["requests"] == 0
+    assert record["paused_until"] is not None
+    assert "no requests before" in second.stderr
+    # track queues at once, health does not probe, status shows when the pause ends.
+    track = run_matokit("track", "event", "--category", "c", "--action", "a", env=env)
+    assert track.code == 75, track
+    assert "no requests before" in track.stderr
+    health = run_matokit("health", "--check", "tracking", "--format", "json", env=env)
+    assert health.code == 1, health
+    (check,) = json.loads(health.stdout)["checks"]
+    assert check["summary"].startswith("tracking paused, probe not sent")
+    assert check["metrics"]["paused_until_timestamp_seconds"] == pytest.approx(
+        record["paused_until"], abs=0.01
+    )
+    prometheus = run_matokit("health", "--check", "tracking", "--format", "prometheus", env=env)
+    assert '\nmatokit_tracking_paused_until_timestamp_seconds{profile="default"} 1' in (
+        prometheus.stdout
+    ), prometheus
+    nagios = run_matokit("health", "--check", "tracking", "--format", "nagios", env=env)
+    assert nagios.code == 1 and "no requests before" in nagios.stdout, nagios
+    assert _tracking_requests(fake_matomo) == 1
+    status = json.loads(run_matokit("queue", "status", "--format", "json", env=env).stdout)
+    assert status["paused_until"] == record["paused_until"]
+    assert status["pause"]["status"] == 429 and 0 < status["pause"]["remaining"] <= 120
+    text = run_matokit("queue", "status", env=env)
+    assert "matomo pause" in text.stdout and ", HTTP 429)" in text.stdout
+
+
+_HOLDER = """
+import sys, time
+from pathlib import Path
+from matokit.locking import flush_lock
+with flush_lock(Path(sys.argv[1]), wait=False):
+    print("locked", flush=True)
+    time.sleep(60)
+"""
+
+
+def test_waiting_flush_says_who_holds_the_lock_and_wait_timeout_gives_up_with_75(
+    run_matokit: RunMatokit,
+    spawn_matokit: SpawnMatokit,
+    fake_matomo: FakeMatomo,
+    matokit_env: dict[str, str],
+    env: dict[str, str],
+) -> None:
+    queue_lines(run_matokit, env, 3)
+    lock = Path(matokit_env["MATOKIT_DATA_DIR"]) / "default" / "flush.lock"
+    holder = subprocess.Popen(
+        [sys.executable, "-c", _HOLDER, str(lock)], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "locked"
+        who = f"holds the lock (pid {holder.pid}, running since "
+        gave_up = run_matokit(
+            "queue", "flush", "--wait-timeout", "0.3s", "--format", "json", env=env
+        )
+        assert gave_up.code == 75, gave_up
+        assert json.loads(gave_up.stdout)["stopped_reason"] == "wait_timeout"
+        assert who in gave_up.stderr and "after waiting 0.3s" in gave_up.stderr
+        waiting = spawn_matokit("queue", "flush", "--wait", env=env)
+        assert waiting.stderr is not None
+        assert who in waiting.stderr.readline()  # said while it waits, not after
+        assert fake_matomo.requests == []
+    finally:
+        holder.kill()
+        holder.communicate(timeout=10)
+    _, err = waiting.communicate(timeout=60)
+    assert waiting.returncode == 0, err
     assert len(fake_matomo.hits) == 3
