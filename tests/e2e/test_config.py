@@ -1,8 +1,9 @@
-"""`matokit config test` as a real process against the fake Matomo: one call, exit codes."""
+"""Configuration as real processes against the fake Matomo: `config test`, token files."""
 
 from __future__ import annotations
 
 import json
+import os
 import socket
 
 import pytest
@@ -64,4 +65,20 @@ def test_config_test_without_a_token_is_78(run_matokit, fake_matomo):
     result = run_matokit("config", "test", env=_env(fake_matomo.url, None))
     assert result.code == 78, result
     assert "No Matomo token is configured" in result.stderr
+    assert not fake_matomo.requests
+
+
+def test_token_file_that_is_a_fifo_is_refused_without_waiting_for_a_writer(
+    run_matokit, fake_matomo, tmp_path
+):
+    fifo = tmp_path / "token.fifo"
+    os.mkfifo(fifo, 0o600)
+    # Before the fix, opening the FIFO blocked forever: the timeout turns that into a failure.
+    result = run_matokit(
+        "--token-file", fifo, "report", "visits",
+        env={"MATOMO_URL": fake_matomo.url, "MATOMO_SITE_ID": "1"},
+        timeout=20,
+    )  # fmt: skip
+    assert result.code == 78, result
+    assert f"Token file {fifo} is not a regular file (it is a named pipe)." in result.stderr
     assert not fake_matomo.requests
