@@ -107,8 +107,9 @@ def emit_table(
     table = Table(title=title, show_lines=False, header_style="bold")
     for column in columns:
         label = (headers or {}).get(column, column)
-        justify = "right" if column in numeric else "left"
-        table.add_column(label, justify=justify, no_wrap=column in whole)
+        table.add_column(
+            label, justify="right" if column in numeric else "left", no_wrap=column in whole
+        )
     for row in rows:
         table.add_row(*[_cell(row.get(c)) for c in columns])
     console("stdout").print(table)
