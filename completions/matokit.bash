@@ -5,7 +5,7 @@ _matokit_complete() {
         w="${COMP_WORDS[i]}"
         [[ "$w" == -* ]] && continue
         case "${path:+$path }$w" in
-            "api"|"cache"|"cache clear"|"cache stats"|"completions"|"config"|"config init"|"config profiles"|"config show"|"describe"|"health"|"health serve"|"queue"|"queue export"|"queue flush"|"queue list"|"queue purge"|"queue retry-dead"|"queue retry-unattributed"|"queue status"|"report"|"report list"|"report show"|"report summary"|"track"|"track event"|"track goal"|"track import"|"track order"|"track pageview") path="${path:+$path }$w" ;;
+            "api"|"cache"|"cache clear"|"cache stats"|"completions"|"config"|"config init"|"config profiles"|"config show"|"config test"|"describe"|"health"|"health serve"|"queue"|"queue export"|"queue flush"|"queue list"|"queue purge"|"queue retry-dead"|"queue retry-unattributed"|"queue status"|"report"|"report list"|"report show"|"report summary"|"track"|"track event"|"track goal"|"track import"|"track order"|"track pageview") path="${path:+$path }$w" ;;
         esac
     done
     case "$path" in
@@ -15,10 +15,11 @@ _matokit_complete() {
         "cache clear") words="--expired --format -f" ;;
         "cache stats") words="--format -f" ;;
         "completions") words="" ;;
-        "config") words="init profiles show" ;;
+        "config") words="init profiles show test" ;;
         "config init") words="--url --site --timeout --rate-limit --token-stdin --allow-insecure-http --no-allow-insecure-http" ;;
         "config profiles") words="--format" ;;
         "config show") words="--format" ;;
+        "config test") words="--format" ;;
         "describe") words="--format" ;;
         "health") words="serve --check --format --output --warn-latency --crit-latency --warn-queue-age --crit-queue-age --warn-queue-depth --crit-queue-depth --max-time" ;;
         "health serve") words="--listen --interval --allow-remote --check --warn-latency --crit-latency --warn-queue-age --crit-queue-age --warn-queue-depth --crit-queue-depth --max-time" ;;

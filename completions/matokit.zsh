@@ -7,7 +7,7 @@ _matokit() {
         w="${words[i]}"
         [[ "$w" == -* ]] && continue
         case "${path:+$path }$w" in
-            "api"|"cache"|"cache clear"|"cache stats"|"completions"|"config"|"config init"|"config profiles"|"config show"|"describe"|"health"|"health serve"|"queue"|"queue export"|"queue flush"|"queue list"|"queue purge"|"queue retry-dead"|"queue retry-unattributed"|"queue status"|"report"|"report list"|"report show"|"report summary"|"track"|"track event"|"track goal"|"track import"|"track order"|"track pageview") path="${path:+$path }$w" ;;
+            "api"|"cache"|"cache clear"|"cache stats"|"completions"|"config"|"config init"|"config profiles"|"config show"|"config test"|"describe"|"health"|"health serve"|"queue"|"queue export"|"queue flush"|"queue list"|"queue purge"|"queue retry-dead"|"queue retry-unattributed"|"queue status"|"report"|"report list"|"report show"|"report summary"|"track"|"track event"|"track goal"|"track import"|"track order"|"track pageview") path="${path:+$path }$w" ;;
         esac
     done
     case "$path" in
@@ -17,10 +17,11 @@ _matokit() {
         "cache clear") choices=(--expired --format -f) ;;
         "cache stats") choices=(--format -f) ;;
         "completions") choices=() ;;
-        "config") choices=(init profiles show) ;;
+        "config") choices=(init profiles show test) ;;
         "config init") choices=(--url --site --timeout --rate-limit --token-stdin --allow-insecure-http --no-allow-insecure-http) ;;
         "config profiles") choices=(--format) ;;
         "config show") choices=(--format) ;;
+        "config test") choices=(--format) ;;
         "describe") choices=(--format) ;;
         "health") choices=(serve --check --format --output --warn-latency --crit-latency --warn-queue-age --crit-queue-age --warn-queue-depth --crit-queue-depth --max-time) ;;
         "health serve") choices=(--listen --interval --allow-remote --check --warn-latency --crit-latency --warn-queue-age --crit-queue-age --warn-queue-depth --crit-queue-depth --max-time) ;;

@@ -196,14 +196,7 @@ class Settings:
                 f"No Matomo URL is configured for profile {self.profile!r}.",
                 hint="Pass --url, set MATOMO_URL, or run `matokit config init --url URL`.",
             )
-        host = urlsplit(url).hostname or ""
-        insecure = url.startswith("http://") and not _is_loopback(host)
-        if insecure and not self.values.get("allow_insecure_http"):
-            raise InsecureURLError(
-                f"Refusing http:// to {host}: the token would travel in clear.",
-                hint="Use https://, or set allow_insecure_http = true in the profile "
-                "if the network is trusted.",
-            )
+        check_transport(url, allow_insecure_http=bool(self.values.get("allow_insecure_http")))
         return url
 
     def require_site(self, override: int | None = None) -> int:
@@ -215,6 +208,18 @@ class Settings:
                 hint="Pass --site ID, set MATOMO_SITE_ID, or set site_id in the profile.",
             )
         return int(site)
+
+
+def check_transport(url: str, *, allow_insecure_http: bool) -> None:
+    """Refuse http:// to a non-loopback host unless allowed: the token would travel in clear."""
+    host = urlsplit(url).hostname or ""
+    insecure = url.startswith("http://") and not _is_loopback(host)
+    if insecure and not allow_insecure_http:
+        raise InsecureURLError(
+            f"Refusing http:// to {host}: the token would travel in clear.",
+            hint="Use https://, or set allow_insecure_http = true in the profile "
+            "if the network is trusted.",
+        )
 
 
 def _is_loopback(host: str) -> bool:
@@ -255,7 +260,8 @@ def load_config_file(path: Path) -> dict[str, Any]:
     import tomllib  # only when a config file exists: every command starts here
 
     try:
-        parsed = tomllib.loads(data.decode("utf-8"))
+        # Windows editors save UTF-8 with a byte order mark; TOML itself does not allow one.
+        parsed = tomllib.loads(data.decode("utf-8-sig"))
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise ConfigError(
             f"Config file {path} is not valid TOML: {exc}.",
@@ -312,6 +318,14 @@ def resolve(
     config_path = (
         Path(str(config_flag[0])).expanduser() if config_flag else default_config_path(env)
     )
+    if config_flag and config_flag[1] == FLAG and not config_path.exists():
+        import shlex  # only on this path: keep startup lean
+
+        raise ConfigError(
+            f"Config file {config_path} (from --config) does not exist.",
+            hint="Check the path, or create the file with "
+            f"`matokit --config {shlex.quote(str(config_path))} config init --url URL`.",
+        )
     parsed = load_config_file(config_path)
     profiles: dict[str, dict[str, Any]] = parsed.get("profiles", {})
 
@@ -329,7 +343,7 @@ def resolve(
             hint=f"Create it with `matokit --profile {profile} config init`, or pick another.",
         )
     section = profiles.get(profile, {})
-    _check_unknown_keys(section, profile, config_path)
+    check_unknown_keys(section, profile, config_path)
 
     values: dict[str, Any] = {}
     sources: dict[str, str] = {}
@@ -341,14 +355,7 @@ def resolve(
             values[key.name], sources[key.name] = key.default, DEFAULT
             continue
         raw, source = found
-        try:
-            value = key.parse(raw)
-        except ValueError as exc:
-            where = _where(key, source, config_path, profile)
-            raise ConfigError(
-                f"{key.name} {raw!r} from {where} {exc}.",
-                hint=_fix_hint(key, source, config_path, profile),
-            ) from None
+        value = parse_setting(key, raw, source=source, config_path=config_path, profile=profile)
         if key.name in ("cache_dir", "data_dir") and source in (ENV, DOTENV):
             value = value / profile  # the variable names a root shared by all profiles
         values[key.name], sources[key.name] = value, source
@@ -365,6 +372,18 @@ def resolve(
         sources=sources,
         token_source=token_source,
     )
+
+
+def parse_setting(key: Key, raw: Any, *, source: str, config_path: Path, profile: str) -> Any:
+    """One setting's value parsed; ConfigError names where it came from and how to fix it."""
+    try:
+        return key.parse(raw)
+    except ValueError as exc:
+        where = _where(key, source, config_path, profile)
+        raise ConfigError(
+            f"{key.name} {raw!r} from {where} {exc}.",
+            hint=_fix_hint(key, source, config_path, profile),
+        ) from None
 
 
 def _where(key: Key, source: str, config_path: Path, profile: str) -> str:
@@ -384,7 +403,8 @@ def _fix_hint(key: Key, source: str, config_path: Path, profile: str) -> str:
     return f"Correct {key.name} in [profiles.{profile}] of {config_path} ({key.help})."
 
 
-def _check_unknown_keys(section: Mapping[str, Any], profile: str, path: Path) -> None:
+def check_unknown_keys(section: Mapping[str, Any], profile: str, path: Path) -> None:
+    """Refuse a profile key MatoKit does not know, suggesting the closest known one."""
     for name in section:
         if name not in PROFILE_KEYS:
             import difflib  # only on this path: keep startup lean

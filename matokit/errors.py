@@ -43,6 +43,14 @@ class DataError(MatokitError):
     """Input data was rejected: an invalid hit, import line, date or report name (exit 65)."""
 
 
+class UnknownEntryError(DataError):
+    """An entry id (or id prefix) names no journal entry in the state the command works on."""
+
+
+class AmbiguousEntryError(DataError):
+    """An entry id prefix names several journal entries."""
+
+
 class HitValidationError(DataError):
     """A tracking hit failed validation before anything was sent."""
 

@@ -8,22 +8,29 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from matokit.config import (
     DEFAULT,
     DEFAULT_PROFILE,
+    FILE,
+    FLAG,
     KEYS,
     KEYS_BY_NAME,
     PROFILE_NAME,
+    Key,
     Settings,
+    check_transport,
+    check_unknown_keys,
     default_config_path,
     load_config_file,
+    normalize_url,
+    parse_setting,
     read_dotenv,
 )
-from matokit.errors import ConfigError, StorageError
+from matokit.errors import ConfigError, InsecureURLError, StorageError
 from matokit.private_files import make_private_dir, write_atomic
 
 
@@ -114,11 +121,11 @@ def init_profile(
     for name, value in updates.items():
         if value is None:
             continue
-        try:
-            parsed = KEYS_BY_NAME[name].parse(value)
-        except ValueError as exc:
-            raise ConfigError(f"{name} {value!r} {exc}.", hint=f"Pass a valid --{name}.") from None
+        parsed = parse_setting(
+            _init_key(name), value, source=FLAG, config_path=config_path, profile=profile
+        )
         section[name] = str(parsed) if isinstance(parsed, Path) else parsed
+    check_profile(section, profile=profile, config_path=config_path)
     token_path: Path | None = None
     if token is not None:
         if any(ch.isspace() for ch in token) or not token:
@@ -131,6 +138,40 @@ def init_profile(
     document["profiles"][profile] = section
     _write_private(config_path, tomli_w.dumps(document))
     return InitResult(profile=profile, config_path=config_path, token_path=token_path)
+
+
+def _init_key(name: str) -> Key:
+    """The setting, named by the `config init` option that sets it (for error messages)."""
+    key = KEYS_BY_NAME[name]
+    return replace(key, flag=key.flag or "--" + name.replace("_", "-"))
+
+
+def check_profile(section: Mapping[str, Any], *, profile: str, config_path: Path) -> None:
+    """Refuse a profile that no command could use, by the rules every command applies.
+
+    Every value must parse, a URL must be set, and it must not send the token in clear.
+    """
+    check_unknown_keys(section, profile, config_path)
+    for name, raw in section.items():
+        if name in KEYS_BY_NAME:
+            parse_setting(
+                KEYS_BY_NAME[name], raw, source=FILE, config_path=config_path, profile=profile
+            )
+    url = section.get("url")
+    if not url:
+        raise ConfigError(
+            f"Profile {profile!r} would have no Matomo URL; nothing was written.",
+            hint=f"Pass --url, e.g. `matokit --profile {profile} config init "
+            "--url https://analytics.example.com/`.",
+        )
+    allowed = bool(section.get("allow_insecure_http"))
+    try:
+        check_transport(normalize_url(url), allow_insecure_http=allowed)
+    except InsecureURLError as exc:
+        raise InsecureURLError(
+            f"{exc.message} Nothing was written.",
+            hint="Use https://, or pass --allow-insecure-http if the network is trusted.",
+        ) from None
 
 
 def _write_private(path: Path, text: str) -> None:

@@ -137,6 +137,13 @@ _EVENT_METRICS = (
 )
 
 
+# `flat=1` flattens a report with its subtables. Where the subtables split a row by the same
+# dimension (page URLs by folder) that is the report; where they hold another dimension (an
+# event category's actions, a search engine's keywords) it turns rows into pairs whose label
+# is "Category - Action": such reports ask for the top level, and pairs are reports of their own.
+_TOP_LEVEL: Mapping[str, str] = {}
+
+
 def _live_row(row: dict[str, Any]) -> dict[str, Any]:
     """Live visits carry their actions; surface the entry page as a column."""
     details = row.get("actionDetails")
@@ -212,24 +219,28 @@ CATALOGUE: tuple[Report, ...] = (
         "Referrers.getWebsites",
         "Referring websites",
         (_label("Website"), *_VISIT_METRICS),
+        params=_TOP_LEVEL,
     ),
     Report(
         "search-engines",
         "Referrers.getSearchEngines",
         "Search engines",
         (_label("Search engine"), *_VISIT_METRICS),
+        params=_TOP_LEVEL,
     ),
     Report(
         "campaigns",
         "Referrers.getCampaigns",
         "Campaigns",
         (_label("Campaign"), *_VISIT_METRICS, _c("nb_visits_converted")),
+        params=_TOP_LEVEL,
     ),
     Report(
         "events",
         "Events.getCategory",
         "Event categories",
         (_label("Event category"), *_EVENT_METRICS),
+        params=_TOP_LEVEL,
         chart="nb_events",
     ),
     Report(
@@ -237,6 +248,7 @@ CATALOGUE: tuple[Report, ...] = (
         "Events.getAction",
         "Event actions",
         (_label("Event action"), *_EVENT_METRICS),
+        params=_TOP_LEVEL,
         chart="nb_events",
     ),
     Report(
@@ -244,6 +256,18 @@ CATALOGUE: tuple[Report, ...] = (
         "Events.getName",
         "Event names",
         (_label("Event name"), *_EVENT_METRICS),
+        params=_TOP_LEVEL,
+        chart="nb_events",
+    ),
+    Report(
+        "event-pairs",
+        "Events.getCategory",
+        "Event category-action pairs",
+        (
+            _c("Events_EventCategory", "Event category", TEXT),
+            _c("Events_EventAction", "Event action", TEXT),
+            *_EVENT_METRICS,
+        ),
         chart="nb_events",
     ),
     Report(
@@ -309,7 +333,9 @@ CATALOGUE: tuple[Report, ...] = (
     ),
 )
 BY_NAME: dict[str, Report] = {r.name: r for r in CATALOGUE}
-BY_METHOD: dict[str, Report] = {r.method: r for r in CATALOGUE}
+BY_METHOD: dict[str, Report] = {}
+for _report in CATALOGUE:  # the first report of a method is the one `report Module.method` runs
+    BY_METHOD.setdefault(_report.method, _report)
 
 
 # --- lookup ---------------------------------------------------------------------------------

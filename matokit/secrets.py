@@ -17,6 +17,9 @@ from pathlib import Path
 from matokit.errors import ConfigError, InsecurePermissionsError
 from matokit.redact import register_secret
 
+# A token is 32 characters; a first line longer than this is not a token file.
+TOKEN_FILE_MAX_BYTES = 4096
+
 
 def check_private_file(path: Path, *, what: str) -> None:
     """Refuse a secret-bearing file that group or others can read or write."""
@@ -26,7 +29,11 @@ def check_private_file(path: Path, *, what: str) -> None:
         mode = path.stat().st_mode
     except OSError:
         return  # the caller reports a missing/unreadable file in its own words
-    if mode & (stat.S_IRWXG | stat.S_IRWXO):
+    _check_private_mode(path, mode, what=what)
+
+
+def _check_private_mode(path: Path, mode: int, *, what: str) -> None:
+    if os.name == "posix" and mode & (stat.S_IRWXG | stat.S_IRWXO):
         raise InsecurePermissionsError(
             f"{what} {path} is accessible by other users (mode {stat.S_IMODE(mode):04o}); "
             f"run: chmod 600 {shlex.quote(str(path))}",
@@ -89,21 +96,67 @@ class TokenSource:
 
 
 def _read_token_file(path: Path) -> str:
+    """The first line of a regular, private token file, read with bounded size and time.
+
+    Opening never blocks (a FIFO without a writer would hang forever) and anything that is not
+    a regular file (a device such as /dev/null, a directory, a FIFO) is refused before its
+    permissions are judged: `chmod 600 /dev/null` is no advice to give.
+    """
     path = path.expanduser()
-    if not path.exists():
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOCTTY", 0))
+    except FileNotFoundError:
         raise ConfigError(
             f"Token file {path} does not exist.",
             hint="Create it with `matokit config init`, or fix token_file / MATOMO_TOKEN_FILE.",
-        )
-    check_private_file(path, what="Token file")
-    try:
-        with path.open(encoding="utf-8") as handle:
-            return handle.readline()
-    except (OSError, UnicodeDecodeError) as exc:
+        ) from None
+    except OSError as exc:
         raise ConfigError(
-            f"Token file {path} cannot be read: {exc.__class__.__name__}.",
+            f"Token file {path} cannot be opened: {exc.strerror}.",
             hint=f"Check that the file is a readable text file owned by you: ls -l {path}",
         ) from None
+    try:
+        mode = os.fstat(fd).st_mode  # of the file opened, not of whatever the path names later
+        if not stat.S_ISREG(mode):
+            raise ConfigError(
+                f"Token file {path} is not a regular file (it is {_file_kind(mode)}).",
+                hint="Point --token-file, MATOMO_TOKEN_FILE or token_file at a file holding "
+                "the token on its first line.",
+            )
+        _check_private_mode(path, mode, what="Token file")
+        data = os.read(fd, TOKEN_FILE_MAX_BYTES + 1)
+    except OSError as exc:
+        raise ConfigError(
+            f"Token file {path} cannot be read: {exc.strerror}.",
+            hint=f"Check that the file is a readable text file owned by you: ls -l {path}",
+        ) from None
+    finally:
+        os.close(fd)
+    line, newline, _ = data.partition(b"\n")
+    if not newline and len(data) > TOKEN_FILE_MAX_BYTES:
+        raise ConfigError(
+            f"Token file {path} does not hold a token: its first line is longer than "
+            f"{TOKEN_FILE_MAX_BYTES} bytes.",
+            hint="A token file holds the 32-character token_auth on its first line.",
+        )
+    try:
+        return line.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        raise ConfigError(
+            f"Token file {path} is not text (its first line is not UTF-8).",
+            hint="A token file holds the 32-character token_auth on its first line.",
+        ) from None
+
+
+def _file_kind(mode: int) -> str:
+    kinds = (
+        (stat.S_ISDIR, "a directory"),
+        (stat.S_ISCHR, "a character device"),
+        (stat.S_ISBLK, "a block device"),
+        (stat.S_ISFIFO, "a named pipe"),
+        (stat.S_ISSOCK, "a socket"),
+    )
+    return next((name for test, name in kinds if test(mode)), "not a regular file")
 
 
 def _run_token_command(command: str, *, timeout: float) -> str:

@@ -120,3 +120,75 @@ def test_corrupt_config_file_is_exit_78_naming_the_file(capsys, cfg):
     result = invoke(capsys, "config", "show")
     assert result.code == 78
     assert str(cfg) in result.stderr and "not valid TOML" in result.stderr
+
+
+def test_config_init_refuses_http_to_a_remote_host_and_writes_nothing(capsys, cfg):
+    result = invoke(capsys, "config", "init", "--url", "http://remote.example/")
+    assert result.code == 78, result.stderr
+    assert "Refusing http:// to remote.example" in result.stderr
+    assert "--allow-insecure-http" in result.stderr
+    assert not cfg.exists()
+
+
+def test_config_init_accepts_http_to_a_remote_host_when_allowed(capsys, cfg):
+    result = invoke(
+        capsys, "config", "init", "--url", "http://remote.example/", "--allow-insecure-http"
+    )
+    assert result.code == 0, result.stderr
+    assert tomllib.loads(cfg.read_text())["profiles"]["default"]["allow_insecure_http"] is True
+
+
+def test_config_init_with_nothing_given_writes_no_empty_profile(capsys, cfg):
+    # stdin is not a terminal (as with </dev/null): no prompts, no values.
+    result = invoke(capsys, "config", "init", stdin="")
+    assert result.code == 78, result.stderr
+    assert "would have no Matomo URL; nothing was written" in result.stderr
+    assert not cfg.exists()
+
+
+@pytest.mark.parametrize(
+    ("option", "value", "message", "hint"),
+    [
+        ("--site", "-3", "site_id -3 from option --site", "Pass a valid value to --site"),
+        ("--rate-limit", "0", "from option --rate-limit", "Pass a valid value to --rate-limit"),
+    ],
+)
+def test_config_init_bad_value_names_the_option_like_every_command(
+    capsys, cfg, option, value, message, hint
+):
+    result = invoke(capsys, "config", "init", "--url", "https://a.example/", option, value)
+    assert result.code == 78, result.stderr
+    assert message in result.stderr and hint in result.stderr
+    assert not cfg.exists()
+
+
+def test_config_init_refuses_a_profile_whose_existing_values_cannot_work(capsys, cfg):
+    cfg.parent.mkdir(parents=True)
+    cfg.write_text('[profiles.default]\nurl = "https://a.example/"\ntimeout = "soon"\n')
+    result = invoke(capsys, "config", "init", "--site", "2")
+    assert result.code == 78, result.stderr
+    assert "timeout 'soon'" in result.stderr and str(cfg) in result.stderr
+    assert "site_id" not in cfg.read_text()
+
+
+def test_missing_config_file_given_by_flag_is_named(capsys, tmp_path):
+    missing = tmp_path / "nonexistent.toml"
+    result = invoke(capsys, "--config", str(missing), "--site", "1", "report", "visits")
+    assert result.code == 78, result.stderr
+    assert f"Config file {missing} (from --config) does not exist." in result.stderr
+    assert "No site id" not in result.stderr
+
+
+def test_config_init_creates_the_file_named_by_the_config_flag(capsys, tmp_path):
+    target = tmp_path / "new" / "config.toml"
+    result = invoke(capsys, "--config", str(target), "config", "init", "--url", "https://a.ex/")
+    assert result.code == 0, result.stderr
+    assert tomllib.loads(target.read_text())["profiles"]["default"]["url"] == "https://a.ex/"
+
+
+def test_config_file_with_a_utf8_bom_is_read(capsys, cfg):
+    cfg.parent.mkdir(parents=True)
+    cfg.write_bytes(b'\xef\xbb\xbf[profiles.default]\nurl = "https://bom.example/"\nsite_id = 4\n')
+    result = invoke(capsys, "config", "show", "--format", "json")
+    assert result.code == 0, result.stderr
+    assert json.loads(result.stdout)["settings"]["url"]["value"] == "https://bom.example/"

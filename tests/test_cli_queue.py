@@ -238,6 +238,29 @@ def test_retry_dead_needs_ids_or_all(capsys: pytest.CaptureFixture[str], env: Fa
     assert invoke(capsys, "queue", "retry-dead", "--all").code == 0
 
 
+@pytest.mark.parametrize("command", ["retry-dead", "retry-unattributed"])
+def test_retry_by_id_without_a_journal_is_a_data_error_naming_the_id(
+    capsys: pytest.CaptureFixture[str], env: FakeMatomo, path: Path, command: str
+) -> None:
+    result = invoke(capsys, "queue", command, "01M8A79G6C46FJB4")
+    assert result.code == 65, result
+    assert "has id 01M8A79G6C46FJB4: this profile has no journal yet" in result.stderr
+    assert not path.exists()
+
+
+def test_retry_unattributed_refuses_a_dead_letter_id(
+    capsys: pytest.CaptureFixture[str], env: FakeMatomo, path: Path
+) -> None:
+    invoke(capsys, "track", "goal", "--goal", "99", "--queue")
+    invoke(capsys, "queue", "flush")
+    (dead,) = entries(path, EntryState.DEAD)
+    result = invoke(capsys, "queue", "retry-unattributed", dead.id[:10])
+    assert result.code == 65, result
+    assert f"{dead.id} is dead, not an unattributed hit" in result.stderr
+    assert "queue list --unattributed" in result.stderr
+    assert [e.state for e in entries(path)] == [EntryState.DEAD]
+
+
 def test_purge_without_dead_is_a_usage_error(
     capsys: pytest.CaptureFixture[str], env: FakeMatomo
 ) -> None:

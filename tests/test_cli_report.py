@@ -265,10 +265,63 @@ def test_summary_is_one_bulk_request(run_cli: Any, fake_matomo: FakeMatomo) -> N
     assert code == 0, err
     data = json.loads(out)
     assert data["visits"][0]["nb_visits"] == 8
-    assert [r["label"] for r in data["events"]] == ["Checkout - Click"]
+    assert [r["label"] for r in data["events"]] == ["Checkout"]
     assert api_calls(fake_matomo, "API.getBulkRequest") == 1
     reports = {"VisitsSummary.get", "Actions.getPageUrls", "Events.getCategory"}
     assert all(api_calls(fake_matomo, m) == 0 for m in reports)  # only inside the bulk
+
+
+def track_events(fake: FakeMatomo, events: list[tuple[str, str, float]]) -> None:
+    now = int(time.time()) - 30
+    items = [
+        f"?idsite=1&rec=1&e_c={c}&e_a={a}&e_v={v}&url=https%3A%2F%2Fexample.org%2F"
+        f"&cid={200 + i:016x}&cdt={now}"
+        for i, (c, a, v) in enumerate(events)
+    ]
+    answer = requests.post(
+        fake.url + "matomo.php", json={"requests": items, "token_auth": SUPERUSER_TOKEN}, timeout=5
+    )
+    assert answer.json()["tracked"] == len(items)
+
+
+EVENTS = [
+    ("Checkout", "Click", 2),
+    ("Checkout", "Pay", 3),
+    ("Checkout", "Pay", 5),
+    ("Video", "Play", 1),
+]
+
+
+def test_events_report_totals_each_category_over_its_actions(
+    run_cli: Any, fake_matomo: FakeMatomo
+) -> None:
+    track_events(fake_matomo, EVENTS)
+    code, out, err = run_cli("report", "events", "--format", "json")
+    assert code == 0, err
+    totals = {r["label"]: (r["nb_events"], r["sum_event_value"]) for r in json.loads(out)}
+    assert totals == {"Checkout": (3, 10), "Video": (1, 1)}
+
+
+def test_event_pairs_report_has_one_row_per_category_and_action(
+    run_cli: Any, fake_matomo: FakeMatomo
+) -> None:
+    track_events(fake_matomo, EVENTS)
+    code, out, err = run_cli("report", "event-pairs", "--format", "json")
+    assert code == 0, err
+    pairs = {
+        (r["Events_EventCategory"], r["Events_EventAction"]): r["nb_events"]
+        for r in json.loads(out)
+    }
+    assert pairs == {("Checkout", "Click"): 1, ("Checkout", "Pay"): 2, ("Video", "Play"): 1}
+
+
+def test_summary_ranks_event_categories_not_pairs(run_cli: Any, fake_matomo: FakeMatomo) -> None:
+    # Video's four actions (one event each) outnumber Checkout's 3, whose "Pay" is the top pair.
+    video = [("Video", action, 1) for action in ("Stop", "Seek", "Pause")]
+    track_events(fake_matomo, [*EVENTS, *video])
+    code, out, err = run_cli("report", "summary", "--format", "json", "--limit", "1")
+    assert code == 0, err
+    assert [(r["label"], r["nb_events"]) for r in json.loads(out)["events"]] == [("Video", 4)]
 
 
 @pytest.mark.parametrize(

@@ -161,6 +161,45 @@ def test_world_readable_token_file_is_refused(tmp_path):
     assert "chmod 600" in info.value.message
 
 
+def _directory(tmp: Path) -> Path:
+    path = tmp / "tokens"
+    path.mkdir(mode=0o755)
+    path.chmod(0o755)
+    return path
+
+
+NOT_TOKEN_FILES = [
+    ("/dev/null", lambda tmp: Path("/dev/null"), "a character device"),
+    ("directory 0755", _directory, "a directory"),
+]
+
+
+@pytest.mark.parametrize(
+    ("case", "path_for", "kind"), NOT_TOKEN_FILES, ids=[c[0] for c in NOT_TOKEN_FILES]
+)
+def test_token_file_that_is_not_a_regular_file_is_refused_without_chmod_advice(
+    tmp_path, case, path_for, kind
+):
+    path = path_for(tmp_path)
+    with pytest.raises(ConfigError) as info:
+        resolve({"--token-file": str(path)}, env={}).token()
+    assert info.value.message == f"Token file {path} is not a regular file (it is {kind})."
+    assert not isinstance(info.value, InsecurePermissionsError)
+    assert "chmod" not in info.value.message + (info.value.hint or "")
+
+
+def test_token_file_without_a_line_break_in_its_first_4_kib_is_refused(tmp_path):
+    path = write_config(tmp_path / "big", "a" * 100_000)
+    with pytest.raises(ConfigError) as info:
+        resolve({"--token-file": str(path)}, env={}).token()
+    assert "first line is longer than 4096 bytes" in info.value.message
+
+
+def test_token_file_first_line_is_the_token_whatever_follows(tmp_path):
+    path = write_config(tmp_path / "t", SENTINEL_TOKEN + "\r\n" + "x" * 100_000)
+    assert resolve({"--token-file": str(path)}, env={}).token() == SENTINEL_TOKEN
+
+
 def test_readable_dotenv_holding_a_token_is_refused():
     Path(".env").write_text(f"MATOMO_TOKEN={SENTINEL_TOKEN}\n")
     Path(".env").chmod(0o644)

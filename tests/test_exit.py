@@ -15,6 +15,8 @@ TABLE = [
     (errors.UsageError("x"), 2),
     (errors.DataError("x"), 65),
     (errors.HitValidationError("x", field="idsite"), 65),
+    (errors.UnknownEntryError("x"), 65),
+    (errors.AmbiguousEntryError("x"), 65),
     (errors.StorageError("x"), 74),
     (errors.JournalCorruptError("x"), 74),
     (errors.FlushInProgressError("x"), 0),

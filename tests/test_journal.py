@@ -17,7 +17,12 @@ from pathlib import Path
 
 import pytest
 
-from matokit.errors import JournalCorruptError, StorageError
+from matokit.errors import (
+    AmbiguousEntryError,
+    JournalCorruptError,
+    StorageError,
+    UnknownEntryError,
+)
 from matokit.journal import (
     APPLICATION_ID,
     FLUSH_HISTORY,
@@ -25,6 +30,7 @@ from matokit.journal import (
     EntryState,
     Journal,
     NewHit,
+    lookup,
 )
 
 T0 = 1_700_000_000.0
@@ -984,3 +990,87 @@ def test_retry_unattributed_touches_no_other_state(journal: Journal) -> None:
     assert [e.state for e in journal.entries()] == [EntryState.DEAD, EntryState.PENDING]
     with pytest.raises(TypeError):
         journal.retry_unattributed("01ABC")  # type: ignore[arg-type]
+
+
+# --- ids people type: unique prefixes -----------------------------------------------------------
+
+
+@pytest.fixture
+def id_table() -> Iterator[sqlite3.Connection]:
+    conn = sqlite3.connect(":memory:")
+    conn.execute("CREATE TABLE entries (id TEXT PRIMARY KEY, state TEXT NOT NULL)")
+    rows = [
+        ("01M8A79G6C46FJB4AAAAAAAAAA", "dead"),
+        ("01M8A79G6C46FJB4AAAAAAAAAB", "dead"),
+        ("01M8A79G6C46FJB5ZZZZZZZZZZ", "dead"),
+        ("01M8B00000000000000000000P", "pending"),
+        ("01N0000000000000000000000D", "dead"),
+    ]
+    conn.executemany("INSERT INTO entries VALUES (?, ?)", rows)
+    yield conn
+    conn.close()
+
+
+def test_short_ids_are_the_shortest_unique_prefix_at_least_8_long(
+    id_table: sqlite3.Connection,
+) -> None:
+    ids = [row[0] for row in id_table.execute("SELECT id FROM entries ORDER BY id")]
+    assert lookup.shortest_unique(id_table, ids) == {
+        ids[0]: ids[0],  # differs from its neighbour only in the last character
+        ids[1]: ids[1],
+        ids[2]: "01M8A79G6C46FJB5",
+        ids[3]: "01M8B000",
+        ids[4]: "01N00000",
+    }
+
+
+def test_match_accepts_whole_ids_and_unique_prefixes_in_any_case(
+    id_table: sqlite3.Connection,
+) -> None:
+    found = lookup.match(
+        id_table, ["01m8a79g6c46fjb5", "01N0", "01N0000000000000000000000D"], state="dead"
+    )
+    assert found == ["01M8A79G6C46FJB5ZZZZZZZZZZ", "01N0000000000000000000000D"]
+
+
+@pytest.mark.parametrize(
+    ("typed", "error", "message"),
+    [
+        (["ZZZZZZZZ"], UnknownEntryError, "No dead letter has id ZZZZZZZZ; nothing was changed."),
+        (
+            ["01M8B000"],
+            UnknownEntryError,
+            "01M8B00000000000000000000P is pending, not a dead letter",
+        ),
+        (["01M"], UnknownEntryError, "Id prefix '01M' is shorter than 4 characters"),
+        (
+            ["01M8A79G6C46FJB4"],
+            AmbiguousEntryError,
+            "01M8A79G6C46FJB4 (matches 01M8A79G6C46FJB4AAAAAAAAAA, 01M8A79G6C46FJB4AAAAAAAAAB)",
+        ),
+        (
+            ["01M8A79G", "NOPE1234"],
+            UnknownEntryError,
+            "No dead letter has id NOPE1234; ambiguous: 01M8A79G",
+        ),
+    ],
+)
+def test_match_refuses_unknown_wrong_state_short_and_ambiguous_ids_naming_them(
+    id_table: sqlite3.Connection, typed: list[str], error: type[Exception], message: str
+) -> None:
+    with pytest.raises(error) as info:
+        lookup.match(id_table, typed, state="dead")
+    assert message in str(info.value)
+    assert "queue list --dead" in (info.value.hint or "")  # type: ignore[attr-defined]
+
+
+def test_journal_short_ids_name_their_entries_for_retry(journal: Journal, clock: FakeClock) -> None:
+    journal.enqueue([hit("a", at=T0), hit("b", at=T0 + 3600), hit("c", at=T0 + 3600)])
+    claimed = journal.claim("f", limit=3, lease_seconds=60)
+    journal.kill([(e.id, "rejected") for e in claimed])
+    shorts = journal.short_ids([e.id for e in claimed])
+    assert len(shorts[claimed[0].id]) < 26  # an hour apart: the time part alone tells them apart
+    assert journal.match_ids(list(shorts.values()), state=EntryState.DEAD) == [
+        e.id for e in claimed
+    ]
+    assert journal.retry_dead(journal.match_ids([shorts[claimed[0].id]], state="dead")) == 1

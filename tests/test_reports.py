@@ -36,6 +36,7 @@ REQUIRED = {
     "events": "Events.getCategory",
     "event-actions": "Events.getAction",
     "event-names": "Events.getName",
+    "event-pairs": "Events.getCategory",
     "goals": "Goals.get",
     "ecommerce": "Goals.getItemsSku",
     "countries": "UserCountry.getCountry",
@@ -58,9 +59,23 @@ def test_only_live_is_not_cacheable() -> None:
     assert [r.name for r in reports.CATALOGUE if not r.cacheable] == ["live"]
 
 
-@pytest.mark.parametrize("name", ["visits", "pages", "events", "countries"])
+@pytest.mark.parametrize("name", ["visits", "pages", "event-pairs", "countries"])
 def test_cacheable_reports_ask_for_flat_rows(name: str) -> None:
     assert reports.find(name).params.get("flat") == "1"
+
+
+# Their subtables hold another dimension: flat=1 would turn their rows into pairs.
+TOP_LEVEL = ["events", "event-actions", "event-names", "websites", "search-engines", "campaigns"]
+
+
+@pytest.mark.parametrize("name", TOP_LEVEL)
+def test_reports_whose_subtables_are_another_dimension_ask_for_the_top_level(name: str) -> None:
+    assert "flat" not in reports.find(name).params
+
+
+def test_module_method_runs_the_first_catalogue_report_of_that_method() -> None:
+    assert reports.find("Events.getCategory").name == "events"
+    assert reports.find("event-pairs").method == "Events.getCategory"
 
 
 def test_find_accepts_module_method_of_catalogue_and_others() -> None:

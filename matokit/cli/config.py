@@ -1,4 +1,4 @@
-"""`matokit config show|init|profiles`: inspect and write profiles."""
+"""`matokit config show|init|profiles|test`: inspect, write and check profiles."""
 
 from __future__ import annotations
 
@@ -143,3 +143,35 @@ def init(
     say(f"Profile {result.profile!r} written to {result.config_path} (mode 0600).")
     if result.token_path:
         say(f"Token stored in {result.token_path} (mode 0600); it is not in the config file.")
+
+
+@app.command("test")
+def test(
+    ctx: typer.Context,
+    fmt: str = typer.Option("text", "--format", help=FORMAT_HELP),
+) -> None:
+    """Check the profile against Matomo in one authenticated call: version, site access, admin.
+
+    Exit codes: 0 works, 77 token refused or site not visible, 69 Matomo unreachable,
+    78 configuration missing or invalid.
+    """
+    from matokit.access import check_access
+    from matokit.cli.output import emit_json, emit_text
+    from matokit.connect import client_for
+
+    _check_format(fmt, ("text", "json"))
+    settings = state(ctx).settings()
+    with client_for(settings) as client:
+        access = check_access(client, site=settings.site_id)
+    if fmt == "json":
+        emit_json({"profile": settings.profile, "url": settings.url, **access.as_dict()})
+        return
+    if access.site is None:
+        where = "no site_id configured"
+    else:
+        where = f"{access.site_access} access to site {access.site}"
+    role = "superuser" if access.superuser else "not a superuser"
+    emit_text(
+        f"Profile {settings.profile!r}: Matomo {access.matomo_version} at {settings.url} "
+        f"accepts the token ({role}; {where})."
+    )

@@ -98,15 +98,18 @@ def emit_table(
     headers: Mapping[str, str] | None = None,
     title: str | None = None,
     numeric: Iterable[str] = (),
+    whole: Iterable[str] = (),
 ) -> None:
-    """A rich table on stdout; numeric columns right-aligned."""
+    """A rich table on stdout; numeric columns right-aligned, `whole` ones never cut (ids)."""
     from rich.table import Table
 
-    numeric = set(numeric)
+    numeric, whole = set(numeric), set(whole)
     table = Table(title=title, show_lines=False, header_style="bold")
     for column in columns:
         label = (headers or {}).get(column, column)
-        table.add_column(label, justify="right" if column in numeric else "left")
+        table.add_column(
+            label, justify="right" if column in numeric else "left", no_wrap=column in whole
+        )
     for row in rows:
         table.add_row(*[_cell(row.get(c)) for c in columns])
     console("stdout").print(table)

@@ -189,9 +189,12 @@ def list_command(
     settings = state(ctx).settings()
     journal = _journal(settings)
     entries: list[Entry] = []
+    short_ids: dict[str, str] = {}
     if journal is not None:
         with journal:
             entries = journal.entries(states=_states(dead, unattributed), limit=limit)
+            if fmt != "json":
+                short_ids = journal.short_ids([e.id for e in entries])
     now = time.time()
     if fmt == "json":
         emit_json([entry_view(e) for e in entries])
@@ -201,11 +204,12 @@ def list_command(
 
         say(f"matokit: {nothing_text(dead, unattributed)}.")
         return
-    rows = [entry_row(e, now) for e in entries]
+    rows = [{**entry_row(e, now), "id": short_ids[e.id]} for e in entries]
     emit_table(
         rows,
         ["id", "state", "site", "age", "attempts", "next", "detail"],
         numeric=["attempts"],
+        whole=["id", "state"],
     )
 
 
@@ -283,9 +287,14 @@ def _retry(
     settings = state(ctx).settings()
     journal = _journal(settings)
     count = 0
+    entry_state = "unattributed" if unattributed else "dead"
+    if journal is None and ids:
+        from matokit.journal.lookup import unknown_without_journal
+
+        raise unknown_without_journal(ids, state=entry_state)
     if journal is not None:
         with journal:
-            chosen = None if retry_all else list(ids or [])
+            chosen = None if retry_all else journal.match_ids(ids or [], state=entry_state)
             count = (
                 journal.retry_unattributed(chosen) if unattributed else journal.retry_dead(chosen)
             )

@@ -8,9 +8,10 @@ remembered for a window, so replaying an import or a retry never counts a hit tw
 A file that is not a MatoKit journal is never written, deleted or replaced: opening it raises
 `JournalCorruptError`. Every sqlite3 failure leaves this package as a `StorageError`.
 
-Modules: `records` (states and frozen records), `ids` (time-ordered ids), `storage` (files on
-disk, errors), `schema` (tables, migrations, the file's mark), `queries` (SQL, row conversion),
-`stats` (snapshots), `connection` (opening, transactions), `store` (the Journal's operations).
+Modules: `records` (states and frozen records), `ids` (time-ordered ids), `lookup` (ids as
+people type them: unique prefixes), `storage` (files on disk, errors), `schema` (tables,
+migrations, the file's mark), `queries` (SQL, row conversion), `stats` (snapshots),
+`connection` (opening, transactions), `store` (the Journal's operations).
 """
 
 from matokit.journal.connection import CACHE_KIB, DEFAULT_DEDUP_WINDOW

@@ -14,6 +14,7 @@ from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from typing import Any, Final
 
 from matokit.errors import StorageError
+from matokit.journal import lookup
 from matokit.journal.connection import JournalConnection
 from matokit.journal.ids import IdCollision
 from matokit.journal.queries import (
@@ -243,6 +244,21 @@ class Journal(JournalConnection):
             return conn.execute(f"DELETE FROM entries WHERE {where}", args).rowcount
 
         return self._write(run)
+
+    # -- ids people type --
+
+    def match_ids(self, prefixes: Sequence[str], *, state: EntryState | str) -> list[str]:
+        """Whole ids of the entries in `state` that `prefixes` (ids or unique prefixes) name.
+
+        Raises UnknownEntryError or AmbiguousEntryError (naming every offending prefix) rather
+        than skipping any: an operator's typo must not look like success.
+        """
+        wanted = EntryState(state).value
+        return self._read(lambda conn: lookup.match(conn, list(prefixes), state=wanted))
+
+    def short_ids(self, ids: Sequence[str]) -> dict[str, str]:
+        """Each id's shortest prefix (at least 8 characters) that names no other entry."""
+        return self._read(lambda conn: lookup.shortest_unique(conn, list(ids)))
 
     # -- reading --
 

@@ -211,3 +211,33 @@ def test_waiting_flush_says_who_holds_the_lock_and_wait_timeout_gives_up_with_75
     _, err = waiting.communicate(timeout=60)
     assert waiting.returncode == 0, err
     assert len(fake_matomo.hits) == 3
+
+
+def test_dead_letter_ids_are_shown_whole_enough_at_80_columns_and_retried_by_prefix(
+    run_matokit: RunMatokit, env: dict[str, str]
+) -> None:
+    for _ in range(2):  # goal 99 does not exist: Matomo refuses both, they become dead letters
+        assert run_matokit("track", "goal", "--goal", "99", "--queue", env=env).code == 0
+    assert run_matokit("queue", "flush", env=env).code == 0
+    narrow = {**env, "COLUMNS": "80"}
+    whole = [
+        e["id"]
+        for e in json.loads(
+            run_matokit("queue", "list", "--dead", "--format", "json", env=env).stdout
+        )
+    ]
+    table = run_matokit("queue", "list", "--dead", env=narrow)
+    assert table.code == 0, table
+    shown = [line.split()[1] for line in table.stdout.splitlines() if " dead " in line]
+    assert len(shown) == 2
+    assert all(len(s) >= 8 and w.startswith(s) for s, w in zip(shown, whole, strict=True))
+
+    retried = run_matokit("queue", "retry-dead", shown[1].lower(), "--format", "json", env=env)
+    assert retried.code == 0, retried
+    assert json.loads(retried.stdout) == {"retried": 1}
+    unknown = run_matokit("queue", "retry-dead", "ZZZZZZZZ", shown[1], env=env)
+    assert unknown.code == 65, unknown
+    assert "No dead letter has id ZZZZZZZZ" in unknown.stderr
+    assert f"{whole[1]} is pending, not a dead letter" in unknown.stderr
+    left = json.loads(run_matokit("queue", "list", "--dead", "--format", "json", env=env).stdout)
+    assert [e["id"] for e in left] == whole[:1]  # nothing changed by the refused command

@@ -81,7 +81,7 @@ def test_report_in_every_format(
     events = [json.loads(line) for line in ndjson.stdout.splitlines()]
     assert events == [
         {
-            "label": "Newsletter - Subscribe",
+            "label": "Newsletter",
             "nb_events": 3,
             "nb_visits": 3,
             "sum_event_value": 3,
