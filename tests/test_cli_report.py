@@ -284,6 +284,9 @@ def test_summary_is_one_bulk_request(run_cli: Any, fake_matomo: FakeMatomo) -> N
         (["report", "pages", "--format", "xml"], 2, "--format 'xml' is not supported"),
         (["report", "pages", "--limit", "0"], 2, "--limit 0 is not valid"),
         (["report", "visits", "--site", "99"], 65, "An unexpected website was found"),
+        (["report", "SitesManager.deleteSite"], 2, "SitesManager.deleteSite changes Matomo"),
+        (["report", "show", "usersmanager.DELETEUSER"], 2, "DELETEUSER changes Matomo"),
+        (["report", "CoreAdminHome.invalidateArchivedReports"], 2, "refused without"),
     ],
 )
 def test_bad_input_exits_with_the_documented_code(
