@@ -49,3 +49,32 @@ def test_readme_documents_every_command(capsys):
     manifest = json.loads(invoke(capsys, "describe").stdout)
     undocumented = [c["name"] for c in manifest["commands"] if f"matokit {c['name']}" not in readme]
     assert not undocumented, f"README.md lacks an example of: {undocumented}"
+
+
+def test_every_command_is_marked_with_its_effect(capsys):
+    manifest = json.loads(invoke(capsys, "describe").stdout)
+    kinds = set(manifest["effects"])
+    assert kinds == {"read-only", "writes-matomo", "writes-local", "may-double-count"}
+    by_name = {c["name"]: c for c in manifest["commands"]}
+    runnable = [c for c in manifest["commands"] if not c["group"] or c["name"] == "health"]
+    assert [c["name"] for c in runnable if c["effect"] not in kinds] == []
+    for command in manifest["commands"]:
+        flags = {f for p in command["params"] for f in p["flags"]}
+        assert set(command.get("effect_flags", {})) <= flags, command["name"]
+        assert set(command.get("effect_flags", {}).values()) <= kinds
+    assert by_name["api"]["effect"] == "read-only"
+    assert by_name["api"]["effect_flags"] == {"--allow-write": "writes-matomo"}
+    assert by_name["report show"]["effect"] == "read-only"
+    assert by_name["track pageview"]["effect"] == "writes-matomo"
+    assert by_name["config init"]["effect"] == "writes-local"
+    assert by_name["queue retry-unattributed"]["effect"] == "may-double-count"
+
+
+def test_describe_text_lists_each_command_with_its_effect(capsys):
+    result = invoke(capsys, "describe", "--format", "text")
+    assert result.code == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0].split(None, 1) == ["api", "read-only (--allow-write: writes to Matomo)"]
+    assert any(line.split()[:3] == ["queue", "flush", "writes"] for line in lines)
+    assert any(line.startswith("queue retry-unattributed") and "may double-count" in line
+               for line in lines)  # fmt: skip
