@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import sys
 from pathlib import Path
 
 import pytest
@@ -78,3 +80,25 @@ def test_describe_text_lists_each_command_with_its_effect(capsys):
     assert any(line.split()[:3] == ["queue", "flush", "writes"] for line in lines)
     assert any(line.startswith("queue retry-unattributed") and "may double-count" in line
                for line in lines)  # fmt: skip
+
+
+def _agents_snippet() -> str:
+    text = (ROOT / "docs" / "agents.md").read_text()
+    blocks = text.split("```python\n")[1:]
+    (snippet,) = [b.split("```", 1)[0] for b in blocks if "def discovery" in b]
+    return snippet
+
+
+def test_agents_doc_adapter_offers_only_read_only_tools_without_allow_write(monkeypatch):
+    """Runs the docs/agents.md Opal snippet against the real `matokit describe`."""
+    monkeypatch.setenv("PATH", str(Path(sys.executable).parent), prepend=os.pathsep)
+    namespace: dict[str, object] = {}
+    exec(compile(_agents_snippet(), "docs/agents.md", "exec"), namespace)
+    functions = namespace["discovery"]()["functions"]  # type: ignore[operator]
+    names = {f["name"] for f in functions}
+    assert {"matokit_api", "matokit_report_show", "matokit_health", "matokit_queue_status"} <= names
+    writers = {"matokit_track_pageview", "matokit_queue_flush", "matokit_cache_clear"}
+    assert not names & (writers | {"matokit_queue_retry_unattributed", "matokit_config_init"})
+    params = {f["name"]: {p["name"] for p in f["parameters"]} for f in functions}
+    assert "allow_write" not in params["matokit_api"] and "method" in params["matokit_api"]
+    assert "output" not in params["matokit_health"] and "check" in params["matokit_health"]
