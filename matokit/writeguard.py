@@ -101,19 +101,33 @@ def classify(method: str) -> Verdict:
 def writes_in(method: str, params: Mapping[str, object] | None = None) -> list[Verdict]:
     """Every method this call would run that changes Matomo (empty: the call only reads).
 
-    For `API.getBulkRequest` that is every write method named in its `urls[]` parameters.
+    For `API.getBulkRequest` that is every write method named in its `urls[]` parameters; for
+    a method given `apiModule` and `apiAction`, the method they name.
     """
     verdict = classify(method)
     if verdict.writes:
         return [verdict]
-    if verdict.method.lower() != BULK_METHOD.lower():
-        return []
-    found: list[Verdict] = []
-    for key, value in (params or {}).items():
-        if _base(key) == "urls":
-            for text in _values(value):
-                found += _bulk_writes(text)
+    found = _report_writes(params or {})
+    if verdict.method.lower() == BULK_METHOD.lower():
+        for key, value in (params or {}).items():
+            if _base(key) == "urls":
+                for text in _values(value):
+                    found += _bulk_writes(text)
     return found
+
+
+def _report_writes(params: Mapping[str, object]) -> list[Verdict]:
+    """`apiModule`+`apiAction` (API.getProcessedReport, getRowEvolution, ImageGraph.get, ...).
+
+    Matomo only runs reports its metadata lists there; refusing a write named that way anyway
+    costs nothing and does not depend on that check.
+    """
+    named = {_base(k): v for k, v in params.items()}
+    module, action = named.get("apimodule"), named.get("apiaction")
+    if module is None or action is None:
+        return []
+    verdict = classify(f"{str(module).strip()}.{str(action).strip()}")
+    return [verdict] if verdict.writes else []
 
 
 def require_read_only(method: str, params: Mapping[str, object] | None = None) -> None:
@@ -122,10 +136,14 @@ def require_read_only(method: str, params: Mapping[str, object] | None = None) -
     if not found:
         return
     first = found[0]
-    via = "" if first.method == method.strip() else f" (in {method.strip()}'s urls[])"
+    name = method.strip()
+    via = ""
+    if first.method != name:
+        bulk = name.lower() == BULK_METHOD.lower()
+        via = f" (in {name}'s urls[])" if bulk else f" (named by {name}'s apiModule/apiAction)"
     raise WriteRefusedError(
         f"{first.method}{via} changes Matomo ({first.reason}); refused without --allow-write.",
-        hint=f"If you mean to change Matomo, rerun `matokit api {method.strip()} ...` with "
+        hint=f"If you mean to change Matomo, rerun `matokit api {name} ...` with "
         "--allow-write (`matokit report` only reads).",
     )
 

@@ -134,6 +134,23 @@ def test_a_bulk_request_of_reads_passes():
     require_read_only("API.getBulkRequest", params)
 
 
+@pytest.mark.parametrize(
+    ("method", "params"),
+    [
+        ("API.getProcessedReport", {"apiModule": "SitesManager", "apiAction": "deleteSite"}),
+        ("API.getRowEvolution", {"apiModule": "UsersManager", "apiAction": " DELETEUSER"}),
+        ("ImageGraph.get", {"apimodule": "Goals", "apiaction": "addGoal"}),
+    ],
+)
+def test_a_write_named_by_apimodule_and_apiaction_is_refused(method, params):
+    with pytest.raises(WriteRefusedError, match=r"named by .*apiModule/apiAction"):
+        require_read_only(method, params)
+
+
+def test_a_report_named_by_apimodule_and_apiaction_passes():
+    require_read_only("API.getProcessedReport", {"apiModule": "UserCountry", "apiAction": "get"})
+
+
 # --- the client refuses writes unless it was built to allow them ----------------------------
 
 
