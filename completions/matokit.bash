@@ -10,7 +10,7 @@ _matokit_complete() {
     done
     case "$path" in
         "") words="api cache completions config describe health queue report track --profile --url --site --token-file --config --timeout --log-format --verbose -v --quiet -q --debug --version" ;;
-        "api") words="--format" ;;
+        "api") words="--format --allow-write" ;;
         "cache") words="clear stats" ;;
         "cache clear") words="--expired --format -f" ;;
         "cache stats") words="--format -f" ;;

@@ -12,7 +12,7 @@ _matokit() {
     done
     case "$path" in
         "") choices=(api cache completions config describe health queue report track --profile --url --site --token-file --config --timeout --log-format --verbose -v --quiet -q --debug --version) ;;
-        "api") choices=(--format) ;;
+        "api") choices=(--format --allow-write) ;;
         "cache") choices=(clear stats) ;;
         "cache clear") choices=(--expired --format -f) ;;
         "cache stats") choices=(--format -f) ;;

@@ -21,11 +21,13 @@ def client_for(
     session: requests.Session | None = None,
     need_token: bool = True,
     clock: Callable[[], float] = time.time,
+    allow_write: bool = False,
 ) -> MatomoClient:
     """A client for the profile: URL, token, timeouts, TLS, rate limit, token memory, pause.
 
     `need_token=False` lets a command run without a token when none is configured (tracking
     recent hits works without one); a configured token is always loaded and used.
+    `allow_write=True` lets Reporting API methods that change Matomo through (`api --allow-write`).
     """
     from matokit.client import MatomoClient
     from matokit.serverpause import ServerPause
@@ -49,4 +51,5 @@ def client_for(
         clock=clock,
         queuedtracking=bool(settings.queuedtracking),
         logger=logging.getLogger("matokit.client"),
+        allow_write=allow_write,
     )

@@ -39,6 +39,10 @@ class UsageError(MatokitError):
     """A command-line argument has a bad value (exit 2, like Click's usage errors)."""
 
 
+class WriteRefusedError(UsageError):
+    """A Reporting API call would change Matomo and writes were not allowed (exit 2)."""
+
+
 class DataError(MatokitError):
     """Input data was rejected: an invalid hit, import line, date or report name (exit 65)."""
 

@@ -19,6 +19,7 @@ from typing import Any
 
 from matokit.dates import DateSpec
 from matokit.errors import DataError, UsageError
+from matokit.writeguard import require_read_only
 
 # Column kinds: how values are coerced, aligned and drawn.
 TEXT, NUMBER, PERCENT, DURATION, MONEY = "text", "number", "percent", "duration", "money"
@@ -355,6 +356,7 @@ def find(name: str, *, extra: Iterable[str] = ()) -> Report:
     if text in BY_METHOD:
         return BY_METHOD[text]
     if _METHOD.match(text):
+        require_read_only(text)  # a report only reads, whatever Module.method it names
         return adhoc(text)
     known = [*BY_NAME, *extra]
     import difflib  # only on this path: keep startup lean

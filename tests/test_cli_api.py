@@ -95,14 +95,65 @@ BAD = [
     (["api", "API.getMatomoVersion", "token_auth=abc"], "token_auth cannot be passed"),
     (["api", "API.getMatomoVersion", "format=xml"], "set by matokit api"),
     (["api", "API.getMatomoVersion", "--format", "yaml"], "--format must be one of"),
+    (["api", "API.getMatomoVersion", "method=SitesManager.deleteSite"], "set by matokit api"),
+    (["api", "API.getMatomoVersion", "Method=SitesManager.deleteSite"], "set by matokit api"),
+    (["api", "API.getMatomoVersion", "method[0]=SitesManager.deleteSite"], "set by matokit api"),
+    (["api", "API.getMatomoVersion", "module[]=CoreHome"], "set by matokit api"),
+    (["api", "SitesManager.deleteSite\n"], "not a Reporting API method"),
+    (["api", " SitesManager.deleteSite"], "not a Reporting API method"),
 ]
 
 
+@responses.activate
 @pytest.mark.parametrize(("args", "message"), BAD)
 def test_api_bad_input_is_usage_error(capsys, matomo_env, args, message):
     result = invoke(capsys, *args)
     assert result.code == 2
     assert message in result.stderr
+    assert len(responses.calls) == 0
+
+
+WRITES = [
+    (["SitesManager.deleteSite", "idSite=1"], "SitesManager.deleteSite changes Matomo"),
+    (["sitesmanager.DELETESITE", "idSite=1"], "sitesmanager.DELETESITE changes Matomo"),
+    (["UsersManager.inviteUser", "userLogin=x", "email=x@example.org"], "inviteUser"),
+    (["CoreAdminHome.runScheduledTasks"], "runScheduledTasks"),
+    (["Goals.addGoal", "name=g", "matchAttribute=url", "pattern=x", "patternType=contains"], "add"),
+    (["SitesManager.deleteSite", "idSite=1", "--format", "csv"], "deleteSite"),
+    (
+        ["API.getBulkRequest", "urls[0]=method=VisitsSummary.get", "urls[1]=method=Goals.addGoal"],
+        "Goals.addGoal (in API.getBulkRequest's urls[]) changes Matomo",
+    ),
+    (["API.getBulkRequest", "urls[0]=method%3DSitesManager.deleteSite%26idSite%3D1"], "delete"),
+]
+
+
+@responses.activate
+@pytest.mark.parametrize(("args", "message"), WRITES)
+def test_api_refuses_a_write_method_without_allow_write(capsys, matomo_env, args, message):
+    result = invoke(capsys, "api", *args)
+    assert result.code == 2, result.stderr
+    assert message in result.stderr
+    assert "refused without --allow-write" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert len(responses.calls) == 0
+
+
+@responses.activate
+def test_api_sends_a_write_method_with_allow_write(capsys, matomo_env):
+    responses.post(f"{BASE}index.php", json={"result": "success", "message": "ok"})
+    result = invoke(capsys, "api", "SitesManager.deleteSite", "idSite=2", "--allow-write")
+    assert result.code == 0, result.stderr
+    request = responses.calls[0].request
+    assert parse_qs(urlsplit(request.url).query)["method"] == ["SitesManager.deleteSite"]
+    assert parse_qs(request.body)["idSite"] == ["2"]
+
+
+@responses.activate
+def test_api_refusal_comes_before_configuration_is_needed(capsys, monkeypatch):
+    result = invoke(capsys, "api", "SitesManager.deleteSite", "idSite=1")
+    assert result.code == 2, result.stderr
+    assert len(responses.calls) == 0
 
 
 def test_api_without_url_is_config_error(capsys, monkeypatch):

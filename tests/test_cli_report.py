@@ -337,6 +337,9 @@ def test_summary_ranks_event_categories_not_pairs(run_cli: Any, fake_matomo: Fak
         (["report", "pages", "--format", "xml"], 2, "--format 'xml' is not supported"),
         (["report", "pages", "--limit", "0"], 2, "--limit 0 is not valid"),
         (["report", "visits", "--site", "99"], 65, "An unexpected website was found"),
+        (["report", "SitesManager.deleteSite"], 2, "SitesManager.deleteSite changes Matomo"),
+        (["report", "show", "usersmanager.DELETEUSER"], 2, "DELETEUSER changes Matomo"),
+        (["report", "CoreAdminHome.invalidateArchivedReports"], 2, "refused without"),
     ],
 )
 def test_bad_input_exits_with_the_documented_code(

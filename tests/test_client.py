@@ -425,7 +425,7 @@ def test_call_posts_the_token_in_the_form_body_never_the_url(
 
 def test_call_encodes_parameters(client: MatomoClient, rsps: responses.RequestsMock) -> None:
     rsps.post(API, json=[])
-    client.call("X.y", idSite=1, flat=True, expanded=False, segment=None, ids=[3, 4], date="a b")
+    client.call("X.getY", idSite=1, flat=True, expanded=False, segment=None, ids=[3, 4], date="a b")
     assert sent_form(rsps) == {
         "idSite": ["1"],
         "flat": ["1"],
@@ -625,10 +625,10 @@ def test_bulk_wrong_length_is_a_protocol_error_and_top_level_errors_raise(
 ) -> None:
     rsps.post(API, json=[{"value": 1}])
     with pytest.raises(ProtocolError):
-        client.bulk([("A.b", {}), ("C.d", {})])
+        client.bulk([("A.getB", {}), ("C.getD", {})])
     rsps.replace(responses.POST, API, status=500, json={"result": "error", "message": "SQLSTATE"})
     with pytest.raises(UnavailableError):
-        client.bulk([("A.b", {})])
+        client.bulk([("A.getB", {})])
     assert client.bulk([]) == []
 
 

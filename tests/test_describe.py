@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import sys
 from pathlib import Path
 
 import pytest
@@ -49,3 +51,54 @@ def test_readme_documents_every_command(capsys):
     manifest = json.loads(invoke(capsys, "describe").stdout)
     undocumented = [c["name"] for c in manifest["commands"] if f"matokit {c['name']}" not in readme]
     assert not undocumented, f"README.md lacks an example of: {undocumented}"
+
+
+def test_every_command_is_marked_with_its_effect(capsys):
+    manifest = json.loads(invoke(capsys, "describe").stdout)
+    kinds = set(manifest["effects"])
+    assert kinds == {"read-only", "writes-matomo", "writes-local", "may-double-count"}
+    by_name = {c["name"]: c for c in manifest["commands"]}
+    runnable = [c for c in manifest["commands"] if not c["group"] or c["name"] == "health"]
+    assert [c["name"] for c in runnable if c["effect"] not in kinds] == []
+    for command in manifest["commands"]:
+        flags = {f for p in command["params"] for f in p["flags"]}
+        assert set(command.get("effect_flags", {})) <= flags, command["name"]
+        assert set(command.get("effect_flags", {}).values()) <= kinds
+    assert by_name["api"]["effect"] == "read-only"
+    assert by_name["api"]["effect_flags"] == {"--allow-write": "writes-matomo"}
+    assert by_name["report show"]["effect"] == "read-only"
+    assert by_name["track pageview"]["effect"] == "writes-matomo"
+    assert by_name["config init"]["effect"] == "writes-local"
+    assert by_name["queue retry-unattributed"]["effect"] == "may-double-count"
+
+
+def test_describe_text_lists_each_command_with_its_effect(capsys):
+    result = invoke(capsys, "describe", "--format", "text")
+    assert result.code == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0].split(None, 1) == ["api", "read-only (--allow-write: writes to Matomo)"]
+    assert any(line.split()[:3] == ["queue", "flush", "writes"] for line in lines)
+    assert any(line.startswith("queue retry-unattributed") and "may double-count" in line
+               for line in lines)  # fmt: skip
+
+
+def _agents_snippet() -> str:
+    text = (ROOT / "docs" / "agents.md").read_text()
+    blocks = text.split("```python\n")[1:]
+    (snippet,) = [b.split("```", 1)[0] for b in blocks if "def discovery" in b]
+    return snippet
+
+
+def test_agents_doc_adapter_offers_only_read_only_tools_without_allow_write(monkeypatch):
+    """Runs the docs/agents.md Opal snippet against the real `matokit describe`."""
+    monkeypatch.setenv("PATH", str(Path(sys.executable).parent), prepend=os.pathsep)
+    namespace: dict[str, object] = {}
+    exec(compile(_agents_snippet(), "docs/agents.md", "exec"), namespace)
+    functions = namespace["discovery"]()["functions"]  # type: ignore[operator]
+    names = {f["name"] for f in functions}
+    assert {"matokit_api", "matokit_report_show", "matokit_health", "matokit_queue_status"} <= names
+    writers = {"matokit_track_pageview", "matokit_queue_flush", "matokit_cache_clear"}
+    assert not names & (writers | {"matokit_queue_retry_unattributed", "matokit_config_init"})
+    params = {f["name"]: {p["name"] for p in f["parameters"]} for f in functions}
+    assert "allow_write" not in params["matokit_api"] and "method" in params["matokit_api"]
+    assert "output" not in params["matokit_health"] and "check" in params["matokit_health"]

@@ -24,12 +24,13 @@ def parse_params(pairs: list[str]) -> dict[str, str]:
                 f"Parameter {pair!r} is not key=value.",
                 hint="Write parameters as key=value, e.g. period=day date=yesterday.",
             )
-        if key.lower() == "token_auth":
+        base = key.split("[", 1)[0].lower()  # PHP reads `method[0]` as `method`
+        if base == "token_auth":
             raise UsageError(
                 "token_auth cannot be passed as a parameter.",
                 hint="The token comes from the profile (MATOMO_TOKEN, a token file, ...).",
             )
-        if key.lower() in ("module", "format", "method"):
+        if base in ("module", "format", "method"):
             raise UsageError(
                 f"{key} is set by matokit api itself.",
                 hint="Give the method as the first argument and use --format.",
@@ -45,17 +46,27 @@ def api_command(
         None, help="Parameters as key=value (idSite defaults to the profile's site)."
     ),
     fmt: str = typer.Option("json", "--format", help="json, csv, tsv or xml."),
+    allow_write: bool = typer.Option(
+        False,
+        "--allow-write",
+        help="Also send methods that change Matomo (add*, update*, delete*, set*, ...).",
+    ),
 ) -> None:
     """Call any Matomo Reporting API method and print Matomo's answer (like `gh api`).
 
-    The token is sent in the POST body, never in the URL. JSON is indented on a terminal.
-    Exit codes: 77 authentication, 69 unavailable, 65 invalid request, 78 configuration.
+    Read-only unless --allow-write: a method that changes Matomo (by Matomo's naming: add*,
+    update*, delete*, set*, invalidate*, ..., also inside API.getBulkRequest's urls[]) is
+    refused with exit 2 before anything is sent. The token is sent in the POST body, never in
+    the URL. JSON is indented on a terminal.
+    Exit codes: 2 usage or refused write, 77 authentication, 69 unavailable, 65 invalid
+    request, 78 configuration.
     """
     from matokit.cli.output import emit_json, emit_text
     from matokit.connect import client_for
     from matokit.errors import UsageError
+    from matokit.writeguard import require_read_only
 
-    if not METHOD.match(method):
+    if not METHOD.fullmatch(method):
         raise UsageError(
             f"{method!r} is not a Reporting API method name.",
             hint="Use Module.method, e.g. VisitsSummary.get or API.getMatomoVersion.",
@@ -63,10 +74,12 @@ def api_command(
     if fmt not in FORMATS:
         raise UsageError(f"--format must be one of {', '.join(FORMATS)}, not {fmt!r}.")
     values = parse_params(params or [])
+    if not allow_write:
+        require_read_only(method, values)
     settings = state(ctx).settings()
     if "idSite" not in values and settings.site_id is not None:
         values["idSite"] = str(settings.site_id)
-    with client_for(settings) as client:
+    with client_for(settings, allow_write=allow_write) as client:
         if fmt == "json":
             emit_json(client.call(method, **values))
         else:

@@ -16,15 +16,23 @@ def _root(ctx: typer.Context) -> click.Command:
 
 def describe_command(
     ctx: typer.Context,
-    fmt: str = typer.Option("json", "--format", help="Output format (json)."),
+    fmt: str = typer.Option("json", "--format", help="json (the manifest) or text (a summary)."),
 ) -> None:
-    """Print a machine-readable manifest of every command and option (for scripts and agents)."""
-    from matokit.cli.introspect import manifest
-    from matokit.cli.output import emit_json
+    """Print a machine-readable manifest of every command and option (for scripts and agents).
 
-    if fmt != "json":
-        raise typer.BadParameter("only json is supported", param_hint="--format")
-    emit_json(manifest(_root(ctx)))
+    Each command carries its effect: read-only, writes-matomo, writes-local or
+    may-double-count, and `effect_flags` for options that change it (api --allow-write).
+    """
+    from matokit.cli.introspect import manifest, manifest_text
+    from matokit.cli.output import emit_json, emit_text
+
+    if fmt not in ("json", "text"):
+        raise typer.BadParameter("must be json or text", param_hint="--format")
+    data = manifest(_root(ctx))
+    if fmt == "json":
+        emit_json(data)
+    else:
+        emit_text(manifest_text(data))
 
 
 def completions_command(

@@ -78,30 +78,52 @@ def _default(param: click.Parameter) -> Any:
 
 def manifest(root: click.Command) -> dict[str, Any]:
     """A machine-readable description of every command and option."""
+    from matokit.cli import effects
     from matokit.cli.exit import ExitCode
 
     commands = []
     for path, command in walk(root):
         if not path:
             continue
+        name = " ".join(path)
         params = [p for p in command.params if p.name not in ("help",)]
-        commands.append(
-            {
-                "name": " ".join(path),
-                "help": (command.help or "").strip().split("\n\n")[0],
-                "group": isinstance(command, click.Group),
-                "params": [_param(p, is_global=False) for p in params],
-            }
-        )
+        entry: dict[str, Any] = {
+            "name": name,
+            "help": (command.help or "").strip().split("\n\n")[0],
+            "group": isinstance(command, click.Group),
+            "effect": effects.effect_of(name),
+            "params": [_param(p, is_global=False) for p in params],
+        }
+        if name in effects.FLAGS:
+            entry["effect_flags"] = dict(effects.FLAGS[name])
+        commands.append(entry)
     return {
         "schema": "matokit.describe/1",
         "program": "matokit",
         "version": __version__,
         "global_options": [_param(p, is_global=True) for p in root.params if p.name != "help"],
         "commands": commands,
+        "effects": dict(effects.LABELS),
         "exit_codes": {code.name.lower(): int(code) for code in ExitCode},
         "health_exit_codes": {"ok": 0, "warning": 1, "critical": 2, "unknown": 3},
     }
+
+
+def manifest_text(data: dict[str, Any]) -> str:
+    """The manifest's commands as text: name, effect (and what flags change it), summary."""
+    labels = data["effects"]
+    rows = []
+    for command in data["commands"]:
+        if command["effect"] is None:
+            continue
+        effect = labels[command["effect"]]
+        flags = command.get("effect_flags", {})
+        if flags:
+            effect += " (" + ", ".join(f"{f}: {labels[e]}" for f, e in flags.items()) + ")"
+        rows.append((command["name"], effect, command["help"]))
+    width = max(len(name) for name, _, _ in rows)
+    pad = " " * (width + 2)
+    return "".join(f"{name:<{width}}  {effect}\n{pad}{text}\n" for name, effect, text in rows)
 
 
 def _words(command: click.Command) -> list[str]:

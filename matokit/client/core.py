@@ -15,6 +15,7 @@ from collections.abc import Callable, Mapping, Sequence
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
+from matokit import writeguard
 from matokit.client import reporting, tracking, transport
 from matokit.client.failures import Failures
 from matokit.client.tracking import TRACKING, PreparedRequest, TrackResult
@@ -56,6 +57,7 @@ class MatomoClient:
         user_agent: str = USER_AGENT,
         queuedtracking: bool = False,
         logger: logging.Logger | None = None,
+        allow_write: bool = False,
     ) -> None:
         self.base_url = transport.normalize_base_url(base_url)
         self._token = token or None
@@ -68,6 +70,8 @@ class MatomoClient:
         self._pause = server_pause
         self._user_agent = user_agent
         self._queuedtracking = queuedtracking
+        # Reporting API methods that change Matomo are refused unless the caller opts in.
+        self._allow_write = allow_write
         self._log = logger or logging.getLogger("matokit.client")
         self._failures = Failures(
             token=self._token, clock=clock, memory=token_memory, log=self._log
@@ -141,13 +145,18 @@ class MatomoClient:
     # -- reporting
 
     def call(self, method: str, /, **params: Any) -> Any:
-        """Call Reporting API `method` (e.g. "VisitsSummary.get") and return its parsed JSON."""
+        """Call Reporting API `method` (e.g. "VisitsSummary.get") and return its parsed JSON.
+
+        A method that changes Matomo raises WriteRefusedError unless the client allows writes.
+        """
+        self._check_write(method, params)
         url = reporting.api_url(self.base_url, method, "JSON")
         response = self._send(url, data=reporting.form(params, self._token), api_method=method)
         return reporting.interpret_api(response, method, url, self._failures)
 
     def call_raw(self, method: str, /, *, format: str = "CSV", **params: Any) -> str:
         """Call `method` in CSV, TSV or XML and return the text (UTF-8 decoded)."""
+        self._check_write(method, params)
         fmt = reporting.raw_format(format)
         url = reporting.api_url(self.base_url, method, fmt)
         form = reporting.form({**params, "convertToUnicode": 0}, self._token)
@@ -162,11 +171,17 @@ class MatomoClient:
         """
         if not calls:
             return []
+        for method, params in calls:
+            self._check_write(method, params)
         urls = reporting.bulk_urls(calls)
         url = reporting.api_url(self.base_url, reporting.BULK_METHOD, "JSON")
         form = reporting.form({"urls": urls}, self._token)
         response = self._send(url, data=form, api_method=reporting.BULK_METHOD)
         return reporting.interpret_bulk(response, calls, url, self._failures)
+
+    def _check_write(self, method: str, params: Mapping[str, Any]) -> None:
+        if not self._allow_write:
+            writeguard.require_read_only(method, params)
 
     # -- the wire
 

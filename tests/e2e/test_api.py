@@ -43,7 +43,7 @@ def test_api_csv_comes_as_utf8(run_matokit, env):
         (["VisitsSummary.get", "idSite=999", "period=day", "date=today"], 65, "website"),
         (["VisitsSummary.get", "period=day", "date=notadate"], 65, "Date format"),
         (["VisitsSummary.get", "period=x", "date=today"], 65, "period"),
-        (["Foo.bar"], 65, "plugin Foo"),
+        (["Foo.getBar"], 65, "plugin Foo"),
     ],
 )
 def test_api_matomo_errors_map_to_exit_codes(run_matokit, env, params, code, message):
@@ -81,3 +81,27 @@ def test_invalid_token_is_sent_once_then_held_back_across_processes(run_matokit,
     # A changed (fixed) token is not held back.
     fixed = run_matokit("api", "API.getMatomoVersion", env=env)
     assert fixed.code == 0, fixed.stderr
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["SitesManager.deleteSite", "idSite=1"],
+        ["sitesmanager.DELETESITE", "idSite=1"],
+        ["API.getBulkRequest", "urls[0]=method%3DSitesManager.deleteSite%26idSite%3D1"],
+    ],
+)
+def test_api_write_method_is_refused_and_nothing_is_sent(run_matokit, fake_matomo, env, args):
+    result = run_matokit("api", *args, env=env)
+    assert result.code == 2, result.stderr
+    assert "changes Matomo" in result.stderr and "--allow-write" in result.stderr
+    assert fake_matomo.requests == []
+    assert 1 in fake_matomo.sites
+
+
+def test_api_write_method_is_sent_with_allow_write(run_matokit, fake_matomo, env):
+    result = run_matokit("api", "SitesManager.deleteSite", "idSite=1", "--allow-write", env=env)
+    assert result.code == 0, result.stderr
+    assert json.loads(result.stdout) == {"result": "success", "message": "ok"}
+    assert [r.query for r in fake_matomo.requests if "deleteSite" in r.query]
+    assert 1 not in fake_matomo.sites

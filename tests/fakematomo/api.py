@@ -124,6 +124,15 @@ def _delete_failures(call: Call) -> dict[str, str]:
     return {"result": "success", "message": "ok"}
 
 
+def _delete_site(call: Call) -> dict[str, str]:
+    idsite = call.site(call.require("idSite"))
+    if not (call.access and call.access.superuser):
+        raise needs_superuser()
+    with call.state.lock:
+        del call.state.sites[idsite]
+    return {"result": "success", "message": "ok"}
+
+
 def _bulk(call: Call) -> list[Any]:
     urls = sorted(
         ((int(m[1]) if m[1] else 10**9 + n, v) for n, (k, v) in enumerate(call.pairs)
@@ -164,6 +173,7 @@ PLUGINS: dict[str, dict[str, tuple[tuple[str, ...], Handler]]] = {
         "getSitesIdWithAdminAccess": ((), _admin_ids),
         "getSitesWithAtLeastViewAccess": ((), _sites_with_view),
         "getAllSitesId": ((), _all_site_ids),
+        "deleteSite": (("idSite",), _delete_site),
     },
     "UsersManager": {
         "getUser": (("userLogin",), _get_user),
@@ -184,6 +194,14 @@ PLUGINS: dict[str, dict[str, tuple[tuple[str, ...], Handler]]] = {
     },
     "Login": {},
 }
+# The methods above that change the server's state (the rest only read it).
+WRITES = frozenset(
+    {
+        "SitesManager.deleteSite",
+        "CoreAdminHome.deleteAllTrackingFailures",
+        "CustomDimensions.configureNewCustomDimension",
+    }
+)
 for _name in api_reports.REPORTS:
     _plugin, _action = _name.split(".")
     PLUGINS.setdefault(_plugin, {})[_action] = (api_reports.REPORT_PARAMS, _reporter(_name))
