@@ -29,6 +29,7 @@ COMMANDS: dict[str, str] = {
     "config init": WRITES_LOCAL,
     "config profiles": READ_ONLY,
     "config show": READ_ONLY,
+    "config test": READ_ONLY,
     "describe": READ_ONLY,
     "health": READ_ONLY,
     "health serve": READ_ONLY,
