@@ -20,6 +20,7 @@ from matokit.cli.queue_view import (
     nothing_text,
     print_status,
     status_view,
+    stopped_text,
 )
 
 if TYPE_CHECKING:
@@ -125,12 +126,14 @@ def flush(
     if not settings.journal_path.exists():
         flush_output(None, fmt)
         return
-    with Delivery.for_settings(settings) as delivery:
+    from matokit.stopping import stop_on_signals
+
+    with Delivery.for_settings(settings) as delivery, stop_on_signals() as stop:
         before = delivery.stats()
         total = (before.queued if include_all else before.due) if before is not None else 0
         try:
             with progress(total or None, "Flushing") as advance:
-                result = delivery.flush_locked(options, wait=wait, on_progress=advance)
+                result = delivery.flush_locked(options, wait=wait, on_progress=advance, stop=stop)
         except FlushInProgressError as exc:
             say(f"matokit: {exc.message}; nothing to do.")
             if fmt == "json":
@@ -138,7 +141,12 @@ def flush(
 
                 emit_json({"stopped_reason": "flush_running", "message": exc.message})
             raise typer.Exit(int(ExitCode.OK)) from None
-    flush_output(result, fmt)
+        flush_output(result, fmt)
+        if stop.signum is not None:
+            from matokit.cli.exit import exit_code_for_signal
+
+            say(stopped_text(stop.signum, result.remaining_queued, result.remaining_due))
+            raise typer.Exit(int(exit_code_for_signal(stop.signum)))
     raise typer.Exit(flush_exit_code(result))
 
 
