@@ -174,8 +174,8 @@ def stopped_text(signum: int, queued: int, due: int | None = None) -> str:
 
     left = f"{queued} hit(s) stay queued" + (f" ({due} due)" if due is not None else "")
     return (
-        f"matokit: stopped by {signal_name(signum)}: the request in flight was answered and "
-        f"recorded, no other was sent; {left}; `matokit queue flush` sends them."
+        f"matokit: stopped by {signal_name(signum)}: no request was cut short (every answer "
+        f"is recorded); {left}; `matokit queue flush` sends them."
     )
 
 

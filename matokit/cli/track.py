@@ -274,7 +274,7 @@ def import_command(
         delivery.tally_import(result)
         _import_report(result, fmt, queue=queue)
         if stop.signum is not None:
-            _import_stopped(result, stop.signum)
+            _import_stopped(result, stop.signum, queue=queue)
     raise typer.Exit(_import_exit(result, queue=queue))
 
 
@@ -462,11 +462,19 @@ def _import_report(result: ImportResult, fmt: str, *, queue: bool) -> None:
     say("matokit: import: " + ", ".join(parts) + ".")
     older = data["older"]
     if any(older[k] for k in ("sent", "dead", "unattributed", "recovered")):
+        details = [
+            f"{older[key]} {label}"
+            for key, label in (
+                ("dead", "dead"),
+                ("unattributed", "unattributed"),
+                ("recovered", "recovered from a stopped flusher"),
+            )
+            if older[key]
+        ]
         say(
-            f"matokit: the flush also sent {older['sent']} older queued hit(s) "
-            f"({older['dead']} dead, {older['unattributed']} unattributed, "
-            f"{older['recovered']} recovered from a stopped flusher); "
-            f"{older['queued']} older hit(s) stay queued."
+            f"matokit: the flush also sent {older['sent']} older queued hit(s)"
+            + (f" ({', '.join(details)})" if details else "")
+            + f"; {older['queued']} older hit(s) stay queued."
         )
     flush = result.flush
     if result.flush_busy:
@@ -479,7 +487,7 @@ def _import_report(result: ImportResult, fmt: str, *, queue: bool) -> None:
         say("matokit: queued hits stay in the journal; `matokit queue flush` sends them.")
 
 
-def _import_stopped(result: ImportResult, signum: int) -> None:
+def _import_stopped(result: ImportResult, signum: int, *, queue: bool) -> None:
     """The line after a graceful stop on a signal, then the signal's exit code."""
     from matokit.cli.exit import exit_code_for_signal
     from matokit.cli.output import say
@@ -487,13 +495,14 @@ def _import_stopped(result: ImportResult, signum: int) -> None:
     from matokit.stopping import signal_name
 
     if result.interrupted:
+        when = "while journaling" if queue else "while journaling, before sending"
         say(
-            f"matokit: stopped by {signal_name(signum)} while journaling, before sending: "
-            f"{result.added} new hit(s) of this file are queued; re-run the import for the "
-            "rest (lines already journaled are skipped as duplicates)."
+            f"matokit: stopped by {signal_name(signum)} {when}: {result.added} new hit(s) of "
+            "this file are queued; re-run the import for the rest (lines already journaled "
+            "are skipped as duplicates)."
         )
     else:
-        say(stopped_text(signum, result.queued))
+        say(stopped_text(signum, result.queued + result.older_queued))
     raise typer.Exit(int(exit_code_for_signal(signum)))
 
 

@@ -184,3 +184,43 @@ def test_ctrl_c_on_a_large_import_stops_both_processes_quietly_and_a_rerun_compl
     summary = json.loads(rerun.stdout)
     assert summary["duplicates"] == journaled
     assert summary["duplicates"] + summary["journaled"] == len(keys)
+
+
+def waiting_for_a_lock(pid: int) -> bool:
+    """Whether process `pid` is blocked waiting for a file lock ("->" lines of /proc/locks)."""
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/locks").read_text().splitlines():
+            fields = line.split()
+            if len(fields) > 5 and fields[1] == "->" and fields[5] == str(pid):
+                return True
+    return False
+
+
+def test_a_signal_while_waiting_for_the_flush_lock_stops_the_waiter_at_once(
+    run_matokit: RunMatokit,
+    spawn_matokit: SpawnMatokit,
+    fake_matomo: FakeMatomo,
+    env: dict[str, str],
+    tmp_path: Path,
+) -> None:
+    source = tmp_path / "hits.jsonl"
+    source.write_text(records([f"w{i}" for i in range(HITS)]))
+    assert run_matokit("track", "import", str(source), "--queue", env=env).code == 0
+    fake_matomo.add_fault(Fault(endpoint="tracking", latency=LATENCY))
+    holder = spawn_matokit("queue", "flush", "--batch-size", BATCH, env=env)
+    deadline = time.monotonic() + 30
+    while not fake_matomo.hits and time.monotonic() < deadline:
+        time.sleep(0.01)
+    waiter = spawn_matokit("queue", "flush", "--wait", env=env)
+    while not waiting_for_a_lock(waiter.pid) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert waiting_for_a_lock(waiter.pid), "the second flusher never waited for the lock"
+    waiter.send_signal(signal.SIGTERM)
+    _, err = waiter.communicate(timeout=30)
+    # Nothing to drain while waiting: it ends before the holder does, which sends on.
+    assert holder.poll() is None, "the holder ended first: make it longer"
+    assert waiter.returncode == 143, err
+    assert "interrupted by SIGTERM" in err and "Traceback" not in err, err
+    holder.send_signal(signal.SIGTERM)
+    _, err = holder.communicate(timeout=30)
+    assert holder.returncode == 143, err
