@@ -34,9 +34,10 @@ def import_lines(
     stop: StopRequest | None = None,
 ) -> ImportResult:
     """`Delivery.import_lines`: the strict pass if asked, then the lines chunk by chunk."""
-    result = ImportResult(before=frozenset(delivery.journal.id_states()))
     if strict:
         source = _strict_pass(delivery, source, site_id=site_id, on_invalid=on_invalid, stop=stop)
+    # The ids already journaled: what else the import's flush sends is not the file's.
+    result = ImportResult(before=frozenset(delivery.journal.id_states()))
     parser = LineParser(site_id=site_id, clock=delivery.clock, on_invalid=on_invalid)
     helper: ImportHelper | None = None
     try:
