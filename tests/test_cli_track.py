@@ -411,6 +411,52 @@ def test_import_queue_only_journals(
     assert queued(tmp_path) == 5
 
 
+def test_import_summary_counts_the_files_lines_and_older_hits_on_their_own_line(
+    capsys: pytest.CaptureFixture[str], env: FakeMatomo
+) -> None:
+    older = invoke(capsys, *EVENT, "--queue")
+    assert older.code == 0, older
+    result = invoke(capsys, "track", "import", "-", "--format", "json", stdin=lines("{oops"))
+    assert result.code == 65, result
+    summary = json.loads(result.stdout)
+    assert (summary["read"], summary["invalid"], summary["sent"], summary["queued"]) == (
+        1,
+        1,
+        0,
+        0,
+    )
+    assert summary["older"]["sent"] == 1 and summary["older"]["queued"] == 0
+    assert "matokit: import: 1 read, 0 sent, 0 queued" in result.stderr
+    assert "the flush also sent 1 older queued hit(s)" in result.stderr
+    assert len(env.hits) == 1
+
+
+def test_import_queue_reports_the_files_hits_not_the_journal_depth(
+    capsys: pytest.CaptureFixture[str], env: FakeMatomo, tmp_path: Path
+) -> None:
+    for _ in range(3):
+        assert invoke(capsys, *EVENT, "--queue").code == 0
+    result = invoke(
+        capsys, "track", "import", "-", "--queue", "--format", "json", stdin=lines(*GOOD[:2])
+    )
+    assert result.code == 0, result
+    summary = json.loads(result.stdout)
+    assert (summary["journaled"], summary["queued"], summary["sent"]) == (2, 2, 0)
+    assert queued(tmp_path) == 5
+
+
+def test_import_with_matomo_down_counts_only_its_own_hits_as_queued(
+    capsys: pytest.CaptureFixture[str], env: FakeMatomo
+) -> None:
+    assert invoke(capsys, *EVENT, "--queue").code == 0
+    env.add_fault(Fault(endpoint="tracking", status=503))
+    result = invoke(capsys, "track", "import", "-", "--format", "json", stdin=lines(*GOOD[:2]))
+    assert result.code == 75, result
+    summary = json.loads(result.stdout)
+    assert (summary["queued"], summary["sent"]) == (2, 0)
+    assert summary["older"]["queued"] == 1
+
+
 def test_import_of_a_missing_file_is_a_usage_error(
     capsys: pytest.CaptureFixture[str], env: FakeMatomo
 ) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import signal
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
@@ -35,6 +36,7 @@ from matokit.errors import (
 from matokit.hits import Hit
 from matokit.journal import EntryState, Journal, NewHit
 from matokit.locking import LOCK_NAME, flush_lock
+from matokit.stopping import Interrupted, StopRequest
 
 T0 = 1_800_000_000.0
 DAY = 86400.0
@@ -736,3 +738,77 @@ def test_journal_enqueue_takes_a_chunk_size(path: Path, clock: FakeClock) -> Non
         assert journal.enqueue(hits_, chunk_size=10).added == 25
         with pytest.raises(ValueError):
             journal.enqueue(hits_, chunk_size=0)
+
+
+# --- a graceful stop (the first SIGINT/SIGTERM) ---------------------------------------------
+
+
+def test_a_stop_asked_during_a_request_lets_it_finish_and_sends_no_other(
+    delivery: Delivery, client: FakeClient
+) -> None:
+    queue_pages(delivery, 250)
+    stop = StopRequest()
+
+    def answer_then_stop(batch: Sequence[Hit]) -> TrackResult:
+        stop.on_signal(signal.SIGTERM)  # the first signal only asks: the request completes
+        return bulk_outcomes(len(batch), {"status": "success", "tracked": len(batch), "invalid": 0})
+
+    client.answers.append(answer_then_stop)
+    result = delivery.flush(FlushOptions(batch_size=100), stop=stop)
+    assert (client.sizes, result.delivered, result.stopped_reason) == ([1], 1, "interrupted")
+    counts = delivery.journal.stats().counts
+    assert counts.get(EntryState.PENDING) == 249
+    assert not counts.get(EntryState.INFLIGHT) and not counts.get(EntryState.SENT_UNCONFIRMED)
+    assert delivery.journal.last_flush()["stopped_reason"] == "interrupted"  # type: ignore[index]
+
+
+def test_a_stop_asked_before_the_flush_sends_nothing(
+    delivery: Delivery, client: FakeClient
+) -> None:
+    queue_pages(delivery, 3)
+    stop = StopRequest()
+    stop.request(signal.SIGINT)
+    result = delivery.flush(FlushOptions(), stop=stop)
+    assert (client.sent, result.stopped_reason, result.remaining_due) == ([], "interrupted", 3)
+
+
+def test_a_stop_while_waiting_for_the_flush_lock_interrupts_at_once(
+    delivery: Delivery, path: Path
+) -> None:
+    queue_pages(delivery, 1)
+    stop = StopRequest()
+    stop.request(signal.SIGTERM)
+    with pytest.raises(Interrupted) as raised:
+        delivery.flush_locked(FlushOptions(), wait=True, stop=stop)
+    assert raised.value.signum == signal.SIGTERM
+
+
+def test_a_second_signal_stops_at_once() -> None:
+    stop = StopRequest()
+    stop.on_signal(signal.SIGINT)
+    assert stop.requested
+    with pytest.raises(Interrupted) as raised:
+        stop.on_signal(signal.SIGTERM)
+    assert (stop.signum, raised.value.signum) == (signal.SIGINT, signal.SIGTERM)
+
+
+def test_a_stop_during_an_import_ends_it_after_the_chunk_being_committed(
+    delivery: Delivery,
+) -> None:
+    records = [
+        {"type": "event", "category": "c", "action": "a", "id": f"s{i}"} for i in range(2500)
+    ]
+    source = Pipe(jsonl(*records).getvalue())
+    stop = StopRequest()
+    result = delivery.import_lines(
+        source, site_id=1, on_progress=lambda _: stop.request(signal.SIGINT), stop=stop
+    )
+    assert result.interrupted
+    assert result.added == delivery.journal.stats().queued == 1000  # one pipe chunk
+
+
+class Pipe(io.BytesIO):
+    """A source that cannot seek, read like stdin from a pipe."""
+
+    def seekable(self) -> bool:
+        return False

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import signal
+
 import pytest
 
 from matokit import errors
 from matokit.cli.exit import ExitCode, exit_code_for
+from matokit.stopping import Interrupted
 from tests.clirunner import invoke
 
 TABLE = [
@@ -34,6 +37,8 @@ TABLE = [
     (errors.ProtocolError("x"), 69),
     (RuntimeError("bug"), 1),
     (KeyboardInterrupt(), 130),
+    (Interrupted(signal.SIGINT), 130),
+    (Interrupted(signal.SIGTERM), 143),
 ]
 
 
@@ -54,6 +59,7 @@ def test_codes_match_the_contract():
         "NOPERM": 77,
         "CONFIG": 78,
         "INTERRUPTED": 130,
+        "TERMINATED": 143,
     }
 
 
@@ -82,3 +88,14 @@ def test_ctrl_c_exits_130(capsys, monkeypatch):
 
     monkeypatch.setattr("matokit.profiles.describe_settings", interrupt)
     assert invoke(capsys, "config", "show").code == 130
+
+
+def test_sigterm_stopping_at_once_exits_143_and_says_so(capsys, monkeypatch):
+    def terminate(settings):
+        raise Interrupted(signal.SIGTERM)
+
+    monkeypatch.setattr("matokit.profiles.describe_settings", terminate)
+    result = invoke(capsys, "config", "show")
+    assert result.code == 143
+    assert "matokit: interrupted by SIGTERM" in result.stderr
+    assert "Traceback" not in result.stderr

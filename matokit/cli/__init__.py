@@ -77,6 +77,7 @@ def run(args: list[str]) -> int:
     from matokit.cli.exit import ExitCode, exit_code_for
     from matokit.cli.output import error_line
     from matokit.errors import MatokitError
+    from matokit.stopping import Interrupted
 
     debug = "--debug" in args or os.environ.get("MATOKIT_LOG_LEVEL", "").lower() == "debug"
     app_state = AppState(debug=debug)
@@ -94,9 +95,8 @@ def run(args: list[str]) -> int:
     except click.exceptions.ClickException as exc:
         exc.show()
         return int(getattr(exc, "exit_code", ExitCode.USAGE))
-    except (click.exceptions.Abort, KeyboardInterrupt):
-        sys.stderr.write("\nmatokit: interrupted\n")
-        return int(ExitCode.INTERRUPTED)
+    except (click.exceptions.Abort, KeyboardInterrupt, Interrupted) as exc:
+        return _interrupted(exc)
     except MatokitError as exc:
         if app_state.debug:
             _print_traceback(exc)
@@ -114,6 +114,16 @@ def run(args: list[str]) -> int:
             "This is a bug in MatoKit. Rerun with --debug to see the traceback, and report it.",
         )
         return int(ExitCode.INTERNAL)
+
+
+def _interrupted(exc: BaseException) -> int:
+    """Stopped at once by a signal (a second one, or where there was nothing to drain)."""
+    from matokit.cli.exit import exit_code_for
+
+    signum = getattr(exc, "signum", None)
+    by = f" by {exc}" if signum is not None else ""
+    sys.stderr.write(f"\nmatokit: interrupted{by}\n")
+    return int(exit_code_for(exc))
 
 
 def _print_traceback(exc: BaseException) -> None:

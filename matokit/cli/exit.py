@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import signal
 from enum import IntEnum
 
 from matokit import errors
+from matokit.stopping import Interrupted
 
 
 class ExitCode(IntEnum):
@@ -19,7 +21,8 @@ class ExitCode(IntEnum):
     TEMPFAIL = 75  # hits durably queued for retry, or a flush stopped with due hits left
     NOPERM = 77  # authentication or permission refused by Matomo
     CONFIG = 78  # configuration missing or invalid
-    INTERRUPTED = 130  # Ctrl-C
+    INTERRUPTED = 130  # Ctrl-C (SIGINT): 128 + 2
+    TERMINATED = 143  # SIGTERM (systemctl stop, container shutdown): 128 + 15
 
 
 class HealthStatus(IntEnum):
@@ -51,8 +54,15 @@ _MAPPING: tuple[tuple[type[BaseException], ExitCode], ...] = (
 )
 
 
+def exit_code_for_signal(signum: int | None) -> ExitCode:
+    """The exit code after stopping on a signal: 143 for SIGTERM, else 130 (Ctrl-C)."""
+    return ExitCode.TERMINATED if signum == signal.SIGTERM else ExitCode.INTERRUPTED
+
+
 def exit_code_for(error: BaseException) -> ExitCode:
     """The exit code for an error; unexpected errors are internal (1)."""
+    if isinstance(error, Interrupted):
+        return exit_code_for_signal(error.signum)
     if isinstance(error, KeyboardInterrupt):
         return ExitCode.INTERRUPTED
     for cls, code in _MAPPING:

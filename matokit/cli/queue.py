@@ -23,6 +23,7 @@ from matokit.cli.queue_view import (
     print_status,
     say_waiting,
     status_view,
+    stopped_text,
 )
 
 if TYPE_CHECKING:
@@ -116,7 +117,7 @@ def flush(
     fmt: str = FORMAT,
 ) -> None:
     """Send queued hits that are due (one flusher per profile)."""
-    from matokit.cli.output import progress
+    from matokit.cli.output import progress, say
     from matokit.delivery import Delivery, FlushOptions
     from matokit.errors import FlushInProgressError
 
@@ -134,7 +135,9 @@ def flush(
     if not settings.journal_path.exists():
         flush_output(None, fmt)
         return
-    with Delivery.for_settings(settings) as delivery:
+    from matokit.stopping import stop_on_signals
+
+    with Delivery.for_settings(settings) as delivery, stop_on_signals() as stop:
         before = delivery.stats()
         total = (before.queued if include_all else before.due) if before is not None else 0
         try:
@@ -145,10 +148,16 @@ def flush(
                     wait_timeout=timeout,
                     on_wait=lambda holder: say_waiting(holder, timeout),
                     on_progress=advance,
+                    stop=stop,
                 )
         except FlushInProgressError as exc:
             raise typer.Exit(busy_output(exc, before, fmt)) from None
-    flush_output(result, fmt)
+        flush_output(result, fmt)
+        if stop.signum is not None:
+            from matokit.cli.exit import exit_code_for_signal
+
+            say(stopped_text(stop.signum, result.remaining_queued, result.remaining_due))
+            raise typer.Exit(int(exit_code_for_signal(stop.signum)))
     raise typer.Exit(flush_exit_code(result))
 
 

@@ -236,10 +236,21 @@ def say_flush_problems(result: FlushResult) -> None:
 
     for warning in result.warnings:
         say(f"matokit: warning: {warning}")
-    if result.stopped_early:
+    if result.stopped_early and result.stopped_reason != "interrupted":  # see stopped_text
         say(f"matokit: the flush stopped: {result.error or result.stopped_reason}")
         if result.error_hint:
             say(f"  hint: {result.error_hint}")
+
+
+def stopped_text(signum: int, queued: int, due: int | None = None) -> str:
+    """The line after a graceful stop on a signal: nothing cut short, and what is left."""
+    from matokit.stopping import signal_name
+
+    left = f"{queued} hit(s) stay queued" + (f" ({due} due)" if due is not None else "")
+    return (
+        f"matokit: stopped by {signal_name(signum)}: no request was cut short (every answer "
+        f"is recorded); {left}; `matokit queue flush` sends them."
+    )
 
 
 def nothing_text(dead: bool, unattributed: bool) -> str:

@@ -247,7 +247,13 @@ def import_command(
         elif shown[0] == MAX_INVALID_SHOWN + 1:
             say("matokit: more invalid lines are not shown (see the summary)")
 
-    with _open_source(source) as (stream, size), Delivery.for_settings(settings) as delivery:
+    from matokit.stopping import stop_on_signals
+
+    with (
+        _open_source(source) as (stream, size),
+        Delivery.for_settings(settings) as delivery,
+        stop_on_signals() as stop,
+    ):
         with progress(size, "Journaling (bytes)") as advance:
             done = [0]
 
@@ -256,13 +262,19 @@ def import_command(
                 done[0] = position
 
             result = delivery.import_lines(
-                stream, site_id=site_id, strict=strict, on_invalid=invalid, on_progress=moved
+                stream,
+                site_id=site_id,
+                strict=strict,
+                on_invalid=invalid,
+                on_progress=moved,
+                stop=stop,
             )
-        if not queue:
-            _flush_import(delivery, settings, result, batch_size)
-        stats = delivery.stats()
-        result.queued = stats.queued if stats is not None else 0
-    _import_report(result, fmt, queue=queue)
+        if not queue and not result.interrupted:
+            _flush_import(delivery, settings, result, batch_size, stop=stop)
+        delivery.tally_import(result)
+        _import_report(result, fmt, queue=queue)
+        if stop.signum is not None:
+            _import_stopped(result, stop.signum, queue=queue)
     raise typer.Exit(_import_exit(result, queue=queue))
 
 
@@ -417,7 +429,7 @@ def _size(stream: Any) -> int | None:
 
 
 def _flush_import(
-    delivery: Any, settings: Settings, result: ImportResult, batch_size: int | None
+    delivery: Any, settings: Settings, result: ImportResult, batch_size: int | None, *, stop: Any
 ) -> None:
     from matokit.cli.output import progress
     from matokit.delivery import FlushOptions
@@ -431,7 +443,7 @@ def _flush_import(
     before = delivery.stats()
     with progress(before.due if before is not None else None, "Sending") as advance:
         try:
-            result.flush = delivery.flush_locked(options, on_progress=advance)
+            result.flush = delivery.flush_locked(options, on_progress=advance, stop=stop)
         except FlushInProgressError as exc:
             result.flush_busy = exc.message
 
@@ -451,6 +463,22 @@ def _import_report(result: ImportResult, fmt: str, *, queue: bool) -> None:
         f"{data['duplicates']} skipped as duplicates",
     ]
     say("matokit: import: " + ", ".join(parts) + ".")
+    older = data["older"]
+    if any(older[k] for k in ("sent", "dead", "unattributed", "recovered")):
+        details = [
+            f"{older[key]} {label}"
+            for key, label in (
+                ("dead", "dead"),
+                ("unattributed", "unattributed"),
+                ("recovered", "recovered from a stopped flusher"),
+            )
+            if older[key]
+        ]
+        say(
+            f"matokit: the flush also sent {older['sent']} older queued hit(s)"
+            + (f" ({', '.join(details)})" if details else "")
+            + f"; {older['queued']} older hit(s) stay queued."
+        )
     flush = result.flush
     if result.flush_busy:
         say(f"matokit: {result.flush_busy}: it will send the queued hits.")
@@ -458,8 +486,27 @@ def _import_report(result: ImportResult, fmt: str, *, queue: bool) -> None:
         from matokit.cli.queue_view import say_flush_problems
 
         say_flush_problems(flush)
-    if data["queued"] and not queue:
+    if data["queued"] and not queue and not result.interrupted:
         say("matokit: queued hits stay in the journal; `matokit queue flush` sends them.")
+
+
+def _import_stopped(result: ImportResult, signum: int, *, queue: bool) -> None:
+    """The line after a graceful stop on a signal, then the signal's exit code."""
+    from matokit.cli.exit import exit_code_for_signal
+    from matokit.cli.output import say
+    from matokit.cli.queue_view import stopped_text
+    from matokit.stopping import signal_name
+
+    if result.interrupted:
+        when = "while journaling" if queue else "while journaling, before sending"
+        say(
+            f"matokit: stopped by {signal_name(signum)} {when}: {result.added} new hit(s) of "
+            "this file are queued; re-run the import for the rest (lines already journaled "
+            "are skipped as duplicates)."
+        )
+    else:
+        say(stopped_text(signum, result.queued + result.older_queued))
+    raise typer.Exit(int(exit_code_for_signal(signum)))
 
 
 def _import_exit(result: ImportResult, *, queue: bool) -> int:

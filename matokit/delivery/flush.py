@@ -45,6 +45,7 @@ from matokit.journal import Entry, EntryState
 if TYPE_CHECKING:
     from matokit.client import TrackResult
     from matokit.delivery.service import Delivery
+    from matokit.stopping import StopRequest
 
 T = TypeVar("T")
 K = TypeVar("K")
@@ -61,9 +62,14 @@ def flush(
     *,
     on_start: Callable[[int], None] | None = None,
     on_progress: Progress | None = None,
+    stop: StopRequest | None = None,
 ) -> FlushResult:
-    """Deliver due hits (all with `include_not_due`) and record the flush in the journal."""
-    flusher = _Flusher(delivery, options, on_progress=on_progress)
+    """Deliver due hits (all with `include_not_due`) and record the flush in the journal.
+
+    Once `stop` is requested no new request is sent: the one in flight is answered and
+    recorded, and the flush ends with `stopped_reason` "interrupted".
+    """
+    flusher = _Flusher(delivery, options, on_progress=on_progress, stop=stop)
     result = flusher.run(on_start=on_start)
     with contextlib.suppress(StorageError):
         delivery.journal.record_flush(result.record())
@@ -83,9 +89,15 @@ class _Flusher:
     """One flush: claim, send, apply outcomes, until nothing is due or a stop condition."""
 
     def __init__(
-        self, delivery: Delivery, options: FlushOptions, *, on_progress: Progress | None
+        self,
+        delivery: Delivery,
+        options: FlushOptions,
+        *,
+        on_progress: Progress | None,
+        stop: StopRequest | None = None,
     ) -> None:
         self.d = delivery
+        self.stop = stop
         self.journal = delivery.journal
         self.options = options
         self.clock = delivery.clock
@@ -132,6 +144,7 @@ class _Flusher:
         deadline = None if options.max_time is None else self.result.started_at + options.max_time
         budget = options.max_events
         while True:
+            self._check_stop()
             if deadline is not None and self.clock() >= deadline:
                 raise _Stop("max_time")
             limit = options.batch_size if budget is None else min(options.batch_size, budget)
@@ -257,7 +270,14 @@ class _Flusher:
 
     # -- one request
 
+    def _check_stop(self, unsent: list[Entry] | None = None) -> None:
+        """Stop before the next request once asked to: `unsent` goes back untouched."""
+        if self.stop is not None and self.stop.requested:
+            self._release(unsent or [])
+            raise _Stop("interrupted")
+
     def _send(self, group: list[Entry]) -> None:
+        self._check_stop(group)
         hits = [entry_hit(e) for e in group]
         try:
             client = self._client()

@@ -18,6 +18,7 @@ from matokit.errors import DataError, StorageError
 
 if TYPE_CHECKING:
     from matokit.delivery.service import Delivery
+    from matokit.stopping import StopRequest
 
 log = logging.getLogger("matokit.delivery")
 
@@ -30,11 +31,13 @@ def import_lines(
     strict: bool,
     on_invalid: Callable[[int, str], None],
     on_progress: Progress | None,
+    stop: StopRequest | None = None,
 ) -> ImportResult:
     """`Delivery.import_lines`: the strict pass if asked, then the lines chunk by chunk."""
-    result = ImportResult()
     if strict:
-        source = _strict_pass(delivery, source, site_id=site_id, on_invalid=on_invalid)
+        source = _strict_pass(delivery, source, site_id=site_id, on_invalid=on_invalid, stop=stop)
+    # The ids already journaled: what else the import's flush sends is not the file's.
+    result = ImportResult(before=frozenset(delivery.journal.id_states()))
     parser = LineParser(site_id=site_id, clock=delivery.clock, on_invalid=on_invalid)
     helper: ImportHelper | None = None
     try:
@@ -48,6 +51,7 @@ def import_lines(
             result=result,
             helper=helper,
             on_progress=on_progress,
+            stop=stop,
         )
     except StorageError as exc:
         if helper is not None:
@@ -98,8 +102,13 @@ def _journal_chunks(
     result: ImportResult,
     helper: ImportHelper | None,
     on_progress: Progress | None,
+    stop: StopRequest | None,
 ) -> None:
-    """Journal this process's lines in chunks of `size`, then wait for the helper's."""
+    """Journal this process's lines in chunks of `size`, then wait for the helper's.
+
+    A `stop` request ends it after the chunk being committed (the helper's too), with
+    `result.interrupted` set: the rest of the file is not read.
+    """
     # One enqueue call per journal transaction, so `added` is exactly what is committed.
     for chunk in parser.chunks(lines, size):
         added = delivery.journal.enqueue(chunk, chunk_size=size)
@@ -109,8 +118,13 @@ def _journal_chunks(
             helper.poll()
         if on_progress is not None:
             on_progress(parser.bytes_read + (helper.bytes_read if helper else 0))
+        if stop is not None and stop.requested:
+            break  # the helper is asked to stop in `finish`
     if helper is not None:
-        helper.finish(result, on_progress=on_progress, base=parser.bytes_read)
+        helper.finish(result, on_progress=on_progress, base=parser.bytes_read, stop=stop)
+    # Asked during the last chunk, the file may be complete: "interrupted" then only means
+    # nothing is sent, which is what was asked; a re-run finds every line a duplicate.
+    result.interrupted = stop is not None and stop.requested
 
 
 def _strict_pass(
@@ -119,14 +133,18 @@ def _strict_pass(
     *,
     site_id: int | None,
     on_invalid: Callable[[int, str], None],
+    stop: StopRequest | None,
 ) -> IO[bytes]:
+    from matokit.stopping import Interrupted
+
     start = tell(source)
     spool: IO[bytes] | None = None
     if start is None:
         spool = tempfile.TemporaryFile()  # noqa: SIM115 - handed back to the caller
     parser = LineParser(site_id=site_id, clock=delivery.clock, on_invalid=on_invalid)
     for _ in parser.hits(_tee(source, spool)):
-        pass
+        if stop is not None and stop.signum is not None:
+            raise Interrupted(stop.signum)  # nothing is journaled yet: stop at once
     if parser.invalid:
         if spool is not None:
             spool.close()

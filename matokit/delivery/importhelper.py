@@ -11,6 +11,7 @@ import contextlib
 import json
 import os
 import select
+import signal
 import subprocess
 import sys
 import time
@@ -25,12 +26,19 @@ from matokit.journal import Journal
 
 if TYPE_CHECKING:
     from matokit.delivery.service import Delivery
+    from matokit.stopping import StopRequest
 
 # A file this large is split in two halves, the second journaled by a helper process: parsing
 # and validating is pure Python (one core), so two processes import nearly twice as fast.
 PARALLEL_MIN_BYTES: Final = 4 << 20
 _WORKER_MAX_INVALID_REPORTS: Final = 1000
+# The helper ignores SIGINT and SIGTERM (blocked from its start, see `ImportHelper.start`):
+# the main process decides (it asks the helper to stop by closing its stdin), and a Ctrl-C on
+# the terminal must never print the helper's traceback.
+_STOP_SIGNALS: Final = {signal.SIGINT, signal.SIGTERM}
 _WORKER_CODE = (
+    "import signal; signal.signal(signal.SIGINT, signal.SIG_IGN); "
+    "signal.signal(signal.SIGTERM, signal.SIG_IGN); "
     "import sys; from matokit.delivery.importhelper import _import_worker; "
     "sys.exit(_import_worker(sys.argv[1]))"
 )
@@ -89,6 +97,7 @@ class ImportHelper:
         self.buffer = b""
         self.done: dict[str, Any] | None = None
         self.error: dict[str, Any] | None = None
+        self.stopped = False  # asked to stop before the end of its half
 
     @classmethod
     def start(
@@ -110,11 +119,17 @@ class ImportHelper:
             "clock_offset": delivery.clock() - time.time(),
         }
         delivery.journal  # noqa: B018 - created before the helper opens it
-        proc = subprocess.Popen(
-            [sys.executable, "-c", _WORKER_CODE, json.dumps(args)],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-        )
+        # Blocked while it starts, the helper inherits the mask: a Ctrl-C that reaches it
+        # while Python starts up cannot raise there (this process gets its own after that).
+        blocked = signal.pthread_sigmask(signal.SIG_BLOCK, _STOP_SIGNALS)
+        try:
+            proc = subprocess.Popen(
+                [sys.executable, "-c", _WORKER_CODE, json.dumps(args)],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+            )
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
         return cls(proc, on_invalid)
 
     def poll(self, *, block: bool = False) -> bool:
@@ -147,9 +162,23 @@ class ImportHelper:
             elif "e" in message:
                 self.error = message["e"]
 
-    def finish(self, result: ImportResult, *, on_progress: Progress | None, base: int) -> None:
-        """Wait for the helper, add its counts to `result`; StorageError if it failed."""
-        while self.poll(block=True):
+    def finish(
+        self,
+        result: ImportResult,
+        *,
+        on_progress: Progress | None,
+        base: int,
+        stop: StopRequest | None = None,
+    ) -> None:
+        """Wait for the helper, add its counts to `result`; StorageError if it failed.
+
+        Once `stop` is requested the helper is asked to stop after its current chunk.
+        """
+        while True:
+            if stop is not None and stop.requested and not self.stopped:
+                self._ask_to_stop()
+            if not self.poll(block=True):
+                break
             if on_progress is not None:
                 on_progress(base + self.bytes_read)
         self.proc.wait()
@@ -168,14 +197,18 @@ class ImportHelper:
 
     def stop(self, result: ImportResult) -> None:
         """Ask the helper to stop after its current chunk and add what it committed."""
-        with contextlib.suppress(OSError):
-            if self.proc.stdin is not None:
-                self.proc.stdin.close()
+        self._ask_to_stop()
         with contextlib.suppress(OSError, ValueError):
             while self.poll(block=True):
                 pass
         self.proc.wait()
         self._add(result)
+
+    def _ask_to_stop(self) -> None:
+        self.stopped = True
+        with contextlib.suppress(OSError):
+            if self.proc.stdin is not None:
+                self.proc.stdin.close()
 
     def _add(self, result: ImportResult) -> None:
         counts = self.done or self.error or {}

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, Final
@@ -139,7 +139,10 @@ class FlushResult:
 
 @dataclass
 class ImportResult:
-    """What `track import` did: lines read, invalid, newly queued, duplicates, and its flush."""
+    """What `track import` did: lines read, invalid, newly queued, duplicates, and its flush.
+
+    The flush sends the whole journal, so `tally` tells the file's hits from older ones.
+    """
 
     read: int = 0
     invalid: int = 0
@@ -148,25 +151,76 @@ class ImportResult:
     flush: FlushResult | None = None
     flush_busy: str | None = None
     queued: int = 0
+    interrupted: bool = False  # a signal stopped the journaling: the rest was not read
+    before: frozenset[str] = field(default=frozenset(), repr=False)  # entry ids before it
+    own_left: dict[str, int] = field(default_factory=dict)  # the file's hits left, by state
+    older_queued: int = 0  # older hits still queued after the import
+
+    def tally(self, states: Mapping[str, str]) -> None:
+        """Where the hits ended, from the journal's id -> state after the import and flush.
+
+        Entries added meanwhile by another process count as the file's: ids are all we have.
+        """
+        own: dict[str, int] = {}
+        older = 0
+        for entry_id, state in states.items():
+            if entry_id in self.before:
+                if state in _QUEUED:
+                    older += 1
+            else:
+                own[str(state)] = own.get(str(state), 0) + 1
+        self.own_left = own
+        self.older_queued = older
+        self.queued = sum(own.get(state, 0) for state in _QUEUED)
+
+    @property
+    def sent(self) -> int:
+        """The file's hits this import delivered (they left the journal)."""
+        if self.flush is None:
+            return 0
+        return max(0, min(self.added - sum(self.own_left.values()), self.flush.delivered))
 
     def summary(self) -> dict[str, Any]:
-        """The end-of-import summary (stderr for people, stdout with `--format json`)."""
+        """The end-of-import summary (stderr for people, stdout with `--format json`).
+
+        Its counts are the file's lines; `older` is what the flush did to hits queued before.
+        """
         flush = self.flush
+        own = self.own_left
         data: dict[str, Any] = {
             "read": self.read,
             "valid": self.read - self.invalid,
             "invalid": self.invalid,
             "duplicates": self.duplicates,
             "journaled": self.added,
-            "sent": flush.delivered if flush else 0,
-            "rejected": flush.rejected if flush else 0,
-            "unattributed": flush.unattributed if flush else 0,
-            "sent_unconfirmed": flush.sent_unconfirmed if flush else 0,
-            "recovered": flush.recovered if flush else 0,
+            "sent": self.sent,
+            "rejected": own.get("dead", 0),
+            "unattributed": own.get("unattributed", 0),
+            "sent_unconfirmed": own.get("sent_unconfirmed", 0),
             "queued": self.queued,
+            "older": self.older(),
         }
+        if self.interrupted:
+            data["interrupted"] = True
         if flush is not None:
             data["flush"] = flush.record()
         if self.flush_busy:
             data["flush_busy"] = self.flush_busy
         return data
+
+    def older(self) -> dict[str, int]:
+        """What the flush did to hits queued before this import, and how many stay queued."""
+        flush = self.flush
+        own = self.own_left
+        return {
+            "sent": flush.delivered - self.sent if flush else 0,
+            "dead": max(0, flush.dead - own.get("dead", 0)) if flush else 0,
+            "unattributed": (
+                max(0, flush.unattributed - own.get("unattributed", 0)) if flush else 0
+            ),
+            "recovered": flush.recovered if flush else 0,
+            "queued": self.older_queued,
+        }
+
+
+_QUEUED: Final = ("pending", "inflight", "sent_unconfirmed")

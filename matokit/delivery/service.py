@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import random
 import time
 from collections.abc import Callable
@@ -25,6 +26,7 @@ from matokit.serverpause import ServerPause
 
 if TYPE_CHECKING:
     from matokit.config import Settings
+    from matokit.stopping import StopRequest
 
 
 class Delivery:
@@ -131,11 +133,13 @@ class Delivery:
         strict: bool = False,
         on_invalid: Callable[[int, str], None] = lambda n, m: None,
         on_progress: Progress | None = None,
+        stop: StopRequest | None = None,
     ) -> ImportResult:
         """Validate JSON Lines from `source` and journal the valid hits, streaming.
 
         Each chunk of hits is committed before the next is read. With `strict`, every line is
-        validated first and nothing is journaled if any is invalid (DataError).
+        validated first and nothing is journaled if any is invalid (DataError). Once `stop` is
+        requested, it ends after the chunk being committed (`interrupted`).
         """
         return importer.import_lines(
             self,
@@ -144,7 +148,12 @@ class Delivery:
             strict=strict,
             on_invalid=on_invalid,
             on_progress=on_progress,
+            stop=stop,
         )
+
+    def tally_import(self, result: ImportResult) -> None:
+        """After an import (and its flush): where the file's hits ended, and the older ones."""
+        result.tally(self.journal.id_states())
 
     # -- flush --
 
@@ -157,17 +166,23 @@ class Delivery:
         on_wait: Callable[[str], None] | None = None,
         on_start: Callable[[int], None] | None = None,
         on_progress: Progress | None = None,
+        stop: StopRequest | None = None,
     ) -> FlushResult:
         """`flush` under the profile's flush lock (FlushInProgressError if another holds it).
 
         With `wait`, `on_wait` hears who holds the lock before waiting, for at most
-        `wait_timeout` seconds when given (then FlushWaitTimeoutError).
+        `wait_timeout` seconds when given (then FlushWaitTimeoutError). Waiting for the lock has
+        nothing to drain: a `stop` then interrupts it at once.
         """
         from matokit.locking import LOCK_NAME, flush_lock
 
-        lock = self.journal_path.parent / LOCK_NAME
-        with flush_lock(lock, wait=wait, timeout=wait_timeout, on_wait=on_wait):
-            return self.flush(options, on_start=on_start, on_progress=on_progress)
+        lock = flush_lock(
+            self.journal_path.parent / LOCK_NAME, wait=wait, timeout=wait_timeout, on_wait=on_wait
+        )
+        with contextlib.ExitStack() as held:
+            with stop.interruptible() if stop is not None else contextlib.nullcontext():
+                held.enter_context(lock)
+            return self.flush(options, on_start=on_start, on_progress=on_progress, stop=stop)
 
     def flush(
         self,
@@ -175,6 +190,11 @@ class Delivery:
         *,
         on_start: Callable[[int], None] | None = None,
         on_progress: Progress | None = None,
+        stop: StopRequest | None = None,
     ) -> FlushResult:
-        """Deliver due hits (all with `include_not_due`); the caller holds the flush lock."""
-        return flushing.flush(self, options, on_start=on_start, on_progress=on_progress)
+        """Deliver due hits (all with `include_not_due`); the caller holds the flush lock.
+
+        Once `stop` is requested, the request in flight is answered and recorded, and no
+        other is sent (`stopped_reason` "interrupted").
+        """
+        return flushing.flush(self, options, on_start=on_start, on_progress=on_progress, stop=stop)

@@ -295,6 +295,11 @@ class Journal(JournalConnection):
                 return
             after = rows[-1][0]
 
+    def id_states(self) -> dict[str, EntryState]:
+        """Every entry's id and state: a light read, to tell which hits an import added."""
+        rows = self._read(lambda conn: conn.execute("SELECT id, state FROM entries").fetchall())
+        return {entry_id: EntryState(state) for entry_id, state in rows}
+
     def has_key(self, key: str) -> bool:
         """True when `key` is in the journal or was delivered within the dedup window."""
         cutoff = self._clock() - self._dedup_window
