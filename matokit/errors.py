@@ -36,11 +36,12 @@ class InsecureURLError(ConfigError):
 
 
 class UsageError(MatokitError):
-    """A command-line argument has a bad value (exit 2, like Click's usage errors)."""
+    """A command-line argument has a bad value: a flag, a date, a report name (exit 2)."""
 
 
 class DataError(MatokitError):
-    """Input data was rejected: an invalid hit, import line, date or report name (exit 65)."""
+    """Input data was rejected: an invalid hit or import line (exit 65; 2 when the hit's
+    fields came from the command line)."""
 
 
 class HitValidationError(DataError):
@@ -120,6 +121,10 @@ class LockedOutError(MatomoError):
 
 class NotFoundError(MatomoError):
     """Matomo does not know this plugin or API method."""
+
+
+class NoMatomoError(NotFoundError):
+    """HTTP 404/405/410 without Matomo's own error: no Matomo at the configured URL (exit 78)."""
 
 
 class InvalidRequestError(MatomoError):
