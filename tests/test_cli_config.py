@@ -93,10 +93,10 @@ def test_config_init_rejects_bad_url_with_exit_78(capsys, cfg):
 
 # Bad input through the real CLI: one clear line, documented exit code, no traceback.
 BAD = [
-    (["--site", "abc", "config", "show"], 78, "site_id 'abc' from option --site"),
-    (["--url", "ftp://x", "config", "show"], 78, "not an http(s) URL"),
+    (["--site", "abc", "config", "show"], 2, "site_id 'abc' from option --site"),
+    (["--url", "ftp://x", "config", "show"], 2, "not an http(s) URL"),
     (["--profile", "ghost", "config", "show"], 78, "Profile 'ghost'"),
-    (["--timeout", "-3", "config", "show"], 78, "not a positive number"),
+    (["--timeout", "-3", "config", "show"], 2, "not a positive number"),
     (["config", "show", "--format", "xml"], 2, "must be one of"),
     (["config", "nope"], 2, "No such command"),
     (["--bogus"], 2, "No such option"),
