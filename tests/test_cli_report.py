@@ -320,7 +320,7 @@ def test_unknown_column_is_a_usage_error_without_data_too(
 def test_unknown_column_of_an_empty_adhoc_report_cannot_be_checked(
     run_cli: Any, fake_matomo: FakeMatomo
 ) -> None:
-    code, out, err = run_cli("report", "Referrers.getKeywords", "--columns", "any_metric")
+    code, _, err = run_cli("report", "Referrers.getKeywords", "--columns", "any_metric")
     assert code == 0, err
     assert "no data" in err
 

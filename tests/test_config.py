@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from matokit.config import resolve
+from matokit.durations import parse_duration
 from matokit.errors import ConfigError, InsecurePermissionsError, InsecureURLError, UsageError
 from tests.conftest import SENTINEL_TOKEN
 
@@ -221,6 +222,18 @@ BAD_INPUT = [
     ),
     ("unknown key", {"config": '[profiles.default]\nurll = "x"\n'}, {}, "Did you mean 'url'"),
     (
+        "duration beyond the maximum",
+        {"config": '[profiles.default]\ntoken_cooldown = "999999999d"\n'},
+        {},
+        "longer than the maximum duration, 3650d",
+    ),
+    (
+        "number of seconds beyond the maximum",
+        {"config": "[profiles.default]\nmax_age = 1e12\n"},
+        {},
+        "longer than the maximum duration, 3650d",
+    ),
+    (
         "two token sources",
         {"config": '[profiles.default]\ntoken_env = "A"\ntoken_command = "b"\n'},
         {},
@@ -299,3 +312,26 @@ def test_bad_token_sources_are_config_errors(tmp_path, case, flags_for, message)
     with pytest.raises(ConfigError) as info:
         resolve(flags, env=env).token()
     assert message in info.value.message
+
+
+@pytest.mark.parametrize(
+    ("text", "seconds"),
+    [
+        ("90s", 90.0),
+        ("15m", 900.0),
+        ("1.5h", 5400.0),
+        ("250ms", 0.25),
+        (7, 7.0),
+        ("3650d", 3650 * 86400.0),
+    ],
+)
+def test_durations_as_people_write_them(text, seconds):
+    assert parse_duration(text) == seconds
+
+
+@pytest.mark.parametrize(
+    "text", ["3651d", "999999d", "522w", 10**12, 10**400, "soon", -1, float("nan")]
+)
+def test_durations_outside_the_documented_range_are_refused_at_parse_time(text):
+    with pytest.raises(ValueError, match=r"maximum duration, 3650d|not a duration"):
+        parse_duration(text)
