@@ -224,6 +224,19 @@ def test_matomo_rejecting_the_hit_exits_65_and_queues_nothing(
     assert queued(tmp_path) == 0
 
 
+def test_no_matomo_at_the_url_queues_the_hit_and_exits_78_naming_the_url(
+    capsys: pytest.CaptureFixture[str], env: FakeMatomo, tmp_path: Path
+) -> None:
+    env.add_fault(Fault(endpoint="tracking", status=404))
+    result = invoke(capsys, *EVENT)
+    assert result.code == 78, result
+    assert "No Matomo tracker at this URL" in result.stderr
+    assert "Fix the Matomo URL (MATOMO_URL or --url), then run `matokit queue flush`" in (
+        result.stderr
+    )
+    assert queued(tmp_path) == 1
+
+
 def test_stale_token_with_an_old_hit_queues_it_and_exits_77(
     capsys: pytest.CaptureFixture[str], env: FakeMatomo, monkeypatch, tmp_path: Path
 ) -> None:
