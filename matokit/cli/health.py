@@ -1,7 +1,7 @@
 """`matokit health` and `matokit health serve`: checks for CI, cron and monitoring.
 
 Exit codes follow the monitoring-plugin convention: 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN
-(also for an `--output` file that cannot be written).
+(also for bad arguments and an `--output` file that cannot be written: `cli.exit` decides).
 """
 
 from __future__ import annotations
