@@ -107,7 +107,7 @@ def ttl_for(
     A period that includes today (or lies in the future) in the site's zone can still change:
     `ttl_today`. A finished period: `ttl_past`. A relative date (`today`, `yesterday`, `lastN`,
     `previousN`, `A,today`) changes meaning at the site's midnight, so it never outlives it;
-    with an unknown zone it is kept at most `ttl_today`. Raises DataError for a bad period or
+    with an unknown zone it is kept at most `ttl_today`. Raises UsageError for a bad period or
     date (see `matokit.dates.validate`).
     """
     spec = validate(period, date)

@@ -16,7 +16,7 @@ from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 from matokit.durations import parse_duration
-from matokit.errors import ConfigError, InsecureURLError
+from matokit.errors import ConfigError, InsecureURLError, UsageError
 from matokit.secrets import TokenSource, check_private_file
 
 APP_NAME = "matokit"
@@ -332,7 +332,7 @@ def resolve(
     chosen = layered("--profile", "MATOKIT_PROFILE")
     profile = str(chosen[0]) if chosen else DEFAULT_PROFILE
     if not PROFILE_NAME.match(profile):
-        raise ConfigError(
+        raise (UsageError if chosen and chosen[1] == FLAG else ConfigError)(
             f"Profile name {profile!r} is not valid.",
             hint="Use letters, digits, '.', '_' or '-' (it names a directory).",
         )
@@ -375,12 +375,17 @@ def resolve(
 
 
 def parse_setting(key: Key, raw: Any, *, source: str, config_path: Path, profile: str) -> Any:
-    """One setting's value parsed; ConfigError names where it came from and how to fix it."""
+    """One setting's value parsed; the error names where it came from and how to fix it.
+
+    Invalid on the command line it is a usage error (2); from env, `.env` or a file, a config
+    error (78).
+    """
     try:
         return key.parse(raw)
     except ValueError as exc:
         where = _where(key, source, config_path, profile)
-        raise ConfigError(
+        error = UsageError if source == FLAG else ConfigError
+        raise error(
             f"{key.name} {raw!r} from {where} {exc}.",
             hint=_fix_hint(key, source, config_path, profile),
         ) from None

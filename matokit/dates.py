@@ -8,7 +8,7 @@ refuse it locally, with one message that names the fix. The rules (Matomo 5.x):
 - range: `A,B` (`B` may be `today` or `yesterday`), `lastN`, `previousN` (N days, summed).
   A single date is refused (Matomo would answer "range with one date").
 
-Bad input raises `DataError` (exit 65, like a bad report name: README, Exit codes) before any
+Bad input raises `UsageError` (exit 2, like a bad report name: README, Exit codes) before any
 request is made.
 
 `span()` gives the calendar days a request covers; the cache uses it to decide whether a report
@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta, timezone, tzinfo
 from datetime import date as Day
 
-from matokit.errors import DataError
+from matokit.errors import UsageError
 
 PERIODS = ("day", "week", "month", "year", "range")
 MAX_N = 5000
@@ -60,38 +60,38 @@ class DateSpec:
 
 
 def parse_iso_date(text: str, *, what: str = "date") -> Day:
-    """A `YYYY-MM-DD` calendar date, or DataError."""
+    """A `YYYY-MM-DD` calendar date, or UsageError."""
     if not _DATE.match(text):
-        raise DataError(
+        raise UsageError(
             f"{what} {text!r} is not a date.",
             hint=f"Use --date {DATE_HELP}.",
         )
     try:
         return Day.fromisoformat(text)
     except ValueError:
-        raise DataError(
+        raise UsageError(
             f"{what} {text!r} is not a calendar date.",
             hint="Check the month and day (YYYY-MM-DD).",
         ) from None
 
 
 def validate(period: str, value: str) -> DateSpec:
-    """Check `period` and `date` by Matomo's rules; DataError names the fix."""
+    """Check `period` and `date` by Matomo's rules; UsageError names the fix."""
     period = (period or "").strip().lower()
     text = (value or "").strip()
     if period not in PERIODS:
-        raise DataError(
+        raise UsageError(
             f"period {period!r} is not supported.",
             hint="Use --period day, week, month, year or range.",
         )
     if not text:
-        raise DataError("--date is empty.", hint=f"Use --date {DATE_HELP}.")
+        raise UsageError("--date is empty.", hint=f"Use --date {DATE_HELP}.")
     lowered = text.lower()
     relative = _RELATIVE.match(lowered)
     if relative:
         n = int(relative.group(2))
         if not 1 <= n <= MAX_N:
-            raise DataError(
+            raise UsageError(
                 f"date {text!r}: N must be between 1 and {MAX_N}.",
                 hint="Use e.g. --date last7 or --date previous30.",
             )
@@ -99,7 +99,7 @@ def validate(period: str, value: str) -> DateSpec:
     if "," in text:
         return _validate_span(period, text)
     if period == "range":
-        raise DataError(
+        raise UsageError(
             f"period range needs two dates or lastN/previousN, not {text!r}.",
             hint="Use e.g. --period range --date 2026-01-01,2026-01-31 (or --date last7), "
             "or pick --period day.",
@@ -113,7 +113,7 @@ def validate(period: str, value: str) -> DateSpec:
 def _validate_span(period: str, text: str) -> DateSpec:
     parts = [p.strip() for p in text.split(",")]
     if len(parts) != 2 or not all(parts):
-        raise DataError(
+        raise UsageError(
             f"date {text!r} must be two dates A,B.",
             hint="Use e.g. --date 2026-01-01,2026-01-31.",
         )
@@ -129,7 +129,7 @@ def _validate_span(period: str, text: str) -> DateSpec:
         )
     end = parse_iso_date(second, what="end date")
     if start > end:
-        raise DataError(
+        raise UsageError(
             f"date range {text!r} ends before it starts.",
             hint=f"Swap them: --date {end.isoformat()},{start.isoformat()}.",
         )

@@ -36,7 +36,7 @@ class InsecureURLError(ConfigError):
 
 
 class UsageError(MatokitError):
-    """A command-line argument has a bad value (exit 2, like Click's usage errors)."""
+    """A command-line argument has a bad value: a flag, a date, a report name (exit 2)."""
 
 
 class WriteRefusedError(UsageError):
@@ -44,7 +44,8 @@ class WriteRefusedError(UsageError):
 
 
 class DataError(MatokitError):
-    """Input data was rejected: an invalid hit, import line, date or report name (exit 65)."""
+    """Input data was rejected: an invalid hit or import line (exit 65; 2 when the hit's
+    fields came from the command line)."""
 
 
 class UnknownEntryError(DataError):
@@ -136,6 +137,10 @@ class LockedOutError(MatomoError):
 
 class NotFoundError(MatomoError):
     """Matomo does not know this plugin or API method."""
+
+
+class NoMatomoError(NotFoundError):
+    """HTTP 404/405/410 without Matomo's own error: no Matomo at the configured URL (exit 78)."""
 
 
 class InvalidRequestError(MatomoError):

@@ -16,7 +16,7 @@ import contextlib
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor, wait
+from concurrent.futures import Future, wait
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from enum import IntEnum
@@ -117,17 +117,13 @@ class Thresholds:
     replay_warn_age: float = 20 * 3600.0
 
     def __post_init__(self) -> None:
-        for low, high in (
-            ("warn_latency", "crit_latency"),
-            ("warn_queue_age", "crit_queue_age"),
-            ("warn_queue_depth", "crit_queue_depth"),
-        ):
+        for low, high in THRESHOLD_PAIRS:
             if getattr(self, low) < 0 or getattr(self, high) < 0:
-                raise UsageError(f"--{low.replace('_', '-')} and --{high} must not be negative.")
+                raise UsageError(f"{_flag(low)} and {_flag(high)} must not be negative.")
             if getattr(self, low) > getattr(self, high):
                 raise UsageError(
-                    f"--{low.replace('_', '-')} ({getattr(self, low):g}) is above "
-                    f"--{high.replace('_', '-')} ({getattr(self, high):g}).",
+                    f"{_flag(low)} ({_limit_text(low, getattr(self, low))}) is above "
+                    f"{_flag(high)} ({_limit_text(high, getattr(self, high))}).",
                     hint="the warning threshold must not exceed the critical one",
                 )
 
@@ -151,10 +147,19 @@ class HealthReport:
 
 
 def parse_checks(text: str | None) -> tuple[str, ...]:
-    """Check names from `--check a,b` (None or "all": every check), in the canonical order."""
-    if text is None or text.strip() in ("", "all"):
+    """Check names from `--check a,b` (None or "all": every check), in the canonical order.
+
+    Naming no check at all (`--check ","`) is a usage error: a run that checks nothing must
+    not report OK.
+    """
+    if text is None or text.strip() == "all":
         return CHECKS
     wanted = {part.strip() for part in text.split(",") if part.strip()}
+    if not wanted:
+        raise UsageError(
+            f"--check {text!r} names no check.",
+            hint=f"Name at least one of: {', '.join(CHECKS)} (or leave --check out: all).",
+        )
     unknown = sorted(wanted - set(CHECKS))
     if unknown:
         raise UsageError(
@@ -162,6 +167,54 @@ def parse_checks(text: str | None) -> tuple[str, ...]:
             hint=f"Choose from: {', '.join(CHECKS)}.",
         )
     return tuple(name for name in CHECKS if name in wanted)
+
+
+# (warning, critical) threshold pairs: the warning must not exceed the critical one.
+THRESHOLD_PAIRS = (
+    ("warn_latency", "crit_latency"),
+    ("warn_queue_age", "crit_queue_age"),
+    ("warn_queue_depth", "crit_queue_depth"),
+)
+
+
+def thresholds_from(given: Mapping[str, float]) -> tuple[Thresholds, list[str]]:
+    """Thresholds from the limits given (by field name), and notes on defaults moved.
+
+    A limit given alone moves the other one's default when they would cross, so that the pair
+    stays ordered: `--crit-queue-age 1s` alone also warns from 1s. Both given and crossed is a
+    UsageError (Thresholds refuses it).
+    """
+    values = dict(given)
+    defaults = Thresholds()
+    notes: list[str] = []
+    for low, high in THRESHOLD_PAIRS:
+        if (low in values) == (high in values):
+            continue
+        kept, moved = (low, high) if low in values else (high, low)
+        value = values[kept]
+        default = getattr(defaults, moved)
+        crossed = value > default if kept == low else value < default
+        if crossed and value >= 0:
+            values[moved] = value
+            notes.append(
+                f"{_flag(kept)} {_limit_text(kept, value)} is "
+                f"{'above' if kept == low else 'below'} the default {_flag(moved)} "
+                f"({_limit_text(moved, default)}): {_flag(moved)} is {_limit_text(moved, value)} "
+                "too."
+            )
+    return Thresholds(**values), notes
+
+
+def _flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def _limit_text(name: str, value: float) -> str:
+    if "depth" in name:
+        return f"{value:g}"
+    from matokit.durations import format_duration
+
+    return format_duration(value) if value >= 60 else f"{value:g}s"
 
 
 def run_health(
@@ -195,9 +248,8 @@ def run_health(
         config_selected="config" in checks,
     )
     results: dict[str, CheckResult] = {}
-    pool = ThreadPoolExecutor(max_workers=max(1, len(checks)), thread_name_prefix="health")
+    futures = {name: _start(run, name) for name in checks}
     try:
-        futures = {name: pool.submit(run.execute, name) for name in checks}
         wait(futures.values(), timeout=max_time)
         for name, future in futures.items():
             if future.done():
@@ -212,7 +264,6 @@ def run_health(
                 )
     finally:
         # Do not wait for a hung request: its own HTTP timeout ends the thread.
-        pool.shutdown(wait=False, cancel_futures=True)
         run.close_when_idle(futures.values())
     ordered = tuple(results[name] for name in checks)
     settings = run.settings_or_none()
@@ -226,6 +277,23 @@ def run_health(
         url=display_url(settings.values.get("url")) if settings else None,
         site_id=settings.values.get("site_id") if settings else None,
     )
+
+
+def _start(run: HealthRun, name: str) -> Future[CheckResult]:
+    """Run check `name` in a daemon thread: a check that hangs past the deadline is abandoned,
+    so `--max-time` bounds the whole process (a pool's worker threads are joined at exit)."""
+    future: Future[CheckResult] = Future()
+
+    def work() -> None:
+        if not future.set_running_or_notify_cancel():
+            return
+        try:
+            future.set_result(run.execute(name))
+        except BaseException as exc:  # re-raised by future.result() in the caller
+            future.set_exception(exc)
+
+    threading.Thread(target=work, name=f"health-{name}", daemon=True).start()
+    return future
 
 
 # --- the run's shared state ------------------------------------------------------------------

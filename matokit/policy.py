@@ -17,6 +17,7 @@ from matokit.errors import (
     InvalidRequestError,
     LockedOutError,
     MatomoError,
+    NoMatomoError,
     NotFoundError,
     PermissionDeniedError,
     ProtocolError,
@@ -205,7 +206,7 @@ def classify_status(status: int | None) -> type[MatomoError]:
         # usually a proxy or a missing permission, not an invalid token.
         return PermissionDeniedError
     if status in (404, 405, 410):
-        return NotFoundError
+        return NoMatomoError  # not Matomo's answer: Matomo reports unknown methods in its JSON
     if status >= 500:
         return UnavailableError
     if 300 <= status < 400:
@@ -226,6 +227,10 @@ _HINTS: dict[type[MatomoError], str] = {
     PermissionDeniedError: (
         "The token is valid but its user lacks this access: grant it in Matomo or use a "
         "token of a user who has it (no token set? set MATOMO_TOKEN or --token-file)."
+    ),
+    NoMatomoError: (
+        "Check MATOMO_URL / --url: it must be Matomo's base URL (where index.php and "
+        "matomo.php are)."
     ),
     NotFoundError: (
         "Check the method name and that its plugin is activated "

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from matokit.dates import DateSpec
-from matokit.errors import DataError, UsageError
+from matokit.errors import UsageError
 from matokit.writeguard import require_read_only
 
 # Column kinds: how values are coerced, aligned and drawn.
@@ -343,7 +343,7 @@ for _report in CATALOGUE:  # the first report of a method is the one `report Mod
 
 
 def find(name: str, *, extra: Iterable[str] = ()) -> Report:
-    """The catalogue entry for `name` or `Module.method`; DataError names the closest ones.
+    """The catalogue entry for `name` or `Module.method`; UsageError names the closest ones.
 
     A `Module.method` outside the catalogue becomes an ad-hoc report: every column Matomo
     returns, labelled with the known metric names.
@@ -363,7 +363,7 @@ def find(name: str, *, extra: Iterable[str] = ()) -> Report:
 
     close = difflib.get_close_matches(text.lower(), known, n=3, cutoff=0.5)
     suggestion = f" Did you mean {', '.join(close)}?" if close else ""
-    raise DataError(
+    raise UsageError(
         f"Unknown report {text!r}.{suggestion}",
         hint="`matokit report list` shows the catalogue; any Module.method of Matomo's "
         "Reporting API works too (`matokit report list --all`).",
@@ -516,18 +516,7 @@ def select_columns(
         keys = [k for k in present if k != "date" and not isinstance(_first(rows, k), dict | list)]
         return lead + [_column(report, k, rows) for k in keys]
     if requested:
-        available = set(present) | set(report.keys)
-        unknown = [k for k in requested if k not in available]
-        if unknown and rows:
-            options = sorted(k for k in available if k != "date")
-            import difflib  # only on this path: keep startup lean
-
-            close = difflib.get_close_matches(unknown[0], options, n=3)
-            hint = f"Did you mean {', '.join(close)}? " if close else ""
-            raise UsageError(
-                f"Report {report.name} has no column {unknown[0]!r}.",
-                hint=f"{hint}Columns: {', '.join(options)} (or --columns all).",
-            )
+        check_columns(report, rows, requested)
         return lead + [_column(report, k, rows) for k in requested if k != "date"]
     if report.columns:
         defaults = [c for c in report.columns if c.key in present] or list(report.columns)
@@ -535,6 +524,36 @@ def select_columns(
     keys = [k for k in present if k != "date" and k not in NOISE]
     keys = [k for k in keys if not isinstance(_first(rows, k), dict | list)]
     return lead + [_column(report, k, rows) for k in keys]
+
+
+def check_columns(
+    report: Report, rows: Sequence[Mapping[str, Any]], requested: Sequence[str] | None
+) -> None:
+    """UsageError for a --columns name the report does not have, whether or not it has rows.
+
+    Known: the answer's keys, the report's columns and, for a catalogue report, every metric
+    MatoKit knows. An ad-hoc `Module.method` with no rows cannot be checked (nothing says
+    which columns it has), so its names pass.
+    """
+    if not requested or [r.lower() for r in requested] == ["all"]:
+        return
+    if not rows and not report.columns:
+        return
+    available = set(_all_keys(rows)) | set(report.keys)
+    if not rows:
+        available |= set(KINDS)
+    unknown = [k for k in requested if k not in available]
+    if not unknown:
+        return
+    options = sorted(k for k in available if k != "date")
+    import difflib  # only on this path: keep startup lean
+
+    close = difflib.get_close_matches(unknown[0], options, n=3)
+    hint = f"Did you mean {', '.join(close)}? " if close else ""
+    raise UsageError(
+        f"Report {report.name} has no column {unknown[0]!r}.",
+        hint=f"{hint}Columns: {', '.join(options)} (or --columns all).",
+    )
 
 
 def _first(rows: Sequence[Mapping[str, Any]], key: str) -> Any:

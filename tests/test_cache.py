@@ -18,7 +18,7 @@ import pytest
 from matokit import cache
 from matokit.client import MatomoClient
 from matokit.config import Settings, resolve
-from matokit.errors import DataError, InvalidRequestError
+from matokit.errors import InvalidRequestError, UsageError
 from tests.fakematomo import SUPERUSER_TOKEN, VIEW_TOKEN, FakeMatomo, Fault
 
 DAY = 86400.0
@@ -90,7 +90,7 @@ def test_ttl_for_uses_the_configured_ttls_and_accepts_epoch_seconds() -> None:
 
 
 def test_ttl_for_rejects_what_matomo_would_reject() -> None:
-    with pytest.raises(DataError):
+    with pytest.raises(UsageError):
         cache.ttl_for("range", "today", tz="UTC", now=at("2026-11-25 12:00:00"))
 
 

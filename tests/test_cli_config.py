@@ -84,19 +84,19 @@ def test_config_profiles_lists_and_marks_active(capsys, cfg):
     assert [(r["name"], r["active"]) for r in rows] == [("a", False), ("b", True)]
 
 
-def test_config_init_rejects_bad_url_with_exit_78(capsys, cfg):
+def test_config_init_rejects_bad_url_given_as_a_flag_with_exit_2(capsys, cfg):
     result = invoke(capsys, "config", "init", "--url", "not a url")
-    assert result.code == 78
+    assert result.code == 2
     assert "not an http(s) URL" in result.stderr
     assert "Traceback" not in result.stderr
 
 
 # Bad input through the real CLI: one clear line, documented exit code, no traceback.
 BAD = [
-    (["--site", "abc", "config", "show"], 78, "site_id 'abc' from option --site"),
-    (["--url", "ftp://x", "config", "show"], 78, "not an http(s) URL"),
+    (["--site", "abc", "config", "show"], 2, "site_id 'abc' from option --site"),
+    (["--url", "ftp://x", "config", "show"], 2, "not an http(s) URL"),
     (["--profile", "ghost", "config", "show"], 78, "Profile 'ghost'"),
-    (["--timeout", "-3", "config", "show"], 78, "not a positive number"),
+    (["--timeout", "-3", "config", "show"], 2, "not a positive number"),
     (["config", "show", "--format", "xml"], 2, "must be one of"),
     (["config", "nope"], 2, "No such command"),
     (["--bogus"], 2, "No such option"),
@@ -157,7 +157,7 @@ def test_config_init_bad_value_names_the_option_like_every_command(
     capsys, cfg, option, value, message, hint
 ):
     result = invoke(capsys, "config", "init", "--url", "https://a.example/", option, value)
-    assert result.code == 78, result.stderr
+    assert result.code == 2, result.stderr  # invalid on the command line: usage, as everywhere
     assert message in result.stderr and hint in result.stderr
     assert not cfg.exists()
 

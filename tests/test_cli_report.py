@@ -327,10 +327,11 @@ def test_summary_ranks_event_categories_not_pairs(run_cli: Any, fake_matomo: Fak
 @pytest.mark.parametrize(
     ("args", "code", "message"),
     [
-        (["report", "pagez"], 65, "Unknown report 'pagez'. Did you mean pages"),
-        (["report", "visits", "--date", "2026-02-30"], 65, "not a calendar date"),
-        (["report", "visits", "--period", "range", "--date", "today"], 65, "period range needs"),
-        (["report", "visits", "--period", "hour"], 65, "period 'hour' is not supported"),
+        (["report", "pagez"], 2, "Unknown report 'pagez'. Did you mean pages"),
+        (["report", "visits", "--date", "2026-02-30"], 2, "not a calendar date"),
+        (["report", "visits", "--period", "range", "--date", "today"], 2, "period range needs"),
+        (["report", "visits", "--period", "hour"], 2, "period 'hour' is not supported"),
+        (["report", "visits", "--format", "JSON"], 2, "--format 'JSON' is not supported"),
         (["report", "visits", "--no-cache", "--refresh"], 2, "contradict"),
         (["report", "visits", "--chart"], 2, "needs several periods"),
         (["report", "pages", "--chart", "--format", "json"], 2, "--chart draws on the terminal"),
@@ -357,6 +358,27 @@ def test_unknown_column_names_the_available_ones(run_cli: Any, fake_matomo: Fake
     code, _, err = run_cli("report", "pages", "--columns", "nb_hitz")
     assert code == 2
     assert "no column 'nb_hitz'" in err and "nb_hits" in err
+
+
+@pytest.mark.parametrize("name", ["pages", "visits"])
+def test_unknown_column_is_a_usage_error_without_data_too(
+    run_cli: Any, fake_matomo: FakeMatomo, name: str
+) -> None:
+    # No hits: pages answers [], visits all zeros. Neither shows "no data" and exits 0.
+    for _ in range(2):  # the second run is answered from the cache
+        code, out, err = run_cli("report", name, "--columns", "nb_hitz")
+        assert code == 2, err
+        assert "no column 'nb_hitz'" in err and out == ""
+    code, _, err = run_cli("report", name, "--columns", "nb_visits", "--format", "json")
+    assert code == 0, err
+
+
+def test_unknown_column_of_an_empty_adhoc_report_cannot_be_checked(
+    run_cli: Any, fake_matomo: FakeMatomo
+) -> None:
+    code, _, err = run_cli("report", "Referrers.getKeywords", "--columns", "any_metric")
+    assert code == 0, err
+    assert "no data" in err
 
 
 def test_invalid_token_exits_77(

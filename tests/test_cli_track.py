@@ -58,11 +58,12 @@ EVENT = ("track", "event", "--category", "shop", "--action", "buy")
         (("track", "order", "--order-id", "o1", "--revenue", "9", "--item", "a,b"), "items[0]"),
     ],
 )
-def test_invalid_hit_exits_65_naming_the_field(
+def test_invalid_hit_flag_is_a_usage_error_naming_the_field(
     capsys: pytest.CaptureFixture[str], env: FakeMatomo, args: tuple[str, ...], field: str
 ) -> None:
+    # A value given on the command line is a usage error (2); the same in an import line is 65.
     result = invoke(capsys, *args)
-    assert result.code == 65, result
+    assert result.code == 2, result
     assert field in result.stderr, result
     assert env.requests == []
 
@@ -237,6 +238,19 @@ def test_matomo_rejecting_the_hit_exits_65_and_queues_nothing(
     assert json.loads(result.stdout)["state"] == "rejected"
     assert "rejected" in result.stderr
     assert queued(tmp_path) == 0
+
+
+def test_no_matomo_at_the_url_queues_the_hit_and_exits_78_naming_the_url(
+    capsys: pytest.CaptureFixture[str], env: FakeMatomo, tmp_path: Path
+) -> None:
+    env.add_fault(Fault(endpoint="tracking", status=404))
+    result = invoke(capsys, *EVENT)
+    assert result.code == 78, result
+    assert "No Matomo tracker at this URL" in result.stderr
+    assert "Fix the Matomo URL (MATOMO_URL or --url), then run `matokit queue flush`" in (
+        result.stderr
+    )
+    assert queued(tmp_path) == 1
 
 
 def test_stale_token_with_an_old_hit_queues_it_and_exits_77(

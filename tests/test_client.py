@@ -33,6 +33,7 @@ from matokit.errors import (
     InvalidRequestError,
     LockedOutError,
     MatomoError,
+    NoMatomoError,
     NotFoundError,
     PermissionDeniedError,
     ProtocolError,
@@ -293,7 +294,7 @@ TRACK_FAILURES: list[tuple[str, dict[str, Any], type[MatomoError], dict[str, Any
     ),
     ("truncated json", {"status": 200, "body": '{"status":"succ'}, ProtocolError, {}),
     ("too large", {"status": 413, "body": "Request Entity Too Large"}, RejectedHitError, {}),
-    ("wrong url", {"status": 404, "body": "Not Found"}, NotFoundError, {}),
+    ("wrong url", {"status": 404, "body": "Not Found"}, NoMatomoError, {}),
     (
         "redirect",
         {"status": 301, "body": "", "headers": {"Location": "https://other.example/matomo.php"}},

@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 from matokit.config import resolve
-from matokit.errors import ConfigError, InsecurePermissionsError, InsecureURLError
+from matokit.durations import parse_duration
+from matokit.errors import ConfigError, InsecurePermissionsError, InsecureURLError, UsageError
 from tests.conftest import SENTINEL_TOKEN
 
 
@@ -248,7 +249,7 @@ def test_url_is_normalised_to_base():
     assert settings.url == "https://a.example/matomo/"
 
 
-# ---- bad input: one clear message, ConfigError (exit 78) ----------------------------------
+# ---- bad input: one clear message, ConfigError (exit 78) or UsageError (2) ----------
 
 BAD_INPUT = [
     ("corrupt toml", {"config": "[profiles.default\nurl = 1"}, {}, "not valid TOML"),
@@ -258,13 +259,19 @@ BAD_INPUT = [
         {"--profile": "nope"},
         "Profile 'nope' is not defined",
     ),
-    ("bad profile name", {}, {"--profile": "../etc"}, "not valid"),
-    ("bad url", {}, {"--url": "ftp://x"}, "is not an http(s) URL"),
-    ("non-numeric site", {}, {"--site": "abc"}, "not a positive integer"),
-    ("zero site", {}, {"--site": "0"}, "not a positive integer"),
-    ("bad timeout", {}, {"--timeout": "soon"}, "not a positive number"),
-    ("bad log format", {}, {"--log-format": "xml"}, "must be text or json"),
     ("unknown key", {"config": '[profiles.default]\nurll = "x"\n'}, {}, "Did you mean 'url'"),
+    (
+        "duration beyond the maximum",
+        {"config": '[profiles.default]\ntoken_cooldown = "999999999d"\n'},
+        {},
+        "longer than the maximum duration, 3650d",
+    ),
+    (
+        "number of seconds beyond the maximum",
+        {"config": "[profiles.default]\nmax_age = 1e12\n"},
+        {},
+        "longer than the maximum duration, 3650d",
+    ),
     (
         "two token sources",
         {"config": '[profiles.default]\ntoken_env = "A"\ntoken_command = "b"\n'},
@@ -285,6 +292,32 @@ def test_bad_configuration_is_one_clear_config_error(tmp_path, case, setup, flag
         resolve(flags, env=env)
     assert message in info.value.message
     assert info.value.hint
+
+
+# (flag, env var, bad value, message): the same bad value is a usage error (2) on the command
+# line and a configuration error (78) from the environment.
+BAD_VALUES = [
+    ("--profile", "MATOKIT_PROFILE", "../etc", "not valid"),
+    ("--url", "MATOMO_URL", "ftp://x", "is not an http(s) URL"),
+    ("--site", "MATOMO_SITE_ID", "abc", "not a positive integer"),
+    ("--site", "MATOMO_SITE_ID", "0", "not a positive integer"),
+    ("--timeout", "MATOKIT_TIMEOUT", "soon", "not a positive number"),
+    ("--log-format", "MATOKIT_LOG_FORMAT", "xml", "must be text or json"),
+]
+
+
+@pytest.mark.parametrize(("flag", "variable", "value", "message"), BAD_VALUES)
+def test_bad_value_is_a_usage_error_as_a_flag_and_a_config_error_from_env(
+    tmp_path, flag, variable, value, message
+):
+    env = {"MATOKIT_CONFIG": str(tmp_path / "config.toml")}
+    with pytest.raises(UsageError) as info:
+        resolve({flag: value}, env=env)
+    assert message in info.value.message and info.value.hint
+    assert not isinstance(info.value, ConfigError)
+    with pytest.raises(ConfigError) as info:
+        resolve({}, env={**env, variable: value})
+    assert message in info.value.message and info.value.hint
 
 
 BAD_TOKENS = [
@@ -318,3 +351,26 @@ def test_bad_token_sources_are_config_errors(tmp_path, case, flags_for, message)
     with pytest.raises(ConfigError) as info:
         resolve(flags, env=env).token()
     assert message in info.value.message
+
+
+@pytest.mark.parametrize(
+    ("text", "seconds"),
+    [
+        ("90s", 90.0),
+        ("15m", 900.0),
+        ("1.5h", 5400.0),
+        ("250ms", 0.25),
+        (7, 7.0),
+        ("3650d", 3650 * 86400.0),
+    ],
+)
+def test_durations_as_people_write_them(text, seconds):
+    assert parse_duration(text) == seconds
+
+
+@pytest.mark.parametrize(
+    "text", ["3651d", "999999d", "522w", 10**12, 10**400, "soon", -1, float("nan")]
+)
+def test_durations_outside_the_documented_range_are_refused_at_parse_time(text):
+    with pytest.raises(ValueError, match=r"maximum duration, 3650d|not a duration"):
+        parse_duration(text)

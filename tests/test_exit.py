@@ -7,7 +7,16 @@ import signal
 import pytest
 
 from matokit import errors
-from matokit.cli.exit import ExitCode, exit_code_for
+from matokit.cli import command_of
+from matokit.cli.exit import (
+    ExitCode,
+    exit_code_for,
+    flush_exit_code,
+    import_exit_code,
+    track_exit_code,
+    usage_exit_code,
+)
+from matokit.delivery import FlushResult, ImportResult, TrackOutcome, TrackState
 from matokit.stopping import Interrupted
 from tests.clirunner import invoke
 
@@ -28,7 +37,8 @@ TABLE = [
     (errors.TokenCoolDownError("x", rejected_at=0, until=1), 77),
     (errors.PermissionDeniedError("x"), 77),
     (errors.LockedOutError("x"), 77),
-    (errors.NotFoundError("x"), 65),
+    (errors.NoMatomoError("x"), 78),  # HTTP 404: no Matomo at the configured URL
+    (errors.NotFoundError("x"), 65),  # Matomo: no such method or plugin
     (errors.InvalidRequestError("x"), 65),
     (errors.RejectedHitError("x"), 65),
     (errors.RateLimitedError("x", retry_after=3), 69),
@@ -45,6 +55,121 @@ TABLE = [
 @pytest.mark.parametrize(("error", "code"), TABLE, ids=[type(e).__name__ for e, _ in TABLE])
 def test_exit_code_for(error, code):
     assert exit_code_for(error) == code
+
+
+@pytest.mark.parametrize(("error", "code"), TABLE, ids=[type(e).__name__ for e, _ in TABLE])
+def test_under_health_every_error_is_unknown_but_a_signal(error, code):
+    expected = code if isinstance(error, KeyboardInterrupt | Interrupted) else 3
+    assert exit_code_for(error, command="health") == expected
+
+
+def test_click_usage_errors_are_2_and_unknown_under_health():
+    assert usage_exit_code("report") == 2
+    assert usage_exit_code("") == 2
+    assert usage_exit_code("health") == 3
+
+
+@pytest.mark.parametrize(
+    ("args", "command"),
+    [
+        (["health", "--bogus"], "health"),
+        (["--bogus", "health"], "health"),
+        (["--profile", "health", "track", "event"], "track"),
+        (["--site=3", "-v", "health"], "health"),
+        (["--url", "https://x/", "--", "report"], "report"),
+        (["--debug"], ""),
+        ([], ""),
+    ],
+)
+def test_command_of_finds_the_command_group_without_parsing(args, command):
+    assert command_of(args) == command
+
+
+def _outcome(state: TrackState, error: errors.MatokitError | None = None) -> TrackOutcome:
+    return TrackOutcome("k", state, "m", error)
+
+
+TRACK_TABLE = [
+    (_outcome(TrackState.DELIVERED), 0),
+    (_outcome(TrackState.DUPLICATE), 0),
+    (_outcome(TrackState.UNCONFIRMED), 0),
+    (_outcome(TrackState.QUEUED), 0),  # --queue
+    (_outcome(TrackState.REJECTED, errors.RejectedHitError("x")), 65),
+    (_outcome(TrackState.QUEUED, errors.UnavailableError("x")), 75),
+    (_outcome(TrackState.QUEUED, errors.RateLimitedError("x")), 75),
+    (_outcome(TrackState.QUEUED, errors.ProtocolError("x")), 75),
+    (_outcome(TrackState.QUEUED, errors.AuthenticationError("x")), 77),
+    (_outcome(TrackState.QUEUED, errors.PermissionDeniedError("x")), 77),
+    (_outcome(TrackState.QUEUED, errors.NoMatomoError("x")), 78),
+]
+
+
+@pytest.mark.parametrize(("outcome", "code"), TRACK_TABLE)
+def test_track_exit_code(outcome, code):
+    assert track_exit_code(outcome) == code
+
+
+def _flush(**fields: object) -> FlushResult:
+    result = FlushResult(started_at=0.0)
+    for name, value in fields.items():
+        setattr(result, name, value)
+    return result
+
+
+FLUSH_TABLE = [
+    ("nothing due", _flush(stopped_reason="nothing_due"), 0),
+    ("all sent", _flush(delivered=3), 0),
+    ("refused hits are dead letters, nothing due", _flush(rejected=2, dead=2), 0),
+    ("not due yet", _flush(remaining_queued=4), 0),
+    ("outage", _flush(stopped_reason="unavailable", remaining_due=3, remaining_queued=3), 75),
+    ("max time", _flush(stopped_reason="max_time", remaining_queued=1), 75),
+    ("token refused", _flush(stopped_reason="auth_failed", remaining_due=3), 77),
+    ("locked out", _flush(stopped_reason="locked_out"), 77),
+    ("no matomo", _flush(stopped_reason="error", error_obj=errors.NoMatomoError("x")), 78),
+    ("storage", _flush(stopped_reason="error", error_obj=errors.StorageError("x")), 74),
+]
+
+
+@pytest.mark.parametrize(("case", "result", "code"), FLUSH_TABLE, ids=[c[0] for c in FLUSH_TABLE])
+def test_flush_exit_code(case, result, code):
+    assert flush_exit_code(result) == code
+
+
+IMPORT_TABLE = [
+    ("all sent", ImportResult(read=2, added=2, flush=_flush(delivered=2)), False, 0),
+    ("--queue", ImportResult(read=2, added=2, queued=2), True, 0),
+    ("invalid lines, without --strict", ImportResult(read=3, invalid=1, flush=_flush()), False, 65),
+    ("Matomo refused hits", ImportResult(read=2, flush=_flush(rejected=1)), False, 65),
+    (
+        "queued for retry beats invalid lines",
+        ImportResult(read=3, invalid=1, queued=2, flush=_flush(stopped_reason="unavailable")),
+        False,
+        75,
+    ),
+    (
+        "token refused beats everything",
+        ImportResult(read=3, invalid=1, queued=2, flush=_flush(stopped_reason="auth_failed")),
+        False,
+        77,
+    ),
+    (
+        "no Matomo at the URL",
+        ImportResult(
+            read=1,
+            queued=1,
+            flush=_flush(stopped_reason="error", error_obj=errors.NoMatomoError("x")),
+        ),
+        False,
+        78,
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("case", "result", "queue", "code"), IMPORT_TABLE, ids=[c[0] for c in IMPORT_TABLE]
+)
+def test_import_exit_code(case, result, queue, code):
+    assert import_exit_code(result, queue=queue) == code
 
 
 def test_codes_match_the_contract():

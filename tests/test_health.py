@@ -22,6 +22,7 @@ from matokit.health import (
     Thresholds,
     parse_checks,
     run_health,
+    thresholds_from,
     worst,
 )
 from matokit.healthchecks import flush_stopped_on_auth
@@ -116,6 +117,12 @@ def test_parse_checks_keeps_canonical_order_and_refuses_unknown_names() -> None:
         parse_checks("api,nope")
 
 
+@pytest.mark.parametrize("text", [",", " , ,", ""])
+def test_naming_no_check_is_a_usage_error(text: str) -> None:
+    with pytest.raises(UsageError, match="names no check"):
+        parse_checks(text)
+
+
 @pytest.mark.parametrize(
     ("statuses", "expected"),
     [
@@ -133,8 +140,55 @@ def test_worst_ranks_critical_over_unknown_over_warning(
 
 
 def test_thresholds_refuse_a_warning_above_the_critical_limit() -> None:
-    with pytest.raises(UsageError, match="--warn-queue-age"):
+    with pytest.raises(UsageError, match="--warn-queue-age") as info:
         Thresholds(warn_queue_age=7200, crit_queue_age=3600)
+    assert info.value.message == "--warn-queue-age (2h) is above --crit-queue-age (1h)."
+    with pytest.raises(UsageError, match="--warn-queue-age"):
+        thresholds_from({"warn_queue_age": 7200, "crit_queue_age": 3600})  # both given
+
+
+@pytest.mark.parametrize(
+    ("given", "moved", "note"),
+    [
+        (
+            {"crit_queue_age": 1.0},
+            {"warn_queue_age": 1.0},
+            "--crit-queue-age 1s is below the default --warn-queue-age (1h): "
+            "--warn-queue-age is 1s too.",
+        ),
+        (
+            {"warn_queue_age": 86400.0},
+            {"crit_queue_age": 86400.0},
+            "--warn-queue-age 24h is above the default --crit-queue-age (6h): "
+            "--crit-queue-age is 24h too.",
+        ),
+        (
+            {"crit_latency": 0.5},
+            {"warn_latency": 0.5},
+            "--crit-latency 0.5s is below the default --warn-latency (2s): "
+            "--warn-latency is 0.5s too.",
+        ),
+        (
+            {"warn_queue_depth": 50000.0},
+            {"crit_queue_depth": 50000.0},
+            "--warn-queue-depth 50000 is above the default --crit-queue-depth (10000): "
+            "--crit-queue-depth is 50000 too.",
+        ),
+    ],
+)
+def test_a_threshold_given_alone_moves_the_other_default_and_says_so(
+    given: dict[str, float], moved: dict[str, float], note: str
+) -> None:
+    thresholds, notes = thresholds_from(given)
+    for name, value in {**given, **moved}.items():
+        assert getattr(thresholds, name) == value
+    assert notes == [note]
+
+
+def test_a_threshold_that_does_not_cross_the_other_default_moves_nothing() -> None:
+    thresholds, notes = thresholds_from({"crit_queue_age": 7200.0, "warn_latency": 1.0})
+    assert (thresholds.warn_queue_age, thresholds.crit_latency) == (3600.0, 5.0)
+    assert notes == []
 
 
 # --- config ------------------------------------------------------------------------------------

@@ -10,6 +10,7 @@ from matokit.errors import (
     InvalidRequestError,
     LockedOutError,
     MatomoError,
+    NoMatomoError,
     NotFoundError,
     PermissionDeniedError,
     ProtocolError,
@@ -115,7 +116,8 @@ def test_classify_api_error(status: int | None, message: str, expected: type[Mat
         (301, ProtocolError),
         (400, InvalidRequestError),
         (401, PermissionDeniedError),
-        (404, NotFoundError),
+        (404, NoMatomoError),  # no Matomo at the URL (Matomo names unknown methods)
+        (410, NoMatomoError),
         (429, RateLimitedError),
         (500, UnavailableError),
         (503, UnavailableError),

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from matokit import dates, reports
-from matokit.errors import DataError, UsageError
+from matokit.errors import UsageError
 
 SAMPLES_PATH = Path(__file__).resolve().parent / "fixtures" / "matomo-samples.json"
 
@@ -85,8 +85,8 @@ def test_find_accepts_module_method_of_catalogue_and_others() -> None:
     assert not reports.find("Live.getCounters").cacheable
 
 
-def test_unknown_report_is_a_data_error_naming_the_closest() -> None:
-    with pytest.raises(DataError) as info:
+def test_unknown_report_is_a_usage_error_naming_the_closest() -> None:
+    with pytest.raises(UsageError) as info:
         reports.find("pagez")
     assert "Unknown report 'pagez'" in info.value.message
     assert "pages" in info.value.message
@@ -372,8 +372,8 @@ def test_valid_period_and_date(period: str, value: str, normalised: str, multi: 
         ("range", "today,2026-11-01", "start date 'today' is not a date"),
     ],
 )
-def test_invalid_period_or_date_is_a_data_error(period: str, value: str, message: str) -> None:
-    with pytest.raises(DataError) as info:
+def test_invalid_period_or_date_is_a_usage_error(period: str, value: str, message: str) -> None:
+    with pytest.raises(UsageError) as info:
         dates.validate(period, value)
     assert message in info.value.message
     assert info.value.hint

@@ -73,35 +73,38 @@ def main(argv: list[str] | None = None) -> None:
 
 
 def run(args: list[str]) -> int:
-    """Run the CLI on `args` and return the exit code; the one place errors become codes."""
-    from matokit.cli.exit import ExitCode, exit_code_for
+    """Run the CLI on `args` and return the exit code; `cli.exit` decides every code."""
+    from matokit.cli.exit import exit_code_for, usage_exit_code
     from matokit.cli.output import error_line
     from matokit.errors import MatokitError
     from matokit.stopping import Interrupted
 
     debug = "--debug" in args or os.environ.get("MATOKIT_LOG_LEVEL", "").lower() == "debug"
     app_state = AppState(debug=debug)
+    command = command_of(args)
     try:
         import click
         import typer
 
         from matokit.cli.app import build_app
 
-        command = typer.main.get_command(build_app())
-        result = command.main(args, prog_name="matokit", standalone_mode=False, obj=app_state)
+        cli = typer.main.get_command(build_app())
+        result = cli.main(args, prog_name="matokit", standalone_mode=False, obj=app_state)
         return int(result) if isinstance(result, int) else 0
     except click.exceptions.Exit as exc:
         return int(exc.exit_code)
     except click.exceptions.ClickException as exc:
         exc.show()
-        return int(getattr(exc, "exit_code", ExitCode.USAGE))
+        if isinstance(exc, click.exceptions.UsageError):
+            return int(usage_exit_code(command))
+        return int(exit_code_for(exc, command=command))
     except (click.exceptions.Abort, KeyboardInterrupt, Interrupted) as exc:
         return _interrupted(exc)
     except MatokitError as exc:
         if app_state.debug:
             _print_traceback(exc)
         error_line(exc.message, exc.hint)
-        return int(exit_code_for(exc))
+        return int(exit_code_for(exc, command=command))
     except BrokenPipeError:
         # The reader went away (`matokit ... | head`): not an error worth a traceback.
         _silence_stdout()
@@ -113,17 +116,41 @@ def run(args: list[str]) -> int:
             f"internal error: {exc.__class__.__name__}: {exc}",
             "This is a bug in MatoKit. Rerun with --debug to see the traceback, and report it.",
         )
-        return int(ExitCode.INTERNAL)
+        return int(exit_code_for(exc, command=command))
+
+
+# The global options that take a value (`--profile NAME`): their value is not the command.
+_VALUED_GLOBALS = frozenset(
+    {"--profile", "--url", "--site", "--token-file", "--config", "--timeout", "--log-format"}
+)
+
+
+def command_of(args: list[str]) -> str:
+    """The command group `args` invoke (`health`, `track`...), found without parsing them.
+
+    Known even when the global options fail to parse, so that `matokit --bogus health` is
+    still answered by health's exit-code convention.
+    """
+    words = iter(args)
+    for word in words:
+        if word == "--":
+            return next(words, "")
+        if word in _VALUED_GLOBALS:
+            next(words, None)
+        elif not word.startswith("-"):
+            return word
+    return ""
 
 
 def _interrupted(exc: BaseException) -> int:
     """Stopped at once by a signal (a second one, or where there was nothing to drain)."""
     from matokit.cli.exit import exit_code_for
+    from matokit.stopping import Interrupted
 
     signum = getattr(exc, "signum", None)
     by = f" by {exc}" if signum is not None else ""
     sys.stderr.write(f"\nmatokit: interrupted{by}\n")
-    return int(exit_code_for(exc))
+    return int(exit_code_for(exc if isinstance(exc, Interrupted) else KeyboardInterrupt()))
 
 
 def _print_traceback(exc: BaseException) -> None:

@@ -1,7 +1,7 @@
 """`matokit health` and `matokit health serve`: checks for CI, cron and monitoring.
 
 Exit codes follow the monitoring-plugin convention: 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN
-(also for an `--output` file that cannot be written).
+(also for bad arguments and an `--output` file that cannot be written: `cli.exit` decides).
 """
 
 from __future__ import annotations
@@ -86,6 +86,7 @@ def health(
         # `health --check api serve`: the subcommand inherits what was given here.
         ctx.meta["matokit.health"] = {"check": check, "max_time": max_time, **given}
         return
+    from matokit.cli.exit import health_exit_code
     from matokit.cli.health_render import FORMATS
     from matokit.health import parse_checks, run_health
 
@@ -94,12 +95,25 @@ def health(
     checks = parse_checks(check)
     thresholds = _thresholds(given)
     limit = _duration(max_time or "20s", "--max-time")
+    _check_global_flags(ctx)
     report = run_health(state(ctx).settings, checks=checks, thresholds=thresholds, max_time=limit)
     _deliver(report, fmt, output)
-    raise typer.Exit(int(report.status))
+    raise typer.Exit(health_exit_code(report.status))
+
+
+def _check_global_flags(ctx: typer.Context) -> None:
+    """A bad global flag value (`--site abc`) is a usage error (UNKNOWN), before any check;
+    a configuration problem is left to the `config` check's verdict."""
+    import contextlib
+
+    from matokit.errors import ConfigError
+
+    with contextlib.suppress(ConfigError):
+        state(ctx).settings()
 
 
 def _deliver(report: HealthReport, fmt: str, output: Path | None) -> None:
+    from matokit.cli.exit import exit_code_for
     from matokit.cli.health_render import print_text, render
     from matokit.cli.output import console, emit_text, error_line, is_tty
 
@@ -111,7 +125,7 @@ def _deliver(report: HealthReport, fmt: str, output: Path | None) -> None:
                 f"cannot write {output}: {exc.strerror or exc}; the old file is unchanged.",
                 "Check that the directory exists and is writable by this user.",
             )
-            raise typer.Exit(3) from None
+            raise typer.Exit(exit_code_for(exc, command="health")) from None
         return
     if fmt == "text":
         print_text(report, console("stdout"))
@@ -152,7 +166,10 @@ def _duration(text: str | None, flag: str) -> float:
 
 
 def _thresholds(given: dict[str, Any]) -> Thresholds:
-    from matokit.health import Thresholds
+    """The thresholds given, with a note on stderr for each default moved to keep a pair
+    ordered (`--crit-queue-age 1s` alone also moves the warning to 1s)."""
+    from matokit.cli.output import say
+    from matokit.health import thresholds_from
 
     values: dict[str, float] = {}
     for name, value in given.items():
@@ -160,7 +177,10 @@ def _thresholds(given: dict[str, Any]) -> Thresholds:
             continue
         flag = "--" + name.replace("_", "-")
         values[name] = float(value) if "depth" in name else _duration(value, flag)
-    return Thresholds(**values)
+    thresholds, notes = thresholds_from(values)
+    for note in notes:
+        say(f"matokit: note: {note}")
+    return thresholds
 
 
 @app.command("serve")
@@ -212,6 +232,7 @@ def serve(
     if every < 1:
         raise typer.BadParameter("must be at least 1s", param_hint="--interval")
     host, port = parse_listen(listen, allow_remote=allow_remote)
+    _check_global_flags(ctx)
     flags = dict(state(ctx).flags)
 
     def load_settings() -> Settings:

@@ -28,7 +28,6 @@ from matokit.cli.queue_view import (
 
 if TYPE_CHECKING:
     from matokit.config import Settings
-    from matokit.delivery import FlushResult
     from matokit.journal import Entry
 
 app = typer.Typer(help="Inspect, flush and repair the retry journal.", no_args_is_help=True)
@@ -117,6 +116,7 @@ def flush(
     fmt: str = FORMAT,
 ) -> None:
     """Send queued hits that are due (one flusher per profile)."""
+    from matokit.cli.exit import flush_exit_code
     from matokit.cli.output import progress, say
     from matokit.delivery import Delivery, FlushOptions
     from matokit.errors import FlushInProgressError
@@ -159,23 +159,6 @@ def flush(
             say(stopped_text(stop.signum, result.remaining_queued, result.remaining_due))
             raise typer.Exit(int(exit_code_for_signal(stop.signum)))
     raise typer.Exit(flush_exit_code(result))
-
-
-def flush_exit_code(result: FlushResult) -> int:
-    """0 when nothing due is left, 75 when hits remain after a stop, 77 on a refused token."""
-    from matokit.cli.exit import ExitCode, exit_code_for
-
-    if result.refused_access:
-        return int(ExitCode.NOPERM)
-    if result.stopped_reason == "error" and result.error_obj is not None:
-        from matokit.errors import NotFoundError
-
-        if isinstance(result.error_obj, NotFoundError):
-            return int(ExitCode.CONFIG)  # no tracker at that URL: the URL is wrong
-        return int(exit_code_for(result.error_obj))
-    if result.remaining_due or (result.stopped_early and result.remaining_queued):
-        return int(ExitCode.TEMPFAIL)
-    return int(ExitCode.OK)
 
 
 # --- list / export ----------------------------------------------------------------------------

@@ -65,10 +65,9 @@ def check_format(value: str, allowed: Sequence[str] = FORMATS) -> str:
     """The output format, or UsageError."""
     from matokit.errors import UsageError
 
-    fmt = value.strip().lower()
-    if fmt not in allowed:
+    if value not in allowed:  # exact, like every command's --format: `JSON` is refused
         raise UsageError(f"--format {value!r} is not supported.", hint=f"Use {', '.join(allowed)}.")
-    return fmt
+    return value
 
 
 def check_limit(limit: int) -> int:
@@ -122,6 +121,8 @@ def show(plan: Plan, data: Any) -> None:
     from matokit import reports
 
     rows = reports.rows_from(data, report=plan.report, spec=plan.spec)
+    # Before an all-zero answer is emptied: --columns is checked alike with or without data.
+    reports.check_columns(plan.report, rows, plan.requested)
     if reports.is_empty(rows, plan.report):
         rows = []
     columns = reports.select_columns(plan.report, rows, plan.requested)

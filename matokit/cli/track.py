@@ -87,21 +87,24 @@ def _track(
 
     Its keyword-only parameters are the options every hit command takes (`_hit_command`).
     """
+    from matokit.cli.exit import command_line_values
+
     _check_format(fmt)
     settings = state(ctx).settings()
     site_id = settings.require_site(site)
-    dimensions: dict[int | str, str] = {
-        number: value for number, value in _pairs(dimension, "dimension", numbered=True).items()
-    }
-    common: CommonFields = {
-        "visitor_id": visitor_id,
-        "user_id": user_id,
-        "dimensions": dimensions,
-        "params": _pairs(param, "param"),
-        "at": at,
-        "key": idempotency_key,
-    }
-    hit = build(site_id, common)
+    with command_line_values():  # an invalid field given as a flag is a usage error (2)
+        dimensions: dict[int | str, str] = {
+            number: value for number, value in _pairs(dimension, "dimension", numbered=True).items()
+        }
+        common: CommonFields = {
+            "visitor_id": visitor_id,
+            "user_id": user_id,
+            "dimensions": dimensions,
+            "params": _pairs(param, "param"),
+            "at": at,
+            "key": idempotency_key,
+        }
+        hit = build(site_id, common)
     if dry_run:
         _dry_run(settings, hit, fmt)
         return
@@ -229,6 +232,7 @@ def import_command(
     fmt: str = FORMAT,
 ) -> None:
     """Import hits from JSON Lines: journal them in batches, then send them (bulk)."""
+    from matokit.cli.exit import import_exit_code
     from matokit.cli.output import progress, say
 
     _check_format(fmt)
@@ -275,14 +279,14 @@ def import_command(
         _import_report(result, fmt, queue=queue)
         if stop.signum is not None:
             _import_stopped(result, stop.signum, queue=queue)
-    raise typer.Exit(_import_exit(result, queue=queue))
+    raise typer.Exit(import_exit_code(result, queue=queue))
 
 
 # --- hit helpers ---------------------------------------------------------------------------------
 
 
 def _pairs(values: list[str] | None, option: str, *, numbered: bool = False) -> dict[str, str]:
-    """`N=VALUE` / `KEY=VALUE` options as a dict; a malformed one is a data error (65)."""
+    """`N=VALUE` / `KEY=VALUE` options as a dict; HitValidationError for a malformed one."""
     from matokit.errors import HitValidationError
 
     pairs: dict[str, str] = {}
@@ -333,13 +337,13 @@ def _dry_run(settings: Settings, hit: Hit, fmt: str) -> None:
 
 def _report(outcome: TrackOutcome, fmt: str) -> int:
     """Print the outcome (JSON on stdout, or a line on stderr) and return the exit code."""
-    from matokit.cli.exit import ExitCode, exit_code_for
+    from matokit.cli.exit import ExitCode, track_exit_code
     from matokit.cli.output import emit_json, say
     from matokit.delivery import TrackState
 
     if fmt == "json":
         emit_json(outcome.as_dict())
-    code = ExitCode.OK
+    code = track_exit_code(outcome)
     if outcome.state is TrackState.DELIVERED:
         if fmt == "text" and sys.stderr.isatty():
             say("matokit: hit delivered.")
@@ -350,28 +354,23 @@ def _report(outcome: TrackOutcome, fmt: str) -> int:
     elif outcome.state is TrackState.REJECTED:
         say(f"matokit: error: Matomo rejected the hit: {outcome.message}")
         say("  hint: fix the hit (it was not queued: re-sending it cannot succeed).")
-        code = ExitCode.DATA
-    else:  # queued
+    elif outcome.error is None:
+        if fmt == "text" and sys.stderr.isatty():
+            say("matokit: hit queued; `matokit queue flush` sends it.")
+    else:
         error = outcome.error
-        if error is None:
-            if fmt == "text" and sys.stderr.isatty():
-                say("matokit: hit queued; `matokit queue flush` sends it.")
-            return int(code)
-        code = exit_code_for(error)
-        if code != ExitCode.NOPERM:
-            code = ExitCode.TEMPFAIL
         say(f"matokit: {error.message}")
         if outcome.maybe_stored:
             say("matokit: Matomo may have stored it; a re-send may count it twice.")
-        if code == ExitCode.NOPERM:
-            say(
-                "matokit: the hit is queued. Fix the token (MATOMO_TOKEN or the token file), "
-                "then run `matokit queue flush`."
-            )
+        if code == ExitCode.TEMPFAIL:
+            say("matokit: the hit is queued durably; `matokit queue flush` sends it later.")
+        else:
+            what = "the token (MATOMO_TOKEN or the token file)"
+            if code == ExitCode.CONFIG:
+                what = "the Matomo URL (MATOMO_URL or --url)"
+            say(f"matokit: the hit is queued. Fix {what}, then run `matokit queue flush`.")
             if error.hint:
                 say(f"  hint: {error.hint}")
-        else:
-            say("matokit: the hit is queued durably; `matokit queue flush` sends it later.")
     return int(code)
 
 
@@ -508,19 +507,3 @@ def _import_stopped(result: ImportResult, signum: int, *, queue: bool) -> None:
         say(stopped_text(signum, result.queued + result.older_queued))
     raise typer.Exit(int(exit_code_for_signal(signum)))
 
-
-def _import_exit(result: ImportResult, *, queue: bool) -> int:
-    from matokit.cli.exit import ExitCode
-
-    flush = result.flush
-    if flush is not None and flush.refused_access:
-        return int(ExitCode.NOPERM)
-    if flush is not None and flush.error_obj is not None and flush.stopped_reason == "error":
-        from matokit.cli.queue import flush_exit_code
-
-        return flush_exit_code(flush)
-    if not queue and result.queued:
-        return int(ExitCode.TEMPFAIL)
-    if result.invalid or (flush is not None and flush.rejected):
-        return int(ExitCode.DATA)
-    return int(ExitCode.OK)

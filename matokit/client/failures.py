@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 from matokit.errors import (
     AuthenticationError,
     MatomoError,
-    NotFoundError,
+    NoMatomoError,
     ProtocolError,
     RateLimitedError,
     RejectedHitError,
@@ -119,7 +119,7 @@ class Failures:
                 **where,
             )
         if tracking and status == 404:
-            return NotFoundError(
+            return NoMatomoError(
                 f"No Matomo tracker at this URL ({detail}).",
                 hint="check MATOMO_URL / --url: it must be Matomo's base URL",
                 **where,

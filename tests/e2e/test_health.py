@@ -247,12 +247,83 @@ def test_thresholds_take_durations_and_refuse_garbage(
         env=_env(fake_matomo),
     )
     assert ok.code == 0, ok
-    bad = run_matokit("health", "--warn-queue-age", "soon", env=_env(fake_matomo))
-    assert bad.code == 2, bad
-    assert "is not a duration" in bad.stderr
-    unknown = run_matokit("health", "--check", "api,nope", env=_env(fake_matomo))
-    assert unknown.code == 2, unknown
-    assert "Unknown check 'nope'" in unknown.stderr
+    assert "note:" not in ok.stderr
+
+
+# Bad arguments to a check are UNKNOWN (3), never CRITICAL: monitoring-plugins guidelines.
+USAGE_ERRORS = [
+    (("health", "--warn-queue-age", "soon"), "is not a duration"),
+    (("health", "--check", "api,nope"), "Unknown check 'nope'"),
+    (("health", "--check", ","), "names no check"),
+    (("health", "--format", "yaml"), "must be one of"),
+    (("health", "--no-such-flag"), "No such option"),
+    (("health", "--max-time", "999999d"), "longer than the maximum duration, 3650d"),
+    (("health", "--warn-queue-age", "2h", "--crit-queue-age", "1h"), "is above"),
+    (("--site", "abc", "health"), "site_id 'abc' from option --site"),
+    (("--bogus", "health"), "No such option"),
+    (("health", "serve", "--listen", "0.0.0.0:9464"), "refusing a non-loopback address"),
+]
+
+
+@pytest.mark.parametrize(
+    ("args", "message"), USAGE_ERRORS, ids=[" ".join(a) for a, _ in USAGE_ERRORS]
+)
+def test_bad_arguments_exit_3_unknown_with_the_message(
+    run_matokit: RunMatokit, fake_matomo: FakeMatomo, args: tuple[str, ...], message: str
+) -> None:
+    result = run_matokit(*args, env=_env(fake_matomo))
+    assert result.code == 3, result
+    assert message in result.stderr
+    assert "Traceback" not in result.stderr
+    assert result.stdout == ""  # no verdict: nothing a monitor could read as OK
+    assert fake_matomo.requests == []
+
+
+def test_a_critical_threshold_alone_moves_the_default_warning_and_says_so(
+    run_matokit: RunMatokit, fake_matomo: FakeMatomo
+) -> None:
+    result = run_matokit(
+        "health",
+        "--check",
+        "queue",
+        "--crit-queue-age",
+        "1s",
+        "--format",
+        "json",
+        env=_env(fake_matomo),
+    )
+    assert result.code == 0, result
+    assert (
+        "matokit: note: --crit-queue-age 1s is below the default --warn-queue-age (1h): "
+        "--warn-queue-age is 1s too." in result.stderr
+    )
+    limits = _json(result.stdout)["thresholds"]
+    assert (limits["warn_queue_age_s"], limits["crit_queue_age_s"]) == (1, 1)
+
+
+def test_max_time_bounds_the_process_when_matomo_hangs(
+    run_matokit: RunMatokit, fake_matomo: FakeMatomo
+) -> None:
+    # Matomo never answers (until the test ends) and the HTTP timeout is long: only
+    # --max-time can end the run. Hung checks are abandoned, not waited for.
+    fake_matomo.add_fault(Fault(endpoint="any", hang=True))
+    result = run_matokit(
+        "--timeout",
+        "30",
+        "health",
+        "--max-time",
+        "2",
+        "--format",
+        "json",
+        env=_env(fake_matomo),
+        timeout=6,  # 3x --max-time: subprocess.TimeoutExpired fails it
+    )
+    assert result.code == 3, result
+    checks = {c["name"]: c for c in _json(result.stdout)["checks"]}
+    hung = [name for name, c in checks.items() if c["summary"].startswith("did not finish")]
+    assert {"api", "tracking"} <= set(hung), checks
+    assert all(checks[name]["status"] == "UNKNOWN" for name in hung)
+    assert checks["queue"]["status"] == "OK"  # local checks still report
 
 
 # --- the exporter -----------------------------------------------------------------------------
@@ -336,6 +407,6 @@ def test_exporter_refuses_a_non_loopback_address_without_allow_remote(
     run_matokit: RunMatokit, fake_matomo: FakeMatomo
 ) -> None:
     result = run_matokit("health", "serve", "--listen", "0.0.0.0:9464", env=_env(fake_matomo))
-    assert result.code == 2, result
+    assert result.code == 3, result  # a bad argument of health is UNKNOWN
     assert "refusing a non-loopback address" in result.stderr
     assert "--allow-remote" in result.stderr
