@@ -40,7 +40,6 @@ from urllib.parse import parse_qsl, urlsplit
 
 from matokit.dates import site_today, site_tzinfo, span, validate
 from matokit.errors import MatokitError, StorageError
-from matokit.private_files import make_private_dir
 
 if TYPE_CHECKING:
     from requests_cache import CachedSession
@@ -230,6 +229,8 @@ def is_cacheable_answer(status: int, content: bytes, *, fmt: str, redirected: bo
 
 def prepare_path(path: Path) -> None:
     """Create the cache directory (0700) and database file (0600) before SQLite opens it."""
+    from matokit.private_files import make_private_dir  # here: it imports tempfile (lean path)
+
     try:
         make_private_dir(path.parent)
         os.chmod(path.parent, DIR_MODE)  # also tighten a directory that already existed
