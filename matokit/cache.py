@@ -15,20 +15,19 @@ headers) are requests-cache `ignored_parameters`: left out of the cache key *and
 history would keep the original body).
 
 A cache hit of `matokit report` can be answered without importing requests or requests-cache
-(`lookup`): a small index maps (URL, method, parameters without the token) to the
-requests-cache key of the stored answer, which is read with a restricted unpickler (plain
-values only, no classes).
+(`lookup`). It reads only MatoKit's own table, never requests-cache's storage: whenever
+requests-cache stores an answer (`save_response`), MatoKit writes a row keyed by (URL, method,
+format, parameters without the token) with the same expiry and the JSON text of the answer.
+`cache clear` empties both; `--refresh` replaces both. `cache stats` counts MatoKit's rows.
 """
 
 from __future__ import annotations
 
 import contextlib
 import functools
-import io
 import json
 import logging
 import os
-import pickle
 import sqlite3
 import time
 from collections.abc import Callable, Iterable, Mapping
@@ -41,7 +40,6 @@ from urllib.parse import parse_qsl, urlsplit
 
 from matokit.dates import site_today, site_tzinfo, span, validate
 from matokit.errors import MatokitError, StorageError
-from matokit.private_files import make_private_dir
 
 if TYPE_CHECKING:
     from requests_cache import CachedSession
@@ -71,7 +69,11 @@ IGNORED_PARAMETERS = (
 )
 _SIDE_TABLES = (
     "CREATE TABLE IF NOT EXISTS matokit_stats (name TEXT PRIMARY KEY, value INTEGER NOT NULL)",
-    "CREATE TABLE IF NOT EXISTS matokit_index (fast_key TEXT PRIMARY KEY, cache_key TEXT NOT NULL)",
+    # One row per answer requests-cache stores: its expiry (Unix time) and JSON text (NULL for
+    # other formats). The lean path and `cache stats` read only this.
+    "CREATE TABLE IF NOT EXISTS matokit_answers "
+    "(fast_key TEXT PRIMARY KEY, expires REAL, body TEXT)",
+    "DROP TABLE IF EXISTS matokit_index",  # an older layout that pointed into requests-cache
 )
 
 
@@ -227,6 +229,8 @@ def is_cacheable_answer(status: int, content: bytes, *, fmt: str, redirected: bo
 
 def prepare_path(path: Path) -> None:
     """Create the cache directory (0700) and database file (0600) before SQLite opens it."""
+    from matokit.private_files import make_private_dir  # here: it imports tempfile (lean path)
+
     try:
         make_private_dir(path.parent)
         os.chmod(path.parent, DIR_MODE)  # also tighten a directory that already existed
@@ -288,10 +292,19 @@ def _sqlite(storage: object) -> Any:
 @functools.cache
 def _session_class() -> type[CachedSession]:
     """The CachedSession subclass, built on first use so importing this module stays cheap."""
-    from requests_cache import CachedSession
+    from requests_cache import CachedSession, SQLiteCache
     from requests_cache.policy import DO_NOT_CACHE
 
     from matokit.client import mount_connect_retries
+
+    class ReportCacheStorage(SQLiteCache):
+        """requests-cache's SQLite storage; each answer it stores also gets MatoKit's own row."""
+
+        def save_response(
+            self, response: Any, cache_key: str | None = None, expires: datetime | None = None
+        ) -> None:
+            super().save_response(response, cache_key, expires)
+            _remember(self.responses, response, expires)
 
     class ReportCacheSession(CachedSession):
         """Caches Reporting API answers with a TTL computed from each request's parameters."""
@@ -306,11 +319,9 @@ def _session_class() -> type[CachedSession]:
             refresh: bool = False,
         ) -> None:
             super().__init__(
-                str(path),
-                backend="sqlite",
-                serializer="pickle",
-                wal=True,
-                busy_timeout=5000,
+                backend=ReportCacheStorage(
+                    str(path), serializer="pickle", wal=True, busy_timeout=5000
+                ),
                 expire_after=DO_NOT_CACHE,
                 allowable_methods=("GET", "POST"),
                 allowable_codes=(200,),
@@ -331,9 +342,7 @@ def _session_class() -> type[CachedSession]:
             self._side_tables()
 
         def _side_tables(self) -> None:
-            with _sqlite(self.cache.responses).connection(commit=True) as con:
-                for statement in _SIDE_TABLES:
-                    con.execute(statement)
+            _create_side_tables(self.cache.responses)
 
         def send(self, request: Any, **kwargs: Any) -> Any:  # type: ignore[override]
             described = api_request(request.url or "", request.body)
@@ -365,18 +374,9 @@ def _session_class() -> type[CachedSession]:
 
         def _after(self, described: tuple[str, str, str, dict[str, str]], response: Any) -> None:
             hit = bool(getattr(response, "from_cache", False))
-            base, method, fmt, fields = described
-            stored = not hit and getattr(response, "cache_key", None)
             try:
                 with _sqlite(self.cache.responses).connection(commit=True) as con:
                     _bump(con, "hits" if hit else "misses")
-                    if stored:
-                        key = fast_key(base, method, fmt, fields.items())
-                        con.execute(
-                            "INSERT OR REPLACE INTO matokit_index (fast_key, cache_key) "
-                            "VALUES (?, ?)",
-                            (key, response.cache_key),
-                        )
             except sqlite3.Error as exc:  # counters are a convenience, never a failure
                 log.debug("cache counters not updated: %s", exc)
 
@@ -401,6 +401,35 @@ def _filter(response: Any) -> bool:
     )
 
 
+def _create_side_tables(storage: object) -> None:
+    """MatoKit's own tables, in requests-cache's database file (idempotent)."""
+    with _sqlite(storage).connection(commit=True) as con:
+        for statement in _SIDE_TABLES:
+            con.execute(statement)
+
+
+def _remember(storage: object, response: Any, expires: datetime | None) -> None:
+    """Write MatoKit's row of an answer requests-cache has just stored (same expiry)."""
+    request = response.request
+    described = api_request(request.url or "", request.body)
+    if described is None:
+        return
+    base, method, fmt, fields = described
+    body = None
+    if fmt == "JSON":
+        with contextlib.suppress(UnicodeDecodeError):
+            body = (response.content or b"").decode("utf-8-sig")
+    with _sqlite(storage).connection(commit=True) as con:
+        con.execute(
+            "INSERT OR REPLACE INTO matokit_answers (fast_key, expires, body) VALUES (?, ?, ?)",
+            (
+                fast_key(base, method, fmt, fields.items()),
+                None if expires is None else expires.timestamp(),
+                body,
+            ),
+        )
+
+
 def _bump(con: sqlite3.Connection, name: str, by: int = 1) -> None:
     con.execute(
         "INSERT INTO matokit_stats (name, value) VALUES (?, ?) "
@@ -410,13 +439,6 @@ def _bump(con: sqlite3.Connection, name: str, by: int = 1) -> None:
 
 
 # --- the lean path: answer a hit without requests -----------------------------------------
-
-
-class _PlainUnpickler(pickle.Unpickler):
-    """Loads only plain values (dict, list, str, bytes, numbers): never a class or function."""
-
-    def find_class(self, module: str, name: str) -> Any:
-        raise pickle.UnpicklingError(f"refusing {module}.{name} in a cache entry")
 
 
 def lookup(
@@ -430,8 +452,8 @@ def lookup(
 ) -> Any | None:
     """The cached, fresh JSON answer to a Reporting API call, or None (then ask normally).
 
-    Uses only the standard library; counts the hit. Any doubt (no file, no index entry,
-    expired, unreadable, not a clean 200) is a miss, and the normal path decides.
+    Uses only the standard library and reads only MatoKit's own table; counts the hit. Any
+    doubt (no file, no row, expired, unreadable) is a miss, and the normal path decides.
     """
     if not path.is_file():
         return None
@@ -443,20 +465,14 @@ def lookup(
         return None
     try:
         row = con.execute(
-            "SELECT r.value, r.expires FROM matokit_index i JOIN responses r "
-            "ON r.key = i.cache_key WHERE i.fast_key = ?",
-            (key,),
+            "SELECT body, expires FROM matokit_answers WHERE fast_key = ?", (key,)
         ).fetchone()
-        if row is None or row[1] is None or row[1] <= moment:
+        if row is None or row[0] is None or row[1] is None or row[1] <= moment:
             return None
-        stored = _PlainUnpickler(io.BytesIO(row[0])).load()
-        if not isinstance(stored, dict) or stored.get("status_code") != 200:
-            return None
-        content = stored.get("_content") or b""
-        data = json.loads(content.decode("utf-8-sig"))
+        data = json.loads(row[0])
         _bump(con, "hits")  # autocommit: one atomic statement
         return data
-    except (sqlite3.Error, pickle.UnpicklingError, ValueError, TypeError, EOFError, KeyError):
+    except (sqlite3.Error, ValueError, TypeError):
         return None
     finally:
         con.close()
@@ -517,10 +533,10 @@ def stats(path: Path, *, now: float | None = None) -> CacheStats:
         try:
             tables = {r[0] for r in con.execute("SELECT name FROM sqlite_master")}
             entries = fresh = 0
-            if "responses" in tables:
-                entries = con.execute("SELECT COUNT(*) FROM responses").fetchone()[0]
+            if "matokit_answers" in tables:
+                entries = con.execute("SELECT COUNT(*) FROM matokit_answers").fetchone()[0]
                 fresh = con.execute(
-                    "SELECT COUNT(*) FROM responses WHERE expires IS NULL OR expires > ?",
+                    "SELECT COUNT(*) FROM matokit_answers WHERE expires IS NULL OR expires > ?",
                     (moment,),
                 ).fetchone()[0]
             counters: dict[str, int] = {}
@@ -565,13 +581,16 @@ def clear(settings: Settings, *, expired_only: bool = False) -> int:
             session.cache.delete(expired=True)
         else:
             session.cache.clear()
+        _create_side_tables(session.cache.responses)  # clear() may have recreated the file
         with _sqlite(session.cache.responses).connection(commit=True) as con:
-            con.execute(
-                "DELETE FROM matokit_index WHERE cache_key NOT IN (SELECT key FROM responses)"
-            )
-            if not expired_only:
+            if expired_only:
+                con.execute(
+                    "DELETE FROM matokit_answers WHERE expires IS NOT NULL AND expires <= ?",
+                    (time.time(),),
+                )
+            else:
+                con.execute("DELETE FROM matokit_answers")
                 con.execute("DELETE FROM matokit_stats")
-        remaining = _sqlite(session.cache.responses).count()
     finally:
         session.close()
-    return max(0, before - remaining)
+    return max(0, before - stats(path).entries)

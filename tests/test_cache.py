@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import pickle
@@ -377,19 +378,57 @@ def test_lookup_serves_fresh_entries_only(harness: Harness) -> None:
     assert cache.stats(path).hits == 2
 
 
-def test_lookup_refuses_pickled_objects(tmp_path: Path) -> None:
-    path = tmp_path / "c.sqlite"
+def _rows(path: Path, sql: str) -> list[tuple[Any, ...]]:
     con = sqlite3.connect(path)
-    con.execute("CREATE TABLE responses (key TEXT PRIMARY KEY, value BLOB, expires INTEGER)")
-    con.execute("CREATE TABLE matokit_index (fast_key TEXT PRIMARY KEY, cache_key TEXT)")
-    con.execute("CREATE TABLE matokit_stats (name TEXT PRIMARY KEY, value INTEGER)")
-    key = cache.fast_key("http://x", "A.b", "JSON", [])
-    evil = pickle.dumps({"status_code": 200, "_content": Path("/etc/passwd")})
-    con.execute("INSERT INTO matokit_index VALUES (?, 'k')", (key,))
-    con.execute("INSERT INTO responses VALUES ('k', ?, ?)", (evil, 2**40))
+    try:
+        return con.execute(sql).fetchall()
+    finally:
+        con.close()
+
+
+def test_lookup_reads_only_matokit_own_rows(harness: Harness) -> None:
+    answer = harness.client.call("VisitsSummary.get", **PAST)
+    harness.close()
+    path = harness.settings.cache_path
+    con = sqlite3.connect(path)  # requests-cache's storage gone: the lean path does not care
+    con.execute("DROP TABLE responses")
+    con.execute("DROP TABLE redirects")
     con.commit()
     con.close()
-    assert cache.lookup(path, base_url="http://x", method="A.b", params={}) is None
+    params = {k: str(v) for k, v in PAST.items()}
+    url = harness.fake.url
+    assert cache.lookup(path, base_url=url, method="VisitsSummary.get", params=params) == answer
+
+
+def test_each_stored_answer_gets_a_matokit_row_with_the_same_expiry(harness: Harness) -> None:
+    answer = harness.client.call("VisitsSummary.get", **PAST)
+    with pytest.raises(InvalidRequestError):
+        harness.client.call("VisitsSummary.get", **{**PAST, "idSite": 99})  # never stored
+    harness.client.call("API.getMatomoVersion")  # never stored
+    harness.close()
+    path = harness.settings.cache_path
+    ((theirs,),) = _rows(path, "SELECT expires FROM responses")
+    ((expires, body),) = _rows(path, "SELECT expires, body FROM matokit_answers")
+    assert abs(expires - theirs) < 1
+    assert json.loads(body) == answer
+
+
+def test_refresh_and_clear_reach_the_lean_answers(harness: Harness) -> None:
+    answer = harness.client.call("VisitsSummary.get", **PAST)
+    path, url = harness.settings.cache_path, harness.fake.url
+    params = {k: str(v) for k, v in PAST.items()}
+    con = sqlite3.connect(path)
+    con.execute("UPDATE matokit_answers SET body = '\"stale\"'")
+    con.commit()
+    con.close()
+    assert cache.lookup(path, base_url=url, method="VisitsSummary.get", params=params) == "stale"
+    harness.session.refresh = True
+    harness.client.call("VisitsSummary.get", **PAST)
+    assert cache.lookup(path, base_url=url, method="VisitsSummary.get", params=params) == answer
+    harness.close()
+    assert cache.clear(harness.settings) == 1
+    assert cache.lookup(path, base_url=url, method="VisitsSummary.get", params=params) is None
+    assert _rows(path, "SELECT COUNT(*) FROM matokit_answers") == [(0,)]
 
 
 def test_a_corrupt_cache_file_is_rebuilt(
@@ -421,8 +460,9 @@ def test_stats_and_clear(harness: Harness) -> None:
     result = cache.stats(path)
     assert (result.entries, result.hits, result.misses) == (2, 1, 2)
     assert result.size_bytes > 0 and result.hit_rate == pytest.approx(1 / 3, abs=1e-3)
-    con = sqlite3.connect(path)  # age the "today" entry
-    con.execute("UPDATE responses SET expires = 1 WHERE expires < ?", (time.time() + 4000,))
+    con = sqlite3.connect(path)  # age the "today" entry, in requests-cache's table and ours
+    for table in ("responses", "matokit_answers"):
+        con.execute(f"UPDATE {table} SET expires = 1 WHERE expires < ?", (time.time() + 4000,))
     con.commit()
     con.close()
     assert cache.clear(harness.settings, expired_only=True) == 1

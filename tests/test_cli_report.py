@@ -17,6 +17,8 @@ from matokit.cli import report as report_cli
 from matokit.reports import Column
 from tests.fakematomo import SUPERUSER_TOKEN, FakeMatomo
 
+ROOT = Path(__file__).resolve().parent.parent
+
 
 @pytest.fixture(autouse=True)
 def fresh_consoles() -> Iterator[None]:
@@ -492,6 +494,61 @@ def test_cache_stats_and_clear(run_cli: Any, fake_matomo: FakeMatomo) -> None:
 )
 def test_parse_argv_takes_only_what_it_understands(argv: list[str], expected: Any) -> None:
     assert report_show.parse_argv(argv) == expected
+
+
+def _click_root() -> Any:
+    import typer
+
+    from matokit.cli.app import build_app
+
+    return typer.main.get_command(build_app())
+
+
+def test_the_lean_option_table_matches_the_click_command() -> None:
+    from matokit.cli import introspect
+
+    committed = (ROOT / introspect.REPORT_OPTIONS_FILE).read_text(encoding="utf-8")
+    assert committed == introspect.report_options_source(_click_root()), (
+        f"{introspect.REPORT_OPTIONS_FILE} is stale: run "
+        f"`python -m matokit.cli.introspect > {introspect.REPORT_OPTIONS_FILE}`"
+    )
+
+
+def test_the_table_check_sees_a_new_alias() -> None:
+    from matokit.cli import introspect
+
+    root = _click_root()
+    period = next(p for p in root.commands["report"].commands["show"].params if p.name == "period")
+    period.opts.append("-P")
+    assert "-P" in introspect.report_options_source(root)
+    assert "-P" not in (ROOT / introspect.REPORT_OPTIONS_FILE).read_text(encoding="utf-8")
+
+
+def test_every_lean_option_is_a_valued_option_of_the_cli() -> None:
+    from matokit.cli import report_options
+
+    for table, names in (
+        (report_options.GLOBAL, report_show.LEAN_GLOBAL),
+        (report_options.SHOW, report_show.LEAN_SHOW),
+    ):
+        for name in names:
+            assert table[name][1], f"{name} takes no value"
+    fields = set(report_show.ShowArgs.__dataclass_fields__)
+    assert set(report_options.SHOW) | set(report_options.SHOW_ARGUMENTS) == fields
+
+
+def test_parse_argv_takes_its_options_from_the_table(monkeypatch: pytest.MonkeyPatch) -> None:
+    from matokit.cli import report_options
+
+    show = dict(report_options.SHOW)
+    show["date"] = (("--date", "-d", "--when"), True, "string")
+    show["limit"] = (("--limit",), True, "integer")
+    monkeypatch.setattr(report_options, "SHOW", show)
+    assert report_show.parse_argv(["report", "visits", "--when", "yesterday"]) == (
+        {},
+        report_show.ShowArgs("visits", date="yesterday"),
+    )
+    assert report_show.parse_argv(["report", "visits", "-n", "3"]) is None
 
 
 def test_lean_path_prints_what_the_normal_path_prints_without_a_request(

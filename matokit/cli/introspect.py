@@ -233,3 +233,69 @@ def _fish_condition(path: str, tree: list[tuple[str, click.Command]]) -> str:
     if children:
         return f"{seen}; and not __fish_seen_subcommand_from {' '.join(children)}"
     return seen
+
+
+# --- the lean path's option table ------------------------------------------------------------
+
+REPORT_OPTIONS_FILE = "matokit/cli/report_options.py"
+_REPORT_OPTIONS_HEADER = (
+    '"""The options of `matokit [GLOBAL] report show NAME`, as data for the lean cache hit.\n'
+    "\n"
+    "GENERATED from the Click command; do not edit. Regenerate with\n"
+    f"`python -m matokit.cli.introspect > {REPORT_OPTIONS_FILE}`.\n"
+    "`report_show.parse_argv` reads it so that it never imports typer or click;\n"
+    "tests/test_cli_report.py fails when it no longer matches the CLI.\n"
+    "\n"
+    "Each parameter: name -> (option strings, takes a value, type).\n"
+    '"""\n'
+    "\n"
+    "from __future__ import annotations\n"
+    "\n"
+    "Param = tuple[tuple[str, ...], bool, str]"
+)
+
+
+def report_options_source(root: click.Command) -> str:
+    """The source of `matokit/cli/report_options.py`, built from the live Click tree."""
+    assert isinstance(root, click.Group)
+    group = root.commands["report"]
+    assert isinstance(group, click.Group)
+    show = group.commands["show"]
+    lines = [_REPORT_OPTIONS_HEADER]
+    lines += _param_table("GLOBAL", root)
+    arguments = tuple(p.name for p in show.params if isinstance(p, click.Argument))
+    lines += [
+        "",
+        f"REPORT_COMMANDS = {_literal(tuple(sorted(group.commands)))}",
+        f"SHOW_ARGUMENTS = {_literal(arguments)}",
+    ]
+    lines += _param_table("SHOW", show)
+    return "\n".join(lines) + "\n"
+
+
+def _literal(value: object) -> str:
+    """repr() with double quotes, as ruff formats it (names and flags hold no quotes)."""
+    return repr(value).replace("'", '"')
+
+
+def _param_table(name: str, command: click.Command) -> list[str]:
+    lines = ["", f"{name}: dict[str, Param] = {{"]
+    for param in command.params:
+        if not isinstance(param, click.Option):
+            continue
+        flags = tuple(param.opts) + tuple(param.secondary_opts)
+        takes_value = not param.is_flag and not param.count
+        entry = (flags, takes_value, _type_name(param))
+        lines.append(f"    {_literal(param.name)}: {_literal(entry)},")
+    lines.append("}")
+    return lines
+
+
+if __name__ == "__main__":
+    import sys
+
+    import typer
+
+    from matokit.cli.app import build_app
+
+    sys.stdout.write(report_options_source(typer.main.get_command(build_app())))

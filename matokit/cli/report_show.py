@@ -306,29 +306,24 @@ def draw_chart(plan: Plan, rows: Sequence[Mapping[str, Any]], columns: Sequence[
 
 # --- the lean cache-hit path ------------------------------------------------------------------
 
-# Global options that only select the profile and its settings (each takes a value).
-_GLOBAL = {
-    "--profile": "--profile",
-    "--url": "--url",
-    "--site": "--site",
-    "--token-file": "--token-file",
-    "--config": "--config",
-    "--timeout": "--timeout",
-}
-_SHOW_VALUE = {
-    "--period": "period",
-    "-p": "period",
-    "--date": "date",
-    "-d": "date",
-    "--segment": "segment",
-    "--limit": "limit",
-    "-n": "limit",
-    "--columns": "columns",
-    "-c": "columns",
-    "--site": "site",
-    "--format": "fmt",
-    "-f": "fmt",
-}
+# What the lean path takes: options that only select data, each with a value. Their option
+# strings (aliases included) come from `report_options`, generated from the Click command.
+LEAN_GLOBAL = ("profile", "url", "site", "token_file", "config_path", "timeout")
+LEAN_SHOW = ("period", "date", "segment", "limit", "columns", "site", "fmt")
+
+
+def _lean_options(
+    table: Mapping[str, tuple[tuple[str, ...], bool, str]], names: Sequence[str]
+) -> dict[str, tuple[str, str, bool]]:
+    """option string -> (parameter, its first long option, is an integer), for `names` only."""
+    options = {}
+    for name in names:
+        flags, takes_value, kind = table.get(name, ((), False, ""))
+        if not takes_value:
+            continue  # not in the CLI (any more), or a flag: the normal path handles it
+        long = next((f for f in flags if f.startswith("--")), flags[0])
+        options.update({flag: (name, long, kind == "integer") for flag in flags})
+    return options
 
 
 def parse_argv(argv: Sequence[str]) -> tuple[dict[str, Any], ShowArgs] | None:
@@ -337,33 +332,37 @@ def parse_argv(argv: Sequence[str]) -> tuple[dict[str, Any], ShowArgs] | None:
     Deliberately narrow: only options that select data (no --chart, --refresh, --no-cache,
     --help, logging flags or unknown words); everything else goes the normal way.
     """
+    from matokit.cli import report_options
+
+    global_options = _lean_options(report_options.GLOBAL, LEAN_GLOBAL)
+    show_options = _lean_options(report_options.SHOW, LEAN_SHOW)
     flags: dict[str, Any] = {}
     words = list(argv)
     while words and words[0] != "report":
         option, value, words = _take(words)
-        if option not in _GLOBAL or value is None:
+        if option not in global_options or value is None:
             return None
-        flags[_GLOBAL[option]] = value
+        flags[global_options[option][1]] = value
     if not words:
         return None
     words = words[1:]
     if words and words[0] == "show":
         words = words[1:]
-    if not words or words[0].startswith("-") or words[0] in ("list", "summary"):
+    if not words or words[0].startswith("-") or words[0] in report_options.REPORT_COMMANDS:
         return None
+    if report_options.SHOW_ARGUMENTS != ("name",):
+        return None  # the command changed shape: leave it to the normal path
     name, words = words[0], words[1:]
     values: dict[str, Any] = {}
     while words:
         option, value, words = _take(words)
-        if option not in _SHOW_VALUE or value is None:
+        if option not in show_options or value is None:
             return None
-        values[_SHOW_VALUE[option]] = value
-    try:
-        for key in ("limit", "site"):
-            if key in values:
-                values[key] = int(values[key])
-    except ValueError:
-        return None
+        key, _, integer = show_options[option]
+        try:
+            values[key] = int(value) if integer else value
+        except ValueError:
+            return None
     return flags, ShowArgs(name=name, **values)
 
 

@@ -261,3 +261,21 @@ def test_invalid_token_is_exit_77_and_not_cached(
     result = run_matokit("report", "visits", env=bad)
     assert result.code == 77, result
     assert "Unable to authenticate" in result.stderr
+
+
+def test_a_fresh_cache_hit_is_answered_without_typer_or_requests(
+    run_matokit: RunMatokit, env: dict[str, str], tracked: FakeMatomo
+) -> None:
+    first = run_matokit("--site", "1", "report", "pages", "-n", "2", "--format=json", env=env)
+    assert first.code == 0, first
+    before = api_requests(tracked)
+    # Python lists every module it imports on stderr; the lean path must need none of these.
+    traced = {**env, "PYTHONPROFILEIMPORTTIME": "1"}
+    hit = run_matokit("--site", "1", "report", "pages", "-n", "2", "--format=json", env=traced)
+    assert hit.code == 0, hit
+    assert hit.stdout == first.stdout
+    assert api_requests(tracked) == before
+    imported = {line.rsplit("|", 1)[-1].strip() for line in hit.stderr.splitlines()}
+    assert "matokit.cli.report_options" in imported
+    heavy = {"typer", "click", "requests", "requests_cache", "urllib3", "pickle"}
+    assert not imported & heavy
