@@ -17,6 +17,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 from matokit.durations import parse_duration
 from matokit.errors import ConfigError, InsecureURLError
+from matokit.redact import register_url_credentials
 from matokit.secrets import TokenSource, check_private_file
 
 APP_NAME = "matokit"
@@ -334,6 +335,9 @@ def resolve(
             values[key.name], sources[key.name] = key.default, DEFAULT
             continue
         raw, source = found
+        if key.name == "url":
+            # A user:password@ URL: its password is masked in every message from now on.
+            register_url_credentials(str(raw))
         try:
             value = key.parse(raw)
         except ValueError as exc:

@@ -25,7 +25,7 @@ from matokit.errors import (
 )
 from matokit.hits import USER_AGENT, Hit
 from matokit.policy import classify_api_error, parse_retry_after
-from matokit.redact import MASK, redact
+from matokit.redact import MASK, display_url, redact
 
 if TYPE_CHECKING:
     import requests
@@ -102,7 +102,7 @@ def render_dry_run(prepared: PreparedRequest) -> str:
     body = json.loads(prepared.body)
     if "token_auth" in body:
         body["token_auth"] = MASK
-    lines = [f"{prepared.method} {prepared.url}"]
+    lines = [f"{prepared.method} {display_url(prepared.url)}"]
     lines += [f"{name}: {value}" for name, value in prepared.headers.items()]
     lines += ["", json.dumps(body, indent=2, ensure_ascii=False)]
     return redact("\n".join(lines))

@@ -1,8 +1,10 @@
-"""The token never appears in stdout, stderr, logs, traces or any file MatoKit writes.
+"""Secrets never appear in stdout, stderr, logs, traces or any file MatoKit writes.
 
 Every command runs with `--debug --log-format json` (the most talkative mode), once with a
 valid token (success paths) and once with an invalid one (error paths), and then every byte
-under the run's HOME, config, cache and data directories is searched for the token.
+under the run's HOME, config, cache and data directories is searched for the token. The same
+holds for the password of a `https://user:password@host/` URL (basic auth in front of
+Matomo), with Matomo reachable and not, in json and in text mode.
 """
 
 from __future__ import annotations
@@ -79,3 +81,38 @@ def test_token_never_leaks(run_matokit, fake_matomo, e2e_dirs, tmp_path, token):
     # And never in a URL sent to Matomo.
     for record in fake_matomo.requests:
         assert token not in record.path + "?" + record.query
+
+
+URL_PASSWORD = "hunter2" + "c0ffee"  # the sentinel password
+URL_USER = "bob" + "ops"
+
+
+def _with_credentials(url: str) -> str:
+    return url.replace("://", f"://{URL_USER}:{URL_PASSWORD}@", 1)
+
+
+@pytest.mark.parametrize("reachable", [True, False], ids=["reachable", "unreachable"])
+def test_url_credentials_never_leak(run_matokit, fake_matomo, e2e_dirs, tmp_path, reachable):
+    base = fake_matomo.url if reachable else "http://127.0.0.1:9/"
+    env = {
+        "MATOMO_URL": _with_credentials(base),
+        "MATOMO_SITE_ID": "1",
+        "MATOMO_TOKEN": SUPERUSER_TOKEN,
+    }
+    runs = [["--debug", "--log-format", "json", *args] for args in commands(tmp_path)]
+    # Text mode too: error lines, health tables and summaries, config show.
+    runs += [
+        ["config", "show"],
+        ["health"],
+        ["health", "--format", "nagios"],
+        ["report", "visits", "--no-cache"],
+        ["track", "pageview", "--url", "https://x.example/"],
+        ["--debug", "report", "visits", "--no-cache"],
+    ]
+    for args in runs:
+        result = run_matokit(*args, env=env, timeout=60)
+        for stream, text in (("stdout", result.stdout), ("stderr", result.stderr)):
+            assert URL_PASSWORD not in text, f"URL password in {stream} of matokit {args}"
+            assert f"{URL_USER}:" not in text, f"URL userinfo in {stream} of matokit {args}"
+    for path in _written_files(e2e_dirs):
+        assert URL_PASSWORD.encode() not in path.read_bytes(), f"URL password written to {path}"
