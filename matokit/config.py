@@ -130,6 +130,7 @@ KEYS: tuple[Key, ...] = (
     Key("dedup_window", parse_duration, 7 * 86400.0, help="how long delivered keys are kept"),
     Key("queuedtracking", _bool, False, help="add queuedtracking=0 (QueuedTracking plugin)"),
     Key("log_format", _log_format, "text", "MATOKIT_LOG_FORMAT", "--log-format", "text or json"),
+    Key("csv_safe", _bool, False, "MATOKIT_CSV_SAFE", help="defuse formulas in CSV output"),
 )
 KEYS_BY_NAME = {key.name: key for key in KEYS}
 TOKEN_KEYS = ("token", "token_file", "token_env", "token_command")

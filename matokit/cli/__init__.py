@@ -40,9 +40,12 @@ class AppState:
     def settings(self) -> Settings:
         """Resolve the configuration once per run (flag > env > .env > file > default)."""
         if self._settings is None:
+            from matokit import logs
             from matokit.config import resolve
 
             self._settings = resolve(self.flags)
+            logs.set_context(profile=self._settings.profile)
+            logs.set_format(str(self._settings.values.get("log_format") or "text"))
         return self._settings
 
 
@@ -92,10 +95,10 @@ def run(args: list[str]) -> int:
     except click.exceptions.Exit as exc:
         return int(exc.exit_code)
     except click.exceptions.ClickException as exc:
-        exc.show()
+        _show_click_error(exc)
         return int(getattr(exc, "exit_code", ExitCode.USAGE))
     except (click.exceptions.Abort, KeyboardInterrupt):
-        sys.stderr.write("\nmatokit: interrupted\n")
+        interrupted()
         return int(ExitCode.INTERRUPTED)
     except MatokitError as exc:
         if app_state.debug:
@@ -116,12 +119,38 @@ def run(args: list[str]) -> int:
         return int(ExitCode.INTERNAL)
 
 
+def interrupted() -> None:
+    """The stderr line of a run ended by Ctrl-C (a JSON object in json mode)."""
+    from matokit import logs
+
+    if logs.stderr_format() == "json":
+        sys.stderr.write(logs.json_line("interrupted", level="error") + "\n")
+    else:
+        sys.stderr.write("\nmatokit: interrupted\n")
+
+
+def _show_click_error(exc: Any) -> None:
+    """Click's usage message, or one JSON object with the message and the usage in json mode."""
+    from matokit import logs
+
+    if logs.stderr_format() != "json":
+        exc.show()
+        return
+    usage = exc.ctx.get_usage() if getattr(exc, "ctx", None) is not None else None
+    sys.stderr.write(logs.json_line(exc.format_message(), level="error", usage=usage) + "\n")
+
+
 def _print_traceback(exc: BaseException) -> None:
     import traceback
 
+    from matokit import logs
     from matokit.redact import redact
 
     text = "".join(traceback.format_exception(exc))
+    if logs.stderr_format() == "json":
+        line = logs.json_line(f"{exc.__class__.__name__}: {exc}", level="debug", exception=text)
+        sys.stderr.write(line + "\n")
+        return
     sys.stderr.write(redact(text))
 
 

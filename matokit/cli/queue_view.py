@@ -163,9 +163,10 @@ def say_flush_problems(result: FlushResult) -> None:
     for warning in result.warnings:
         say(f"matokit: warning: {warning}")
     if result.stopped_early:
-        say(f"matokit: the flush stopped: {result.error or result.stopped_reason}")
-        if result.error_hint:
-            say(f"  hint: {result.error_hint}")
+        say(
+            f"matokit: the flush stopped: {result.error or result.stopped_reason}",
+            hint=result.error_hint,
+        )
 
 
 def nothing_text(dead: bool, unattributed: bool) -> str:

@@ -333,8 +333,10 @@ def _report(outcome: TrackOutcome, fmt: str) -> int:
     elif outcome.state is TrackState.UNCONFIRMED:
         say(f"matokit: warning: sent, but not confirmed: {outcome.message}")
     elif outcome.state is TrackState.REJECTED:
-        say(f"matokit: error: Matomo rejected the hit: {outcome.message}")
-        say("  hint: fix the hit (it was not queued: re-sending it cannot succeed).")
+        say(
+            f"matokit: error: Matomo rejected the hit: {outcome.message}",
+            hint="fix the hit (it was not queued: re-sending it cannot succeed).",
+        )
         code = ExitCode.DATA
     else:  # queued
         error = outcome.error
@@ -351,10 +353,9 @@ def _report(outcome: TrackOutcome, fmt: str) -> int:
         if code == ExitCode.NOPERM:
             say(
                 "matokit: the hit is queued. Fix the token (MATOMO_TOKEN or the token file), "
-                "then run `matokit queue flush`."
+                "then run `matokit queue flush`.",
+                hint=error.hint,
             )
-            if error.hint:
-                say(f"  hint: {error.hint}")
         else:
             say("matokit: the hit is queued durably; `matokit queue flush` sends it later.")
     return int(code)
