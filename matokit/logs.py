@@ -17,6 +17,7 @@ from collections.abc import Mapping
 from typing import Any, TextIO
 
 from matokit.redact import redact
+from matokit.sanitize import printable
 
 # Attributes every LogRecord has; anything else was passed through `extra`.
 _STANDARD = frozenset(
@@ -122,7 +123,8 @@ class TextFormatter(logging.Formatter):
             line += f" ({tail})"
         if record.exc_info:
             line += "\n" + self.formatException(record.exc_info)
-        return redact(line)
+        # Messages may quote Matomo's data: its control characters are shown, not obeyed.
+        return printable(redact(line), keep_newlines=True)
 
 
 def set_format(fmt: str) -> None:

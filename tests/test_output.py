@@ -12,8 +12,8 @@ import pytest
 from matokit import logs
 from matokit.cli import output
 from matokit.cli.charts import bar_chart
-from matokit.cli.sanitize import csv_safe, printable
 from matokit.redact import display_host, display_url, redact, register_url_credentials
+from matokit.sanitize import csv_safe, printable
 
 ESC, BEL = "\x1b", "\x07"
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 
-from matokit.cli.sanitize import printable
+from matokit.sanitize import printable
 
 _EIGHTHS = " ▏▎▍▌▋▊▉"
 _FULL = "█"

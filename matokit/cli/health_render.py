@@ -13,8 +13,8 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from matokit import __version__
-from matokit.cli.sanitize import printable
 from matokit.health import SCHEMA, SKIPPED_AFTER_API, CheckResult, HealthReport, Status
+from matokit.sanitize import printable
 
 if TYPE_CHECKING:
     from rich.console import Console

@@ -17,8 +17,8 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
-from matokit.cli.sanitize import csv_safe, printable
 from matokit.redact import redact
+from matokit.sanitize import csv_safe, printable
 
 if TYPE_CHECKING:
     from rich.console import Console

@@ -205,8 +205,8 @@ def table(
     from rich.text import Text
 
     from matokit.cli.output import console
-    from matokit.cli.sanitize import printable
     from matokit.reports import NAME, NUMERIC_KINDS
+    from matokit.sanitize import printable
 
     cells = [[printable(format_value(row.get(c.key), c.kind)) for c in columns] for row in rows]
     fixed = [c.kind in NUMERIC_KINDS or c.kind == NAME or c.key == "date" for c in columns]

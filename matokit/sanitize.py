@@ -6,7 +6,8 @@ lines) shows their control characters escaped, so an ESC, OSC or BEL sequence in
 seen, not obeyed; machine output (json, ndjson, csv) keeps the data intact. CSV can
 optionally be protected against spreadsheet formulas.
 
-Standard library only: the lean cache-hit path imports it.
+Standard library only (the lean cache-hit path and the log formatter import it); the CLI
+and logs.py apply it, core modules return data as it is.
 """
 
 from __future__ import annotations
