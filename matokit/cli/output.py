@@ -185,7 +185,7 @@ def progress(total: int | None, description: str) -> Iterator[Any]:
             return Text(f"{task.speed:,.0f}/s" if task.speed else "-/s")
 
     columns = [
-        TextColumn("{task.description}"),
+        TextColumn("{task.description}", markup=False),
         BarColumn(),
         MofNCompleteColumn(),
         TaskProgressColumn(),
