@@ -11,6 +11,7 @@ import logging
 import os
 import sys
 from dataclasses import dataclass, field
+from itertools import pairwise
 from typing import TYPE_CHECKING, Any
 
 from matokit import __version__
@@ -83,6 +84,12 @@ def run(args: list[str]) -> int:
 
     debug = "--debug" in args or os.environ.get("MATOKIT_LOG_LEVEL", "").lower() == "debug"
     app_state = AppState(debug=debug)
+    if "--log-format=json" in args or ("--log-format", "json") in pairwise(args):
+        # A usage error among the global options comes before logging is set up: JSON too.
+        from matokit import logs
+
+        logs.set_format("json")
+        logs.set_context(profile=os.environ.get("MATOKIT_PROFILE") or "default", command="")
     try:
         import click
         import typer

@@ -52,6 +52,10 @@ def test_json_log_format_covers_usage_errors_summaries_and_the_profile_file(
     assert usage.code == 2, usage
     (line,) = _json_lines(usage.stderr)
     assert "--bogus" in line["message"] and line["command"] == "report"
+    early = run_matokit("--log-format", "json", "--bogus", env=env)
+    assert early.code == 2, early
+    (line,) = _json_lines(early.stderr)
+    assert "--bogus" in line["message"] and line["profile"] == "shop"
     # log_format from the profile (no flag, no env): the "no data" line is JSON too.
     empty = run_matokit("report", "visits", "--date", "2001-01-01", env=env)
     assert empty.code == 0, empty
