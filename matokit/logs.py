@@ -96,9 +96,8 @@ class JsonFormatter(logging.Formatter):
     """One JSON object per line: ts (UTC), level, logger, message and context fields."""
 
     def format(self, record: logging.LogRecord) -> str:
-        ts = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
         payload: dict[str, Any] = {
-            "ts": f"{ts}.{int(record.msecs):03d}Z",
+            "ts": _timestamp(record.created),
             "level": record.levelname.lower(),
             "logger": record.name,
             "message": record.getMessage(),
