@@ -32,9 +32,9 @@ _matokit_complete() {
         "queue retry-unattributed") words="--all --format" ;;
         "queue status") words="--format" ;;
         "report") words="list show summary" ;;
-        "report list") words="--all --site --format -f --no-cache" ;;
-        "report show") words="--period -p --date -d --segment --limit -n --columns -c --site --format -f --chart --no-cache --refresh" ;;
-        "report summary") words="--period -p --date -d --segment --limit -n --site --format -f --no-cache --refresh" ;;
+        "report list") words="--all --site --format -f --no-cache --csv-safe" ;;
+        "report show") words="--period -p --date -d --segment --limit -n --columns -c --site --format -f --chart --no-cache --refresh --csv-safe" ;;
+        "report summary") words="--period -p --date -d --segment --limit -n --site --format -f --no-cache --refresh --csv-safe" ;;
         "track") words="event goal import order pageview" ;;
         "track event") words="--category --action --name --value --site --visitor-id --user-id --at --dimension --param --idempotency-key --queue --dry-run --format" ;;
         "track goal") words="--goal --revenue --site --visitor-id --user-id --at --dimension --param --idempotency-key --queue --dry-run --format" ;;

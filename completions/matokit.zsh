@@ -34,9 +34,9 @@ _matokit() {
         "queue retry-unattributed") choices=(--all --format) ;;
         "queue status") choices=(--format) ;;
         "report") choices=(list show summary) ;;
-        "report list") choices=(--all --site --format -f --no-cache) ;;
-        "report show") choices=(--period -p --date -d --segment --limit -n --columns -c --site --format -f --chart --no-cache --refresh) ;;
-        "report summary") choices=(--period -p --date -d --segment --limit -n --site --format -f --no-cache --refresh) ;;
+        "report list") choices=(--all --site --format -f --no-cache --csv-safe) ;;
+        "report show") choices=(--period -p --date -d --segment --limit -n --columns -c --site --format -f --chart --no-cache --refresh --csv-safe) ;;
+        "report summary") choices=(--period -p --date -d --segment --limit -n --site --format -f --no-cache --refresh --csv-safe) ;;
         "track") choices=(event goal import order pageview) ;;
         "track event") choices=(--category --action --name --value --site --visitor-id --user-id --at --dimension --param --idempotency-key --queue --dry-run --format) ;;
         "track goal") choices=(--goal --revenue --site --visitor-id --user-id --at --dimension --param --idempotency-key --queue --dry-run --format) ;;

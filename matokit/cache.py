@@ -187,7 +187,8 @@ def api_request(url: str, body: bytes | str | None) -> tuple[str, str, str, dict
     if isinstance(body, bytes):
         body = body.decode("utf-8", errors="replace")
     fields = dict(parse_qsl(body or "", keep_blank_values=True))
-    base = f"{parts.scheme}://{parts.netloc}{parts.path[: -len('/index.php')]}"
+    host = parts.netloc.rsplit("@", 1)[-1]  # never a user:password@ in the index
+    base = f"{parts.scheme}://{host}{parts.path[: -len('/index.php')]}"
     return base, query["method"], query.get("format", "XML").upper(), fields
 
 
@@ -199,7 +200,8 @@ def fast_key(base_url: str, method: str, fmt: str, params: Iterable[tuple[str, s
     """
     pairs = sorted((str(k), str(v)) for k, v in params if k not in IGNORED_PARAMETERS)
     parts = urlsplit(base_url.strip())
-    base = f"{parts.scheme.lower()}://{parts.netloc.lower()}{parts.path.rstrip('/')}"
+    host = parts.netloc.rsplit("@", 1)[-1].lower()  # user:password@ is not part of the key
+    base = f"{parts.scheme.lower()}://{host}{parts.path.rstrip('/')}"
     return json.dumps([base, method, fmt.upper(), pairs], ensure_ascii=False, separators=(",", ":"))
 
 

@@ -17,6 +17,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 from matokit.durations import parse_duration
 from matokit.errors import ConfigError, InsecureURLError, UsageError
+from matokit.redact import register_url_credentials
 from matokit.secrets import TokenSource, check_private_file
 
 APP_NAME = "matokit"
@@ -129,6 +130,7 @@ KEYS: tuple[Key, ...] = (
     Key("dedup_window", parse_duration, 7 * 86400.0, help="how long delivered keys are kept"),
     Key("queuedtracking", _bool, False, help="add queuedtracking=0 (QueuedTracking plugin)"),
     Key("log_format", _log_format, "text", "MATOKIT_LOG_FORMAT", "--log-format", "text or json"),
+    Key("csv_safe", _bool, False, "MATOKIT_CSV_SAFE", help="defuse formulas in CSV output"),
 )
 KEYS_BY_NAME = {key.name: key for key in KEYS}
 TOKEN_KEYS = ("token", "token_file", "token_env", "token_command")
@@ -355,6 +357,9 @@ def resolve(
             values[key.name], sources[key.name] = key.default, DEFAULT
             continue
         raw, source = found
+        if key.name == "url":
+            # A user:password@ URL: its password is masked in every message from now on.
+            register_url_credentials(str(raw))
         value = parse_setting(key, raw, source=source, config_path=config_path, profile=profile)
         if key.name in ("cache_dir", "data_dir") and source in (ENV, DOTENV):
             value = value / profile  # the variable names a root shared by all profiles

@@ -34,6 +34,7 @@ from matokit.errors import (
     UnavailableError,
     UsageError,
 )
+from matokit.redact import display_url
 
 if TYPE_CHECKING:
     import requests
@@ -615,18 +616,6 @@ def _is_timeout(exc: BaseException) -> bool:
             return True
         current = current.__cause__ or current.__context__
     return False
-
-
-def display_url(url: str | None) -> str | None:
-    """`url` without user:password@ (basic auth in a URL must not reach outputs)."""
-    if not url:
-        return url
-    from urllib.parse import urlsplit, urlunsplit
-
-    parts = urlsplit(url)
-    if "@" not in parts.netloc:
-        return url
-    return urlunsplit(parts._replace(netloc=parts.netloc.rsplit("@", 1)[1]))
 
 
 def line(text: str, limit: int = 240) -> str:

@@ -30,10 +30,10 @@ from matokit.health import (
     Status,
     Thresholds,
     classify_error,
-    display_url,
     line,
     seconds_text,
 )
+from matokit.redact import display_url
 
 if TYPE_CHECKING:
     from matokit.config import Settings

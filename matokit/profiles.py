@@ -32,6 +32,7 @@ from matokit.config import (
 )
 from matokit.errors import ConfigError, InsecureURLError, StorageError
 from matokit.private_files import make_private_dir, write_atomic
+from matokit.redact import display_url
 
 
 def describe_settings(settings: Settings) -> dict[str, Any]:
@@ -39,6 +40,8 @@ def describe_settings(settings: Settings) -> dict[str, Any]:
     shown: dict[str, dict[str, Any]] = {}
     for key in KEYS:
         value = settings.values.get(key.name)
+        if key.name == "url":
+            value = display_url(value)
         shown[key.name] = {
             "value": str(value) if isinstance(value, Path) else value,
             "source": settings.sources.get(key.name, DEFAULT),
@@ -73,7 +76,7 @@ def list_profiles(settings: Settings) -> list[dict[str, Any]]:
             {
                 "name": name,
                 "active": name == settings.profile,
-                "url": section.get("url"),
+                "url": display_url(str(section["url"])) if section.get("url") else None,
                 "site_id": section.get("site_id"),
                 "token": token_key or "none",
             }

@@ -2,7 +2,8 @@
 
 It removes every registered secret value wherever it appears, any `token_auth=` value
 (query string, form body or JSON) and any `user:password@` in a URL, so a secret that was
-never registered is hidden too.
+never registered is hidden too. `display_url` and `display_host` are the one way a URL is
+shown anywhere (messages, `config show`, health): without its user:password@.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import re
 import threading
 from collections.abc import Iterable
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 MASK = "***"
 
@@ -34,6 +36,41 @@ def register_secret(value: str | None) -> None:
     if value and len(value) >= 4:
         with _lock:
             _registered.add(value)
+
+
+def register_url_credentials(url: str | None) -> None:
+    """Remember the password of a `user:password@` URL as a secret (also percent-decoded)."""
+    if not url or "@" not in url:
+        return
+    try:
+        password = urlsplit(str(url).strip()).password
+    except ValueError:
+        return
+    if password:
+        register_secret(password)
+        register_secret(unquote(password))
+
+
+def display_url(url: str | None) -> str | None:
+    """`url` without its user:password@ (basic auth in a URL must never reach an output)."""
+    if not url:
+        return url
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return redact(url)
+    if "@" not in parts.netloc:
+        return url
+    return urlunsplit(parts._replace(netloc=parts.netloc.rsplit("@", 1)[1]))
+
+
+def display_host(url: str) -> str:
+    """`host:port` of `url`, without user:password@ (for "Cannot connect to HOST")."""
+    try:
+        netloc = urlsplit(url).netloc
+    except ValueError:
+        return redact(url)
+    return netloc.rsplit("@", 1)[-1]
 
 
 def forget_secrets() -> None:

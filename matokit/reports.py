@@ -23,6 +23,7 @@ from matokit.writeguard import require_read_only
 
 # Column kinds: how values are coerced, aligned and drawn.
 TEXT, NUMBER, PERCENT, DURATION, MONEY = "text", "number", "percent", "duration", "money"
+NAME = "name"  # an identifier (report name, Module.method): text that tables never split
 NUMERIC_KINDS = frozenset({NUMBER, PERCENT, DURATION, MONEY})
 DEFAULT_LIMIT = 25
 _METHOD = re.compile(r"^[A-Za-z][A-Za-z0-9]*\.[A-Za-z][A-Za-z0-9]*$")

@@ -869,3 +869,31 @@ def test_the_token_travels_only_in_bodies(fake_matomo: FakeMatomo) -> None:
     for record in recorded:
         assert SUPERUSER_TOKEN not in record.path + "?" + record.query
         assert SUPERUSER_TOKEN.encode() in record.body
+
+
+def test_url_credentials_travel_as_basic_auth_never_in_a_url(
+    rsps: responses.RequestsMock, caplog: pytest.LogCaptureFixture
+) -> None:
+    rsps.post(API, json={"value": "5.11.0"})
+    url = "https://bob:hunter%232@matomo.example/"
+    with (
+        MatomoClient(base_url=url, token=TOKEN) as c,
+        caplog.at_level(logging.DEBUG, logger="matokit.client"),
+    ):
+        assert c.base_url == "https://matomo.example"
+        c.call("API.getMatomoVersion")
+    (call,) = rsps.calls
+    assert call.request.url.startswith(API)
+    assert call.request.headers["Authorization"] == requests.auth._basic_auth_str("bob", "hunter#2")
+    assert "hunter" not in caplog.text and "bob" not in caplog.text
+
+
+def test_connection_error_names_the_host_without_url_credentials() -> None:
+    with socket.socket() as sock:  # a port that refuses: bound, never listening
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+        client = MatomoClient(base_url=f"http://bob:hunter2@127.0.0.1:{port}/", connect_retries=0)
+        with client, pytest.raises(UnavailableError) as caught:
+            client.call("API.getMatomoVersion")
+    assert caught.value.message.startswith(f"Cannot connect to 127.0.0.1:{port}:")
+    assert "hunter2" not in str(caught.value.url) and "bob" not in caught.value.message

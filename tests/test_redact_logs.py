@@ -78,3 +78,10 @@ def test_text_logs_are_redacted():
     text = _log_lines("text")
     assert "matokit: info: request sent" in text
     assert SENTINEL_TOKEN not in text
+
+
+def test_text_logs_show_control_characters_escaped():
+    stream = io.StringIO()
+    setup_logging(fmt="text", stream=stream)
+    logging.getLogger("matokit.test").warning("Matomo said %s", "\x1b]0;PWNED\x07")
+    assert stream.getvalue() == "matokit: warning: Matomo said \\x1b]0;PWNED\\x07\n"

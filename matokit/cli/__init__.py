@@ -11,6 +11,7 @@ import logging
 import os
 import sys
 from dataclasses import dataclass, field
+from itertools import pairwise
 from typing import TYPE_CHECKING, Any
 
 from matokit import __version__
@@ -40,9 +41,12 @@ class AppState:
     def settings(self) -> Settings:
         """Resolve the configuration once per run (flag > env > .env > file > default)."""
         if self._settings is None:
+            from matokit import logs
             from matokit.config import resolve
 
             self._settings = resolve(self.flags)
+            logs.set_context(profile=self._settings.profile)
+            logs.set_format(str(self._settings.values.get("log_format") or "text"))
         return self._settings
 
 
@@ -82,6 +86,12 @@ def run(args: list[str]) -> int:
     debug = "--debug" in args or os.environ.get("MATOKIT_LOG_LEVEL", "").lower() == "debug"
     app_state = AppState(debug=debug)
     command = command_of(args)
+    if "--log-format=json" in args or ("--log-format", "json") in pairwise(args):
+        # A usage error among the global options comes before logging is set up: JSON too.
+        from matokit import logs
+
+        logs.set_format("json")
+        logs.set_context(profile=os.environ.get("MATOKIT_PROFILE") or "default", command="")
     try:
         import click
         import typer
@@ -94,7 +104,7 @@ def run(args: list[str]) -> int:
     except click.exceptions.Exit as exc:
         return int(exc.exit_code)
     except click.exceptions.ClickException as exc:
-        exc.show()
+        _show_click_error(exc)
         if isinstance(exc, click.exceptions.UsageError):
             return int(usage_exit_code(command))
         return int(exit_code_for(exc, command=command))
@@ -148,17 +158,42 @@ def _interrupted(exc: BaseException) -> int:
     from matokit.stopping import Interrupted
 
     signum = getattr(exc, "signum", None)
-    by = f" by {exc}" if signum is not None else ""
-    sys.stderr.write(f"\nmatokit: interrupted{by}\n")
+    interrupted(f" by {exc}" if signum is not None else "")
     return int(exit_code_for(exc if isinstance(exc, Interrupted) else KeyboardInterrupt()))
+
+
+def interrupted(by: str = "") -> None:
+    """The stderr line of a run ended by Ctrl-C or a signal (a JSON object in json mode)."""
+    from matokit import logs
+
+    if logs.stderr_format() == "json":
+        sys.stderr.write(logs.json_line(f"interrupted{by}", level="error") + "\n")
+    else:
+        sys.stderr.write(f"\nmatokit: interrupted{by}\n")
+
+
+def _show_click_error(exc: Any) -> None:
+    """Click's usage message, or one JSON object with the message and the usage in json mode."""
+    from matokit import logs
+
+    if logs.stderr_format() != "json":
+        exc.show()
+        return
+    usage = exc.ctx.get_usage() if getattr(exc, "ctx", None) is not None else None
+    sys.stderr.write(logs.json_line(exc.format_message(), level="error", usage=usage) + "\n")
 
 
 def _print_traceback(exc: BaseException) -> None:
     import traceback
 
+    from matokit import logs
     from matokit.redact import redact
 
     text = "".join(traceback.format_exception(exc))
+    if logs.stderr_format() == "json":
+        line = logs.json_line(f"{exc.__class__.__name__}: {exc}", level="debug", exception=text)
+        sys.stderr.write(line + "\n")
+        return
     sys.stderr.write(redact(text))
 
 

@@ -97,4 +97,6 @@ def _configure_logging(app_state: AppState, *, verbose: bool, quiet: bool) -> No
         level = logging.DEBUG
     fmt = app_state.flags.get("--log-format") or os.environ.get("MATOKIT_LOG_FORMAT") or "text"
     fmt = fmt if fmt in ("text", "json") else "text"
-    setup_logging(fmt=fmt, level=level, context={"command": app_state.command})
+    # The profile as selected so far; AppState.settings() corrects it once resolved.
+    profile = app_state.flags.get("--profile") or os.environ.get("MATOKIT_PROFILE") or "default"
+    setup_logging(fmt=fmt, level=level, context={"profile": profile, "command": app_state.command})

@@ -9,6 +9,8 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 
+from matokit.sanitize import printable
+
 _EIGHTHS = " ▏▎▍▌▋▊▉"
 _FULL = "█"
 _SPARKS = "▁▂▃▄▅▆▇█"
@@ -45,6 +47,7 @@ def bar_chart(
     max_label: int = 32,
 ) -> str:
     """Labelled horizontal bars, one line per pair, values right of the bars."""
+    title = printable(title)
     if not pairs:
         return title
     labels = [_fit(label, max_label) for label, _ in pairs]
@@ -83,5 +86,6 @@ def series_chart(
 
 
 def _fit(text: str, limit: int) -> str:
-    text = " ".join(text.split())
+    # A label is data (a page title): its control characters are shown, never sent raw.
+    text = printable(" ".join(str(text).split()))
     return text if len(text) <= limit else text[: limit - 1] + "…"

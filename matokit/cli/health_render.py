@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from matokit import __version__
 from matokit.health import SCHEMA, SKIPPED_AFTER_API, CheckResult, HealthReport, Status
+from matokit.sanitize import printable
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -278,7 +279,7 @@ def _nagios_summary(report: HealthReport) -> str:
 
 def _nagios_text(text: str) -> str:
     # '|' starts the performance data; a newline would end the first line.
-    return " ".join(text.replace("|", "/").split())
+    return printable(" ".join(text.replace("|", "/").split()))
 
 
 def _perfdata(report: HealthReport) -> Iterable[str]:
@@ -337,22 +338,23 @@ def print_text(report: HealthReport, console: Console) -> None:
     table.add_column("status")
     table.add_column("summary", overflow="fold")
     table.add_column("duration", justify="right")
+    # Summaries quote Matomo's messages and the URL: text (Text, escaped), never markup.
     for check in report.checks:
         table.add_row(
-            check.name,
+            Text(printable(check.name)),
             Text(check.status.name, style=_STYLES[check.status]),
-            check.summary,
+            Text(printable(check.summary)),
             f"{check.duration_s:.2f} s",
         )
     console.print(table)
     where = f" ({report.profile}: {report.url})" if report.profile and report.url else ""
     verdict = Text("overall: ")
     verdict.append(report.status.name, style=_STYLES[report.status])
-    verdict.append(f" in {report.duration_s:.2f} s{where}")
+    verdict.append(printable(f" in {report.duration_s:.2f} s{where}"))
     console.print(verdict)
     for check in report.checks:
         if check.hint and check.status is not Status.OK:
-            console.print(Text(f"  hint ({check.name}): {check.hint}"))
+            console.print(Text(printable(f"  hint ({check.name}): {check.hint}")))
 
 
 def render_text(report: HealthReport, *, width: int = 120) -> str:
@@ -362,7 +364,9 @@ def render_text(report: HealthReport, *, width: int = 120) -> str:
     from rich.console import Console
 
     buffer = io.StringIO()
-    console = Console(file=buffer, width=width, no_color=True, color_system=None, highlight=False)
+    console = Console(
+        file=buffer, width=width, no_color=True, color_system=None, highlight=False, markup=False
+    )
     print_text(report, console)
     return buffer.getvalue()
 

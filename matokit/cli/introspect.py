@@ -22,6 +22,7 @@ OPTION_ENV = {
     "--config": "MATOKIT_CONFIG",
     "--timeout": "MATOKIT_TIMEOUT",
     "--log-format": "MATOKIT_LOG_FORMAT",
+    "--csv-safe": "MATOKIT_CSV_SAFE",
     "--verbose": "MATOKIT_LOG_LEVEL",
     "--quiet": "MATOKIT_LOG_LEVEL",
     "--debug": "MATOKIT_LOG_LEVEL",

@@ -1,7 +1,10 @@
 """Everything that reaches stdout or stderr: data on stdout, people and logs on stderr.
 
-Rich is imported only when a table, chart or progress bar is drawn. Colour follows rich's
-rules: NO_COLOR disables it, and a non-TTY stream gets plain text.
+Rich is imported only when a table, chart or progress bar is drawn. Values are text, never
+rich markup, and their control characters are shown escaped (see `sanitize`). `NO_COLOR`
+means no ANSI styling at all (not even bold); a non-TTY stream gets plain text at its
+natural width (`COLUMNS`, when set, wins), so piped tables are never cut. With
+`--log-format json` every stderr line (errors, hints, summaries, warnings) is a JSON object.
 """
 
 from __future__ import annotations
@@ -15,27 +18,51 @@ from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
 from matokit.redact import redact
+from matokit.sanitize import csv_safe, printable
 
 if TYPE_CHECKING:
     from rich.console import Console
+    from rich.text import Text
 
 _consoles: dict[str, Console] = {}
+# Wide enough for any table, so rich never folds or cuts one written to a pipe or a file.
+UNBOUNDED = 100_000
 
 
 def console(stream: str = "stdout") -> Console:
-    """A rich Console on stdout or stderr (created on first use)."""
+    """A rich Console on stdout or stderr (created on first use), markup off."""
     handle = sys.stdout if stream == "stdout" else sys.stderr
     if stream not in _consoles or _consoles[stream].file is not handle:
         from rich.console import Console
 
+        no_color = bool(os.environ.get("NO_COLOR"))
         _consoles[stream] = Console(
             file=handle,
             stderr=stream == "stderr",
-            no_color=bool(os.environ.get("NO_COLOR")) or None,
+            width=console_width(stream),
+            no_color=no_color or None,
+            color_system=None if no_color else "auto",
+            markup=False,
+            emoji=False,
             highlight=False,
             soft_wrap=stream == "stderr",
         )
     return _consoles[stream]
+
+
+def console_width(stream: str = "stdout") -> int | None:
+    """`COLUMNS` when set; the terminal's width (rich asks) on a TTY; unbounded otherwise."""
+    columns = os.environ.get("COLUMNS", "").strip()
+    if columns.isdigit() and int(columns) > 0:
+        return int(columns)
+    return None if is_tty(stream) else UNBOUNDED
+
+
+def human(value: Any) -> Text:
+    """A table cell or line from data: plain text (never markup), controls escaped."""
+    from rich.text import Text
+
+    return Text(printable(value))
 
 
 def is_tty(stream: str = "stdout") -> bool:
@@ -47,17 +74,21 @@ def is_tty(stream: str = "stdout") -> bool:
         return False
 
 
-def say(message: str) -> None:
-    """A line for people, on stderr, redacted."""
-    sys.stderr.write(redact(message) + "\n")
+def say(message: str, *, hint: str | None = None) -> None:
+    """A line for people on stderr, redacted, controls escaped; a JSON object in json mode."""
+    from matokit import logs
+
+    if logs.stderr_format() == "json":
+        sys.stderr.write(logs.json_line(redact(message), hint=redact(hint or "") or None) + "\n")
+    else:
+        text = redact(message) + (f"\n  hint: {redact(hint)}" if hint else "")
+        sys.stderr.write(printable(text, keep_newlines=True) + "\n")
     sys.stderr.flush()
 
 
 def error_line(message: str, hint: str | None = None) -> None:
     """The one stderr line (plus hint) that an expected error produces."""
-    say(f"matokit: error: {message}")
-    if hint:
-        say(f"  hint: {hint}")
+    say(f"matokit: error: {message}", hint=hint)
 
 
 def emit_text(text: str) -> None:
@@ -82,13 +113,20 @@ def emit_ndjson(rows: Iterable[Mapping[str, Any]]) -> None:
     out.flush()
 
 
-def emit_csv(rows: Iterable[Mapping[str, Any]], columns: Sequence[str]) -> None:
-    """UTF-8 CSV with a header row on stdout."""
+def emit_csv(
+    rows: Iterable[Mapping[str, Any]], columns: Sequence[str], *, safe: bool = False
+) -> None:
+    """UTF-8 CSV with a header row on stdout; `safe` defuses spreadsheet formulas."""
+    cell = csv_safe if safe else _same
     writer = csv.writer(sys.stdout, lineterminator="\n")
-    writer.writerow(columns)
+    writer.writerow([cell(c) for c in columns])
     for row in rows:
-        writer.writerow(["" if row.get(c) is None else row.get(c) for c in columns])
+        writer.writerow([cell("" if row.get(c) is None else row.get(c)) for c in columns])
     sys.stdout.flush()
+
+
+def _same(value: Any) -> Any:
+    return value
 
 
 def emit_table(
@@ -104,14 +142,14 @@ def emit_table(
     from rich.table import Table
 
     numeric, whole = set(numeric), set(whole)
-    table = Table(title=title, show_lines=False, header_style="bold")
+    table = Table(title=human(title) if title else None, show_lines=False, header_style="bold")
     for column in columns:
         label = (headers or {}).get(column, column)
         table.add_column(
-            label, justify="right" if column in numeric else "left", no_wrap=column in whole
+            human(label), justify="right" if column in numeric else "left", no_wrap=column in whole
         )
     for row in rows:
-        table.add_row(*[_cell(row.get(c)) for c in columns])
+        table.add_row(*[human(_cell(row.get(c))) for c in columns])
     console("stdout").print(table)
 
 
@@ -150,7 +188,7 @@ def progress(total: int | None, description: str) -> Iterator[Any]:
             return Text(f"{task.speed:,.0f}/s" if task.speed else "-/s")
 
     columns = [
-        TextColumn("{task.description}"),
+        TextColumn("{task.description}", markup=False),
         BarColumn(),
         MofNCompleteColumn(),
         TaskProgressColumn(),

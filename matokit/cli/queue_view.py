@@ -237,9 +237,10 @@ def say_flush_problems(result: FlushResult) -> None:
     for warning in result.warnings:
         say(f"matokit: warning: {warning}")
     if result.stopped_early and result.stopped_reason != "interrupted":  # see stopped_text
-        say(f"matokit: the flush stopped: {result.error or result.stopped_reason}")
-        if result.error_hint:
-            say(f"  hint: {result.error_hint}")
+        say(
+            f"matokit: the flush stopped: {result.error or result.stopped_reason}",
+            hint=result.error_hint,
+        )
 
 
 def stopped_text(signum: int, queued: int, due: int | None = None) -> str:

@@ -94,6 +94,15 @@ def _refresh() -> Any:
     return typer.Option(False, "--refresh", help="Ask Matomo afresh and store the new answer.")
 
 
+def _csv_safe() -> Any:
+    return typer.Option(
+        False,
+        "--csv-safe",
+        help="CSV: prefix cells starting with = + - @ tab or CR with ' so spreadsheets do not "
+        "run them as formulas [env: MATOKIT_CSV_SAFE; profile key csv_safe].",
+    )
+
+
 # -- commands
 
 
@@ -113,12 +122,13 @@ def show(
     chart: bool = typer.Option(False, "--chart", help="Draw the series (or top rows) as bars."),
     no_cache: bool = _no_cache(),
     refresh: bool = _refresh(),
+    csv_safe: bool = _csv_safe(),
 ) -> None:
     """Show one report (`matokit report NAME` is short for `matokit report show NAME`)."""
     from matokit.cli import report_show
 
     args = report_show.ShowArgs(
-        name, period, date, segment, limit, columns, site, fmt, chart, no_cache, refresh
+        name, period, date, segment, limit, columns, site, fmt, chart, no_cache, refresh, csv_safe
     )
     app_state = state(ctx)
     chosen = report_show.plan(args, app_state.settings)
@@ -138,6 +148,7 @@ def list_reports(
     site: int | None = _site(),
     fmt: str = _format(),
     no_cache: bool = _no_cache(),
+    csv_safe: bool = _csv_safe(),
 ) -> None:
     """List the report catalogue (with --all: also every report of the Matomo server)."""
     from matokit.cli.report_show import check_format, render
@@ -168,12 +179,25 @@ def list_reports(
                     "source": "server",
                 }
             )
-    from matokit.reports import Column
+    from matokit.reports import NAME, Column
 
     keys = ["name", "method", "title", "cached"] + (["source"] if all_reports else [])
     if fmt != "table":
         keys.append("columns")
-    render(rows, [Column(k, k.capitalize(), "text") for k in keys], fmt, title="Reports")
+    kinds = {"name": NAME, "method": NAME}
+    csv_safe = csv_safe or (fmt == "csv" and _csv_safe_setting(ctx))
+    columns = [Column(k, k.capitalize(), kinds.get(k, "text")) for k in keys]
+    render(rows, columns, fmt, title="Reports", csv_safe=csv_safe)
+
+
+def _csv_safe_setting(ctx: typer.Context) -> bool:
+    """The profile's csv_safe (env MATOKIT_CSV_SAFE); False when the profile does not resolve."""
+    from matokit.errors import ConfigError
+
+    try:
+        return bool(state(ctx).settings().values.get("csv_safe"))
+    except ConfigError:
+        return False  # `report list` works without a profile; its CSV stays faithful
 
 
 @app.command("summary")
@@ -187,6 +211,7 @@ def summary(
     fmt: str = _format(),
     no_cache: bool = _no_cache(),
     refresh: bool = _refresh(),
+    csv_safe: bool = _csv_safe(),
 ) -> None:
     """Visits, top pages, channels and top events of a site in one API.getBulkRequest."""
     from matokit import dates, reports
@@ -221,7 +246,8 @@ def summary(
             continue
         rows = reports.rows_from(answer, report=report, spec=spec)
         results[name] = [] if reports.is_empty(rows, report) else rows
-    _render_summary(results, errors, fmt, site_id=site_id, spec=spec)
+    csv_safe = csv_safe or bool(settings.values.get("csv_safe"))
+    _render_summary(results, errors, fmt, site_id=site_id, spec=spec, csv_safe=csv_safe)
     if errors:
         # The sections that came back are shown; the exit code says one did not.
         first, *others = errors.values()
@@ -311,6 +337,7 @@ def _render_summary(
     *,
     site_id: int,
     spec: DateSpec,
+    csv_safe: bool = False,
 ) -> None:
     from matokit.cli import output
     from matokit.cli.report_show import render
@@ -342,4 +369,4 @@ def _render_summary(
         keys: dict[str, None] = {}
         for row in flat:
             keys.update(dict.fromkeys(row))
-        output.emit_csv(flat, list(keys) or ["section"])
+        output.emit_csv(flat, list(keys) or ["section"], safe=csv_safe)

@@ -40,4 +40,5 @@ SHOW: dict[str, Param] = {
     "chart": (("--chart",), False, "boolean"),
     "no_cache": (("--no-cache",), False, "boolean"),
     "refresh": (("--refresh",), False, "boolean"),
+    "csv_safe": (("--csv-safe",), False, "boolean"),
 }

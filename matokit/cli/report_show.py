@@ -41,6 +41,7 @@ class ShowArgs:
     chart: bool = False
     no_cache: bool = False
     refresh: bool = False
+    csv_safe: bool = False
 
 
 @dataclass(frozen=True)
@@ -54,6 +55,7 @@ class Plan:
     requested: list[str] | None
     fmt: str
     chart: bool
+    csv_safe: bool = False
 
     @property
     def title(self) -> str:
@@ -111,9 +113,11 @@ def plan(args: ShowArgs, settings: Callable[[], Settings]) -> Plan:
             f"--chart of {report.name} needs several periods.",
             hint=f"Ask for a series, e.g. --date last30 (or report {report.name} without --chart).",
         )
-    site = settings().require_site(args.site)
+    resolved = settings()
+    site = resolved.require_site(args.site)
     params = reports.request_params(report, spec, site=site, limit=limit, segment=args.segment)
-    return Plan(report, spec, site, params, requested, fmt, args.chart)
+    csv_safe = args.csv_safe or bool(resolved.values.get("csv_safe"))
+    return Plan(report, spec, site, params, requested, fmt, args.chart, csv_safe)
 
 
 def show(plan: Plan, data: Any) -> None:
@@ -133,7 +137,7 @@ def show(plan: Plan, data: Any) -> None:
     if plan.chart and rows:
         draw_chart(plan, rows, columns)
         return
-    render(rows, columns, plan.fmt, title=plan.title)
+    render(rows, columns, plan.fmt, title=plan.title, csv_safe=plan.csv_safe)
 
 
 # --- rendering ------------------------------------------------------------------------------
@@ -173,8 +177,12 @@ def render(
     fmt: str,
     *,
     title: str | None = None,
+    csv_safe: bool = False,
 ) -> None:
-    """Rows on stdout as a table (human labels), JSON, CSV (UTF-8, header) or JSON lines."""
+    """Rows on stdout as a table (human labels), JSON, CSV (UTF-8, header) or JSON lines.
+
+    `csv_safe` prefixes CSV cells a spreadsheet would run as a formula (see sanitize.csv_safe).
+    """
     from matokit.cli import output
     from matokit.reports import project
 
@@ -184,7 +192,7 @@ def render(
     elif fmt == "ndjson":
         output.emit_ndjson(data)
     elif fmt == "csv":
-        output.emit_csv(data, [c.key for c in columns])
+        output.emit_csv(data, [c.key for c in columns], safe=csv_safe)
     elif data:
         table(data, columns, title=title)
 
@@ -195,27 +203,33 @@ def table(
     """A rich table: human labels, numbers right-aligned and never broken, long text folded."""
     from rich import box
     from rich.table import Table
+    from rich.text import Text
 
     from matokit.cli.output import console
-    from matokit.reports import NUMERIC_KINDS
+    from matokit.reports import NAME, NUMERIC_KINDS
+    from matokit.sanitize import printable
 
-    cells = [[format_value(row.get(c.key), c.kind) for c in columns] for row in rows]
-    fixed = [c.kind in NUMERIC_KINDS or c.key == "date" for c in columns]
+    cells = [[printable(format_value(row.get(c.key), c.kind)) for c in columns] for row in rows]
+    fixed = [c.kind in NUMERIC_KINDS or c.kind == NAME or c.key == "date" for c in columns]
     out = console("stdout")
     widths = column_widths([c.label for c in columns], cells, fixed, out.width)
     # A light frame (a rule under the header) leaves the width to the data.
     grid = Table(
-        title=title, header_style="bold", box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False
+        title=Text(printable(title)) if title else None,
+        header_style="bold",
+        box=box.SIMPLE_HEAD,
+        show_edge=False,
+        pad_edge=False,
     )
-    for column, width, keep in zip(columns, widths, fixed, strict=True):
+    for column, width in zip(columns, widths, strict=True):
         grid.add_column(
             column.label,
-            justify="right" if keep and column.key != "date" else "left",
+            justify="right" if column.kind in NUMERIC_KINDS and column.key != "date" else "left",
             width=width,
             overflow="fold",
         )
     for line in cells:
-        grid.add_row(*line)
+        grid.add_row(*[Text(cell) for cell in line])  # Text: data is never markup
     needed = sum(widths) + GAP * (len(widths) - 1)
     if needed <= out.width:
         out.print(grid)
@@ -409,7 +423,9 @@ def try_cached(argv: Sequence[str]) -> int | None:
             return None
         return _print(chosen, data)
     except KeyboardInterrupt:
-        sys.stderr.write("\nmatokit: interrupted\n")
+        from matokit.cli import interrupted
+
+        interrupted()
         return 130
     except Exception:
         # Nothing was printed yet (see _print): the normal path redoes it and explains errors.

@@ -352,8 +352,10 @@ def _report(outcome: TrackOutcome, fmt: str) -> int:
     elif outcome.state is TrackState.UNCONFIRMED:
         say(f"matokit: warning: sent, but not confirmed: {outcome.message}")
     elif outcome.state is TrackState.REJECTED:
-        say(f"matokit: error: Matomo rejected the hit: {outcome.message}")
-        say("  hint: fix the hit (it was not queued: re-sending it cannot succeed).")
+        say(
+            f"matokit: error: Matomo rejected the hit: {outcome.message}",
+            hint="fix the hit (it was not queued: re-sending it cannot succeed).",
+        )
     elif outcome.error is None:
         if fmt == "text" and sys.stderr.isatty():
             say("matokit: hit queued; `matokit queue flush` sends it.")
@@ -368,9 +370,10 @@ def _report(outcome: TrackOutcome, fmt: str) -> int:
             what = "the token (MATOMO_TOKEN or the token file)"
             if code == ExitCode.CONFIG:
                 what = "the Matomo URL (MATOMO_URL or --url)"
-            say(f"matokit: the hit is queued. Fix {what}, then run `matokit queue flush`.")
-            if error.hint:
-                say(f"  hint: {error.hint}")
+            say(
+                f"matokit: the hit is queued. Fix {what}, then run `matokit queue flush`.",
+                hint=error.hint,
+            )
     return int(code)
 
 

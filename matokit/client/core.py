@@ -22,7 +22,7 @@ from matokit.client.tracking import TRACKING, PreparedRequest, TrackResult
 from matokit.errors import MatomoError, StorageError
 from matokit.hits import USER_AGENT, Hit
 from matokit.policy import TokenBucket, parse_retry_after
-from matokit.redact import redact, register_secret
+from matokit.redact import display_url, redact, register_secret
 
 if TYPE_CHECKING:
     import requests
@@ -59,7 +59,9 @@ class MatomoClient:
         logger: logging.Logger | None = None,
         allow_write: bool = False,
     ) -> None:
-        self.base_url = transport.normalize_base_url(base_url)
+        # user:password@ in the URL goes in a header, never in a URL that is logged or cached.
+        self._auth = transport.basic_auth(base_url)
+        self.base_url = transport.normalize_base_url(display_url(base_url) or base_url)
         self._token = token or None
         register_secret(self._token)
         self._timeout = (connect_timeout, timeout)
@@ -224,6 +226,7 @@ class MatomoClient:
                 timeout=self._timeout,
                 verify=self._verify,
                 allow_redirects=False,  # a redirected POST would re-send the token elsewhere
+                auth=self._auth,
             )
         except (requests.RequestException, OSError, http.client.HTTPException) as exc:
             # requests wraps urllib3's errors; the others are belt and braces so that no
@@ -263,7 +266,7 @@ class MatomoClient:
         if not self._log.isEnabledFor(logging.DEBUG):
             return
         duration_ms = round((time.perf_counter() - started) * 1000, 1)
-        safe_url = redact(url, [self._token])
+        safe_url = redact(display_url(url) or "", [self._token])
         self._log.debug(
             "POST %s -> %s in %.1f ms",
             safe_url,

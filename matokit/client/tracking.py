@@ -25,7 +25,7 @@ from matokit.errors import (
 )
 from matokit.hits import USER_AGENT, Hit
 from matokit.policy import classify_api_error, parse_retry_after
-from matokit.redact import MASK, redact
+from matokit.redact import MASK, display_url, redact
 
 if TYPE_CHECKING:
     import requests
@@ -113,7 +113,7 @@ def dry_run_view(prepared: PreparedRequest) -> dict[str, Any]:
         body["token_auth"] = MASK
     view = {
         "method": prepared.method,
-        "url": prepared.url,
+        "url": display_url(prepared.url),
         "headers": dict(prepared.headers),
         "body": body,
     }

@@ -10,10 +10,10 @@ import http.client
 import socket
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 from matokit.errors import ConfigError, UnavailableError
-from matokit.redact import redact
+from matokit.redact import display_host, display_url, redact
 
 if TYPE_CHECKING:
     import requests
@@ -32,6 +32,18 @@ def normalize_base_url(url: str) -> str:
         if path.endswith("/" + script):
             path = path[: -len(script)]
     return urlunsplit((parts.scheme, parts.netloc, path.rstrip("/"), "", ""))
+
+
+def basic_auth(url: str) -> tuple[str, str] | None:
+    """The (user, password) of a `https://user:password@host/` URL, percent-decoded; or None.
+
+    The client sends them as an Authorization header (which the cache never stores) and keeps
+    them out of every URL it builds, logs or stores.
+    """
+    parts = urlsplit(url.strip())
+    if parts.username is None and parts.password is None:
+        return None
+    return unquote(parts.username or ""), unquote(parts.password or "")
 
 
 # --- sessions ------------------------------------------------------------------------------
@@ -144,7 +156,7 @@ def transport_error(
     import requests
 
     sent = request_may_have_been_sent(exc)
-    host = urlsplit(url).netloc
+    host = display_host(url)
     reason = _reason(exc)
     if isinstance(exc, requests.exceptions.SSLError):
         message = f"TLS with {host} failed: {reason}"
@@ -164,7 +176,7 @@ def transport_error(
         redact(message + ".", [token]),
         maybe_stored=sent,
         method=api_method,
-        url=redact(url, [token]),
+        url=redact(display_url(url) or "", [token]),
         hint=hint,
     )
 

@@ -1,8 +1,10 @@
-"""The token never appears in stdout, stderr, logs, traces or any file MatoKit writes.
+"""Secrets never appear in stdout, stderr, logs, traces or any file MatoKit writes.
 
 Every command runs with `--debug --log-format json` (the most talkative mode), once with a
 valid token (success paths) and once with an invalid one (error paths), and then every byte
-under the run's HOME, config, cache and data directories is searched for the token.
+under the run's HOME, config, cache and data directories is searched for the token. The same
+holds for the password of a `https://user:password@host/` URL (basic auth in front of
+Matomo), with Matomo reachable and not, in json and in text mode.
 """
 
 from __future__ import annotations
@@ -58,9 +60,28 @@ def _written_files(dirs: dict[str, Path]) -> list[Path]:
     return files
 
 
+URL_PASSWORD = "hunter2" + "c0ffee"  # the sentinel password of https://user:password@host/
+URL_USER = "bob" + "ops"
+
+
+def _with_credentials(url: str) -> str:
+    return url.replace("://", f"://{URL_USER}:{URL_PASSWORD}@", 1)
+
+
+def _assert_no_secret(text: str, token: str, where: str) -> None:
+    assert token not in text, f"token in {where}"
+    assert URL_PASSWORD not in text, f"URL password in {where}"
+    assert f"{URL_USER}:" not in text, f"URL user:password@ in {where}"
+
+
 @pytest.mark.parametrize("token", [SUPERUSER_TOKEN, INVALID_TOKEN], ids=["valid", "invalid"])
 def test_token_never_leaks(run_matokit, fake_matomo, e2e_dirs, tmp_path, token):
-    env = {"MATOMO_URL": fake_matomo.url, "MATOMO_SITE_ID": "1", "MATOMO_TOKEN": token}
+    # Basic auth in the URL: its password is a secret like the token.
+    env = {
+        "MATOMO_URL": _with_credentials(fake_matomo.url),
+        "MATOMO_SITE_ID": "1",
+        "MATOMO_TOKEN": token,
+    }
     if token == INVALID_TOKEN:
         # Make the error paths richer: one tracking request fails after sending.
         fake_matomo.add_fault(Fault(endpoint="tracking", drop="after", times=1))
@@ -70,12 +91,36 @@ def test_token_never_leaks(run_matokit, fake_matomo, e2e_dirs, tmp_path, token):
         ran += 1
         assert "Traceback" not in result.stdout
         for stream, text in (("stdout", result.stdout), ("stderr", result.stderr)):
-            assert token not in text, f"token in {stream} of matokit {' '.join(args)}"
+            _assert_no_secret(text, token, f"{stream} of matokit {' '.join(args)}")
     assert ran == len(commands(tmp_path))
     files = _written_files(e2e_dirs)
     assert files, "the commands should have written a journal, cache and health output"
     for path in files:
-        assert token.encode() not in path.read_bytes(), f"token written to {path}"
+        data = path.read_bytes()
+        assert token.encode() not in data, f"token written to {path}"
+        assert URL_PASSWORD.encode() not in data, f"URL password written to {path}"
     # And never in a URL sent to Matomo.
     for record in fake_matomo.requests:
         assert token not in record.path + "?" + record.query
+
+
+def test_url_credentials_never_leak_when_matomo_is_unreachable(run_matokit):
+    # The error paths in text mode: connection errors, health table and nagios, config show.
+    env = {
+        "MATOMO_URL": _with_credentials("http://127.0.0.1:9/"),
+        "MATOMO_SITE_ID": "1",
+        "MATOMO_TOKEN": SUPERUSER_TOKEN,
+    }
+    runs = [
+        ["config", "show"],
+        ["health", "--check", "config,api"],
+        ["health", "--check", "config,api", "--format", "nagios"],
+        ["report", "visits", "--no-cache"],
+        ["track", "pageview", "--url", "https://x.example/"],
+        ["--debug", "--log-format", "json", "report", "visits", "--no-cache"],
+    ]
+    for args in runs:
+        result = run_matokit(*args, env=env, timeout=60)
+        assert result.code != 1, result  # never an internal error
+        for stream, text in (("stdout", result.stdout), ("stderr", result.stderr)):
+            _assert_no_secret(text, SUPERUSER_TOKEN, f"{stream} of matokit {' '.join(args)}")

@@ -24,6 +24,9 @@ def main(argv: list[str] | None = None) -> int:
         help="do not keep every request in memory (long benchmarks)",
     )
     parser.add_argument("--verbose", action="store_true", help="log requests to stderr")
+    parser.add_argument(
+        "--hits", metavar="FILE", help="JSON Lines of tracking parameters to store at start"
+    )
     args = parser.parse_args(argv)
 
     done = threading.Event()
@@ -39,6 +42,8 @@ def main(argv: list[str] | None = None) -> int:
         record_requests=not args.no_request_log,
         verbose=args.verbose,
     ).start()
+    if args.hits:
+        srv.load_hits(args.hits)
     if args.latency > 0:
         srv.add_fault(Fault(endpoint="any", latency=args.latency))
     # The first stdout line is the contract with whoever started us.

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import socket
 import sys
 import threading
@@ -10,6 +11,7 @@ import traceback
 from collections.abc import Callable, Mapping
 from email.utils import formatdate
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from types import TracebackType
 from typing import Any
 from urllib.parse import parse_qsl
@@ -425,6 +427,27 @@ class FakeMatomo:
         """What `./console login:unblock-blocked-ips` does."""
         with self.state.lock:
             self.state.failed.clear()
+
+    def load_hits(self, path: str | Path, *, idsite: int = 1) -> int:
+        """Track the hits of a JSON Lines file of tracking parameters (tests/fixtures/), now.
+
+        Each line is one hit's parameters (url, action_name, e_c, ...); idsite and rec=1 are
+        added when missing. They go through the tracker's rules; returns how many were stored.
+        """
+        ctx = tracking.TrackContext(
+            self.state, "127.0.0.1", "fixture", None, False, self.state.clock()
+        )
+        batch = []
+        for text in Path(path).read_text(encoding="utf-8").splitlines():
+            if not text.strip():
+                continue
+            params = {"idsite": str(idsite), "rec": "1"}
+            params.update({k: str(v) for k, v in json.loads(text).items()})
+            outcome, meta = tracking.evaluate(params, ctx)
+            if outcome == tracking.STORED and meta is not None:
+                batch.append((params, meta))
+        self.state.store(batch)
+        return len(batch)
 
     def add_tracking_failure(
         self, idsite: int, idfailure: int = 1, request_url: str = "?idsite=1&rec=1"
