@@ -8,10 +8,14 @@ import re
 from pathlib import Path
 
 import pytest
+from prometheus_client.openmetrics.parser import (
+    text_string_to_metric_families as openmetrics_families,
+)
 from prometheus_client.parser import text_string_to_metric_families
 
 from matokit import __version__
 from matokit.cli.health_render import (
+    prometheus_exposition,
     render_json,
     render_nagios,
     render_prometheus,
@@ -286,6 +290,49 @@ def test_prometheus_escapes_quotes_backslashes_and_newlines_in_labels_and_help()
     assert "# HELP matokit_api_x_y_z x\\\\y\\nz reported by the api check." in lines
     metrics = _families(text)
     assert metrics["matokit_matomo_info"][0][0] == {"profile": 'p"q\\r\ns', "version": TRICKY}
+
+
+PROMETHEUS_2_ACCEPT = (
+    "application/openmetrics-text;version=1.0.0,application/openmetrics-text;version=0.0.1;"
+    "q=0.75,text/plain;version=0.0.4;q=0.5,*/*;q=0.1"
+)
+PROMETHEUS_3_ACCEPT = (
+    "application/openmetrics-text;version=1.0.0;escaping=allow-utf-8;q=0.6,"
+    "application/openmetrics-text;version=0.0.1;q=0.5,text/plain;version=1.0.0;"
+    "escaping=allow-utf-8;q=0.4,text/plain;version=0.0.4;q=0.3,*/*;q=0.2"
+)
+
+
+@pytest.mark.parametrize(
+    ("accept", "content_type"),
+    [
+        (None, "text/plain; version=0.0.4; charset=utf-8"),
+        ("*/*", "text/plain; version=0.0.4; charset=utf-8"),
+        ("text/plain;version=0.0.4;q=0.3", "text/plain; version=0.0.4; charset=utf-8"),
+        # OpenMetrics before 1.0.0 is not a format prometheus_client writes.
+        ("application/openmetrics-text;version=0.0.1", "text/plain; version=0.0.4; charset=utf-8"),
+        ("application/openmetrics-text", "application/openmetrics-text; version=1.0.0"),
+        (PROMETHEUS_2_ACCEPT, "application/openmetrics-text; version=1.0.0"),
+        (PROMETHEUS_3_ACCEPT, "application/openmetrics-text; version=1.0.0"),
+    ],
+)
+def test_scrape_gets_openmetrics_when_its_accept_header_asks_for_it(
+    accept: str | None, content_type: str
+) -> None:
+    body, got_type = prometheus_exposition(_tricky_report(), accept)
+    text = body.decode("utf-8")
+    assert got_type.startswith(content_type)
+    expected = _exposed(render_prometheus(_tricky_report()))
+    if content_type.startswith("application/openmetrics-text"):
+        assert text.endswith("\n# EOF\n")
+        families = [
+            (f.name, f.documentation, f.type, [(dict(s.labels), s.value) for s in f.samples])
+            for f in openmetrics_families(text)  # the strict OpenMetrics parser
+        ]
+        assert families == expected
+    else:
+        assert "# EOF" not in text
+        assert _exposed(text) == expected
 
 
 def test_json_document_is_versioned_and_complete() -> None:
