@@ -30,7 +30,12 @@ def test_version_imports_no_heavy_library():
 
 
 def test_help_imports_no_network_library():
-    assert not _imported(["--help"]) & {"requests", "requests_cache", "urllib3"}
+    assert not _imported(["--help"]) & {
+        "requests",
+        "requests_cache",
+        "urllib3",
+        "prometheus_client",
+    }
 
 
 def test_only_the_prometheus_format_imports_prometheus_client():
