@@ -3,7 +3,9 @@
 The eight checks run concurrently; those needing the token wait for one shared
 `API.getMatomoVersion` call (lockout safety), so a full run should cost about as much as its
 slowest single check (two round trips), not the sum of all. Target: full run < 1.5x the
-slowest `--check NAME` run, both measured as whole `matokit` processes.
+slowest `--check NAME` run, both measured as whole `matokit` processes. Also `--format
+prometheus` (prometheus_client, imported only there) against `--format json`: target < 1.1x
+(ADR-0005).
 
     python bench/run.py --only health [--quick]
 """
@@ -24,6 +26,7 @@ from tests.fakematomo import SUPERUSER_TOKEN
 
 LATENCY = 0.1
 TARGET_RATIO = 1.5
+PROMETHEUS_TARGET = 1.1
 
 
 def run(quick: bool) -> list[dict[str, Any]]:
@@ -37,6 +40,8 @@ def run(quick: bool) -> list[dict[str, Any]]:
         base = [str(MATOKIT), "health", "--format", "json"]
         commands = {"all": base} | {name: [*base, "--check", name] for name in CHECKS}
         walls = median_walls(commands, runs, env)
+        # A pair of its own, alternating, so the two formats meet the same machine noise.
+        formats = median_walls({"json": base, "prometheus": [*base[:-1], "prometheus"]}, runs, env)
     full = walls.pop("all")
     slowest_name = max(walls, key=lambda name: walls[name])
     slowest = walls[slowest_name]
@@ -57,6 +62,15 @@ def run(quick: bool) -> list[dict[str, Any]]:
             "s",
             "sum of the 8 single-check runs",
             sum(walls.values()),
+        ),
+        figure(
+            "health --format prometheus (prometheus_client)",
+            formats["prometheus"],
+            "s",
+            "health --format json",
+            formats["json"],
+            target=f"< {PROMETHEUS_TARGET}x --format json (ADR-0005)",
+            met=formats["prometheus"] / formats["json"] < PROMETHEUS_TARGET,
         ),
     ]
 

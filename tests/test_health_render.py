@@ -8,9 +8,14 @@ import re
 from pathlib import Path
 
 import pytest
+from prometheus_client.openmetrics.parser import (
+    text_string_to_metric_families as openmetrics_families,
+)
 from prometheus_client.parser import text_string_to_metric_families
 
+from matokit import __version__
 from matokit.cli.health_render import (
+    prometheus_exposition,
     render_json,
     render_nagios,
     render_prometheus,
@@ -135,6 +140,199 @@ def test_prometheus_escapes_label_values() -> None:
     )
     metrics = _families(render_prometheus(report))
     assert metrics["matokit_matomo_info"][0][0]["version"] == 'a"b\\c\nd'
+
+
+def _exposed(text: str) -> list[tuple[str, str, str, list[tuple[dict[str, str], float]]]]:
+    """Every family as parsed: (name, HELP, TYPE, [(labels, value)]) in exposition order."""
+    return [
+        (f.name, f.documentation, f.type, [(dict(s.labels), s.value) for s in f.samples])
+        for f in text_string_to_metric_families(text)
+    ]
+
+
+def test_prometheus_families_help_labels_and_values_are_exactly_these() -> None:
+    # Pins what a scraper sees (names, HELP, TYPE, label sets, values, family order), so the
+    # exposition cannot drift whoever formats it; a metric unknown to the table gets a
+    # sanitised name matokit_<check>_<key>.
+    report = _report(
+        CheckResult("config", Status.OK, "ok", duration_s=0.001),
+        CheckResult(
+            "api",
+            Status.WARNING,
+            "slow",
+            metrics={"latency_seconds": 2.5},
+            duration_s=2.501,
+            info={"matomo_version": "5.11.2"},
+        ),
+        CheckResult(
+            "queue",
+            Status.OK,
+            "ok",
+            metrics={"depth": 3, "last_flush_timestamp_seconds": NOW - 60.125},
+            duration_s=0.01,
+        ),
+        CheckResult("tracking-failures", Status.OK, "ok", metrics={"odd-key.x": 7}),
+    )
+    profile = {"profile": "default"}
+    checks = ("config", "api", "queue", "tracking-failures")
+    statuses = (0, 1, 0, 0)
+    durations = (0.001, 2.501, 0.01, 0.0)
+    status_help = "Status of one check: 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN."
+    assert _exposed(render_prometheus(report)) == [
+        (
+            "matokit_up",
+            "1 when the last health run was OK or WARNING, 0 when CRITICAL or UNKNOWN.",
+            "gauge",
+            [(profile, 1.0)],
+        ),
+        (
+            "matokit_health_status",
+            "Overall health: 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN.",
+            "gauge",
+            [(profile, 1.0)],
+        ),
+        (
+            "matokit_check_status",
+            status_help,
+            "gauge",
+            [({**profile, "check": c}, s) for c, s in zip(checks, statuses, strict=True)],
+        ),
+        (
+            "matokit_check_duration_seconds",
+            "Time one check took.",
+            "gauge",
+            [({**profile, "check": c}, d) for c, d in zip(checks, durations, strict=True)],
+        ),
+        (
+            "matokit_api_latency_seconds",
+            "Time Matomo took to answer API.getMatomoVersion.",
+            "gauge",
+            [(profile, 2.5)],
+        ),
+        ("matokit_queue_depth", "Hits in the journal still to deliver.", "gauge", [(profile, 3)]),
+        (
+            "matokit_last_flush_timestamp_seconds",
+            "Unix time of the last recorded queue flush.",
+            "gauge",
+            [(profile, NOW - 60.125)],
+        ),
+        (
+            "matokit_tracking_failures_odd_key_x",
+            "odd-key.x reported by the tracking-failures check.",
+            "gauge",
+            [(profile, 7.0)],
+        ),
+        (
+            "matokit_matomo_info",
+            "Matomo's version as reported by API.getMatomoVersion.",
+            "gauge",
+            [({**profile, "version": "5.11.2"}, 1.0)],
+        ),
+        (
+            "matokit_build_info",
+            "MatoKit's version.",
+            "gauge",
+            [({**profile, "version": __version__}, 1.0)],
+        ),
+        (
+            "matokit_health_run_duration_seconds",
+            "Time the whole health run took.",
+            "gauge",
+            [(profile, 0.42)],
+        ),
+        (
+            "matokit_health_run_timestamp_seconds",
+            "Unix time the health run started.",
+            "gauge",
+            [(profile, NOW)],
+        ),
+    ]
+
+
+def test_prometheus_labels_a_report_without_a_profile_unknown() -> None:
+    report = HealthReport(
+        status=Status.CRITICAL,
+        checks=(CheckResult("config", Status.CRITICAL, "no url"),),
+        generated_at=NOW,
+        duration_s=0.1,
+        thresholds=Thresholds(),
+    )
+    metrics = _families(render_prometheus(report))
+    assert metrics["matokit_up"] == [({"profile": "unknown"}, 0.0)]
+
+
+TRICKY = 'a"b\\c\nd'  # a quote, a backslash and a newline
+
+
+def _tricky_report() -> HealthReport:
+    return HealthReport(
+        status=Status.OK,
+        checks=(
+            CheckResult(
+                "api", Status.OK, "ok", metrics={"x\\y\nz": 1}, info={"matomo_version": TRICKY}
+            ),
+        ),
+        generated_at=NOW,
+        duration_s=0.1,
+        thresholds=Thresholds(),
+        profile='p"q\\r\ns',
+    )
+
+
+def test_prometheus_escapes_quotes_backslashes_and_newlines_in_labels_and_help() -> None:
+    text = render_prometheus(_tricky_report())
+    lines = text.splitlines()
+    # A raw newline would start a line the scraper cannot parse.
+    assert all(line.startswith(("# HELP ", "# TYPE ", "matokit_")) for line in lines), text
+    info = next(line for line in lines if line.startswith("matokit_matomo_info{"))
+    assert 'version="a\\"b\\\\c\\nd"' in info
+    assert 'profile="p\\"q\\\\r\\ns"' in info
+    assert "# HELP matokit_api_x_y_z x\\\\y\\nz reported by the api check." in lines
+    metrics = _families(text)
+    assert metrics["matokit_matomo_info"][0][0] == {"profile": 'p"q\\r\ns', "version": TRICKY}
+
+
+PROMETHEUS_2_ACCEPT = (
+    "application/openmetrics-text;version=1.0.0,application/openmetrics-text;version=0.0.1;"
+    "q=0.75,text/plain;version=0.0.4;q=0.5,*/*;q=0.1"
+)
+PROMETHEUS_3_ACCEPT = (
+    "application/openmetrics-text;version=1.0.0;escaping=allow-utf-8;q=0.6,"
+    "application/openmetrics-text;version=0.0.1;q=0.5,text/plain;version=1.0.0;"
+    "escaping=allow-utf-8;q=0.4,text/plain;version=0.0.4;q=0.3,*/*;q=0.2"
+)
+
+
+@pytest.mark.parametrize(
+    ("accept", "content_type"),
+    [
+        (None, "text/plain; version=0.0.4; charset=utf-8"),
+        ("*/*", "text/plain; version=0.0.4; charset=utf-8"),
+        ("text/plain;version=0.0.4;q=0.3", "text/plain; version=0.0.4; charset=utf-8"),
+        # OpenMetrics before 1.0.0 is not a format prometheus_client writes.
+        ("application/openmetrics-text;version=0.0.1", "text/plain; version=0.0.4; charset=utf-8"),
+        ("application/openmetrics-text", "application/openmetrics-text; version=1.0.0"),
+        (PROMETHEUS_2_ACCEPT, "application/openmetrics-text; version=1.0.0"),
+        (PROMETHEUS_3_ACCEPT, "application/openmetrics-text; version=1.0.0"),
+    ],
+)
+def test_scrape_gets_openmetrics_when_its_accept_header_asks_for_it(
+    accept: str | None, content_type: str
+) -> None:
+    body, got_type = prometheus_exposition(_tricky_report(), accept)
+    text = body.decode("utf-8")
+    assert got_type.startswith(content_type)
+    expected = _exposed(render_prometheus(_tricky_report()))
+    if content_type.startswith("application/openmetrics-text"):
+        assert text.endswith("\n# EOF\n")
+        families = [
+            (f.name, f.documentation, f.type, [(dict(s.labels), s.value) for s in f.samples])
+            for f in openmetrics_families(text)  # the strict OpenMetrics parser
+        ]
+        assert families == expected
+    else:
+        assert "# EOF" not in text
+        assert _exposed(text) == expected
 
 
 def test_json_document_is_versioned_and_complete() -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 
-HEAVY = ("requests", "requests_cache", "rich", "urllib3")
+HEAVY = ("requests", "requests_cache", "rich", "urllib3", "prometheus_client")
 
 
 def _imported(args: list[str]) -> set[str]:
@@ -30,4 +30,17 @@ def test_version_imports_no_heavy_library():
 
 
 def test_help_imports_no_network_library():
-    assert not _imported(["--help"]) & {"requests", "requests_cache", "urllib3"}
+    assert not _imported(["--help"]) & {
+        "requests",
+        "requests_cache",
+        "urllib3",
+        "prometheus_client",
+    }
+
+
+def test_only_the_prometheus_format_imports_prometheus_client():
+    # ADR-0005: the library costs import time, so `health` pays it only when it writes metrics.
+    assert "prometheus_client" not in _imported(["health", "--check", "cache", "--format", "json"])
+    assert "prometheus_client" in _imported(
+        ["health", "--check", "cache", "--format", "prometheus"]
+    )

@@ -1,13 +1,13 @@
 """Renderers of a HealthReport: text (a rich table), JSON, Prometheus text, Nagios plugin output.
 
 All but the text table return strings, so `--output FILE`, stdout and `health serve` share them.
-The Prometheus exposition is written by hand (prometheus_client is only a test dependency).
+prometheus_client writes the Prometheus and OpenMetrics expositions; it is imported only when one
+is asked for (ADR-0005).
 """
 
 from __future__ import annotations
 
 import json
-import math
 from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
@@ -17,10 +17,11 @@ from matokit.health import SCHEMA, SKIPPED_AFTER_API, CheckResult, HealthReport,
 from matokit.sanitize import printable
 
 if TYPE_CHECKING:
+    from prometheus_client.metrics_core import GaugeMetricFamily
+    from prometheus_client.registry import CollectorRegistry
     from rich.console import Console
 
 FORMATS = ("text", "json", "prometheus", "nagios")
-PROMETHEUS_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 _STYLES = {
     Status.OK: "green",
@@ -138,37 +139,29 @@ _KNOWN: dict[tuple[str, str], tuple[str, str]] = {
 
 
 class _Families:
-    """Metric families in first-seen order, each with its HELP, TYPE and samples."""
+    """Gauge families in first-seen order, every sample with the base labels: the collector of
+    a private prometheus_client registry."""
 
     def __init__(self, base_labels: Mapping[str, str]) -> None:
         self._base = dict(base_labels)
-        self._order: list[str] = []
-        self._help: dict[str, str] = {}
-        self._samples: dict[str, list[str]] = {}
+        self._families: dict[str, GaugeMetricFamily] = {}
 
     def add(
         self, name: str, help_text: str, value: float, labels: Mapping[str, str] | None = None
     ) -> None:
-        if name not in self._help:
-            self._order.append(name)
-            self._help[name] = help_text
-            self._samples[name] = []
-        all_labels = {**self._base, **(labels or {})}
-        label_text = ",".join(f'{k}="{_escape_label(v)}"' for k, v in all_labels.items())
-        label_part = "{" + label_text + "}" if label_text else ""
-        self._samples[name].append(f"{name}{label_part} {_prom_number(value)}")
+        from prometheus_client.metrics_core import GaugeMetricFamily
 
-    def text(self) -> str:
-        lines: list[str] = []
-        for name in self._order:
-            lines.append(f"# HELP {name} {_escape_help(self._help[name])}")
-            lines.append(f"# TYPE {name} gauge")
-            lines.extend(self._samples[name])
-        return "\n".join(lines) + "\n"
+        family = self._families.get(name)
+        if family is None:
+            family = self._families[name] = GaugeMetricFamily(name, help_text)
+        # Samples of one family may carry different labels: add_sample, not add_metric.
+        family.add_sample(name, {**self._base, **(labels or {})}, float(value))
+
+    def collect(self) -> list[GaugeMetricFamily]:
+        return list(self._families.values())
 
 
-def render_prometheus(report: HealthReport) -> str:
-    """Prometheus text exposition (format 0.0.4); every sample carries the profile label."""
+def _families(report: HealthReport) -> _Families:
     families = _Families({"profile": report.profile or "unknown"})
     up = 1 if report.status in (Status.OK, Status.WARNING) else 0
     families.add(
@@ -219,7 +212,7 @@ def render_prometheus(report: HealthReport) -> str:
         "Unix time the health run started.",
         round(report.generated_at, 3),
     )
-    return families.text()
+    return families
 
 
 def _metric_name(check: str, key: str) -> str:
@@ -227,23 +220,29 @@ def _metric_name(check: str, key: str) -> str:
     return "".join(ch if ch.isalnum() or ch == "_" else "_" for ch in raw)
 
 
-def _escape_label(value: str) -> str:
-    return str(value).replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+def _registry(report: HealthReport) -> CollectorRegistry:
+    from prometheus_client.registry import CollectorRegistry
+
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(_families(report))
+    return registry
 
 
-def _escape_help(value: str) -> str:
-    return value.replace("\\", "\\\\").replace("\n", "\\n")
+def render_prometheus(report: HealthReport) -> str:
+    """Prometheus text exposition (format 0.0.4); every sample carries the profile label."""
+    from prometheus_client.exposition import generate_latest
+
+    return generate_latest(_registry(report)).decode("utf-8")
 
 
-def _prom_number(value: float) -> str:
-    number = float(value)
-    if math.isnan(number):
-        return "NaN"
-    if math.isinf(number):
-        return "+Inf" if number > 0 else "-Inf"
-    if number.is_integer() and abs(number) < 2**53:
-        return str(int(number))
-    return repr(number)
+def prometheus_exposition(report: HealthReport, accept: str | None) -> tuple[bytes, str]:
+    """`(body, Content-Type)` for a scrape: OpenMetrics when `accept` (the request's Accept
+    header) asks for application/openmetrics-text, else the Prometheus text format (0.0.4
+    unless text/plain version 1.0.0 is asked for). prometheus_client's own negotiation."""
+    from prometheus_client.exposition import choose_encoder
+
+    encoder, content_type = choose_encoder(accept or "")
+    return encoder(_registry(report)), content_type
 
 
 # --- Nagios / monitoring plugins ------------------------------------------------------------------

@@ -1,9 +1,10 @@
 """The `health serve` exporter: a small ThreadingHTTPServer over a CachedHealth.
 
-Endpoints: `/metrics` (Prometheus text), `/healthz` (JSON; 200 when OK or WARNING, 503 when
-CRITICAL or UNKNOWN) and `/tools/get-health-status` (GET or POST, the same as /healthz: the path
-monitors of MatoKit's earlier HTTP service poll). Every scrape within `--interval` reuses one
-health run; concurrent scrapes wait for the same run. SIGTERM and SIGINT stop it cleanly.
+Endpoints: `/metrics` (Prometheus text, or OpenMetrics when the scraper's Accept header asks for
+it), `/healthz` (JSON; 200 when OK or WARNING, 503 when CRITICAL or UNKNOWN) and
+`/tools/get-health-status` (GET or POST, the same as /healthz: the path monitors of MatoKit's
+earlier HTTP service poll). Every scrape within `--interval` reuses one health run; concurrent
+scrapes wait for the same run. SIGTERM and SIGINT stop it cleanly.
 """
 
 from __future__ import annotations
@@ -101,11 +102,7 @@ class _Handler(BaseHTTPRequestHandler):
             self.close_connection = True
 
     def _answer(self, *, head: bool) -> None:
-        from matokit.cli.health_render import (
-            PROMETHEUS_CONTENT_TYPE,
-            render_json,
-            render_prometheus,
-        )
+        from matokit.cli.health_render import prometheus_exposition, render_json
 
         path = self._path()
         if path == "/":
@@ -122,8 +119,8 @@ class _Handler(BaseHTTPRequestHandler):
             self._send(500, *_error(f"health run failed: {exc.__class__.__name__}"), head=head)
             return
         if path == "/metrics":
-            body = render_prometheus(report).encode("utf-8")
-            self._send(200, body, PROMETHEUS_CONTENT_TYPE, head=head)
+            body, content_type = prometheus_exposition(report, self.headers.get("Accept"))
+            self._send(200, body, content_type, head=head)
             return
         status = 200 if report.status in (Status.OK, Status.WARNING) else 503
         body = render_json(report).encode("utf-8")

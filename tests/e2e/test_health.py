@@ -13,6 +13,9 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+from prometheus_client.openmetrics.parser import (
+    text_string_to_metric_families as openmetrics_families,
+)
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.e2e.conftest import RunMatokit, SpawnMatokit
@@ -338,9 +341,12 @@ def _start_exporter(spawn: SpawnMatokit, env: dict[str, str], *args: str) -> tup
     return proc, match.group(1)
 
 
-def _get(url: str, data: bytes | None = None) -> tuple[int, str, str]:
+def _get(
+    url: str, data: bytes | None = None, headers: dict[str, str] | None = None
+) -> tuple[int, str, str]:
+    request = urllib.request.Request(url, data=data, headers=headers or {})
     try:
-        with urllib.request.urlopen(url, data=data, timeout=10) as response:
+        with urllib.request.urlopen(request, timeout=10) as response:
             body = response.read().decode()
             return response.status, response.headers["Content-Type"], body
     except urllib.error.HTTPError as error:
@@ -376,6 +382,31 @@ def test_exporter_asks_matomo_once_per_interval_however_often_scraped(
     names = {f.name for f in text_string_to_metric_families(body)}
     assert {"matokit_up", "matokit_api_latency_seconds", "matokit_queue_depth"} <= names
 
+    proc.send_signal(signal.SIGTERM)  # type: ignore[attr-defined]
+    assert proc.wait(timeout=10) == 0  # type: ignore[attr-defined]
+
+
+def test_exporter_serves_openmetrics_to_a_scraper_that_asks_for_it(
+    spawn_matokit: SpawnMatokit, fake_matomo: FakeMatomo
+) -> None:
+    proc, base = _start_exporter(spawn_matokit, _env(fake_matomo), "--interval", "30s")
+    # What Prometheus 2.x sends by default.
+    accept = (
+        "application/openmetrics-text;version=1.0.0,application/openmetrics-text;"
+        "version=0.0.1;q=0.75,text/plain;version=0.0.4;q=0.5,*/*;q=0.1"
+    )
+    status, content_type, body = _get(base + "/metrics", headers={"Accept": accept})
+    assert status == 200
+    assert content_type.startswith("application/openmetrics-text; version=1.0.0; charset=utf-8")
+    assert body.endswith("\n# EOF\n")
+    families = {f.name: f for f in openmetrics_families(body)}
+    assert families["matokit_up"].samples[0].value == 1
+    assert families["matokit_up"].samples[0].labels == {"profile": "default"}
+
+    status, content_type, text = _get(base + "/metrics", headers={"Accept": "*/*"})
+    assert status == 200 and content_type.startswith("text/plain; version=0.0.4")
+    assert "# EOF" not in text
+    assert {f.name for f in text_string_to_metric_families(text)} == set(families)
     proc.send_signal(signal.SIGTERM)  # type: ignore[attr-defined]
     assert proc.wait(timeout=10) == 0  # type: ignore[attr-defined]
 
