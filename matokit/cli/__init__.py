@@ -36,14 +36,28 @@ class AppState:
     debug: bool = False
     command: str = ""
     _settings: Settings | None = None
+    _logging: tuple[str, str] | None = None
 
     def settings(self) -> Settings:
-        """Resolve the configuration once per run (flag > env > .env > file > default)."""
+        """Resolve the configuration once per run (flag > env > .env > file > default).
+
+        Logging is set up again from the result: the profile may set log_format or log_level.
+        """
         if self._settings is None:
             from matokit.config import resolve
 
             self._settings = resolve(self.flags)
+            self.configure_logging(self._settings.log_format, self._settings.log_level)
         return self._settings
+
+    def configure_logging(self, fmt: str, level: str) -> None:
+        """Send logs to stderr in `fmt` at `level`; level debug also shows tracebacks."""
+        from matokit.logs import setup_logging
+
+        self.debug = level == "debug"
+        if self._logging != (fmt, level):
+            self._logging = (fmt, level)
+            setup_logging(fmt=fmt, level=LEVELS[level], context={"command": self.command})
 
 
 def state(ctx: typer.Context) -> AppState:
@@ -79,8 +93,9 @@ def run(args: list[str]) -> int:
     from matokit.errors import MatokitError
     from matokit.stopping import Interrupted
 
-    debug = "--debug" in args or os.environ.get("MATOKIT_LOG_LEVEL", "").lower() == "debug"
-    app_state = AppState(debug=debug)
+    # Until the global options are parsed (and the configuration after them), only the flag
+    # can ask for tracebacks.
+    app_state = AppState(debug="--debug" in args)
     try:
         import click
         import typer

@@ -2,17 +2,18 @@
 
 from __future__ import annotations
 
-import logging
-import os
 from typing import Any
 
 import typer
 
 from matokit import __version__
-from matokit.cli import LEVELS, AppState, state
+from matokit.cli import state
+from matokit.config import option_env, resolve_logging
 
 
 def _opt(name: str, help_text: str) -> Any:
+    env = option_env().get(name)  # the variable named in the help comes from the settings table
+    help_text = f"{help_text} [env: {env}]" if env else help_text
     return typer.Option(None, name, help=help_text, show_default=False)
 
 
@@ -50,17 +51,13 @@ def build_app() -> typer.Typer:
 
 def _global_options(
     ctx: typer.Context,
-    profile: str | None = _opt("--profile", "Profile of the config file [env: MATOKIT_PROFILE]"),
-    url: str | None = _opt("--url", "Matomo base URL [env: MATOMO_URL]"),
-    site: str | None = _opt("--site", "Default idSite [env: MATOMO_SITE_ID]"),
-    token_file: str | None = _opt(
-        "--token-file", "File holding token_auth [env: MATOMO_TOKEN_FILE]"
-    ),
-    config_path: str | None = _opt("--config", "Config file [env: MATOKIT_CONFIG]"),
-    timeout: str | None = _opt("--timeout", "HTTP timeout in seconds [env: MATOKIT_TIMEOUT]"),
-    log_format: str | None = _opt(
-        "--log-format", "Logs on stderr: text|json [env: MATOKIT_LOG_FORMAT]"
-    ),
+    profile: str | None = _opt("--profile", "Profile of the config file"),
+    url: str | None = _opt("--url", "Matomo base URL"),
+    site: str | None = _opt("--site", "Default idSite"),
+    token_file: str | None = _opt("--token-file", "File holding token_auth"),
+    config_path: str | None = _opt("--config", "Config file"),
+    timeout: str | None = _opt("--timeout", "HTTP timeout in seconds"),
+    log_format: str | None = _opt("--log-format", "Logs on stderr: text|json"),
     verbose: bool = _flag("--verbose", "-v", help="More log output (info)."),
     quiet: bool = _flag("--quiet", "-q", help="Only errors on stderr."),
     debug: bool = _flag("--debug", help="Debug logs, HTTP traces and tracebacks (token redacted)."),
@@ -79,22 +76,11 @@ def _global_options(
         "--config": config_path,
         "--timeout": timeout,
         "--log-format": log_format,
+        "--verbose": verbose or None,
+        "--quiet": quiet or None,
+        "--debug": debug or None,
     }
-    app_state.debug = debug or app_state.debug
     app_state.command = ctx.invoked_subcommand or ""
-    _configure_logging(app_state, verbose=verbose, quiet=quiet)
-
-
-def _configure_logging(app_state: AppState, *, verbose: bool, quiet: bool) -> None:
-    from matokit.logs import setup_logging
-
-    level = LEVELS.get(os.environ.get("MATOKIT_LOG_LEVEL", "").lower(), logging.WARNING)
-    if verbose:
-        level = logging.INFO
-    if quiet:
-        level = logging.ERROR
-    if app_state.debug:
-        level = logging.DEBUG
-    fmt = app_state.flags.get("--log-format") or os.environ.get("MATOKIT_LOG_FORMAT") or "text"
-    fmt = fmt if fmt in ("text", "json") else "text"
-    setup_logging(fmt=fmt, level=level, context={"command": app_state.command})
+    # Logging before the profile is read (and for errors while it is): flag > env > .env.
+    # The first command to resolve the settings sets it up again with the profile's values.
+    app_state.configure_logging(*resolve_logging(app_state.flags))
