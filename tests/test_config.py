@@ -430,3 +430,12 @@ def test_the_environment_scan_sees_each_way_of_reading():
     ):
         assert _environment_reads(code), code
 
+
+def test_readme_configuration_names_every_setting_and_its_variable():
+    readme = (PACKAGE.parent / "README.md").read_text()
+    section = readme.split("## Configuration", 1)[1].split("\n## ", 1)[0]
+    from matokit.config import KEYS
+
+    missing = [k.name for k in KEYS if f"`{k.name}`" not in section]
+    missing += [k.env for k in KEYS if k.env and f"`{k.env}`" not in section]
+    assert missing == [], "document these in README.md, Configuration"
