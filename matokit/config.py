@@ -321,13 +321,15 @@ def read_dotenv(cwd: Path) -> tuple[dict[str, str], Path | None]:
     return values, path
 
 
-@dataclass(frozen=True)
 class _Layers:
     """The flag, environment and `.env` layers of one resolution, each read once."""
 
-    flags: Mapping[str, Any]
-    env: Mapping[str, str]
-    dotenv: Mapping[str, str]
+    __slots__ = ("dotenv", "env", "flags")
+
+    def __init__(
+        self, *, flags: Mapping[str, Any], env: Mapping[str, str], dotenv: Mapping[str, str]
+    ) -> None:
+        self.flags, self.env, self.dotenv = flags, env, dotenv
 
     def find(self, flag: str | None, env_name: str | None) -> tuple[Any, str] | None:
         """The value of the first layer that sets it, with that layer's label."""

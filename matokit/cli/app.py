@@ -8,12 +8,9 @@ import typer
 
 from matokit import __version__
 from matokit.cli import state
-from matokit.config import option_env, resolve_logging
 
 
 def _opt(name: str, help_text: str) -> Any:
-    env = option_env().get(name)  # the variable named in the help comes from the settings table
-    help_text = f"{help_text} [env: {env}]" if env else help_text
     return typer.Option(None, name, help=help_text, show_default=False)
 
 
@@ -51,13 +48,17 @@ def build_app() -> typer.Typer:
 
 def _global_options(
     ctx: typer.Context,
-    profile: str | None = _opt("--profile", "Profile of the config file"),
-    url: str | None = _opt("--url", "Matomo base URL"),
-    site: str | None = _opt("--site", "Default idSite"),
-    token_file: str | None = _opt("--token-file", "File holding token_auth"),
-    config_path: str | None = _opt("--config", "Config file"),
-    timeout: str | None = _opt("--timeout", "HTTP timeout in seconds"),
-    log_format: str | None = _opt("--log-format", "Logs on stderr: text|json"),
+    profile: str | None = _opt("--profile", "Profile of the config file [env: MATOKIT_PROFILE]"),
+    url: str | None = _opt("--url", "Matomo base URL [env: MATOMO_URL]"),
+    site: str | None = _opt("--site", "Default idSite [env: MATOMO_SITE_ID]"),
+    token_file: str | None = _opt(
+        "--token-file", "File holding token_auth [env: MATOMO_TOKEN_FILE]"
+    ),
+    config_path: str | None = _opt("--config", "Config file [env: MATOKIT_CONFIG]"),
+    timeout: str | None = _opt("--timeout", "HTTP timeout in seconds [env: MATOKIT_TIMEOUT]"),
+    log_format: str | None = _opt(
+        "--log-format", "Logs on stderr: text|json [env: MATOKIT_LOG_FORMAT]"
+    ),
     verbose: bool = _flag("--verbose", "-v", help="More log output (info)."),
     quiet: bool = _flag("--quiet", "-q", help="Only errors on stderr."),
     debug: bool = _flag("--debug", help="Debug logs, HTTP traces and tracebacks (token redacted)."),
@@ -83,4 +84,6 @@ def _global_options(
     app_state.command = ctx.invoked_subcommand or ""
     # Logging before the profile is read (and for errors while it is): flag > env > .env.
     # The first command to resolve the settings sets it up again with the profile's values.
+    from matokit.config import resolve_logging
+
     app_state.configure_logging(*resolve_logging(app_state.flags))
