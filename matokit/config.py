@@ -1,8 +1,10 @@
 """Settings resolution: flag > environment > `.env` > config file profile > default.
 
-`resolve()` is the only place that reads configuration. It keeps, for every value, the layer
-it came from, so `matokit config show` can explain the result. The token itself is never read
-here: `Settings.token()` loads it from its source on first use.
+This module is the only reader of configuration: the environment, `.env` and the config file
+(a test scans the package for other readers). `resolve()` keeps, for every value, the layer it
+came from, so `matokit config show` can explain the result; `locate()` and `resolve_logging()`
+answer the two questions asked before a profile can be resolved. The token itself is never
+read here: `Settings.token()` loads it from its source on first use.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 from matokit.durations import parse_duration
-from matokit.errors import ConfigError, InsecureURLError, UsageError
+from matokit.errors import ConfigError, InsecureURLError, MatokitError, UsageError
 from matokit.redact import register_url_credentials
 from matokit.secrets import TokenSource, check_private_file
 
@@ -26,6 +28,16 @@ PROFILE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
 # Source labels shown by `config show`.
 FLAG, ENV, DOTENV, FILE, DEFAULT = "flag", "env", ".env", "config file", "default"
+
+# Options resolved beside KEYS (they choose the file, the profile and the token), with the
+# variable that can replace each.
+CONFIG_OPTION = ("--config", "MATOKIT_CONFIG")
+PROFILE_OPTION = ("--profile", "MATOKIT_PROFILE")
+TOKEN_FILE_OPTION = ("--token-file", "MATOMO_TOKEN_FILE")
+
+LOG_LEVELS = ("debug", "info", "warning", "error")
+# The flags that set log_level, strongest first (--debug wins over --quiet over --verbose).
+LEVEL_FLAGS = (("--debug", "debug"), ("--quiet", "error"), ("--verbose", "info"))
 
 
 @dataclass(frozen=True)
@@ -82,6 +94,13 @@ def _log_format(value: Any) -> str:
     return text
 
 
+def _log_level(value: Any) -> str:
+    text = str(value).strip().lower()
+    if text not in LOG_LEVELS:
+        raise ValueError("must be " + ", ".join(LOG_LEVELS[:-1]) + " or " + LOG_LEVELS[-1])
+    return text
+
+
 def _path(value: Any) -> Path:
     text = str(value).strip()
     if not text:
@@ -131,10 +150,20 @@ KEYS: tuple[Key, ...] = (
     Key("queuedtracking", _bool, False, help="add queuedtracking=0 (QueuedTracking plugin)"),
     Key("log_format", _log_format, "text", "MATOKIT_LOG_FORMAT", "--log-format", "text or json"),
     Key("csv_safe", _bool, False, "MATOKIT_CSV_SAFE", help="defuse formulas in CSV output"),
+    Key("log_level", _log_level, "warning", "MATOKIT_LOG_LEVEL", help="debug|info|warning|error"),
 )
 KEYS_BY_NAME = {key.name: key for key in KEYS}
 TOKEN_KEYS = ("token", "token_file", "token_env", "token_command")
 PROFILE_KEYS = frozenset(KEYS_BY_NAME) | frozenset(TOKEN_KEYS)
+
+
+def option_env() -> dict[str, str]:
+    """Every global option that a variable can replace, with that variable (for `describe`)."""
+    names = dict((CONFIG_OPTION, PROFILE_OPTION, TOKEN_FILE_OPTION))
+    names.update({key.flag: key.env for key in KEYS if key.flag and key.env})
+    level_env = str(KEYS_BY_NAME["log_level"].env)
+    names.update({flag: level_env for flag, _ in LEVEL_FLAGS})
+    return names
 
 
 @dataclass(frozen=True)
@@ -235,10 +264,8 @@ def _is_loopback(host: str) -> bool:
         return False
 
 
-def default_config_path(env: Mapping[str, str]) -> Path:
-    """`MATOKIT_CONFIG`, else platformdirs' user config dir."""
-    if env.get("MATOKIT_CONFIG"):
-        return Path(env["MATOKIT_CONFIG"]).expanduser()
+def default_config_path() -> Path:
+    """The config file when no option or variable names one: platformdirs' user config dir."""
     from platformdirs import user_config_dir
 
     return Path(user_config_dir(APP_NAME)) / "config.toml"
@@ -296,6 +323,128 @@ def read_dotenv(cwd: Path) -> tuple[dict[str, str], Path | None]:
     return values, path
 
 
+class _Layers:
+    """The flag, environment and `.env` layers of one resolution, each read once."""
+
+    __slots__ = ("dotenv", "env", "flags")
+
+    def __init__(
+        self, *, flags: Mapping[str, Any], env: Mapping[str, str], dotenv: Mapping[str, str]
+    ) -> None:
+        self.flags, self.env, self.dotenv = flags, env, dotenv
+
+    def find(self, flag: str | None, env_name: str | None) -> tuple[Any, str] | None:
+        """The value of the first layer that sets it, with that layer's label."""
+        if flag and flag in self.flags:
+            return self.flags[flag], FLAG
+        if env_name and self.env.get(env_name, "") != "":
+            return self.env[env_name], ENV
+        if env_name and self.dotenv.get(env_name, "") != "":
+            return self.dotenv[env_name], DOTENV
+        return None
+
+    def find_key(self, key: Key) -> tuple[Any, str] | None:
+        """A setting from these layers; log_level's flags are --debug, --quiet, --verbose."""
+        if key.name == "log_level":
+            level = next((lvl for flag, lvl in LEVEL_FLAGS if self.flags.get(flag)), None)
+            if level is not None:
+                return level, FLAG
+        return self.find(key.flag, key.env)
+
+
+def _read_layers(
+    flags: Mapping[str, Any] | None,
+    env: Mapping[str, str] | None,
+    cwd: Path | None,
+    *,
+    tolerant: bool = False,
+) -> _Layers:
+    """The three layers; `tolerant` reads an unreadable or unsafe `.env` as empty."""
+    try:
+        dotenv = read_dotenv(cwd or Path.cwd())[0]
+    except ConfigError:
+        if not tolerant:
+            raise
+        dotenv = {}
+    return _Layers(
+        flags={k: v for k, v in (flags or {}).items() if v is not None},
+        env=dict(os.environ if env is None else env),
+        dotenv=dotenv,
+    )
+
+
+@dataclass(frozen=True)
+class Location:
+    """The config file and the profile a run uses, and the layer each choice came from."""
+
+    config_path: Path
+    config_source: str
+    profile: str
+    profile_source: str
+
+
+def locate(
+    flags: Mapping[str, Any] | None = None,
+    *,
+    env: Mapping[str, str] | None = None,
+    cwd: Path | None = None,
+) -> Location:
+    """The config file and profile selected, neither required to exist (for `config init`)."""
+    return _locate(_read_layers(flags, env, cwd))
+
+
+def _locate(layers: _Layers) -> Location:
+    config = layers.find(*CONFIG_OPTION)
+    config_path = Path(str(config[0])).expanduser() if config else default_config_path()
+    chosen = layers.find(*PROFILE_OPTION)
+    profile = str(chosen[0]) if chosen else DEFAULT_PROFILE
+    if not PROFILE_NAME.match(profile):
+        # Invalid on the command line: a usage error (2); from env or .env: config (78).
+        raise (UsageError if chosen and chosen[1] == FLAG else ConfigError)(
+            f"Profile name {profile!r} is not valid.",
+            hint="Use letters, digits, '.', '_' or '-' (it names a directory).",
+        )
+    return Location(
+        config_path=config_path,
+        config_source=config[1] if config else DEFAULT,
+        profile=profile,
+        profile_source=chosen[1] if chosen else DEFAULT,
+    )
+
+
+def early_profile(flags: Mapping[str, Any] | None = None) -> str:
+    """The profile selected by flag, environment or `.env`, for log lines written before
+    `resolve()`; never raises (an invalid choice is reported by `resolve()`)."""
+    try:
+        return locate(flags).profile
+    except MatokitError:
+        return DEFAULT_PROFILE
+
+
+def resolve_logging(
+    flags: Mapping[str, Any] | None = None,
+    *,
+    env: Mapping[str, str] | None = None,
+    cwd: Path | None = None,
+) -> tuple[str, str]:
+    """(log_format, log_level) from the flag, environment and `.env` layers only.
+
+    For the logging a run needs before `resolve()` has read the profile, and for the errors
+    raised while it does. Never raises: an unreadable `.env` or a value that does not parse
+    leaves the default here, and `resolve()` then reports it properly.
+    """
+    layers = _read_layers(flags, env, cwd, tolerant=True)
+    chosen: list[str] = []
+    for name in ("log_format", "log_level"):
+        key = KEYS_BY_NAME[name]
+        found = layers.find_key(key)
+        try:
+            chosen.append(key.parse(found[0]) if found else key.default)
+        except ValueError:
+            chosen.append(key.default)
+    return chosen[0], chosen[1]
+
+
 def resolve(
     flags: Mapping[str, Any] | None = None,
     *,
@@ -303,24 +452,10 @@ def resolve(
     cwd: Path | None = None,
 ) -> Settings:
     """Resolve every setting for the selected profile, keeping where each came from."""
-    flags = {k: v for k, v in (flags or {}).items() if v is not None}
-    env = dict(os.environ if env is None else env)
-    dotenv, _ = read_dotenv(cwd or Path.cwd())
-
-    def layered(flag: str | None, env_name: str | None) -> tuple[Any, str] | None:
-        if flag and flag in flags:
-            return flags[flag], FLAG
-        if env_name and env.get(env_name, "") != "":
-            return env[env_name], ENV
-        if env_name and dotenv.get(env_name, "") != "":
-            return dotenv[env_name], DOTENV
-        return None
-
-    config_flag = layered("--config", "MATOKIT_CONFIG")
-    config_path = (
-        Path(str(config_flag[0])).expanduser() if config_flag else default_config_path(env)
-    )
-    if config_flag and config_flag[1] == FLAG and not config_path.exists():
+    layers = _read_layers(flags, env, cwd)
+    where = _locate(layers)
+    config_path, profile = where.config_path, where.profile
+    if where.config_source == FLAG and not config_path.exists():
         import shlex  # only on this path: keep startup lean
 
         raise ConfigError(
@@ -330,14 +465,7 @@ def resolve(
         )
     parsed = load_config_file(config_path)
     profiles: dict[str, dict[str, Any]] = parsed.get("profiles", {})
-
-    chosen = layered("--profile", "MATOKIT_PROFILE")
-    profile = str(chosen[0]) if chosen else DEFAULT_PROFILE
-    if not PROFILE_NAME.match(profile):
-        raise (UsageError if chosen and chosen[1] == FLAG else ConfigError)(
-            f"Profile name {profile!r} is not valid.",
-            hint="Use letters, digits, '.', '_' or '-' (it names a directory).",
-        )
+    chosen = where.profile_source != DEFAULT
     if profile not in profiles and (chosen or profiles) and profile != DEFAULT_PROFILE:
         known = ", ".join(sorted(profiles)) or "none"
         raise ConfigError(
@@ -350,7 +478,7 @@ def resolve(
     values: dict[str, Any] = {}
     sources: dict[str, str] = {}
     for key in KEYS:
-        found = layered(key.flag, key.env)
+        found = layers.find_key(key)
         if found is None and key.name in section:
             found = (section[key.name], FILE)
         if found is None:
@@ -367,8 +495,8 @@ def resolve(
 
     _default_dirs(values, sources, profile)
     values["profile"] = profile
-    sources["profile"] = chosen[1] if chosen else DEFAULT
-    token_source = _token_source(flags, env, dotenv, section, config_path, values)
+    sources["profile"] = where.profile_source
+    token_source = _token_source(layers, section, config_path, values)
     return Settings(
         profile=profile,
         config_path=config_path,
@@ -438,21 +566,21 @@ def _default_dirs(values: dict[str, Any], sources: dict[str, str], profile: str)
 
 
 def _token_source(
-    flags: Mapping[str, Any],
-    env: Mapping[str, str],
-    dotenv: Mapping[str, str],
+    layers: _Layers,
     section: Mapping[str, Any],
     config_path: Path,
     values: Mapping[str, Any],
 ) -> TokenSource | None:
     timeout = float(values["token_command_timeout"])
-    if flags.get("--token-file"):
-        return TokenSource("file", str(Path(flags["--token-file"]).expanduser()), FLAG)
-    for layer, origin, kind in ((env, ENV, "env"), (dotenv, DOTENV, "dotenv")):
+    flag, file_env = TOKEN_FILE_OPTION
+    if layers.flags.get(flag):
+        return TokenSource("file", str(Path(layers.flags[flag]).expanduser()), FLAG)
+    env = layers.env
+    for layer, origin, kind in ((env, ENV, "env"), (layers.dotenv, DOTENV, "dotenv")):
         if layer.get("MATOMO_TOKEN"):
             return TokenSource(kind, "MATOMO_TOKEN", origin, value=layer["MATOMO_TOKEN"])
-        if layer.get("MATOMO_TOKEN_FILE"):
-            path = str(Path(layer["MATOMO_TOKEN_FILE"]).expanduser())
+        if layer.get(file_env):
+            path = str(Path(layer[file_env]).expanduser())
             return TokenSource("file", path, origin)
     present = [name for name in TOKEN_KEYS if section.get(name) not in (None, "")]
     if len(present) > 1:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import sys
 import time
 from collections.abc import Mapping
@@ -37,8 +36,13 @@ _PREFIXES = (
 
 
 def stderr_format() -> str:
-    """text or json: what setup_logging chose, else MATOKIT_LOG_FORMAT (the lean cache path)."""
-    chosen = _run["format"] or os.environ.get("MATOKIT_LOG_FORMAT", "").strip().lower()
+    """text or json: what setup_logging chose, else the flag, env or `.env` (the lean cache path
+    writes before any setup; `matokit.config` is the one reader of those)."""
+    chosen = _run["format"]
+    if not chosen:
+        from matokit.config import resolve_logging
+
+        chosen = resolve_logging()[0]
     return "json" if chosen == "json" else "text"
 
 

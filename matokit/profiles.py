@@ -6,7 +6,6 @@ it, and the profile names that file. Whole files are replaced atomically.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -14,21 +13,18 @@ from typing import Any
 
 from matokit.config import (
     DEFAULT,
-    DEFAULT_PROFILE,
     FILE,
     FLAG,
     KEYS,
     KEYS_BY_NAME,
-    PROFILE_NAME,
     Key,
     Settings,
     check_transport,
     check_unknown_keys,
-    default_config_path,
     load_config_file,
+    locate,
     normalize_url,
     parse_setting,
-    read_dotenv,
 )
 from matokit.errors import ConfigError, InsecureURLError, StorageError
 from matokit.private_files import make_private_dir, write_atomic
@@ -99,26 +95,9 @@ def init_profile(
     """Create or update the selected profile; store a given token in a 0600 token file."""
     import tomli_w
 
-    # The profile may not exist yet, so only its name and the config path are looked up.
-    env = dict(os.environ)
-    dotenv, _ = read_dotenv(Path.cwd())
-    profile = (
-        flags.get("--profile")
-        or env.get("MATOKIT_PROFILE")
-        or dotenv.get("MATOKIT_PROFILE")
-        or DEFAULT_PROFILE
-    )
-    if not PROFILE_NAME.match(profile):
-        raise ConfigError(
-            f"Profile name {profile!r} is not valid.",
-            hint="Use letters, digits, '.', '_' or '-' (it names a directory).",
-        )
-    if flags.get("--config"):
-        config_path = Path(flags["--config"]).expanduser()
-    elif dotenv.get("MATOKIT_CONFIG") and not env.get("MATOKIT_CONFIG"):
-        config_path = Path(dotenv["MATOKIT_CONFIG"]).expanduser()
-    else:
-        config_path = default_config_path(env)
+    # The profile and the config file may not exist yet: only where they are is looked up.
+    where = locate(flags)
+    profile, config_path = where.profile, where.config_path
     document = load_config_file(config_path)
     section = dict(document.setdefault("profiles", {}).get(profile, {}))
     for name, value in updates.items():

@@ -33,6 +33,15 @@ def test_config_show_json_lists_values_with_sources(capsys, cfg, monkeypatch):
     assert SENTINEL_TOKEN not in result.stdout + result.stderr
 
 
+def test_config_show_lists_log_level_with_its_source(capsys, cfg, monkeypatch):
+    monkeypatch.setenv("MATOKIT_LOG_LEVEL", "info")
+    view = json.loads(invoke(capsys, "config", "show", "--format", "json").stdout)
+    assert view["settings"]["log_level"] == {"value": "info", "source": "env"}
+    result = invoke(capsys, "--quiet", "config", "show", "--format", "json")
+    view = json.loads(result.stdout)
+    assert view["settings"]["log_level"] == {"value": "error", "source": "flag"}
+
+
 def test_config_show_text_says_token_missing(capsys, cfg):
     result = invoke(capsys, "config", "show")
     assert result.code == 0

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from matokit.config import resolve
+from matokit.config import locate, resolve, resolve_logging
 from matokit.durations import parse_duration
 from matokit.errors import ConfigError, InsecurePermissionsError, InsecureURLError, UsageError
 from tests.conftest import SENTINEL_TOKEN
@@ -259,6 +259,12 @@ BAD_INPUT = [
         {"--profile": "nope"},
         "Profile 'nope' is not defined",
     ),
+    (
+        "bad log level",
+        {"config": '[profiles.default]\nlog_level = "loud"\n'},
+        {},
+        "log_level 'loud' from",
+    ),
     ("unknown key", {"config": '[profiles.default]\nurll = "x"\n'}, {}, "Did you mean 'url'"),
     (
         "duration beyond the maximum",
@@ -374,3 +380,118 @@ def test_durations_as_people_write_them(text, seconds):
 def test_durations_outside_the_documented_range_are_refused_at_parse_time(text):
     with pytest.raises(ValueError, match=r"maximum duration, 3650d|not a duration"):
         parse_duration(text)
+
+
+# ---- logging settings: keys like any other, also asked before the profile is read --------
+
+# (flags, env, .env, profile) -> log_level and its source; --debug > --quiet > --verbose.
+LEVELS = [
+    ({"--verbose": True, "--quiet": True}, {"MATOKIT_LOG_LEVEL": "debug"}, "", "error", "flag"),
+    ({"--debug": True, "--quiet": True}, {}, "", "debug", "flag"),
+    ({}, {"MATOKIT_LOG_LEVEL": "INFO"}, "MATOKIT_LOG_LEVEL=error", "info", "env"),
+    ({}, {}, "MATOKIT_LOG_LEVEL=error", "error", ".env"),
+    ({}, {}, "", "debug", "config file"),
+]
+
+
+@pytest.mark.parametrize(("flags", "env", "dotenv", "level", "source"), LEVELS)
+def test_log_level_is_a_setting_with_a_source(tmp_path, flags, env, dotenv, level, source):
+    path = write_config(tmp_path / "config.toml", '[profiles.default]\nlog_level = "debug"\n')
+    Path(".env").write_text(dotenv + "\n")
+    settings = resolve(flags, env={"MATOKIT_CONFIG": str(path), **env})
+    assert (settings.log_level, settings.sources["log_level"]) == (level, source)
+
+
+def test_logging_settings_come_from_the_profile_and_dotenv(tmp_path):
+    path = write_config(
+        tmp_path / "config.toml", '[profiles.default]\nlog_format = "json"\nlog_level = "info"\n'
+    )
+    settings = resolve({}, env={"MATOKIT_CONFIG": str(path)})
+    assert (settings.log_format, settings.log_level) == ("json", "info")
+    Path(".env").write_text("MATOKIT_LOG_FORMAT=text\n")
+    settings = resolve({}, env={"MATOKIT_CONFIG": str(path)})
+    assert (settings.log_format, settings.sources["log_format"]) == ("text", ".env")
+
+
+def test_early_logging_reads_flag_env_and_dotenv_but_never_raises(tmp_path):
+    Path(".env").write_text("MATOKIT_LOG_FORMAT=json\nMATOKIT_LOG_LEVEL=info\n")
+    assert resolve_logging({}, env={}) == ("json", "info")
+    assert resolve_logging({"--debug": True}, env={"MATOKIT_LOG_FORMAT": "TEXT"}) == (
+        "text",
+        "debug",
+    )
+    # A bad value or an unsafe .env is resolve()'s to report; early logging keeps defaults.
+    assert resolve_logging({}, env={"MATOKIT_LOG_LEVEL": "loud"}) == ("json", "warning")
+    Path(".env").write_text(f"MATOMO_TOKEN={SENTINEL_TOKEN}\nMATOKIT_LOG_FORMAT=json\n")
+    Path(".env").chmod(0o644)
+    assert resolve_logging({}, env={}) == ("text", "warning")
+
+
+def test_locate_picks_config_and_profile_like_resolve(tmp_path):
+    path = write_config(tmp_path / "c.toml", '[profiles.shop]\nurl = "https://s.example/"\n')
+    Path(".env").write_text(f"MATOKIT_CONFIG={path}\nMATOKIT_PROFILE=shop\n")
+    where = locate({}, env={"MATOKIT_CONFIG": "", "MATOKIT_PROFILE": ""})
+    assert (where.config_path, where.profile) == (path, "shop")
+    assert (where.config_source, where.profile_source) == (".env", ".env")
+    settings = resolve({}, env={"MATOKIT_CONFIG": "", "MATOKIT_PROFILE": ""})
+    assert (settings.config_path, settings.profile) == (path, "shop")
+    assert locate({"--profile": "new"}, env={}).profile == "new"  # need not exist yet
+
+
+# ---- one reader: no module but config.py reads the environment or .env -------------------
+
+PACKAGE = Path(__file__).resolve().parent.parent / "matokit"
+# Modules that may read the environment, and why: none of them reads a MATOKIT_/MATOMO_ name.
+OTHER_READERS = {
+    "cli/output.py": "NO_COLOR, the convention every terminal program honours, not a setting",
+}
+
+
+def _environment_reads(source: str) -> list[tuple[int, str]]:
+    """(line, code) of every os.environ, getenv or dotenv use in a module."""
+    import ast
+
+    tree = ast.parse(source)
+    lines = source.splitlines()
+    found = []
+    for node in ast.walk(tree):
+        named = (isinstance(node, ast.Attribute) and node.attr in ("environ", "getenv")) or (
+            isinstance(node, ast.Name) and node.id in ("environ", "getenv")
+        )
+        imported = isinstance(node, ast.Import | ast.ImportFrom) and "dotenv" in ast.dump(node)
+        if named or imported:
+            found.append((node.lineno, lines[node.lineno - 1].strip()))
+    return found
+
+
+def test_only_config_reads_the_environment_and_dotenv():
+    offenders = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        name = path.relative_to(PACKAGE).as_posix()
+        if name == "config.py":
+            continue
+        for line, code in _environment_reads(path.read_text()):
+            ours = "MATOKIT_" in code or "MATOMO_" in code
+            if name not in OTHER_READERS or ours:
+                offenders.append(f"matokit/{name}:{line}: {code}")
+    assert offenders == [], "ask matokit.config (resolve, locate, resolve_logging) instead"
+
+
+def test_the_environment_scan_sees_each_way_of_reading():
+    for code in (
+        'import os\nos.environ.get("MATOKIT_LOG_LEVEL")',
+        'from os import environ\nenviron["MATOMO_URL"]',
+        'import os\nos.getenv("MATOKIT_CONFIG")',
+        "from dotenv import dotenv_values",
+    ):
+        assert _environment_reads(code), code
+
+
+def test_readme_configuration_names_every_setting_and_its_variable():
+    readme = (PACKAGE.parent / "README.md").read_text()
+    section = readme.split("## Configuration", 1)[1].split("\n## ", 1)[0]
+    from matokit.config import KEYS
+
+    missing = [k.name for k in KEYS if f"`{k.name}`" not in section]
+    missing += [k.env for k in KEYS if k.env and f"`{k.env}`" not in section]
+    assert missing == [], "document these in README.md, Configuration"

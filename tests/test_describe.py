@@ -28,6 +28,37 @@ def test_describe_lists_every_command_and_global_option(capsys):
     assert not any(f == "--token" for o in manifest["global_options"] for f in o["flags"])
 
 
+def test_global_options_name_the_variables_of_the_settings_table(capsys):
+    from matokit.config import KEYS_BY_NAME, option_env
+
+    manifest = json.loads(invoke(capsys, "describe", "--format", "json").stdout)
+    env = {f: o.get("env") for o in manifest["global_options"] for f in o["flags"]}
+    assert {f: env[f] for f in option_env()} == option_env()
+    for key in KEYS_BY_NAME.values():
+        if key.flag:
+            assert env[key.flag] == key.env, key.name
+    for flag in ("--verbose", "-v", "--quiet", "-q", "--debug"):
+        assert env[flag] == KEYS_BY_NAME["log_level"].env
+    for option in manifest["global_options"]:
+        if option.get("env") and option["type"] != "boolean":
+            assert option["help"].endswith(f"[env: {option['env']}]"), option
+
+
+def test_describe_takes_option_variables_from_config_keys(capsys, monkeypatch):
+    import dataclasses
+
+    from matokit import config
+
+    renamed = tuple(
+        dataclasses.replace(k, env="MATOKIT_HTTP_TIMEOUT") if k.name == "timeout" else k
+        for k in config.KEYS
+    )
+    monkeypatch.setattr(config, "KEYS", renamed)
+    manifest = json.loads(invoke(capsys, "describe", "--format", "json").stdout)
+    env = {o["flags"][0]: o.get("env") for o in manifest["global_options"]}
+    assert env["--timeout"] == "MATOKIT_HTTP_TIMEOUT"
+
+
 def test_every_command_has_help(capsys):
     manifest = json.loads(invoke(capsys, "describe").stdout)
     missing = [c["name"] for c in manifest["commands"] if not c["help"]]

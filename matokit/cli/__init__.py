@@ -37,17 +37,31 @@ class AppState:
     debug: bool = False
     command: str = ""
     _settings: Settings | None = None
+    _logging: tuple[str, str, str] | None = None
 
     def settings(self) -> Settings:
-        """Resolve the configuration once per run (flag > env > .env > file > default)."""
+        """Resolve the configuration once per run (flag > env > .env > file > default).
+
+        Logging is set up again from the result: the profile may set log_format or log_level.
+        """
         if self._settings is None:
-            from matokit import logs
             from matokit.config import resolve
 
             self._settings = resolve(self.flags)
-            logs.set_context(profile=self._settings.profile)
-            logs.set_format(str(self._settings.values.get("log_format") or "text"))
+            self.configure_logging(
+                self._settings.log_format, self._settings.log_level, profile=self._settings.profile
+            )
         return self._settings
+
+    def configure_logging(self, fmt: str, level: str, *, profile: str) -> None:
+        """Send logs to stderr in `fmt` at `level`; level debug also shows tracebacks."""
+        from matokit.logs import setup_logging
+
+        self.debug = level == "debug"
+        if self._logging != (fmt, level, profile):
+            self._logging = (fmt, level, profile)
+            context = {"profile": profile, "command": self.command}
+            setup_logging(fmt=fmt, level=LEVELS[level], context=context)
 
 
 def state(ctx: typer.Context) -> AppState:
@@ -83,15 +97,19 @@ def run(args: list[str]) -> int:
     from matokit.errors import MatokitError
     from matokit.stopping import Interrupted
 
-    debug = "--debug" in args or os.environ.get("MATOKIT_LOG_LEVEL", "").lower() == "debug"
-    app_state = AppState(debug=debug)
+    # Until the global options are parsed (and the configuration after them), only the flag
+    # can ask for tracebacks.
+    app_state = AppState(debug="--debug" in args)
     command = command_of(args)
     if "--log-format=json" in args or ("--log-format", "json") in pairwise(args):
         # A usage error among the global options comes before logging is set up: JSON too.
         from matokit import logs
 
         logs.set_format("json")
-        logs.set_context(profile=os.environ.get("MATOKIT_PROFILE") or "default", command="")
+        from matokit.config import early_profile
+
+        named = dict(pair for pair in pairwise(args) if pair[0] == "--profile")
+        logs.set_context(profile=early_profile(named), command="")
     try:
         import click
         import typer

@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import logging
-import os
 from typing import Any
 
 import typer
 
 from matokit import __version__
-from matokit.cli import LEVELS, AppState, state
+from matokit.cli import state
 
 
 def _opt(name: str, help_text: str) -> Any:
@@ -79,24 +77,14 @@ def _global_options(
         "--config": config_path,
         "--timeout": timeout,
         "--log-format": log_format,
+        "--verbose": verbose or None,
+        "--quiet": quiet or None,
+        "--debug": debug or None,
     }
-    app_state.debug = debug or app_state.debug
     app_state.command = ctx.invoked_subcommand or ""
-    _configure_logging(app_state, verbose=verbose, quiet=quiet)
+    # Logging before the profile is read (and for errors while it is): flag > env > .env.
+    # The first command to resolve the settings sets it up again with the profile's values.
+    from matokit.config import early_profile, resolve_logging
 
-
-def _configure_logging(app_state: AppState, *, verbose: bool, quiet: bool) -> None:
-    from matokit.logs import setup_logging
-
-    level = LEVELS.get(os.environ.get("MATOKIT_LOG_LEVEL", "").lower(), logging.WARNING)
-    if verbose:
-        level = logging.INFO
-    if quiet:
-        level = logging.ERROR
-    if app_state.debug:
-        level = logging.DEBUG
-    fmt = app_state.flags.get("--log-format") or os.environ.get("MATOKIT_LOG_FORMAT") or "text"
-    fmt = fmt if fmt in ("text", "json") else "text"
-    # The profile as selected so far; AppState.settings() corrects it once resolved.
-    profile = app_state.flags.get("--profile") or os.environ.get("MATOKIT_PROFILE") or "default"
-    setup_logging(fmt=fmt, level=level, context={"profile": profile, "command": app_state.command})
+    fmt, level = resolve_logging(app_state.flags)
+    app_state.configure_logging(fmt, level, profile=early_profile(app_state.flags))

@@ -233,13 +233,18 @@ def serve(
         raise typer.BadParameter("must be at least 1s", param_hint="--interval")
     host, port = parse_listen(listen, allow_remote=allow_remote)
     _check_global_flags(ctx)
-    flags = dict(state(ctx).flags)
+    app_state = state(ctx)
+    flags = dict(app_state.flags)
 
     def load_settings() -> Settings:
         # Resolved afresh for every run: a fixed token or config is used without a restart.
         from matokit.config import resolve
 
-        return resolve(flags)
+        settings = resolve(flags)
+        app_state.configure_logging(
+            settings.log_format, settings.log_level, profile=settings.profile
+        )
+        return settings
 
     cache = CachedHealth(
         lambda: run_health(load_settings, checks=checks, thresholds=thresholds, max_time=limit),

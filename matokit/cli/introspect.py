@@ -12,21 +12,7 @@ from typing import Any
 import click
 
 from matokit import __version__
-
-# Environment variables behind options (resolution lives in matokit.config).
-OPTION_ENV = {
-    "--profile": "MATOKIT_PROFILE",
-    "--url": "MATOMO_URL",
-    "--site": "MATOMO_SITE_ID",
-    "--token-file": "MATOMO_TOKEN_FILE",
-    "--config": "MATOKIT_CONFIG",
-    "--timeout": "MATOKIT_TIMEOUT",
-    "--log-format": "MATOKIT_LOG_FORMAT",
-    "--csv-safe": "MATOKIT_CSV_SAFE",
-    "--verbose": "MATOKIT_LOG_LEVEL",
-    "--quiet": "MATOKIT_LOG_LEVEL",
-    "--debug": "MATOKIT_LOG_LEVEL",
-}
+from matokit.config import option_env
 
 
 def walk(
@@ -55,7 +41,9 @@ def _param(param: click.Parameter, *, is_global: bool) -> dict[str, Any]:
     }
     if isinstance(param.type, click.Choice):
         entry["choices"] = list(param.type.choices)
-    env = next((OPTION_ENV[f] for f in param.opts if f in OPTION_ENV), None) if is_global else None
+    # The variable behind a global option comes from the settings table in matokit.config.
+    names = option_env() if is_global else {}
+    env = next((names[f] for f in param.opts if f in names), None)
     if env:
         entry["env"] = env
     return entry

@@ -399,8 +399,6 @@ def try_cached(argv: Sequence[str]) -> int | None:
     path reports it properly), or no fresh cache entry. It never raises, so `main()` can call
     it before any error handling is set up.
     """
-    if os.environ.get("MATOKIT_LOG_LEVEL", "").lower() in ("debug", "info"):
-        return None
     try:
         parsed = parse_argv(argv)
         if parsed is None:
@@ -410,6 +408,8 @@ def try_cached(argv: Sequence[str]) -> int | None:
         from matokit.config import resolve
 
         settings = resolve(flags)
+        if settings.log_level in ("debug", "info"):
+            return None  # the normal path logs the cache hit
         chosen = plan(args, lambda: settings)
         if not chosen.report.cacheable:
             return None

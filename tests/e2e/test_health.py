@@ -434,6 +434,24 @@ def test_exporter_healthz_and_legacy_path_answer_503_when_critical(
     assert proc.wait(timeout=10) == 0  # type: ignore[attr-defined]
 
 
+def test_exporter_logs_in_the_format_and_level_of_its_profile(
+    spawn_matokit: SpawnMatokit, fake_matomo: FakeMatomo, matokit_env: dict[str, str]
+) -> None:
+    config = Path(matokit_env["MATOKIT_CONFIG"])
+    config.parent.mkdir(parents=True, exist_ok=True)
+    config.write_text('[profiles.default]\nlog_format = "json"\nlog_level = "info"\n')
+    proc, base = _start_exporter(spawn_matokit, _env(fake_matomo), "--interval", "30s")
+    assert _get(base + "/healthz")[0] == 200
+    proc.send_signal(signal.SIGTERM)  # type: ignore[attr-defined]
+    _, stderr = proc.communicate(timeout=10)  # type: ignore[attr-defined]
+    records = [json.loads(line) for line in stderr.splitlines() if line.startswith("{")]
+    served = [r for r in records if "GET /healthz" in r["message"]]
+    assert served and served[0]["level"] == "info", stderr
+    assert "GET /healthz" not in "".join(
+        line for line in stderr.splitlines() if not line.startswith("{")
+    )
+
+
 def test_exporter_refuses_a_non_loopback_address_without_allow_remote(
     run_matokit: RunMatokit, fake_matomo: FakeMatomo
 ) -> None:

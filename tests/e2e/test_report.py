@@ -219,6 +219,46 @@ def test_a_corrupt_cache_file_is_rebuilt(
     assert again.code == 0 and again.stderr == "", again
 
 
+@pytest.mark.parametrize("where", ["profile", ".env"])
+def test_log_format_json_from_the_profile_or_dotenv_makes_the_logs_json(
+    run_matokit: RunMatokit,
+    env: dict[str, str],
+    tracked: FakeMatomo,
+    matokit_env: dict[str, str],
+    e2e_dirs: dict[str, Path],
+    where: str,
+) -> None:
+    if where == "profile":
+        config = Path(matokit_env["MATOKIT_CONFIG"])
+        config.parent.mkdir(parents=True, exist_ok=True)
+        config.write_text('[profiles.default]\nlog_format = "json"\n')
+    else:
+        (e2e_dirs["cwd"] / ".env").write_text("MATOKIT_LOG_FORMAT=json\n")
+    path = Path(matokit_env["MATOKIT_CACHE_DIR"]) / "default" / "http-cache.sqlite"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(b"\x00garbage, not SQLite\x00" * 500)  # its warning is the log line
+    result = run_matokit("report", "visits", "--format", "json", env=env)
+    assert result.code == 0, result
+    records = [json.loads(line) for line in result.stderr.splitlines()]
+    assert [r["level"] for r in records] == ["warning"], result
+    assert "rebuilt it empty" in records[0]["message"]
+    shown = run_matokit("config", "show", "--format", "json", env=env)
+    source = "config file" if where == "profile" else ".env"
+    assert json.loads(shown.stdout)["settings"]["log_format"] == {"value": "json", "source": source}
+
+
+def test_log_level_info_in_dotenv_is_honoured_by_a_cache_hit(
+    run_matokit: RunMatokit, env: dict[str, str], tracked: FakeMatomo, e2e_dirs: dict[str, Path]
+) -> None:
+    first = run_matokit("report", "visits", "--format", "json", env=env)
+    assert first.code == 0 and first.stderr == "", first
+    (e2e_dirs["cwd"] / ".env").write_text("MATOKIT_LOG_LEVEL=info\n")
+    hit = run_matokit("report", "visits", "--format", "json", env=env)
+    assert hit.code == 0, hit
+    assert hit.stdout == first.stdout
+    assert "answered from the cache" in hit.stderr, hit
+
+
 def test_cache_stats_and_clear(
     run_matokit: RunMatokit, env: dict[str, str], tracked: FakeMatomo
 ) -> None:
