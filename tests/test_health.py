@@ -15,17 +15,21 @@ from matokit.config import Settings, resolve
 from matokit.errors import UsageError
 from matokit.health import (
     CHECKS,
+    STANDARD_CHECKS,
     CachedHealth,
+    Check,
     CheckResult,
     HealthReport,
     Status,
+    ThresholdError,
     Thresholds,
     parse_checks,
+    run_checks,
     run_health,
     thresholds_from,
     worst,
 )
-from matokit.healthchecks import flush_stopped_on_auth
+from matokit.health.queue import flush_stopped_on_auth
 from matokit.journal import Journal, NewHit
 from tests.fakematomo import ADMIN_TOKEN, SUPERUSER_TOKEN, VIEW_TOKEN, FakeMatomo, Fault
 from tests.fakematomo.replies import LOGIN_HTML, proxy_page
@@ -140,10 +144,15 @@ def test_worst_ranks_critical_over_unknown_over_warning(
 
 
 def test_thresholds_refuse_a_warning_above_the_critical_limit() -> None:
-    with pytest.raises(UsageError, match="--warn-queue-age") as info:
+    # The library names the limits by field; the CLI words them as flags (tests/e2e).
+    with pytest.raises(UsageError, match="warn_queue_age") as info:
         Thresholds(warn_queue_age=7200, crit_queue_age=3600)
-    assert info.value.message == "--warn-queue-age (2h) is above --crit-queue-age (1h)."
-    with pytest.raises(UsageError, match="--warn-queue-age"):
+    assert info.value.message == "warn_queue_age (2h) is above crit_queue_age (1h)."
+    assert isinstance(info.value, ThresholdError)
+    assert info.value.describe(lambda n: "--" + n.replace("_", "-"))[0] == (
+        "--warn-queue-age (2h) is above --crit-queue-age (1h)."
+    )
+    with pytest.raises(UsageError, match="warn_queue_age"):
         thresholds_from({"warn_queue_age": 7200, "crit_queue_age": 3600})  # both given
 
 
@@ -182,7 +191,8 @@ def test_a_threshold_given_alone_moves_the_other_default_and_says_so(
     thresholds, notes = thresholds_from(given)
     for name, value in {**given, **moved}.items():
         assert getattr(thresholds, name) == value
-    assert notes == [note]
+    assert [n.describe(lambda n: "--" + n.replace("_", "-")) for n in notes] == [note]
+    assert "--" not in notes[0].describe()  # the library itself names no flag
 
 
 def test_a_threshold_that_does_not_cross_the_other_default_moves_nothing() -> None:
@@ -668,3 +678,59 @@ def test_a_journal_that_is_not_a_journal_is_critical_and_left_alone(
     assert check.status is Status.CRITICAL
     assert str(path) in check.summary
     assert path.read_bytes() == b"garbage, not SQLite" * 50
+
+
+# --- one metric schema per check -------------------------------------------------------------
+
+
+def _series(report: HealthReport) -> set[str]:
+    """The Prometheus sample names of a report, but the Matomo version info (a label)."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from matokit.cli.health_render import render_prometheus
+
+    families = text_string_to_metric_families(render_prometheus(report))
+    return {s.name for f in families for s in f.samples} - {"matokit_matomo_info"}
+
+
+def test_every_check_reports_the_same_metric_keys_in_every_outcome(
+    fake_matomo: FakeMatomo,
+) -> None:
+    settings = _settings(fake_matomo)
+    fast = Thresholds(warn_latency=0.0, crit_latency=10.0, warn_queue_depth=1)
+    reports = {"ok, no journal": _run(fake_matomo)}
+    journal = _journal_with(settings, 60)
+    journal.record_flush({"outcome": "done", "delivered": 3})
+    journal.close()
+    reports["warning, journal flushed"] = _run(fake_matomo, thresholds=fast)
+    reports["critical"] = _run(fake_matomo, thresholds=Thresholds(warn_latency=0, crit_latency=0))
+    reports["token rejected"] = _run(fake_matomo, BAD_TOKEN)
+    settings.journal_path.unlink()
+    port = fake_matomo.port
+    fake_matomo.stop()
+    reports["unreachable"] = _run(fake_matomo, url=f"http://127.0.0.1:{port}/")
+
+    statuses = {(label, c.name): c.status for label, r in reports.items() for c in r.checks}
+    assert statuses[("warning, journal flushed", "queue")] is Status.WARNING
+    assert statuses[("critical", "api")] is Status.CRITICAL
+    assert statuses[("unreachable", "tracking")] is Status.CRITICAL
+    for label, report in reports.items():
+        for check in report.checks:
+            assert tuple(check.metrics) == STANDARD_CHECKS[check.name].metrics, (label, check)
+    api = reports["unreachable"].check("api")
+    assert api is not None and api.metrics == {"latency_seconds": None}
+    series = {label: _series(report) for label, report in reports.items()}
+    assert all(names == series["ok, no journal"] for names in series.values()), series
+
+
+def test_a_check_reporting_an_undeclared_metric_is_an_internal_error(
+    fake_matomo: FakeMatomo,
+) -> None:
+    def sloppy(run: object, name: str) -> CheckResult:
+        return CheckResult(name, Status.OK, "fine", metrics={"surprise": 1})
+
+    report = run_checks({"sloppy": Check(sloppy, ("expected",))}, _loader(fake_matomo))
+    check = report.checks[0]
+    assert check.status is Status.UNKNOWN
+    assert "undeclared metrics: ['surprise']" in check.summary
+    assert check.metrics == {"expected": None}

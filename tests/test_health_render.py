@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import json
+import math
 import re
 from pathlib import Path
 
@@ -494,3 +495,16 @@ def test_health_exits_3_when_output_cannot_be_written(
     err = capsys.readouterr().err
     assert f"matokit: error: cannot write {target}: I/O error; the old file is unchanged." in err
     assert target.read_text() == "old\n"
+
+
+def test_a_metric_not_measured_keeps_its_series_null_nan_and_u() -> None:
+    down = _report(
+        CheckResult("api", Status.CRITICAL, "Cannot connect", metrics={"latency_seconds": None}),
+        CheckResult("cache", Status.OK, "cache opens", metrics={"size_bytes": 4096}),
+    )
+    assert to_json_dict(down)["checks"][0]["metrics"] == {"latency_seconds": None}
+    (labels, value), *_ = _families(render_prometheus(down))["matokit_api_latency_seconds"]
+    assert labels == {"profile": "default"} and math.isnan(value)
+    first = render_nagios(down).splitlines()[0]
+    assert "'api_latency'=U;2;5;0" in first.split("|", 1)[1].split()
+    assert "'cache_size'=4096B;;;0" in first

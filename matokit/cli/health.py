@@ -41,6 +41,8 @@ def _depth_opt(name: str, default: int, what: str) -> Any:
 
 
 CHECK_OPT = typer.Option(None, "--check", help=_CHECK_HELP)
+# The library names its knobs in words; here they get their flags.
+SLOW_HINT = "Matomo or the network is too slow; raise --max-time or --timeout."
 WARN_LATENCY = _duration_opt("--warn-latency", "2s", "API latency that warns")
 CRIT_LATENCY = _duration_opt("--crit-latency", "5s", "API latency that is critical")
 WARN_QUEUE_AGE = _duration_opt("--warn-queue-age", "1h", "Queued-hit age that warns")
@@ -88,15 +90,21 @@ def health(
         return
     from matokit.cli.exit import health_exit_code
     from matokit.cli.health_render import FORMATS
-    from matokit.health import parse_checks, run_health
+    from matokit.health import run_health
 
     if fmt not in FORMATS:
         raise typer.BadParameter(f"must be one of: {', '.join(FORMATS)}", param_hint="--format")
-    checks = parse_checks(check)
+    checks = _checks(check)
     thresholds = _thresholds(given)
     limit = _duration(max_time or "20s", "--max-time")
     _check_global_flags(ctx)
-    report = run_health(state(ctx).settings, checks=checks, thresholds=thresholds, max_time=limit)
+    report = run_health(
+        state(ctx).settings,
+        checks=checks,
+        thresholds=thresholds,
+        max_time=limit,
+        slow_hint=SLOW_HINT,
+    )
     _deliver(report, fmt, output)
     raise typer.Exit(health_exit_code(report.status))
 
@@ -165,21 +173,44 @@ def _duration(text: str | None, flag: str) -> float:
         raise typer.BadParameter(str(exc), param_hint=flag) from None
 
 
+def _flag(name: str) -> str:
+    """The flag of a threshold field: `warn_queue_age` -> `--warn-queue-age`."""
+    return "--" + name.replace("_", "-")
+
+
+def _checks(text: str | None) -> tuple[str, ...]:
+    """The checks `--check` selects (the library's error, worded with the flag)."""
+    from matokit.errors import UsageError
+    from matokit.health import CHECKS, NoCheckSelectedError, parse_checks
+
+    try:
+        return parse_checks(text)
+    except NoCheckSelectedError as exc:
+        raise UsageError(
+            f"--check {exc.text!r} names no check.",
+            hint=f"Name at least one of: {', '.join(CHECKS)} (or leave --check out: all).",
+        ) from None
+
+
 def _thresholds(given: dict[str, Any]) -> Thresholds:
     """The thresholds given, with a note on stderr for each default moved to keep a pair
     ordered (`--crit-queue-age 1s` alone also moves the warning to 1s)."""
     from matokit.cli.output import say
-    from matokit.health import thresholds_from
+    from matokit.errors import UsageError
+    from matokit.health import ThresholdError, thresholds_from
 
     values: dict[str, float] = {}
     for name, value in given.items():
         if value is None:
             continue
-        flag = "--" + name.replace("_", "-")
-        values[name] = float(value) if "depth" in name else _duration(value, flag)
-    thresholds, notes = thresholds_from(values)
-    for note in notes:
-        say(f"matokit: note: {note}")
+        values[name] = float(value) if "depth" in name else _duration(value, _flag(name))
+    try:
+        thresholds, moved = thresholds_from(values)
+    except ThresholdError as exc:
+        message, hint = exc.describe(_flag)
+        raise UsageError(message, hint=hint) from None
+    for note in moved:
+        say(f"matokit: note: {note.describe(_flag)}")
     return thresholds
 
 
@@ -213,7 +244,7 @@ def serve(
     """Serve /metrics (Prometheus), /healthz and /tools/get-health-status (JSON) over HTTP."""
     from matokit.cli.health_serve import parse_listen, serve_forever
     from matokit.cli.output import say
-    from matokit.health import CachedHealth, parse_checks, run_health
+    from matokit.health import CachedHealth, run_health
 
     inherited: dict[str, Any] = ctx.meta.get("matokit.health", {})
     local = {
@@ -225,7 +256,7 @@ def serve(
         "crit_queue_depth": crit_queue_depth,
     }
     given = {k: v if v is not None else inherited.get(k) for k, v in local.items()}
-    checks = parse_checks(check if check is not None else inherited.get("check"))
+    checks = _checks(check if check is not None else inherited.get("check"))
     thresholds = _thresholds(given)
     limit = _duration(max_time or inherited.get("max_time") or "8s", "--max-time")
     every = _duration(interval, "--interval")
@@ -247,7 +278,13 @@ def serve(
         return settings
 
     cache = CachedHealth(
-        lambda: run_health(load_settings, checks=checks, thresholds=thresholds, max_time=limit),
+        lambda: run_health(
+            load_settings,
+            checks=checks,
+            thresholds=thresholds,
+            max_time=limit,
+            slow_hint=SLOW_HINT,
+        ),
         interval=every,
     )
     code = serve_forever(host, port, cache, announce=say)

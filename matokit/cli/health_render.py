@@ -8,12 +8,20 @@ is asked for (ADR-0005).
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from matokit import __version__
-from matokit.health import SCHEMA, SKIPPED_AFTER_API, CheckResult, HealthReport, Status
+from matokit.health import (
+    SCHEMA,
+    SKIPPED_AFTER_API,
+    CheckResult,
+    HealthReport,
+    MetricValue,
+    Status,
+)
 from matokit.sanitize import printable
 
 if TYPE_CHECKING:
@@ -77,7 +85,9 @@ def render_json(report: HealthReport, *, pretty: bool = False) -> str:
     return json.dumps(to_json_dict(report), indent=2 if pretty else None, ensure_ascii=False) + "\n"
 
 
-def _plain(value: float) -> float | int:
+def _plain(value: MetricValue) -> float | int | None:
+    if value is None:
+        return None  # not measured in this run: null, the key is still there
     return int(value) if float(value).is_integer() else value
 
 
@@ -100,7 +110,7 @@ _KNOWN: dict[tuple[str, str], tuple[str, str]] = {
     ("tracking", "paused_until_timestamp_seconds"): (
         "matokit_tracking_paused_until_timestamp_seconds",
         "Unix time until which Matomo asked (Retry-After) for no tracking requests; "
-        "present only during such a pause.",
+        "NaN when there is no such pause.",
     ),
     ("queue", "depth"): ("matokit_queue_depth", "Hits in the journal still to deliver."),
     ("queue", "due"): ("matokit_queue_due", "Queued hits due for sending now."),
@@ -194,7 +204,8 @@ def _families(report: HealthReport) -> _Families:
                 (check.name, key),
                 (_metric_name(check.name, key), f"{key} reported by the {check.name} check."),
             )
-            families.add(name, help_text, value)
+            # A value not measured in this run is NaN: the series stays, with no number.
+            families.add(name, help_text, math.nan if value is None else value)
     api = report.check("api")
     if api is not None and api.info.get("matomo_version"):
         families.add(
@@ -307,7 +318,9 @@ def _perfdata(report: HealthReport) -> Iterable[str]:
         if check is None or key not in check.metrics:
             continue
         value = check.metrics[key]
-        fields = [f"'{label}'={_nagios_number(value)}{unit}", _opt(warn), _opt(crit), "0"]
+        # U: the guidelines' "value could not be determined" (no unit after it).
+        shown = "U" if value is None else f"{_nagios_number(value)}{unit}"
+        fields = [f"'{label}'={shown}", _opt(warn), _opt(crit), "0"]
         yield ";".join(fields)
     yield f"'duration'={_nagios_number(report.duration_s)}s;;;0"
 

@@ -1,9 +1,10 @@
-"""The health checks themselves: one function per check, each returning a CheckResult.
+"""The standard health checks: one function per check, each returning a CheckResult.
 
-`matokit.health.run_health` runs them (concurrently, under one deadline); each function gets
-the run's shared state (`HealthRun`: settings, token, client, the shared version call, the
-journal stats) and its own name, and may raise: `Skip` for "cannot run because a dependency
-failed", any other error is classified by `classify_error`.
+`STANDARD_CHECKS` maps each name to its `Check` (the function and the metric keys it always
+reports); `matokit.health.runner` runs them. Each function gets the run's shared state
+(`HealthRun`: settings, token, client, the shared version call, the journal stats) and its
+own name, and may raise: `Skip` for "cannot run because a dependency failed", any other error
+is classified by `classify_error`. The queue check lives in `matokit.health.queue`.
 """
 
 from __future__ import annotations
@@ -14,30 +15,32 @@ import shlex
 import sqlite3
 import stat
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
 from matokit.durations import format_duration
-from matokit.errors import ConfigError, MatomoError, PermissionDeniedError, ProtocolError
-from matokit.health import (
-    PROBE_URL,
-    REPLAY_HORIZON,
-    VERSION_METHOD,
-    CheckResult,
-    HealthRun,
-    Status,
-    Thresholds,
-    classify_error,
-    line,
-    seconds_text,
+from matokit.errors import (
+    ConfigError,
+    MatomoError,
+    PermissionDeniedError,
+    ProtocolError,
+    UsageError,
 )
+from matokit.health.classify import classify_error
+from matokit.health.model import VERSION_METHOD, Check, CheckResult, Status
+from matokit.health.queue import QUEUE_METRICS, check_queue
+from matokit.health.text import bytes_text, line, seconds_text
 from matokit.redact import display_url
 
 if TYPE_CHECKING:
     from matokit.config import Settings
-    from matokit.journal import JournalStats
+    from matokit.health.runner import HealthRun
+
+# Matomo refuses a hit older than 24 h from a token without admin access on the site.
+REPLAY_HORIZON = 24 * 3600.0
+PROBE_URL = "https://matokit.invalid/health-probe"
 
 
 # --- the checks ----------------------------------------------------------------------------------
@@ -63,7 +66,7 @@ def check_config(run: HealthRun, name: str) -> CheckResult:
             Status.WARNING,
             f"profile {settings.profile}: no site id configured; the site, replay-access, "
             "tracking and tracking-failures checks need one",
-            hint="Pass --site ID, set MATOMO_SITE_ID, or set site_id in the profile.",
+            hint=_no_site_hint(settings),
             info=info,
         )
     if problems:
@@ -81,6 +84,23 @@ def check_config(run: HealthRun, name: str) -> CheckResult:
         f"profile {settings.profile}: {url} site {site}, token from {source}",
         info=info,
     )
+
+
+def _no_site_hint(settings: Settings) -> str | None:
+    """Where a site id can be set (the configuration's own hint)."""
+    try:
+        settings.require_site()
+    except ConfigError as exc:
+        return exc.hint
+    return None
+
+
+def _site_sources() -> str:
+    """Where the site id comes from (the configuration's flag and variable)."""
+    from matokit.config import KEYS_BY_NAME
+
+    key = KEYS_BY_NAME["site_id"]
+    return " / ".join(source for source in (key.flag, key.env) if source)
 
 
 def _loose_modes(settings: Settings) -> list[tuple[str, int]]:
@@ -149,7 +169,7 @@ def check_site(run: HealthRun, name: str) -> CheckResult:
                 name,
                 Status.CRITICAL,
                 f"site {site} does not exist or the token cannot see it",
-                hint="Check --site / MATOMO_SITE_ID and the token's access in Matomo.",
+                hint=f"Check the site id ({_site_sources()}) and the token's access in Matomo.",
             )
         raise
     if not isinstance(answer, dict) or not answer.get("idsite"):
@@ -307,7 +327,7 @@ def check_tracking_failures(run: HealthRun, name: str) -> CheckResult:
             name,
             Status.UNKNOWN,
             "not checked: the token lacks admin access (needed to read tracking failures)",
-            hint="Use a token with admin access, or leave this check out with --check.",
+            hint="Use a token with admin access, or leave this check out of the run.",
         )
     if not isinstance(answer, list):
         raise ProtocolError(
@@ -331,155 +351,6 @@ def check_tracking_failures(run: HealthRun, name: str) -> CheckResult:
         metrics={"failures": len(failures)},
         hint=solution or "See Matomo > Administration > Diagnostic > Tracking Failures.",
     )
-
-
-def check_queue(run: HealthRun, name: str) -> CheckResult:
-    """The retry journal: depth, oldest age, dead letters, unconfirmed, last flush."""
-    run.need_settings()
-    run.set_stage(name, "reading the journal")
-    stats = run.journal_stats()
-    if stats is None:
-        return CheckResult(
-            name,
-            Status.OK,
-            "no journal yet: nothing queued",
-            metrics={
-                "depth": 0,
-                "due": 0,
-                "oldest_age_seconds": 0,
-                "dead_letters": 0,
-                "unattributed": 0,
-                "unconfirmed": 0,
-            },
-        )
-    return queue_result(name, stats, run.thresholds, now=run.clock())
-
-
-def queue_result(name: str, stats: JournalStats, limits: Thresholds, *, now: float) -> CheckResult:
-    """The queue verdict for journal `stats` against `limits`."""
-    from matokit.journal import EntryState
-
-    depth = stats.queued
-    age = stats.oldest_age or 0.0
-    unattributed = stats.counts.get(EntryState.UNATTRIBUTED, 0)
-    unconfirmed = stats.counts.get(EntryState.SENT_UNCONFIRMED, 0)
-    metrics: dict[str, float] = {
-        "depth": depth,
-        "due": stats.due,
-        "oldest_age_seconds": round(age, 3),
-        "dead_letters": stats.dead,
-        "unattributed": unattributed,
-        "unconfirmed": unconfirmed,
-        "possible_duplicates": stats.delivered_unconfirmed,
-        "file_size_bytes": stats.file_size,
-    }
-    flush = stats.last_flush
-    flush_at = _flush_time(flush)
-    if flush_at is not None:
-        metrics["last_flush_timestamp_seconds"] = round(flush_at, 3)
-    crit: list[str] = []
-    warn: list[str] = []
-    if flush is not None and flush_stopped_on_auth(flush):
-        crit.append("the last flush stopped: Matomo rejected the token")
-    elif flush is not None and flush.get("stopped_reason") == "permission_denied":
-        warn.append("the last flush stopped: the token lacks access to a site")
-    _limit(crit, warn, "queued hits", depth, limits.warn_queue_depth, limits.crit_queue_depth)
-    if depth:
-        _limit(
-            crit,
-            warn,
-            "oldest queued hit age",
-            age,
-            limits.warn_queue_age,
-            limits.crit_queue_age,
-            fmt=format_duration,
-        )
-    if stats.dead:
-        reasons = ", ".join(sorted(r or "?" for r in stats.dead_by_reason)) or "?"
-        warn.append(f"{stats.dead} dead letter(s) ({line(reasons, 80)})")
-    if unattributed:
-        warn.append(f"{unattributed} hit(s) in batches Matomo partly refused (unattributed)")
-    parts = [f"{depth} queued"]
-    if depth:
-        parts.append(f"oldest {format_duration(age)}")
-    parts.append(f"{stats.dead} dead")
-    if unconfirmed:
-        parts.append(f"{unconfirmed} unconfirmed")
-    if flush_at is not None:
-        parts.append(f"last flush {format_duration(now - flush_at)} ago ({_flush_outcome(flush)})")
-    else:
-        parts.append("never flushed")
-    facts = ", ".join(parts)
-    if crit or warn:
-        status = Status.CRITICAL if crit else Status.WARNING
-        summary = line("; ".join(crit + warn) + f" ({facts})")
-        if any("token" in c for c in crit):
-            hint = "Fix the token, then run `matokit queue flush`."
-        else:
-            hint = "Run `matokit queue status` and `matokit queue flush`; see `queue list --dead`."
-            if unattributed:
-                hint += (
-                    " Look the unattributed hits up in Matomo (`queue list --unattributed`),"
-                    " then `queue purge --unattributed`."
-                )
-        return CheckResult(name, status, summary, metrics=metrics, hint=hint)
-    return CheckResult(name, Status.OK, facts, metrics=metrics)
-
-
-def _limit(
-    crit: list[str],
-    warn: list[str],
-    what: str,
-    value: float,
-    warn_at: float,
-    crit_at: float,
-    fmt: Callable[[float], str] = lambda v: f"{v:g}",
-) -> None:
-    if value >= crit_at:
-        crit.append(f"{what} {fmt(value)} >= {fmt(crit_at)}")
-    elif value >= warn_at:
-        warn.append(f"{what} {fmt(value)} >= {fmt(warn_at)}")
-
-
-def _flush_time(flush: Mapping[str, Any] | None) -> float | None:
-    if not flush:
-        return None
-    value = flush.get("recorded_at")
-    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
-
-
-_AUTH_MARKERS = ("auth", "token", "locked")
-
-
-def flush_stopped_on_auth(flush: Mapping[str, Any]) -> bool:
-    """Whether a recorded flush stopped because Matomo rejected the token (or locked us out).
-
-    Reads what `delivery.FlushResult.record()` writes (`auth_failed`, `stopped_reason`
-    "auth_failed"/"locked_out"), tolerating older or partial records.
-    """
-    for key in ("auth_failed", "authentication_failed", "stopped_on_auth"):
-        if flush.get(key) is True:
-            return True
-    for key in ("stopped_reason", "stopped_by", "stop_reason", "error_kind"):
-        value = flush.get(key)
-        if isinstance(value, str) and any(m in value.casefold() for m in _AUTH_MARKERS):
-            return True
-    return False
-
-
-def _flush_outcome(flush: Mapping[str, Any] | None) -> str:
-    if not flush:
-        return "?"
-    if flush_stopped_on_auth(flush):
-        return "stopped: token rejected"
-    for key in ("result", "outcome", "status", "stopped_by", "stop_reason"):
-        value = flush.get(key)
-        if isinstance(value, str) and value:
-            return line(value, 60)
-    delivered = flush.get("delivered")
-    if isinstance(delivered, int) and not isinstance(delivered, bool):
-        return f"{delivered} delivered"
-    return "recorded"
 
 
 def check_cache(run: HealthRun, name: str) -> CheckResult:
@@ -509,7 +380,7 @@ def check_cache(run: HealthRun, name: str) -> CheckResult:
     return CheckResult(
         name,
         Status.OK,
-        f"cache database opens ({_bytes(size)})",
+        f"cache database opens ({bytes_text(size)})",
         metrics={"size_bytes": size},
     )
 
@@ -522,21 +393,43 @@ def _size_with_wal(path: Path) -> int:
     return total
 
 
-def _bytes(size: float) -> str:
-    for unit in ("B", "KB", "MB", "GB"):
-        if size < 1024 or unit == "GB":
-            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
-        size /= 1024
-    return f"{size:.1f} GB"
-
-
-CHECK_FUNCTIONS: dict[str, Callable[[HealthRun, str], CheckResult]] = {
-    "config": check_config,
-    "api": check_api,
-    "site": check_site,
-    "replay-access": check_replay_access,
-    "tracking": check_tracking,
-    "tracking-failures": check_tracking_failures,
-    "queue": check_queue,
-    "cache": check_cache,
+STANDARD_CHECKS: dict[str, Check] = {
+    "config": Check(check_config),
+    "api": Check(check_api, ("latency_seconds",)),
+    "site": Check(check_site),
+    "replay-access": Check(check_replay_access, ("admin_access",)),
+    "tracking": Check(check_tracking, ("latency_seconds", "paused_until_timestamp_seconds")),
+    "tracking-failures": Check(check_tracking_failures, ("failures",)),
+    "queue": Check(check_queue, QUEUE_METRICS),
+    "cache": Check(check_cache, ("size_bytes",)),
 }
+# The standard checks' names, in the order they run and are reported.
+CHECKS: tuple[str, ...] = tuple(STANDARD_CHECKS)
+
+
+class NoCheckSelectedError(UsageError):
+    """A check selection names no check: a run that checks nothing must not report OK."""
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+        super().__init__(
+            f"{text!r} names no check.",
+            hint=f"Name at least one of: {', '.join(CHECKS)} (or all).",
+        )
+
+
+def parse_checks(text: str | None) -> tuple[str, ...]:
+    """Check names from a comma-separated selection (None or "all": every check), in the
+    canonical order; naming no check at all is a NoCheckSelectedError."""
+    if text is None or text.strip() == "all":
+        return CHECKS
+    wanted = {part.strip() for part in text.split(",") if part.strip()}
+    if not wanted:
+        raise NoCheckSelectedError(text)
+    unknown = sorted(wanted - set(CHECKS))
+    if unknown:
+        raise UsageError(
+            f"Unknown check {', '.join(repr(u) for u in unknown)}.",
+            hint=f"Choose from: {', '.join(CHECKS)}.",
+        )
+    return tuple(name for name in CHECKS if name in wanted)

@@ -1,0 +1,172 @@
+"""The queue check: the retry journal's depth, ages, dead letters and the last flush record.
+
+Its metric keys (`QUEUE_METRICS`) are the same in every outcome, with or without a journal.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any
+
+from matokit.durations import format_duration
+from matokit.health.model import CheckResult, MetricValue, Status
+from matokit.health.text import line
+
+if TYPE_CHECKING:
+    from matokit.health.runner import HealthRun
+    from matokit.health.thresholds import Thresholds
+    from matokit.journal import JournalStats
+
+QUEUE_METRICS = (
+    "depth",
+    "due",
+    "oldest_age_seconds",
+    "dead_letters",
+    "unattributed",
+    "unconfirmed",
+    "possible_duplicates",
+    "file_size_bytes",
+    "last_flush_timestamp_seconds",
+)
+
+
+def check_queue(run: HealthRun, name: str) -> CheckResult:
+    """The retry journal: depth, oldest age, dead letters, unconfirmed, last flush."""
+    run.need_settings()
+    run.set_stage(name, "reading the journal")
+    stats = run.journal_stats()
+    if stats is None:
+        return CheckResult(
+            name,
+            Status.OK,
+            "no journal yet: nothing queued",
+            # Nothing queued, no file, never flushed: the same keys as with a journal.
+            metrics={key: 0 for key in QUEUE_METRICS} | {"last_flush_timestamp_seconds": None},
+        )
+    return queue_result(name, stats, run.thresholds, now=run.clock())
+
+
+def queue_result(name: str, stats: JournalStats, limits: Thresholds, *, now: float) -> CheckResult:
+    """The queue verdict for journal `stats` against `limits`."""
+    from matokit.journal import EntryState
+
+    depth = stats.queued
+    age = stats.oldest_age or 0.0
+    unattributed = stats.counts.get(EntryState.UNATTRIBUTED, 0)
+    unconfirmed = stats.counts.get(EntryState.SENT_UNCONFIRMED, 0)
+    metrics: dict[str, MetricValue] = {
+        "depth": depth,
+        "due": stats.due,
+        "oldest_age_seconds": round(age, 3),
+        "dead_letters": stats.dead,
+        "unattributed": unattributed,
+        "unconfirmed": unconfirmed,
+        "possible_duplicates": stats.delivered_unconfirmed,
+        "file_size_bytes": stats.file_size,
+    }
+    flush = stats.last_flush
+    flush_at = _flush_time(flush)
+    metrics["last_flush_timestamp_seconds"] = round(flush_at, 3) if flush_at is not None else None
+    crit: list[str] = []
+    warn: list[str] = []
+    if flush is not None and flush_stopped_on_auth(flush):
+        crit.append("the last flush stopped: Matomo rejected the token")
+    elif flush is not None and flush.get("stopped_reason") == "permission_denied":
+        warn.append("the last flush stopped: the token lacks access to a site")
+    _limit(crit, warn, "queued hits", depth, limits.warn_queue_depth, limits.crit_queue_depth)
+    if depth:
+        _limit(
+            crit,
+            warn,
+            "oldest queued hit age",
+            age,
+            limits.warn_queue_age,
+            limits.crit_queue_age,
+            fmt=format_duration,
+        )
+    if stats.dead:
+        reasons = ", ".join(sorted(r or "?" for r in stats.dead_by_reason)) or "?"
+        warn.append(f"{stats.dead} dead letter(s) ({line(reasons, 80)})")
+    if unattributed:
+        warn.append(f"{unattributed} hit(s) in batches Matomo partly refused (unattributed)")
+    parts = [f"{depth} queued"]
+    if depth:
+        parts.append(f"oldest {format_duration(age)}")
+    parts.append(f"{stats.dead} dead")
+    if unconfirmed:
+        parts.append(f"{unconfirmed} unconfirmed")
+    if flush_at is not None:
+        parts.append(f"last flush {format_duration(now - flush_at)} ago ({_flush_outcome(flush)})")
+    else:
+        parts.append("never flushed")
+    facts = ", ".join(parts)
+    if crit or warn:
+        status = Status.CRITICAL if crit else Status.WARNING
+        summary = line("; ".join(crit + warn) + f" ({facts})")
+        if any("token" in c for c in crit):
+            hint = "Fix the token, then run `matokit queue flush`."
+        else:
+            hint = "Run `matokit queue status` and `matokit queue flush`; see `queue list --dead`."
+            if unattributed:
+                hint += (
+                    " Look the unattributed hits up in Matomo (`queue list --unattributed`),"
+                    " then `queue purge --unattributed`."
+                )
+        return CheckResult(name, status, summary, metrics=metrics, hint=hint)
+    return CheckResult(name, Status.OK, facts, metrics=metrics)
+
+
+def _limit(
+    crit: list[str],
+    warn: list[str],
+    what: str,
+    value: float,
+    warn_at: float,
+    crit_at: float,
+    fmt: Callable[[float], str] = lambda v: f"{v:g}",
+) -> None:
+    if value >= crit_at:
+        crit.append(f"{what} {fmt(value)} >= {fmt(crit_at)}")
+    elif value >= warn_at:
+        warn.append(f"{what} {fmt(value)} >= {fmt(warn_at)}")
+
+
+def _flush_time(flush: Mapping[str, Any] | None) -> float | None:
+    if not flush:
+        return None
+    value = flush.get("recorded_at")
+    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
+
+
+_AUTH_MARKERS = ("auth", "token", "locked")
+
+
+def flush_stopped_on_auth(flush: Mapping[str, Any]) -> bool:
+    """Whether a recorded flush stopped because Matomo rejected the token (or locked us out).
+
+    Reads what `delivery.FlushResult.record()` writes (`auth_failed`, `stopped_reason`
+    "auth_failed"/"locked_out"), tolerating older or partial records.
+    """
+    for key in ("auth_failed", "authentication_failed", "stopped_on_auth"):
+        if flush.get(key) is True:
+            return True
+    for key in ("stopped_reason", "stopped_by", "stop_reason", "error_kind"):
+        value = flush.get(key)
+        if isinstance(value, str) and any(m in value.casefold() for m in _AUTH_MARKERS):
+            return True
+    return False
+
+
+def _flush_outcome(flush: Mapping[str, Any] | None) -> str:
+    if not flush:
+        return "?"
+    if flush_stopped_on_auth(flush):
+        return "stopped: token rejected"
+    for key in ("result", "outcome", "status", "stopped_by", "stop_reason"):
+        value = flush.get(key)
+        if isinstance(value, str) and value:
+            return line(value, 60)
+    delivered = flush.get("delivered")
+    if isinstance(delivered, int) and not isinstance(delivered, bool):
+        return f"{delivered} delivered"
+    return "recorded"
