@@ -406,19 +406,12 @@ def try_cached(argv: Sequence[str]) -> int | None:
         if parsed is None:
             return None
         flags, args = parsed
-        from matokit.cache import lookup
         from matokit.config import resolve
+        from matokit.reportfetch import cached_answer
 
         settings = resolve(flags)
         chosen = plan(args, lambda: settings)
-        if not chosen.report.cacheable:
-            return None
-        data = lookup(
-            settings.cache_path,
-            base_url=settings.require_url(),
-            method=chosen.report.method,
-            params=chosen.params,
-        )
+        data = cached_answer(settings, chosen.report, chosen.params)
         if data is None:
             return None
         return _print(chosen, data)
