@@ -71,9 +71,7 @@ def fetch(
             log.info("answered from the cache", extra={"api_method": report.method})
             return data
     site = params.get("idSite")
-    with opened(
-        settings, cache=use_cache, refresh=refresh, site=int(site) if site else None, clock=clock
-    ) as client:
+    with opened(settings, cache=use_cache, refresh=refresh, site=site, clock=clock) as client:
         return client.call(report.method, **params)
 
 
@@ -130,7 +128,7 @@ def opened(
     *,
     cache: bool = True,
     refresh: bool = False,
-    site: int | None = None,
+    site: int | str | None = None,
     clock: Callable[[], float] = time.time,
 ) -> Iterator[MatomoClient]:
     """The profile's client, over the profile's cache unless `cache=False`; closed on exit.
