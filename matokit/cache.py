@@ -47,6 +47,7 @@ if TYPE_CHECKING:
     from requests_cache import CachedSession
 
     from matokit.config import Settings
+    from matokit.reports import Report
 
 log = logging.getLogger("matokit.cache")
 
@@ -459,6 +460,22 @@ def _bump(con: sqlite3.Connection, name: str, by: int = 1) -> None:
 
 
 # --- the lean path: answer a hit without requests -----------------------------------------
+
+
+def cached_answer(settings: Settings, report: Report, params: Mapping[str, str]) -> Any | None:
+    """The fresh cached answer to `report` with `params`, or None; never asks Matomo.
+
+    The one cache lookup of a report: the lean path of `matokit report NAME` and
+    `matokit.reportfetch.fetch` both ask here. A report that is never cached gets None.
+    """
+    if not report.cacheable:
+        return None
+    return lookup(
+        settings.cache_path,
+        base_url=settings.require_url(),
+        method=report.method,
+        params=params,
+    )
 
 
 def lookup(

@@ -3,11 +3,12 @@
     from matokit import reportfetch, reports
     data = reportfetch.fetch(settings, report, reports.request_params(report, spec, site=1))
 
-`fetch` answers a fresh cache hit from MatoKit's own table (`cached_answer`, standard library
-only: the lean path of `matokit report NAME` calls the same function), else asks Matomo over
-the profile's cached session. Before a report is asked over that session, the site's settings
-are read through it (`SitesManager.getSiteFromId`, itself cached for a day), from which the
-session learns the site's time zone: what "today" means, so how long the answer is kept.
+`fetch` answers a fresh cache hit from MatoKit's own table (`cache.cached_answer`, standard
+library only: the lean path of `matokit report NAME` calls the same function), else asks
+Matomo over the profile's cached session. Before a report is asked over that session, the
+site's settings are read through it (`SitesManager.getSiteFromId`, itself cached for a day),
+from which the session learns the site's time zone: what "today" means, so how long the
+answer is kept.
 
 Module level imports only the standard library: requests and requests-cache are imported
 only when Matomo has to be asked.
@@ -33,23 +34,6 @@ log = logging.getLogger("matokit.report")
 SUMMARY = ("visits", "pages", "referrers", "events")  # catalogue names, in display order
 
 
-def cached_answer(settings: Settings, report: Report, params: Mapping[str, str]) -> Any | None:
-    """The fresh cached answer to `report` with `params`, or None; never asks Matomo.
-
-    Reads only MatoKit's own table of the profile's cache (see `matokit.cache.lookup`).
-    """
-    if not report.cacheable:
-        return None
-    from matokit.cache import lookup
-
-    return lookup(
-        settings.cache_path,
-        base_url=settings.require_url(),
-        method=report.method,
-        params=params,
-    )
-
-
 def fetch(
     settings: Settings,
     report: Report,
@@ -66,6 +50,8 @@ def fetch(
     """
     use_cache = report.cacheable and cache
     if use_cache and not refresh:
+        from matokit.cache import cached_answer
+
         data = cached_answer(settings, report, params)
         if data is not None:
             log.info("answered from the cache", extra={"api_method": report.method})

@@ -406,8 +406,8 @@ def try_cached(argv: Sequence[str]) -> int | None:
         if parsed is None:
             return None
         flags, args = parsed
+        from matokit.cache import cached_answer
         from matokit.config import resolve
-        from matokit.reportfetch import cached_answer
 
         settings = resolve(flags)
         chosen = plan(args, lambda: settings)
