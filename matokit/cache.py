@@ -7,7 +7,9 @@ any other method, never an error (including Matomo's `{"result":"error"}` inside
 
 How long: a period that includes the site's today (in the site's time zone) for `ttl_today`
 (300 s), a finished period for `ttl_past` (1 day). Relative dates (`today`, `yesterday`,
-`lastN`...) never outlive the site's midnight, when their meaning changes.
+`lastN`...) never outlive the site's midnight, when their meaning changes. The session learns a
+site's time zone from the `SitesManager.getSiteFromId` answers it passes on (cached or not), so
+ask for the site first (`matokit.reportfetch` does); a site of unknown zone gets the short TTLs.
 
 The token travels in the POST body, so POST is cacheable; `token_auth` (and the usual auth
 headers) are requests-cache `ignored_parameters`: left out of the cache key *and* replaced by
@@ -45,6 +47,7 @@ if TYPE_CHECKING:
     from requests_cache import CachedSession
 
     from matokit.config import Settings
+    from matokit.reports import Report
 
 log = logging.getLogger("matokit.cache")
 
@@ -52,7 +55,8 @@ DAY = 86400.0
 DIR_MODE = 0o700
 FILE_MODE = 0o600
 # Cached for a day whatever their parameters: a site's settings, the report metadata.
-DAILY_METHODS = frozenset({"SitesManager.getSiteFromId", "API.getReportMetadata"})
+SITE_METHOD = "SitesManager.getSiteFromId"  # its answer tells the session the site's time zone
+DAILY_METHODS = frozenset({SITE_METHOD, "API.getReportMetadata"})
 NEVER_PREFIXES = ("Live.",)
 # requests-cache's defaults plus Matomo's token: out of the key and redacted when stored.
 IGNORED_PARAMETERS = (
@@ -174,6 +178,16 @@ def _bulk_ttl(
             return None  # one live entry makes the whole answer live
         ttls.append(ttl)
     return min(ttls)
+
+
+def site_timezone(content: bytes) -> str | None:
+    """The time zone in a `SitesManager.getSiteFromId` JSON answer, or None."""
+    try:
+        info = json.loads(content.decode("utf-8-sig"))
+    except (UnicodeDecodeError, ValueError):
+        return None
+    zone = info.get("timezone") if isinstance(info, dict) else None
+    return str(zone) if zone else None
 
 
 def api_request(url: str, body: bytes | str | None) -> tuple[str, str, str, dict[str, str]] | None:
@@ -375,6 +389,11 @@ def _session_class() -> type[CachedSession]:
             return response
 
         def _after(self, described: tuple[str, str, str, dict[str, str]], response: Any) -> None:
+            _, method, fmt, fields = described
+            if method == SITE_METHOD and fmt == "JSON" and response.status_code == 200:
+                zone = site_timezone(response.content or b"")
+                if zone:  # what "today" means for this site's reports from now on
+                    self.timezones[str(fields.get("idSite", ""))] = zone
             hit = bool(getattr(response, "from_cache", False))
             try:
                 with _sqlite(self.cache.responses).connection(commit=True) as con:
@@ -441,6 +460,22 @@ def _bump(con: sqlite3.Connection, name: str, by: int = 1) -> None:
 
 
 # --- the lean path: answer a hit without requests -----------------------------------------
+
+
+def cached_answer(settings: Settings, report: Report, params: Mapping[str, str]) -> Any | None:
+    """The fresh cached answer to `report` with `params`, or None; never asks Matomo.
+
+    The one cache lookup of a report: the lean path of `matokit report NAME` and
+    `matokit.reportfetch.fetch` both ask here. A report that is never cached gets None.
+    """
+    if not report.cacheable:
+        return None
+    return lookup(
+        settings.cache_path,
+        base_url=settings.require_url(),
+        method=report.method,
+        params=params,
+    )
 
 
 def lookup(

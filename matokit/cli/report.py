@@ -6,7 +6,6 @@ word is not a subcommand, so report names and `Module.method` work as the first 
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -18,13 +17,7 @@ from matokit.cli import state
 if TYPE_CHECKING:
     import click
 
-    from matokit.client import MatomoClient
-    from matokit.config import Settings
     from matokit.dates import DateSpec
-    from matokit.reports import Report
-
-log = logging.getLogger("matokit.report")
-SUMMARY = ("visits", "pages", "referrers", "events")  # catalogue names, in display order
 
 
 class ReportGroup(TyperGroup):
@@ -125,6 +118,7 @@ def show(
     csv_safe: bool = _csv_safe(),
 ) -> None:
     """Show one report (`matokit report NAME` is short for `matokit report show NAME`)."""
+    from matokit import reportfetch
     from matokit.cli import report_show
 
     args = report_show.ShowArgs(
@@ -132,9 +126,8 @@ def show(
     )
     app_state = state(ctx)
     chosen = report_show.plan(args, app_state.settings)
-    settings = app_state.settings()
-    data = _fetch(
-        settings, chosen.report, chosen.params, chosen.site, no_cache=no_cache, refresh=refresh
+    data = reportfetch.fetch(
+        app_state.settings(), chosen.report, chosen.params, cache=not no_cache, refresh=refresh
     )
     report_show.show(chosen, data)
 
@@ -151,6 +144,7 @@ def list_reports(
     csv_safe: bool = _csv_safe(),
 ) -> None:
     """List the report catalogue (with --all: also every report of the Matomo server)."""
+    from matokit import reportfetch
     from matokit.cli.report_show import check_format, render
     from matokit.reports import catalogue_rows, metadata_entries
 
@@ -159,11 +153,8 @@ def list_reports(
     if all_reports:
         settings = state(ctx).settings()
         site_id = settings.require_site(site)
-        client, session = _open(settings, use_cache=not no_cache, refresh=False)
-        try:
+        with reportfetch.opened(settings, cache=not no_cache) as client:
             metadata = client.call("API.getReportMetadata", idSite=site_id)
-        finally:
-            _close(client, session)
         known = {r["method"] for r in rows}
         for entry in metadata_entries(metadata):
             if entry["method"] in known and not entry["params"]:
@@ -214,38 +205,24 @@ def summary(
     csv_safe: bool = _csv_safe(),
 ) -> None:
     """Visits, top pages, channels and top events of a site in one API.getBulkRequest."""
-    from matokit import dates, reports
+    from matokit import dates, reportfetch
     from matokit.cli.report_show import check_cache_flags, check_format, check_limit
-    from matokit.errors import MatomoError
 
     fmt = check_format(fmt)
     check_cache_flags(no_cache, refresh)
     spec = dates.validate(period, date)
     settings = state(ctx).settings()
     site_id = settings.require_site(site)
-    calls = []
-    for name in SUMMARY:
-        report = reports.BY_NAME[name]
-        params = reports.request_params(
-            report, spec, site=site_id, limit=check_limit(limit), segment=segment
-        )
-        calls.append((report.method, params))
-    client, session = _open(settings, use_cache=not no_cache, refresh=refresh)
-    try:
-        if session is not None:
-            _prime_timezone(client, session, site_id)
-        answers = client.bulk(calls)
-    finally:
-        _close(client, session)
-    results: dict[str, list[dict[str, Any]]] = {}
-    errors: dict[str, MatomoError] = {}
-    for name, answer in zip(SUMMARY, answers, strict=True):
-        report = reports.BY_NAME[name]
-        if isinstance(answer, MatomoError):
-            errors[name] = answer
-            continue
-        rows = reports.rows_from(answer, report=report, spec=spec)
-        results[name] = [] if reports.is_empty(rows, report) else rows
+    result = reportfetch.summary(
+        settings,
+        spec,
+        site=site_id,
+        limit=check_limit(limit),
+        segment=segment,
+        cache=not no_cache,
+        refresh=refresh,
+    )
+    results, errors = result.results, result.errors
     csv_safe = csv_safe or bool(settings.values.get("csv_safe"))
     _render_summary(results, errors, fmt, site_id=site_id, spec=spec, csv_safe=csv_safe)
     if errors:
@@ -257,77 +234,6 @@ def summary(
             for error in others:
                 say(f"matokit: error: {error}")
         raise first
-
-
-# -- fetching
-
-
-def _open(settings: Settings, *, use_cache: bool, refresh: bool) -> tuple[MatomoClient, Any | None]:
-    """The profile's client, over the profile's cache unless asked not to."""
-    from matokit.connect import client_for
-    from matokit.errors import StorageError
-
-    settings.require_url()  # configuration errors first: no cache file for a broken profile
-    session = None
-    if use_cache:
-        from matokit.cache import cached_session
-
-        try:
-            session = cached_session(settings, refresh=refresh)
-        except StorageError as exc:
-            log.warning("%s Continuing without the cache.", exc.message)
-    try:
-        return client_for(settings, session=session), session
-    except BaseException:
-        if session is not None:
-            session.close()
-        raise
-
-
-def _close(client: MatomoClient, session: Any | None) -> None:
-    client.close()
-    if session is not None:
-        session.close()
-
-
-def _prime_timezone(client: MatomoClient, session: Any, site: int) -> None:
-    """Tell the cache the site's time zone (what "today" means); itself cached for a day."""
-    info = client.call("SitesManager.getSiteFromId", idSite=site)
-    zone = info.get("timezone") if isinstance(info, Mapping) else None
-    if zone:
-        session.timezones[str(site)] = str(zone)
-
-
-def _fetch(
-    settings: Settings,
-    report: Report,
-    params: Mapping[str, str],
-    site: int,
-    *,
-    no_cache: bool,
-    refresh: bool,
-) -> Any:
-    """One report's answer: from the cache's lean path if fresh, else through the client."""
-    use_cache = report.cacheable and not no_cache
-    if use_cache and not refresh:
-        from matokit.cache import lookup
-
-        data = lookup(
-            settings.cache_path,
-            base_url=settings.require_url(),
-            method=report.method,
-            params=params,
-        )
-        if data is not None:
-            log.info("answered from the cache", extra={"api_method": report.method})
-            return data
-    client, session = _open(settings, use_cache=use_cache, refresh=refresh)
-    try:
-        if session is not None:
-            _prime_timezone(client, session, site)
-        return client.call(report.method, **params)
-    finally:
-        _close(client, session)
 
 
 def _render_summary(

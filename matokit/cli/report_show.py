@@ -404,21 +404,14 @@ def try_cached(argv: Sequence[str]) -> int | None:
         if parsed is None:
             return None
         flags, args = parsed
-        from matokit.cache import lookup
+        from matokit.cache import cached_answer
         from matokit.config import resolve
 
         settings = resolve(flags)
         if settings.log_level in ("debug", "info"):
             return None  # the normal path logs the cache hit
         chosen = plan(args, lambda: settings)
-        if not chosen.report.cacheable:
-            return None
-        data = lookup(
-            settings.cache_path,
-            base_url=settings.require_url(),
-            method=chosen.report.method,
-            params=chosen.params,
-        )
+        data = cached_answer(settings, chosen.report, chosen.params)
         if data is None:
             return None
         return _print(chosen, data)
