@@ -82,9 +82,9 @@ def run(args: list[str]) -> int:
     debug = "--debug" in args or os.environ.get("MATOKIT_LOG_LEVEL", "").lower() == "debug"
     app_state = AppState(debug=debug)
     try:
-        import click
         import typer
 
+        from matokit.cli import typerclick as click  # the Click Typer runs on, not `import click`
         from matokit.cli.app import build_app
 
         command = typer.main.get_command(build_app())
