@@ -477,3 +477,46 @@ def test_import_of_a_missing_file_is_a_usage_error(
     result = invoke(capsys, "track", "import", "/nonexistent/hits.jsonl")
     assert result.code == 2, result
     assert "cannot read" in result.stderr
+
+
+# --- how the hit commands are declared -----------------------------------------------------------
+
+HIT_COMMANDS = ("pageview", "event", "goal", "order")
+COMMON_OPTIONS = [
+    "site",
+    "visitor_id",
+    "user_id",
+    "at",
+    "dimension",
+    "param",
+    "idempotency_key",
+    "queue",
+    "dry_run",
+    "fmt",
+]
+
+
+def test_hit_commands_are_plain_functions_typer_reads_as_written():
+    """No synthesized __signature__/__annotations__: what Typer introspects is the def itself."""
+    import inspect
+
+    from matokit.cli import track
+
+    callbacks = {info.name: info.callback for info in track.app.registered_commands}
+    for name in HIT_COMMANDS:
+        callback = callbacks[name]
+        assert callback is not None and callback.__name__ == name
+        assert "__signature__" not in vars(callback), name
+        code = callback.__code__
+        written = list(code.co_varnames[: code.co_argcount + code.co_kwonlyargcount])
+        assert list(inspect.signature(callback).parameters) == written, name
+        assert set(callback.__annotations__) == {*written, "return"}, name
+        assert written[0] == "ctx" and written[-len(COMMON_OPTIONS) :] == COMMON_OPTIONS, name
+
+
+def test_hit_commands_share_the_common_options_exactly(capsys):
+    manifest = json.loads(invoke(capsys, "describe").stdout)
+    by_name = {c["name"]: c for c in manifest["commands"]}
+    tails = [by_name[f"track {name}"]["params"][-len(COMMON_OPTIONS) :] for name in HIT_COMMANDS]
+    assert [p["name"] for p in tails[0]] == COMMON_OPTIONS
+    assert all(tail == tails[0] for tail in tails)

@@ -111,9 +111,9 @@ def run(args: list[str]) -> int:
         named = dict(pair for pair in pairwise(args) if pair[0] == "--profile")
         logs.set_context(profile=early_profile(named), command="")
     try:
-        import click
         import typer
 
+        from matokit.cli import typerclick as click  # the Click Typer runs on, not `import click`
         from matokit.cli.app import build_app
 
         cli = typer.main.get_command(build_app())

@@ -7,11 +7,16 @@ from typing import TYPE_CHECKING
 import typer
 
 if TYPE_CHECKING:
-    import click
+    from matokit.cli.introspect import Command
 
 
-def _root(ctx: typer.Context) -> click.Command:
-    return ctx.find_root().command
+def _root(ctx: typer.Context) -> Command:
+    from typer.core import TyperGroup
+
+    root = ctx.find_root().command
+    if not isinstance(root, TyperGroup):
+        raise TypeError(f"matokit's root command is a {type(root).__name__}, not a TyperGroup")
+    return root
 
 
 def describe_command(

@@ -1,7 +1,9 @@
 """The command tree as data: the `describe` manifest and static shell completion scripts.
 
 Both are generated from the live Click tree that Typer builds, so they cannot drift from
-the CLI; a test regenerates `completions/` and fails when the committed files are stale.
+the CLI; a test regenerates `completions/` and fails when the committed files are stale. The
+tree is read through Typer's own classes, never through `click` (see `matokit.cli.typerclick`):
+from Typer 0.26 the Click underneath is Typer's private copy.
 """
 
 from __future__ import annotations
@@ -9,26 +11,43 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
-import click
+from typer.core import TyperArgument, TyperCommand, TyperGroup, TyperOption
 
 from matokit import __version__
 from matokit.config import option_env
 
+# Every command and parameter of the tree is built by Typer (ReportGroup is a TyperGroup).
+Command = TyperCommand | TyperGroup
+Param = TyperOption | TyperArgument
+
 
 def walk(
-    command: click.Command, path: tuple[str, ...] = ()
-) -> Iterator[tuple[tuple[str, ...], click.Command]]:
+    command: Command, path: tuple[str, ...] = ()
+) -> Iterator[tuple[tuple[str, ...], Command]]:
     """Every command with its path, parents first, children sorted by name."""
     yield path, command
-    if isinstance(command, click.Group):
-        for name in sorted(command.commands):
-            child = command.commands[name]
-            if not getattr(child, "hidden", False):
-                yield from walk(child, (*path, name))
+    for name, child in _children(command):
+        yield from walk(child, (*path, name))
 
 
-def _param(param: click.Parameter, *, is_global: bool) -> dict[str, Any]:
-    is_option = isinstance(param, click.Option)
+def _children(command: Command) -> list[tuple[str, Command]]:
+    """A group's visible subcommands, sorted by name."""
+    if not isinstance(command, TyperGroup):
+        return []
+    return [
+        (name, child)
+        for name, child in sorted(command.commands.items())
+        if isinstance(child, TyperCommand | TyperGroup) and not child.hidden
+    ]
+
+
+def _params(command: Command) -> list[Param]:
+    """The command's own options and arguments (Click adds --help only when parsing)."""
+    return [p for p in command.params if isinstance(p, TyperOption | TyperArgument)]
+
+
+def _param(param: Param, *, is_global: bool) -> dict[str, Any]:
+    is_option = isinstance(param, TyperOption)
     entry: dict[str, Any] = {
         "name": param.name,
         "kind": "option" if is_option else "argument",
@@ -39,8 +58,9 @@ def _param(param: click.Parameter, *, is_global: bool) -> dict[str, Any]:
         "default": _default(param),
         "help": getattr(param, "help", None) or "",
     }
-    if isinstance(param.type, click.Choice):
-        entry["choices"] = list(param.type.choices)
+    choices = getattr(param.type, "choices", None)  # click.Choice, or Typer's own from 0.26
+    if choices is not None:
+        entry["choices"] = list(choices)
     # The variable behind a global option comes from the settings table in matokit.config.
     names = option_env() if is_global else {}
     env = next((names[f] for f in param.opts if f in names), None)
@@ -49,14 +69,14 @@ def _param(param: click.Parameter, *, is_global: bool) -> dict[str, Any]:
     return entry
 
 
-def _type_name(param: click.Parameter) -> str:
-    if isinstance(param, click.Option) and param.is_flag:
+def _type_name(param: Param) -> str:
+    if isinstance(param, TyperOption) and param.is_flag:
         return "boolean"
     name = getattr(param.type, "name", "text").lower()
     return {"integer": "integer", "float": "number", "boolean": "boolean"}.get(name, "string")
 
 
-def _default(param: click.Parameter) -> Any:
+def _default(param: Param) -> Any:
     value = param.default
     if callable(value) or value is None:
         return None
@@ -65,7 +85,7 @@ def _default(param: click.Parameter) -> Any:
     return value if isinstance(value, str | int | float | bool) else str(value)
 
 
-def manifest(root: click.Command) -> dict[str, Any]:
+def manifest(root: Command) -> dict[str, Any]:
     """A machine-readable description of every command and option."""
     from matokit.cli import effects
     from matokit.cli.exit import ExitCode
@@ -75,11 +95,11 @@ def manifest(root: click.Command) -> dict[str, Any]:
         if not path:
             continue
         name = " ".join(path)
-        params = [p for p in command.params if p.name not in ("help",)]
+        params = [p for p in _params(command) if p.name not in ("help",)]
         entry: dict[str, Any] = {
             "name": name,
             "help": (command.help or "").strip().split("\n\n")[0],
-            "group": isinstance(command, click.Group),
+            "group": isinstance(command, TyperGroup),
             "effect": effects.effect_of(name),
             "params": [_param(p, is_global=False) for p in params],
         }
@@ -90,7 +110,7 @@ def manifest(root: click.Command) -> dict[str, Any]:
         "schema": "matokit.describe/1",
         "program": "matokit",
         "version": __version__,
-        "global_options": [_param(p, is_global=True) for p in root.params if p.name != "help"],
+        "global_options": [_param(p, is_global=True) for p in _params(root) if p.name != "help"],
         "commands": commands,
         "effects": dict(effects.LABELS),
         "exit_codes": {code.name.lower(): int(code) for code in ExitCode},
@@ -115,17 +135,15 @@ def manifest_text(data: dict[str, Any]) -> str:
     return "".join(f"{name:<{width}}  {effect}\n{pad}{text}\n" for name, effect, text in rows)
 
 
-def _words(command: click.Command) -> list[str]:
-    words: list[str] = []
-    if isinstance(command, click.Group):
-        words += sorted(n for n, c in command.commands.items() if not getattr(c, "hidden", False))
-    for param in command.params:
-        if isinstance(param, click.Option):
+def _words(command: Command) -> list[str]:
+    words = [name for name, _ in _children(command)]
+    for param in _params(command):
+        if isinstance(param, TyperOption):
             words += list(param.opts) + list(param.secondary_opts)
     return words
 
 
-def completion_script(root: click.Command, shell: str) -> str:
+def completion_script(root: Command, shell: str) -> str:
     """A static completion script for bash, zsh or fish."""
     tree = [(" ".join(path), command) for path, command in walk(root)]
     if shell == "bash":
@@ -140,8 +158,8 @@ def completion_script(root: click.Command, shell: str) -> str:
 _HEADER = "# matokit {version} shell completion, generated by `matokit completions {shell}`.\n"
 
 
-def _path_loop(tree: list[tuple[str, click.Command]], first: int) -> str:
-    paths = "|".join(f'"{p}"' for p, c in tree if p and isinstance(c, click.Group | click.Command))
+def _path_loop(tree: list[tuple[str, Command]], first: int) -> str:
+    paths = "|".join(f'"{p}"' for p, _ in tree if p)
     return (
         f"    for ((i = {first}; i < {'COMP_CWORD' if first == 1 else 'CURRENT'}; i++)); do\n"
         f'        w="${{{"COMP_WORDS" if first == 1 else "words"}[i]}}"\n'
@@ -153,7 +171,7 @@ def _path_loop(tree: list[tuple[str, click.Command]], first: int) -> str:
     )
 
 
-def _bash(tree: list[tuple[str, click.Command]]) -> str:
+def _bash(tree: list[tuple[str, Command]]) -> str:
     cases = "".join(f'        "{path}") words="{" ".join(_words(cmd))}" ;;\n' for path, cmd in tree)
     return (
         _HEADER.format(version=__version__, shell="bash") + "_matokit_complete() {\n"
@@ -168,7 +186,7 @@ def _bash(tree: list[tuple[str, click.Command]]) -> str:
     )
 
 
-def _zsh(tree: list[tuple[str, click.Command]]) -> str:
+def _zsh(tree: list[tuple[str, Command]]) -> str:
     cases = "".join(
         f'        "{path}") choices=({" ".join(_words(cmd))}) ;;\n' for path, cmd in tree
     )
@@ -187,7 +205,7 @@ def _zsh(tree: list[tuple[str, click.Command]]) -> str:
     )
 
 
-def _fish(tree: list[tuple[str, click.Command]]) -> str:
+def _fish(tree: list[tuple[str, Command]]) -> str:
     lines = [_HEADER.format(version=__version__, shell="fish").rstrip(), "complete -c matokit -f"]
     for path, command in tree:
         parts = path.split()
@@ -199,8 +217,8 @@ def _fish(tree: list[tuple[str, click.Command]]) -> str:
                 f"complete -c matokit -n '{condition}' -a {parts[-1]} -d '{help_text[:60]}'"
             )
         condition = _fish_condition(path, tree)
-        for param in command.params:
-            if not isinstance(param, click.Option):
+        for param in _params(command):
+            if not isinstance(param, TyperOption):
                 continue
             for opt in list(param.opts) + list(param.secondary_opts):
                 flag = f"-l {opt[2:]}" if opt.startswith("--") else f"-s {opt[1:]}"
@@ -209,7 +227,7 @@ def _fish(tree: list[tuple[str, click.Command]]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _fish_condition(path: str, tree: list[tuple[str, click.Command]]) -> str:
+def _fish_condition(path: str, tree: list[tuple[str, Command]]) -> str:
     if not path:
         return "__fish_use_subcommand"
     parts = path.split()
@@ -244,15 +262,16 @@ _REPORT_OPTIONS_HEADER = (
 )
 
 
-def report_options_source(root: click.Command) -> str:
+def report_options_source(root: Command) -> str:
     """The source of `matokit/cli/report_options.py`, built from the live Click tree."""
-    assert isinstance(root, click.Group)
+    assert isinstance(root, TyperGroup)
     group = root.commands["report"]
-    assert isinstance(group, click.Group)
+    assert isinstance(group, TyperGroup)
     show = group.commands["show"]
+    assert isinstance(show, TyperCommand)
     lines = [_REPORT_OPTIONS_HEADER]
     lines += _param_table("GLOBAL", root)
-    arguments = tuple(p.name for p in show.params if isinstance(p, click.Argument))
+    arguments = tuple(p.name for p in show.params if isinstance(p, TyperArgument))
     lines += [
         "",
         f"REPORT_COMMANDS = {_literal(tuple(sorted(group.commands)))}",
@@ -267,10 +286,10 @@ def _literal(value: object) -> str:
     return repr(value).replace("'", '"')
 
 
-def _param_table(name: str, command: click.Command) -> list[str]:
+def _param_table(name: str, command: Command) -> list[str]:
     lines = ["", f"{name}: dict[str, Param] = {{"]
     for param in command.params:
-        if not isinstance(param, click.Option):
+        if not isinstance(param, TyperOption):
             continue
         flags = tuple(param.opts) + tuple(param.secondary_opts)
         takes_value = not param.is_flag and not param.count
@@ -287,4 +306,6 @@ if __name__ == "__main__":
 
     from matokit.cli.app import build_app
 
-    sys.stdout.write(report_options_source(typer.main.get_command(build_app())))
+    root = typer.main.get_command(build_app())
+    assert isinstance(root, TyperGroup)
+    sys.stdout.write(report_options_source(root))

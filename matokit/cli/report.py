@@ -15,22 +15,22 @@ from typer.core import TyperGroup
 from matokit.cli import state
 
 if TYPE_CHECKING:
-    import click
-
     from matokit.dates import DateSpec
 
 
 class ReportGroup(TyperGroup):
-    """A group whose unknown first word is a report name for the default `show` command."""
+    """A group whose unknown first word is a report name for the default `show` command.
 
-    def resolve_command(
-        self, ctx: click.Context, args: list[str]
-    ) -> tuple[str | None, click.Command | None, list[str]]:
+    Click's Context, Command and HelpFormatter are typed Any here: they are `click`'s up to
+    Typer 0.25 and Typer's private copy from 0.26 (see `matokit.cli.typerclick`).
+    """
+
+    def resolve_command(self, ctx: Any, args: list[str]) -> tuple[str | None, Any, list[str]]:
         if args and args[0] not in self.commands and not args[0].startswith("-"):
             args = ["show", *args]
         return super().resolve_command(ctx, args)
 
-    def format_epilog(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+    def format_epilog(self, ctx: Any, formatter: Any) -> None:
         from matokit.reports import CATALOGUE
 
         with formatter.section("Reports (report NAME; also any Module.method)"):

@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import csv
 import functools
-import inspect
 import io
 import os
 import sys
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -65,13 +65,33 @@ def _check_format(value: str) -> str:
     return value
 
 
-# --- the hit commands: one implementation ----------------------------------------------------
+# --- the hit commands: each declares its own options, then the common ones ---------------------
+#
+# Every hit command lists the common options explicitly (sharing the Option constants above), so
+# Typer reads plain signatures; `_track` does the rest, given the hit's builder.
 
 
-def _track(
+@dataclass(frozen=True)
+class HitOptions:
+    """The options every `track TYPE` command takes, as parsed."""
+
+    site: int | None
+    visitor_id: str | None
+    user_id: str | None
+    at: str | None
+    dimension: list[str] | None
+    param: list[str] | None
+    idempotency_key: str | None
+    queue: bool
+    dry_run: bool
+    fmt: str
+
+
+@app.command("pageview")
+def pageview(
     ctx: typer.Context,
-    build: Callable[[int, CommonFields], Hit],
-    *,
+    url: str = typer.Option(..., "--url", help="The page's full URL (not Matomo's)."),
+    title: str | None = typer.Option(None, "--title", help="The page title."),
     site: int | None = SITE,
     visitor_id: str | None = VISITOR,
     user_id: str | None = USER,
@@ -83,35 +103,156 @@ def _track(
     dry_run: bool = DRY_RUN,
     fmt: str = FORMAT,
 ) -> None:
-    """What every `track TYPE` command does once its own fields are known.
+    """Track a page view."""
+    options = HitOptions(
+        site=site,
+        visitor_id=visitor_id,
+        user_id=user_id,
+        at=at,
+        dimension=dimension,
+        param=param,
+        idempotency_key=idempotency_key,
+        queue=queue,
+        dry_run=dry_run,
+        fmt=fmt,
+    )
+    _track(ctx, options, functools.partial(_pageview_hit, url=url, title=title))
 
-    Its keyword-only parameters are the options every hit command takes (`_hit_command`).
-    """
+
+@app.command("event")
+def event(
+    ctx: typer.Context,
+    category: str = typer.Option(..., "--category", help="Event category."),
+    action: str = typer.Option(..., "--action", help="Event action."),
+    name: str | None = typer.Option(None, "--name", help="Event name."),
+    value: str | None = typer.Option(None, "--value", help="Event value (a number)."),
+    site: int | None = SITE,
+    visitor_id: str | None = VISITOR,
+    user_id: str | None = USER,
+    at: str | None = AT,
+    dimension: list[str] | None = DIMENSION,
+    param: list[str] | None = PARAM,
+    idempotency_key: str | None = KEY,
+    queue: bool = QUEUE,
+    dry_run: bool = DRY_RUN,
+    fmt: str = FORMAT,
+) -> None:
+    """Track an event (category and action required)."""
+    options = HitOptions(
+        site=site,
+        visitor_id=visitor_id,
+        user_id=user_id,
+        at=at,
+        dimension=dimension,
+        param=param,
+        idempotency_key=idempotency_key,
+        queue=queue,
+        dry_run=dry_run,
+        fmt=fmt,
+    )
+    build = functools.partial(_event_hit, category=category, action=action, name=name, value=value)
+    _track(ctx, options, build)
+
+
+@app.command("goal")
+def goal(
+    ctx: typer.Context,
+    goal_id: str = typer.Option(..., "--goal", help="The goal's id."),
+    revenue: str | None = typer.Option(None, "--revenue", help="Revenue of the conversion."),
+    site: int | None = SITE,
+    visitor_id: str | None = VISITOR,
+    user_id: str | None = USER,
+    at: str | None = AT,
+    dimension: list[str] | None = DIMENSION,
+    param: list[str] | None = PARAM,
+    idempotency_key: str | None = KEY,
+    queue: bool = QUEUE,
+    dry_run: bool = DRY_RUN,
+    fmt: str = FORMAT,
+) -> None:
+    """Track a manual goal conversion."""
+    options = HitOptions(
+        site=site,
+        visitor_id=visitor_id,
+        user_id=user_id,
+        at=at,
+        dimension=dimension,
+        param=param,
+        idempotency_key=idempotency_key,
+        queue=queue,
+        dry_run=dry_run,
+        fmt=fmt,
+    )
+    _track(ctx, options, functools.partial(_goal_hit, goal_id=goal_id, revenue=revenue))
+
+
+@app.command("order")
+def order(
+    ctx: typer.Context,
+    order_id: str = typer.Option(..., "--order-id", help="Order id (Matomo ignores repeats)."),
+    revenue: str = typer.Option(..., "--revenue", help="The order's total revenue."),
+    item: list[str] | None = typer.Option(
+        None, "--item", help="An order line SKU,NAME,PRICE,QTY (repeatable).", show_default=False
+    ),
+    site: int | None = SITE,
+    visitor_id: str | None = VISITOR,
+    user_id: str | None = USER,
+    at: str | None = AT,
+    dimension: list[str] | None = DIMENSION,
+    param: list[str] | None = PARAM,
+    idempotency_key: str | None = KEY,
+    queue: bool = QUEUE,
+    dry_run: bool = DRY_RUN,
+    fmt: str = FORMAT,
+) -> None:
+    """Track an ecommerce order."""
+    options = HitOptions(
+        site=site,
+        visitor_id=visitor_id,
+        user_id=user_id,
+        at=at,
+        dimension=dimension,
+        param=param,
+        idempotency_key=idempotency_key,
+        queue=queue,
+        dry_run=dry_run,
+        fmt=fmt,
+    )
+    build = functools.partial(_order_hit, order_id=order_id, revenue=revenue, item=item)
+    _track(ctx, options, build)
+
+
+def _track(
+    ctx: typer.Context, options: HitOptions, build: Callable[[int, CommonFields], Hit]
+) -> None:
+    """What every `track TYPE` command does once its own fields are known."""
     from matokit.cli.exit import command_line_values
 
+    fmt = options.fmt
     _check_format(fmt)
     settings = state(ctx).settings()
-    site_id = settings.require_site(site)
+    site_id = settings.require_site(options.site)
     with command_line_values():  # an invalid field given as a flag is a usage error (2)
         dimensions: dict[int | str, str] = {
-            number: value for number, value in _pairs(dimension, "dimension", numbered=True).items()
+            number: value
+            for number, value in _pairs(options.dimension, "dimension", numbered=True).items()
         }
         common: CommonFields = {
-            "visitor_id": visitor_id,
-            "user_id": user_id,
+            "visitor_id": options.visitor_id,
+            "user_id": options.user_id,
             "dimensions": dimensions,
-            "params": _pairs(param, "param"),
-            "at": at,
-            "key": idempotency_key,
+            "params": _pairs(options.param, "param"),
+            "at": options.at,
+            "key": options.idempotency_key,
         }
         hit = build(site_id, common)
-    if dry_run:
+    if options.dry_run:
         _dry_run(settings, hit, fmt)
         return
     from matokit.delivery import Delivery
 
     with Delivery.for_settings(settings) as delivery:
-        if queue:
+        if options.queue:
             outcome = delivery.queue(hit)
         else:
             settings.require_url()
@@ -119,98 +260,38 @@ def _track(
     raise typer.Exit(_report(outcome, fmt))
 
 
-HitBuilder = Callable[..., "Hit"]
+# --- the hits: (site_id, common fields, own fields) -> Hit --------------------------------------
 
 
-def _hit_command(name: str) -> Callable[[HitBuilder], HitBuilder]:
-    """Register `track NAME` for a hit builder: its own options, then the common ones.
-
-    The builder takes `(site_id, common, *, its own options)` and returns the hit. Typer reads
-    the command's options from its signature, so the command's is composed: the builder's
-    keyword-only parameters, then `_track`'s (the common options, declared once).
-    """
-
-    def register(build: HitBuilder) -> HitBuilder:
-        own = _keyword_only(build)
-        params = [inspect.signature(_track).parameters["ctx"], *own, *_keyword_only(_track)]
-
-        def command(ctx: typer.Context, **options: Any) -> None:
-            fields = {p.name: options.pop(p.name) for p in own}
-            _track(ctx, functools.partial(build, **fields), **options)
-
-        command.__signature__ = inspect.Signature(params)  # type: ignore[attr-defined]
-        command.__annotations__ = {p.name: p.annotation for p in params}
-        command.__doc__ = build.__doc__
-        app.command(name)(command)
-        return build
-
-    return register
-
-
-def _keyword_only(function: Callable[..., Any]) -> list[inspect.Parameter]:
-    parameters = inspect.signature(function).parameters.values()
-    return [p for p in parameters if p.kind is inspect.Parameter.KEYWORD_ONLY]
-
-
-# --- the commands ------------------------------------------------------------------------------
-
-
-@_hit_command("pageview")
-def pageview(
-    site_id: int,
-    common: CommonFields,
-    *,
-    url: str = typer.Option(..., "--url", help="The page's full URL (not Matomo's)."),
-    title: str | None = typer.Option(None, "--title", help="The page title."),
-) -> Hit:
-    """Track a page view."""
+def _pageview_hit(site_id: int, common: CommonFields, *, url: str, title: str | None) -> Hit:
     from matokit.hits import pageview as make
 
     return make(site_id, url=url, title=title, **common)
 
 
-@_hit_command("event")
-def event(
+def _event_hit(
     site_id: int,
     common: CommonFields,
     *,
-    category: str = typer.Option(..., "--category", help="Event category."),
-    action: str = typer.Option(..., "--action", help="Event action."),
-    name: str | None = typer.Option(None, "--name", help="Event name."),
-    value: str | None = typer.Option(None, "--value", help="Event value (a number)."),
+    category: str,
+    action: str,
+    name: str | None,
+    value: str | None,
 ) -> Hit:
-    """Track an event (category and action required)."""
     from matokit.hits import event as make
 
     return make(site_id, category=category, action=action, name=name, value=value, **common)
 
 
-@_hit_command("goal")
-def goal(
-    site_id: int,
-    common: CommonFields,
-    *,
-    goal_id: str = typer.Option(..., "--goal", help="The goal's id."),
-    revenue: str | None = typer.Option(None, "--revenue", help="Revenue of the conversion."),
-) -> Hit:
-    """Track a manual goal conversion."""
+def _goal_hit(site_id: int, common: CommonFields, *, goal_id: str, revenue: str | None) -> Hit:
     from matokit.hits import goal as make
 
     return make(site_id, goal_id=goal_id, revenue=revenue, **common)
 
 
-@_hit_command("order")
-def order(
-    site_id: int,
-    common: CommonFields,
-    *,
-    order_id: str = typer.Option(..., "--order-id", help="Order id (Matomo ignores repeats)."),
-    revenue: str = typer.Option(..., "--revenue", help="The order's total revenue."),
-    item: list[str] | None = typer.Option(
-        None, "--item", help="An order line SKU,NAME,PRICE,QTY (repeatable).", show_default=False
-    ),
+def _order_hit(
+    site_id: int, common: CommonFields, *, order_id: str, revenue: str, item: list[str] | None
 ) -> Hit:
-    """Track an ecommerce order."""
     from matokit.hits import order as make
 
     items = [_item(text, index) for index, text in enumerate(item or [])]
