@@ -72,8 +72,10 @@ def _param(param: Param, *, is_global: bool) -> dict[str, Any]:
 def _type_name(param: Param) -> str:
     if isinstance(param, TyperOption) and param.is_flag:
         return "boolean"
+    # Click names them integer/float/boolean; Typer's own copy (0.26+) int/float/bool.
     name = getattr(param.type, "name", "text").lower()
-    return {"integer": "integer", "float": "number", "boolean": "boolean"}.get(name, "string")
+    kinds = {"integer": "integer", "int": "integer", "float": "number", "boolean": "boolean"}
+    return {**kinds, "bool": "boolean"}.get(name, "string")
 
 
 def _default(param: Param) -> Any:
