@@ -34,6 +34,7 @@ from matokit.health import (
     seconds_text,
 )
 from matokit.redact import display_url
+from matokit.sizes import byte_text
 
 if TYPE_CHECKING:
     from matokit.config import Settings
@@ -509,7 +510,7 @@ def check_cache(run: HealthRun, name: str) -> CheckResult:
     return CheckResult(
         name,
         Status.OK,
-        f"cache database opens ({_bytes(size)})",
+        f"cache database opens ({byte_text(size)})",
         metrics={"size_bytes": size},
     )
 
@@ -520,14 +521,6 @@ def _size_with_wal(path: Path) -> int:
         with contextlib.suppress(OSError):
             total += candidate.stat().st_size
     return total
-
-
-def _bytes(size: float) -> str:
-    for unit in ("B", "KB", "MB", "GB"):
-        if size < 1024 or unit == "GB":
-            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
-        size /= 1024
-    return f"{size:.1f} GB"
 
 
 CHECK_FUNCTIONS: dict[str, Callable[[HealthRun, str], CheckResult]] = {

@@ -5,6 +5,7 @@ from __future__ import annotations
 import typer
 
 from matokit.cli import state
+from matokit.sizes import byte_text
 
 app = typer.Typer(
     help="Inspect or empty this profile's report cache.",
@@ -38,7 +39,7 @@ def stats_command(
         ("profile", settings.profile),
         ("file", result.path + ("" if result.exists else " (not created yet)")),
         ("entries", f"{result.entries} ({result.fresh} fresh, {result.expired} expired)"),
-        ("size on disk", _size(result.size_bytes)),
+        ("size on disk", byte_text(result.size_bytes)),
         ("hits", str(result.hits)),
         ("misses", str(result.misses)),
         ("hit rate", "-" if rate is None else f"{rate:.0%}"),
@@ -78,12 +79,3 @@ def clear_command(
         return
     what = "expired entries" if expired else "entries"
     say(f"Removed {removed} {what} from {settings.cache_path}.")
-
-
-def _size(count: int) -> str:
-    size = float(count)
-    for unit in ("B", "KiB", "MiB"):
-        if size < 1024 or unit == "MiB":
-            return f"{size:,.0f} {unit}" if unit == "B" else f"{size:,.1f} {unit}"
-        size /= 1024
-    return f"{count} B"
