@@ -40,6 +40,7 @@ from urllib.parse import parse_qsl, urlsplit
 
 from matokit.dates import site_today, site_tzinfo, span, validate
 from matokit.errors import MatokitError, StorageError
+from matokit.sizes import database_size
 
 if TYPE_CHECKING:
     from requests_cache import CachedSession
@@ -517,14 +518,6 @@ class CacheStats:
         }
 
 
-def _disk_size(path: Path) -> int:
-    total = 0
-    for suffix in ("", "-wal", "-shm"):
-        with contextlib.suppress(OSError):
-            total += os.stat(f"{path}{suffix}").st_size
-    return total
-
-
 def stats(path: Path, *, now: float | None = None) -> CacheStats:
     """Entries, size on disk and hit counters of a profile's cache (never creates it)."""
     if not path.is_file():
@@ -558,7 +551,7 @@ def stats(path: Path, *, now: float | None = None) -> CacheStats:
         entries=entries,
         fresh=fresh,
         expired=entries - fresh,
-        size_bytes=_disk_size(path),
+        size_bytes=database_size(path),
         hits=int(counters.get("hits", 0)),
         misses=int(counters.get("misses", 0)),
     )

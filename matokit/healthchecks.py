@@ -8,7 +8,6 @@ failed", any other error is classified by `classify_error`.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import shlex
 import sqlite3
@@ -34,7 +33,7 @@ from matokit.health import (
     seconds_text,
 )
 from matokit.redact import display_url
-from matokit.sizes import byte_text
+from matokit.sizes import byte_text, database_size
 
 if TYPE_CHECKING:
     from matokit.config import Settings
@@ -491,7 +490,7 @@ def check_cache(run: HealthRun, name: str) -> CheckResult:
         return CheckResult(
             name, Status.OK, "no cache yet (the first report creates it)", metrics={"size_bytes": 0}
         )
-    size = _size_with_wal(path)
+    size = database_size(path)
     try:
         uri = f"file:{quote(str(path))}?mode=ro"
         conn = sqlite3.connect(uri, uri=True, timeout=2.0)
@@ -513,14 +512,6 @@ def check_cache(run: HealthRun, name: str) -> CheckResult:
         f"cache database opens ({byte_text(size)})",
         metrics={"size_bytes": size},
     )
-
-
-def _size_with_wal(path: Path) -> int:
-    total = 0
-    for candidate in (path, Path(f"{path}-wal")):
-        with contextlib.suppress(OSError):
-            total += candidate.stat().st_size
-    return total
 
 
 CHECK_FUNCTIONS: dict[str, Callable[[HealthRun, str], CheckResult]] = {

@@ -2,7 +2,22 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
+from pathlib import Path
+
 _UNITS = ("B", "KiB", "MiB", "GiB", "TiB")
+SQLITE_SUFFIXES = ("", "-wal", "-shm")
+
+
+def database_size(path: Path) -> int:
+    """Bytes an SQLite database at `path` takes on disk: the file, its -wal and its -shm
+    (what `du` counts); a missing file counts 0."""
+    total = 0
+    for suffix in SQLITE_SUFFIXES:
+        with contextlib.suppress(OSError):
+            total += os.stat(f"{path}{suffix}").st_size
+    return total
 
 
 def byte_text(size: float) -> str:
