@@ -8,7 +8,6 @@ import typer
 
 from matokit.cli import state
 
-METHOD = re.compile(r"^[A-Za-z][A-Za-z0-9]*\.[A-Za-z][A-Za-z0-9_]*$")
 FORMATS = ("json", "csv", "tsv", "xml")
 
 
@@ -64,9 +63,9 @@ def api_command(
     from matokit.cli.output import emit_json, emit_text
     from matokit.connect import client_for
     from matokit.errors import UsageError
-    from matokit.writeguard import require_read_only
+    from matokit.writeguard import is_method_name, require_read_only
 
-    if not METHOD.fullmatch(method):
+    if not is_method_name(method):
         raise UsageError(
             f"{method!r} is not a Reporting API method name.",
             hint="Use Module.method, e.g. VisitsSummary.get or API.getMatomoVersion.",
