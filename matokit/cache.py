@@ -54,7 +54,7 @@ DIR_MODE = 0o700
 FILE_MODE = 0o600
 # Cached for a day whatever their parameters: a site's settings, the report metadata.
 DAILY_METHODS = frozenset({"SitesManager.getSiteFromId", "API.getReportMetadata"})
-NEVER_PREFIXES = ("Live.",)
+NEVER_PREFIXES = ("live.",)  # lower case: PHP resolves module names case-insensitively
 # requests-cache's defaults plus Matomo's token: out of the key and redacted when stored.
 IGNORED_PARAMETERS = (
     "token_auth",
@@ -137,7 +137,7 @@ def request_ttl(
     """Seconds to cache the answer to one API call, or None when it must not be cached."""
     if method in DAILY_METHODS:
         return DAY
-    if method.startswith(NEVER_PREFIXES):
+    if never_cached(method):
         return None
     if method == "API.getBulkRequest":
         return _bulk_ttl(params, timezones=timezones, now=now, ttl_today=ttl_today, past=ttl_past)
@@ -175,6 +175,12 @@ def _bulk_ttl(
             return None  # one live entry makes the whole answer live
         ttls.append(ttl)
     return min(ttls)
+
+
+def never_cached(method: str) -> bool:
+    """Whether `method`'s answers are never stored, whatever its parameters: `Live.*` (the
+    visitor log changes every second), in any letter case."""
+    return method.strip().lower().startswith(NEVER_PREFIXES)
 
 
 def api_request(url: str, body: bytes | str | None) -> tuple[str, str, str, dict[str, str]] | None:

@@ -372,7 +372,9 @@ def find(name: str, *, extra: Iterable[str] = ()) -> Report:
 
 def adhoc(method: str, title: str | None = None) -> Report:
     """A report for any Reporting API method: columns come from the answer."""
-    cacheable = not method.startswith("Live.")
+    from matokit.cache import never_cached  # here: the catalogue itself stays lean
+
+    cacheable = not never_cached(method)
     return Report(
         method,
         method,

@@ -151,6 +151,7 @@ def list_reports(
     csv_safe: bool = _csv_safe(),
 ) -> None:
     """List the report catalogue (with --all: also every report of the Matomo server)."""
+    from matokit.cache import never_cached
     from matokit.cli.report_show import check_format, render
     from matokit.reports import catalogue_rows, metadata_entries
 
@@ -173,7 +174,7 @@ def list_reports(
                     "name": entry["method"],
                     "method": entry["method"],
                     "title": f"{entry['category']}: {entry['title']}".strip(": "),
-                    "cached": "no" if entry["method"].startswith("Live.") else "yes",
+                    "cached": "no" if never_cached(entry["method"]) else "yes",
                     "columns": "",
                     "params": entry["params"],
                     "source": "server",
