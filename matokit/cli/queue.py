@@ -124,13 +124,12 @@ def flush(
     _check_format(fmt)
     timeout = _duration(wait_timeout, "--wait-timeout")
     settings = state(ctx).settings()
-    options = FlushOptions(
-        batch_size=batch_size or int(settings.batch_size),
+    options = FlushOptions.from_settings(
+        settings,
+        batch_size=batch_size,
         max_time=_duration(max_time, "--max-time"),
         max_events=max_events,
         include_not_due=include_all,
-        max_attempts=int(settings.max_attempts),
-        max_age=float(settings.max_age),
     )
     if not settings.journal_path.exists():
         flush_output(None, fmt)

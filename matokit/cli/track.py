@@ -437,11 +437,7 @@ def _flush_import(
     from matokit.delivery import FlushOptions
     from matokit.errors import FlushInProgressError
 
-    options = FlushOptions(
-        batch_size=batch_size or int(settings.batch_size),
-        max_attempts=int(settings.max_attempts),
-        max_age=float(settings.max_age),
-    )
+    options = FlushOptions.from_settings(settings, batch_size=batch_size)
     before = delivery.stats()
     with progress(before.due if before is not None else None, "Sending") as advance:
         try:
