@@ -18,7 +18,6 @@ import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import Future, wait
 from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime
 from enum import IntEnum
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
@@ -35,6 +34,7 @@ from matokit.errors import (
     UsageError,
 )
 from matokit.redact import display_url
+from matokit.times import utc_text
 
 if TYPE_CHECKING:
     import requests
@@ -570,8 +570,8 @@ def classify_error(exc: BaseException) -> tuple[Status, str, str | None]:
     if isinstance(exc, TokenCoolDownError):
         return (
             Status.CRITICAL,
-            f"token rejected at {_utc(exc.rejected_at)}; not sent again until "
-            f"{_utc(exc.until)} (lockout protection)",
+            f"token rejected at {utc_text(exc.rejected_at)}; not sent again until "
+            f"{utc_text(exc.until)} (lockout protection)",
             hint,
         )
     if isinstance(exc, LockedOutError):
@@ -621,10 +621,6 @@ def _is_timeout(exc: BaseException) -> bool:
 def line(text: str, limit: int = 240) -> str:
     one = " ".join(str(text).split())
     return one if len(one) <= limit else one[: limit - 1] + "\u2026"
-
-
-def _utc(seconds: float) -> str:
-    return datetime.fromtimestamp(seconds, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
 def seconds_text(value: float) -> str:

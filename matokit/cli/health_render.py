@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Mapping
-from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from matokit import __version__
 from matokit.health import SCHEMA, SKIPPED_AFTER_API, CheckResult, HealthReport, Status
 from matokit.sanitize import printable
+from matokit.times import utc_iso
 
 if TYPE_CHECKING:
     from prometheus_client.metrics_core import GaugeMetricFamily
@@ -41,7 +41,7 @@ def to_json_dict(report: HealthReport) -> dict[str, Any]:
         "schema": SCHEMA,
         "status": report.status.name,
         "exit_code": int(report.status),
-        "generated_at": _iso(report.generated_at),
+        "generated_at": utc_iso(report.generated_at),
         "generated_at_unix": round(report.generated_at, 3),
         "duration_s": report.duration_s,
         "matokit_version": __version__,
@@ -79,10 +79,6 @@ def render_json(report: HealthReport, *, pretty: bool = False) -> str:
 
 def _plain(value: float) -> float | int:
     return int(value) if float(value).is_integer() else value
-
-
-def _iso(seconds: float) -> str:
-    return datetime.fromtimestamp(seconds, UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
 # --- Prometheus ----------------------------------------------------------------------------------

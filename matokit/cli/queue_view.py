@@ -125,10 +125,10 @@ def _pause_text(pause: dict[str, Any] | None, now: float) -> str:
     """The pause row: "-", or "until 2026-01-31 12:00:05 UTC (in 3s, HTTP 429)"."""
     if not pause:
         return "-"
-    from matokit.serverpause import utc
+    from matokit.times import utc_text
 
     said = f", HTTP {pause['status']}" if pause.get("status") else ""
-    return f"until {utc(pause['until'])} ({when_text(pause['until'], now)}{said})"
+    return f"until {utc_text(pause['until'])} ({when_text(pause['until'], now)}{said})"
 
 
 def when_text(moment: float | None, now: float) -> str:
