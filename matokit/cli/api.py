@@ -7,8 +7,7 @@ import re
 import typer
 
 from matokit.cli import state
-
-FORMATS = ("json", "csv", "tsv", "xml")
+from matokit.cli.formats import ApiFormat
 
 
 def parse_params(pairs: list[str]) -> dict[str, str]:
@@ -44,7 +43,7 @@ def api_command(
     params: list[str] | None = typer.Argument(
         None, help="Parameters as key=value (idSite defaults to the profile's site)."
     ),
-    fmt: str = typer.Option("json", "--format", help="json, csv, tsv or xml."),
+    fmt: ApiFormat = typer.Option(ApiFormat.JSON, "--format", help="json, csv, tsv or xml."),
     allow_write: bool = typer.Option(
         False,
         "--allow-write",
@@ -70,8 +69,6 @@ def api_command(
             f"{method!r} is not a Reporting API method name.",
             hint="Use Module.method, e.g. VisitsSummary.get or API.getMatomoVersion.",
         )
-    if fmt not in FORMATS:
-        raise UsageError(f"--format must be one of {', '.join(FORMATS)}, not {fmt!r}.")
     values = parse_params(params or [])
     if not allow_write:
         require_read_only(method, values)

@@ -21,7 +21,6 @@ if TYPE_CHECKING:
     from prometheus_client.registry import CollectorRegistry
     from rich.console import Console
 
-FORMATS = ("text", "json", "prometheus", "nagios")
 
 _STYLES = {
     Status.OK: "green",

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 import typer
 
 from matokit.cli import state
+from matokit.cli.formats import TextFormat
 
 if TYPE_CHECKING:
     from matokit.config import Settings
@@ -30,7 +31,6 @@ app = typer.Typer(
     no_args_is_help=True,
 )
 
-FORMATS = ("text", "json")
 MAX_INVALID_SHOWN = 100
 
 # Options every hit type takes (typer reads these as defaults; sharing them is safe).
@@ -56,13 +56,9 @@ KEY = typer.Option(
 )
 QUEUE = typer.Option(False, "--queue", help="Only journal the hit; `queue flush` sends it.")
 DRY_RUN = typer.Option(False, "--dry-run", help="Print the request (token masked); send nothing.")
-FORMAT = typer.Option("text", "--format", help="Output: text or json (the outcome on stdout).")
-
-
-def _check_format(value: str) -> str:
-    if value not in FORMATS:
-        raise typer.BadParameter(f"must be one of: {', '.join(FORMATS)}", param_hint="--format")
-    return value
+FORMAT = typer.Option(
+    TextFormat.TEXT, "--format", help="Output: text or json (the outcome on stdout)."
+)
 
 
 # --- the hit commands: one implementation ----------------------------------------------------
@@ -81,7 +77,7 @@ def _track(
     idempotency_key: str | None = KEY,
     queue: bool = QUEUE,
     dry_run: bool = DRY_RUN,
-    fmt: str = FORMAT,
+    fmt: TextFormat = FORMAT,
 ) -> None:
     """What every `track TYPE` command does once its own fields are known.
 
@@ -89,7 +85,6 @@ def _track(
     """
     from matokit.cli.exit import command_line_values
 
-    _check_format(fmt)
     settings = state(ctx).settings()
     site_id = settings.require_site(site)
     with command_line_values():  # an invalid field given as a flag is a usage error (2)
@@ -229,13 +224,12 @@ def import_command(
     ),
     site: int | None = typer.Option(None, "--site", help="idSite for lines that give none."),
     queue: bool = typer.Option(False, "--queue", help="Only journal the hits; send nothing."),
-    fmt: str = FORMAT,
+    fmt: TextFormat = FORMAT,
 ) -> None:
     """Import hits from JSON Lines: journal them in batches, then send them (bulk)."""
     from matokit.cli.exit import import_exit_code
     from matokit.cli.output import progress, say
 
-    _check_format(fmt)
     settings = state(ctx).settings()
     site_id = site if site is not None else settings.site_id
     if not queue:
