@@ -137,6 +137,17 @@ def _words(command: click.Command) -> list[str]:
     return words
 
 
+def _value_cases(tree: list[tuple[str, click.Command]], assign: str, end: str) -> str:
+    """`case` entries "PATH|--option") that complete the values of a choice option."""
+    return "".join(
+        f'        "{path}|{opt}") {assign}{" ".join(map(str, param.type.choices))}{end} ;;\n'
+        for path, command in tree
+        for param in command.params
+        if isinstance(param, click.Option) and isinstance(param.type, click.Choice)
+        for opt in param.opts
+    )
+
+
 def completion_script(root: click.Command, shell: str) -> str:
     """A static completion script for bash, zsh or fish."""
     tree = [(" ".join(path), command) for path, command in walk(root)]
@@ -174,6 +185,9 @@ def _bash(tree: list[tuple[str, click.Command]]) -> str:
         + '    case "$path" in\n'
         + cases
         + "    esac\n"
+        + '    case "$path|${COMP_WORDS[COMP_CWORD-1]}" in\n'
+        + _value_cases(tree, 'words="', '"')
+        + "    esac\n"
         '    COMPREPLY=( $(compgen -W "$words" -- "$cur") )\n'
         "}\n"
         "complete -o default -F _matokit_complete matokit\n"
@@ -191,6 +205,9 @@ def _zsh(tree: list[tuple[str, click.Command]]) -> str:
         + _path_loop(tree, 2)
         + '    case "$path" in\n'
         + cases
+        + "    esac\n"
+        + '    case "$path|${words[CURRENT-1]}" in\n'
+        + _value_cases(tree, "choices=(", ")")
         + "    esac\n"
         "    compadd -a choices\n"
         "}\n"
@@ -217,6 +234,8 @@ def _fish(tree: list[tuple[str, click.Command]]) -> str:
             for opt in list(param.opts) + list(param.secondary_opts):
                 flag = f"-l {opt[2:]}" if opt.startswith("--") else f"-s {opt[1:]}"
                 help_text = (param.help or "").split("\n")[0].replace("'", "\\'")
+                if isinstance(param.type, click.Choice):
+                    flag += f" -xa '{' '.join(map(str, param.type.choices))}'"
                 lines.append(f"complete -c matokit -n '{condition}' {flag} -d '{help_text[:60]}'")
     return "\n".join(lines) + "\n"
 
