@@ -42,6 +42,35 @@ _matokit_complete() {
         "track order") words="--order-id --revenue --item --site --visitor-id --user-id --at --dimension --param --idempotency-key --queue --dry-run --format" ;;
         "track pageview") words="--url --title --site --visitor-id --user-id --at --dimension --param --idempotency-key --queue --dry-run --format" ;;
     esac
+    case "$path|${COMP_WORDS[COMP_CWORD-1]}" in
+        "api|--format") words="json csv tsv xml" ;;
+        "cache clear|--format") words="text json" ;;
+        "cache clear|-f") words="text json" ;;
+        "cache stats|--format") words="text json" ;;
+        "cache stats|-f") words="text json" ;;
+        "config profiles|--format") words="text json" ;;
+        "config show|--format") words="text json" ;;
+        "config test|--format") words="text json" ;;
+        "describe|--format") words="text json" ;;
+        "health|--format") words="text json prometheus nagios" ;;
+        "queue flush|--format") words="text json" ;;
+        "queue list|--format") words="text json" ;;
+        "queue purge|--format") words="text json" ;;
+        "queue retry-dead|--format") words="text json" ;;
+        "queue retry-unattributed|--format") words="text json" ;;
+        "queue status|--format") words="text json" ;;
+        "report list|--format") words="table json csv ndjson" ;;
+        "report list|-f") words="table json csv ndjson" ;;
+        "report show|--format") words="table json csv ndjson" ;;
+        "report show|-f") words="table json csv ndjson" ;;
+        "report summary|--format") words="table json csv ndjson" ;;
+        "report summary|-f") words="table json csv ndjson" ;;
+        "track event|--format") words="text json" ;;
+        "track goal|--format") words="text json" ;;
+        "track import|--format") words="text json" ;;
+        "track order|--format") words="text json" ;;
+        "track pageview|--format") words="text json" ;;
+    esac
     COMPREPLY=( $(compgen -W "$words" -- "$cur") )
 }
 complete -o default -F _matokit_complete matokit

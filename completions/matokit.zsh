@@ -44,6 +44,35 @@ _matokit() {
         "track order") choices=(--order-id --revenue --item --site --visitor-id --user-id --at --dimension --param --idempotency-key --queue --dry-run --format) ;;
         "track pageview") choices=(--url --title --site --visitor-id --user-id --at --dimension --param --idempotency-key --queue --dry-run --format) ;;
     esac
+    case "$path|${words[CURRENT-1]}" in
+        "api|--format") choices=(json csv tsv xml) ;;
+        "cache clear|--format") choices=(text json) ;;
+        "cache clear|-f") choices=(text json) ;;
+        "cache stats|--format") choices=(text json) ;;
+        "cache stats|-f") choices=(text json) ;;
+        "config profiles|--format") choices=(text json) ;;
+        "config show|--format") choices=(text json) ;;
+        "config test|--format") choices=(text json) ;;
+        "describe|--format") choices=(text json) ;;
+        "health|--format") choices=(text json prometheus nagios) ;;
+        "queue flush|--format") choices=(text json) ;;
+        "queue list|--format") choices=(text json) ;;
+        "queue purge|--format") choices=(text json) ;;
+        "queue retry-dead|--format") choices=(text json) ;;
+        "queue retry-unattributed|--format") choices=(text json) ;;
+        "queue status|--format") choices=(text json) ;;
+        "report list|--format") choices=(table json csv ndjson) ;;
+        "report list|-f") choices=(table json csv ndjson) ;;
+        "report show|--format") choices=(table json csv ndjson) ;;
+        "report show|-f") choices=(table json csv ndjson) ;;
+        "report summary|--format") choices=(table json csv ndjson) ;;
+        "report summary|-f") choices=(table json csv ndjson) ;;
+        "track event|--format") choices=(text json) ;;
+        "track goal|--format") choices=(text json) ;;
+        "track import|--format") choices=(text json) ;;
+        "track order|--format") choices=(text json) ;;
+        "track pageview|--format") choices=(text json) ;;
+    esac
     compadd -a choices
 }
 if [[ "$funcstack[1]" == "_matokit" ]]; then _matokit "$@";

@@ -42,6 +42,7 @@ from urllib.parse import parse_qsl, urlsplit
 
 from matokit.dates import site_today, site_tzinfo, span, validate
 from matokit.errors import MatokitError, StorageError
+from matokit.sizes import database_size
 
 if TYPE_CHECKING:
     from requests_cache import CachedSession
@@ -57,7 +58,7 @@ FILE_MODE = 0o600
 # Cached for a day whatever their parameters: a site's settings, the report metadata.
 SITE_METHOD = "SitesManager.getSiteFromId"  # its answer tells the session the site's time zone
 DAILY_METHODS = frozenset({SITE_METHOD, "API.getReportMetadata"})
-NEVER_PREFIXES = ("Live.",)
+NEVER_PREFIXES = ("live.",)  # lower case: PHP resolves module names case-insensitively
 # requests-cache's defaults plus Matomo's token: out of the key and redacted when stored.
 IGNORED_PARAMETERS = (
     "token_auth",
@@ -140,7 +141,7 @@ def request_ttl(
     """Seconds to cache the answer to one API call, or None when it must not be cached."""
     if method in DAILY_METHODS:
         return DAY
-    if method.startswith(NEVER_PREFIXES):
+    if never_cached(method):
         return None
     if method == "API.getBulkRequest":
         return _bulk_ttl(params, timezones=timezones, now=now, ttl_today=ttl_today, past=ttl_past)
@@ -188,6 +189,12 @@ def site_timezone(content: bytes) -> str | None:
         return None
     zone = info.get("timezone") if isinstance(info, dict) else None
     return str(zone) if zone else None
+
+
+def never_cached(method: str) -> bool:
+    """Whether `method`'s answers are never stored, whatever its parameters: `Live.*` (the
+    visitor log changes every second), in any letter case."""
+    return method.strip().lower().startswith(NEVER_PREFIXES)
 
 
 def api_request(url: str, body: bytes | str | None) -> tuple[str, str, str, dict[str, str]] | None:
@@ -552,14 +559,6 @@ class CacheStats:
         }
 
 
-def _disk_size(path: Path) -> int:
-    total = 0
-    for suffix in ("", "-wal", "-shm"):
-        with contextlib.suppress(OSError):
-            total += os.stat(f"{path}{suffix}").st_size
-    return total
-
-
 def stats(path: Path, *, now: float | None = None) -> CacheStats:
     """Entries, size on disk and hit counters of a profile's cache (never creates it)."""
     if not path.is_file():
@@ -593,7 +592,7 @@ def stats(path: Path, *, now: float | None = None) -> CacheStats:
         entries=entries,
         fresh=fresh,
         expired=entries - fresh,
-        size_bytes=_disk_size(path),
+        size_bytes=database_size(path),
         hits=int(counters.get("hits", 0)),
         misses=int(counters.get("misses", 0)),
     )

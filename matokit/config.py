@@ -15,12 +15,13 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 from matokit.durations import parse_duration
 from matokit.errors import ConfigError, InsecureURLError, MatokitError, UsageError
 from matokit.redact import register_url_credentials
 from matokit.secrets import TokenSource, check_private_file
+from matokit.urls import is_loopback, normalize_url
 
 APP_NAME = "matokit"
 DEFAULT_PROFILE = "default"
@@ -106,27 +107,6 @@ def _path(value: Any) -> Path:
     if not text:
         raise ValueError("is empty")
     return Path(text).expanduser()
-
-
-def normalize_url(value: Any) -> str:
-    """Return Matomo's base URL with a trailing slash, or raise ValueError."""
-    text = str(value).strip()
-    parts = urlsplit(text)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ValueError("is not an http(s) URL like https://analytics.example.com/")
-    if parts.query or parts.fragment:
-        raise ValueError("must not have a query string or fragment")
-    try:
-        parts.port  # noqa: B018 - raises ValueError for a bad port
-    except ValueError:
-        raise ValueError("has an invalid port") from None
-    path = parts.path
-    for script in ("index.php", "matomo.php", "piwik.php"):
-        if path.endswith("/" + script):
-            path = path[: -len(script)]
-    if not path.endswith("/"):
-        path += "/"
-    return urlunsplit((parts.scheme, parts.netloc, path, "", ""))
 
 
 KEYS: tuple[Key, ...] = (
@@ -244,24 +224,13 @@ class Settings:
 def check_transport(url: str, *, allow_insecure_http: bool) -> None:
     """Refuse http:// to a non-loopback host unless allowed: the token would travel in clear."""
     host = urlsplit(url).hostname or ""
-    insecure = url.startswith("http://") and not _is_loopback(host)
+    insecure = url.startswith("http://") and not is_loopback(host)
     if insecure and not allow_insecure_http:
         raise InsecureURLError(
             f"Refusing http:// to {host}: the token would travel in clear.",
             hint="Use https://, or set allow_insecure_http = true in the profile "
             "if the network is trusted.",
         )
-
-
-def _is_loopback(host: str) -> bool:
-    if host == "localhost" or host.endswith(".localhost"):
-        return True
-    import ipaddress  # only on this path: keep startup lean
-
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
 
 
 def default_config_path() -> Path:

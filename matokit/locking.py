@@ -13,13 +13,13 @@ import fcntl
 import os
 import time
 from collections.abc import Callable, Iterator
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Final
 
 from matokit.durations import format_duration
 from matokit.errors import FlushInProgressError, FlushWaitTimeoutError, StorageError
 from matokit.journal import ensure_private_dir, storage_error
+from matokit.times import utc_text
 
 LOCK_NAME: Final = "flush.lock"
 _POLL: Final = 0.1  # seconds between tries while waiting with a timeout
@@ -32,7 +32,7 @@ def _holder(fd: int) -> str:
         text = f"pid {int(fields[0])}"
         if len(fields) > 1:
             since = float(fields[1])
-            moment = datetime.fromtimestamp(since, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+            moment = utc_text(since)
             text += f", running since {moment} ({format_duration(time.time() - since)} ago)"
         return text
     return ""

@@ -23,12 +23,12 @@ from matokit.config import (
     check_unknown_keys,
     load_config_file,
     locate,
-    normalize_url,
     parse_setting,
 )
 from matokit.errors import ConfigError, InsecureURLError, StorageError
 from matokit.private_files import make_private_dir, write_atomic
 from matokit.redact import display_url
+from matokit.urls import normalize_url
 
 
 def describe_settings(settings: Settings) -> dict[str, Any]:

@@ -19,14 +19,13 @@ from typing import Any
 
 from matokit.dates import DateSpec
 from matokit.errors import UsageError
-from matokit.writeguard import require_read_only
+from matokit.writeguard import is_method_name, require_read_only
 
 # Column kinds: how values are coerced, aligned and drawn.
 TEXT, NUMBER, PERCENT, DURATION, MONEY = "text", "number", "percent", "duration", "money"
 NAME = "name"  # an identifier (report name, Module.method): text that tables never split
 NUMERIC_KINDS = frozenset({NUMBER, PERCENT, DURATION, MONEY})
 DEFAULT_LIMIT = 25
-_METHOD = re.compile(r"^[A-Za-z][A-Za-z0-9]*\.[A-Za-z][A-Za-z0-9]*$")
 _NUMBER = re.compile(r"^-?\d+(?:\.\d+)?$")
 
 # Human labels and kinds of the metrics Matomo uses across reports.
@@ -356,7 +355,7 @@ def find(name: str, *, extra: Iterable[str] = ()) -> Report:
         return BY_NAME[text.lower()]
     if text in BY_METHOD:
         return BY_METHOD[text]
-    if _METHOD.match(text):
+    if is_method_name(text):
         require_read_only(text)  # a report only reads, whatever Module.method it names
         return adhoc(text)
     known = [*BY_NAME, *extra]
@@ -373,7 +372,9 @@ def find(name: str, *, extra: Iterable[str] = ()) -> Report:
 
 def adhoc(method: str, title: str | None = None) -> Report:
     """A report for any Reporting API method: columns come from the answer."""
-    cacheable = not method.startswith("Live.")
+    from matokit.cache import never_cached  # here: the catalogue itself stays lean
+
+    cacheable = not never_cached(method)
     return Report(
         method,
         method,

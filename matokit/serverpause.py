@@ -21,13 +21,13 @@ import os
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Final
 
 from matokit.durations import format_duration
 from matokit.errors import ServerPausedError, StorageError
 from matokit.private_files import make_private_dir, write_atomic
+from matokit.times import utc_text
 
 FILE_NAME: Final = "server-pause.json"
 # The longest pause a Retry-After can impose (the journal's own retry delay is capped alike).
@@ -52,8 +52,8 @@ class Pause:
         """One line for people: what Matomo said, when, and when the pause ends."""
         said = f"HTTP {self.status}" if self.status else "an answer"
         return (
-            f"Matomo asked at {utc(self.recorded_at)} ({said} with Retry-After) for no requests "
-            f"before {utc(self.until)} ({format_duration(self.until - now)} from now)"
+            f"Matomo asked at {utc_text(self.recorded_at)} ({said} with Retry-After) for no "
+            f"requests before {utc_text(self.until)} ({format_duration(self.until - now)} from now)"
         )
 
     def error(self, now: float) -> ServerPausedError:
@@ -172,8 +172,3 @@ def _storage_error(exc: OSError, path: Path) -> StorageError:
         path=str(path),
         hint="check that the profile's data directory is writable",
     )
-
-
-def utc(seconds: float) -> str:
-    """A moment as `2026-01-31 12:00:00 UTC`."""
-    return datetime.fromtimestamp(seconds, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")

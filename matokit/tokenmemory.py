@@ -20,13 +20,13 @@ import secrets
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from matokit.errors import StorageError, TokenCoolDownError
 from matokit.private_files import make_private_dir, write_atomic
 from matokit.redact import redact
+from matokit.times import utc_text
 
 DEFAULT_COOLDOWN = 600.0
 _FORMAT = 1
@@ -156,8 +156,8 @@ def _hash(salt: str, token: str) -> str:
 def _cool_down_error(entry: Rejection, *, until: float) -> TokenCoolDownError:
     said = f' ("{entry.message}")' if entry.message else ""
     return TokenCoolDownError(
-        f"Matomo rejected this token at {_utc(entry.rejected_at)}{said}; MatoKit will not send "
-        f"it again until {_utc(until)}, so that repeated failures do not get this host locked "
+        f"Matomo rejected this token at {utc_text(entry.rejected_at)}{said}; MatoKit will not send "
+        f"it again until {utc_text(until)}, so that repeated failures do not get this host locked "
         "out of Matomo.",
         rejected_at=entry.rejected_at,
         until=until,
@@ -166,7 +166,3 @@ def _cool_down_error(entry: Rejection, *, until: float) -> TokenCoolDownError:
             "and update MATOMO_TOKEN or the token file; a changed token is used at once."
         ),
     )
-
-
-def _utc(seconds: float) -> str:
-    return datetime.fromtimestamp(seconds, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")

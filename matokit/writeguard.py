@@ -20,6 +20,16 @@ from urllib.parse import unquote_plus
 
 from matokit.errors import WriteRefusedError
 
+# A Reporting API method name: `Module.action`. Matomo plugin (module) names and PHP method
+# names are ASCII identifiers (`_` included) starting with a letter.
+METHOD_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_]*\.[A-Za-z][A-Za-z0-9_]*")
+
+
+def is_method_name(text: str) -> bool:
+    """Whether `text` is exactly a `Module.action` Reporting API method name."""
+    return METHOD_NAME.fullmatch(text) is not None
+
+
 # --- the rules (data) -----------------------------------------------------------------------
 
 # A method whose name starts with one of these verbs changes Matomo. Checked before the read

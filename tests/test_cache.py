@@ -142,6 +142,30 @@ def test_request_ttl(method: str, params: dict[str, str], expected: float | None
 
 
 @pytest.mark.parametrize(
+    ("method", "never"),
+    [
+        ("Live.getLastVisitsDetails", True),
+        ("Live.getCounters", True),
+        ("live.getLastVisitsDetails", True),  # PHP resolves names case-insensitively
+        ("LIVE.getCounters", True),
+        (" Live.getCounters", True),
+        ("VisitsSummary.get", False),
+        ("LiveTab.get", False),  # only the Live module, not a prefix of a module name
+        ("Actions.getPageUrls", False),
+    ],
+)
+def test_never_cached(method: str, never: bool) -> None:
+    """One answer for the cache, the report catalogue and `report list --all`."""
+    from matokit import reports
+
+    assert cache.never_cached(method) is never
+    params = {"period": "day", "date": "2020-01-01"}
+    ttl = cache.request_ttl(method, params, timezones=ZONES, now=NOW)
+    assert (ttl is None) is never
+    assert reports.adhoc(method.strip()).cacheable is not never
+
+
+@pytest.mark.parametrize(
     ("status", "body", "fmt", "redirected", "expected"),
     [
         (200, b'[{"nb_visits":1}]', "JSON", False, True),

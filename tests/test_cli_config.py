@@ -106,7 +106,8 @@ BAD = [
     (["--url", "ftp://x", "config", "show"], 2, "not an http(s) URL"),
     (["--profile", "ghost", "config", "show"], 78, "Profile 'ghost'"),
     (["--timeout", "-3", "config", "show"], 2, "not a positive number"),
-    (["config", "show", "--format", "xml"], 2, "must be one of"),
+    (["config", "show", "--format", "xml"], 2, "'xml' is not one of 'text', 'json'"),
+    (["config", "show", "--format", "JSON"], 2, "'JSON' is not one of 'text', 'json'"),
     (["config", "nope"], 2, "No such command"),
     (["--bogus"], 2, "No such option"),
 ]

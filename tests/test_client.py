@@ -672,19 +672,21 @@ def test_dry_run_shows_the_request_with_the_token_masked(client: MatomoClient) -
 @pytest.mark.parametrize(
     ("given", "expected"),
     [
-        ("https://m.example", "https://m.example"),
-        ("https://m.example/", "https://m.example"),
-        (" https://m.example/analytics/ ", "https://m.example/analytics"),
-        ("https://m.example/index.php", "https://m.example"),
-        ("https://m.example/sub/matomo.php?x=1#f", "https://m.example/sub"),
-        ("http://127.0.0.1:8080/piwik.php", "http://127.0.0.1:8080"),
+        ("https://m.example", "https://m.example/"),
+        ("https://m.example/", "https://m.example/"),
+        (" https://m.example/analytics/ ", "https://m.example/analytics/"),
+        ("https://m.example/index.php", "https://m.example/"),
+        ("https://m.example/sub/matomo.php", "https://m.example/sub/"),
+        ("http://127.0.0.1:8080/piwik.php", "http://127.0.0.1:8080/"),
     ],
 )
 def test_normalize_base_url(given: str, expected: str) -> None:
     assert normalize_base_url(given) == expected
 
 
-@pytest.mark.parametrize("bad", ["matomo.example", "ftp://m.example/", "https://", ""])
+@pytest.mark.parametrize(
+    "bad", ["matomo.example", "ftp://m.example/", "https://", "", "https://m.example/?x=1"]
+)
 def test_bad_base_url_is_a_config_error(bad: str) -> None:
     with pytest.raises(ConfigError):
         MatomoClient(base_url=bad)
@@ -880,7 +882,7 @@ def test_url_credentials_travel_as_basic_auth_never_in_a_url(
         MatomoClient(base_url=url, token=TOKEN) as c,
         caplog.at_level(logging.DEBUG, logger="matokit.client"),
     ):
-        assert c.base_url == "https://matomo.example"
+        assert c.base_url == "https://matomo.example/"
         c.call("API.getMatomoVersion")
     (call,) = rsps.calls
     assert call.request.url.startswith(API)

@@ -812,3 +812,32 @@ class Pipe(io.BytesIO):
 
     def seekable(self) -> bool:
         return False
+
+
+@pytest.mark.parametrize(
+    ("profile", "overrides", "expected"),
+    [
+        ("", {}, FlushOptions()),
+        (
+            "batch_size = 7\nmax_attempts = 3\nmax_age = '2h'\n",
+            {},
+            FlushOptions(batch_size=7, max_attempts=3, max_age=7200.0),
+        ),
+        (
+            "batch_size = 7\n",
+            {"batch_size": 50, "max_time": 30.0, "include_not_due": True},
+            FlushOptions(batch_size=50, max_time=30.0, include_not_due=True),
+        ),
+        ("batch_size = 7\n", {"batch_size": None, "max_events": None}, FlushOptions(batch_size=7)),
+    ],
+)
+def test_flush_options_from_settings(
+    tmp_path: Path, profile: str, overrides: dict[str, Any], expected: FlushOptions
+) -> None:
+    from matokit.config import resolve
+
+    config = tmp_path / "config.toml"
+    config.write_text("[profiles.default]\n" + profile)
+    config.chmod(0o600)
+    settings = resolve(env={"MATOKIT_CONFIG": str(config)}, cwd=tmp_path)
+    assert FlushOptions.from_settings(settings, **overrides) == expected

@@ -133,3 +133,49 @@ def test_agents_doc_adapter_offers_only_read_only_tools_without_allow_write(monk
     params = {f["name"]: {p["name"] for p in f["parameters"]} for f in functions}
     assert "allow_write" not in params["matokit_api"] and "method" in params["matokit_api"]
     assert "output" not in params["matokit_health"] and "check" in params["matokit_health"]
+
+
+def _format_choices(manifest: dict) -> dict[str, list[str]]:  # type: ignore[type-arg]
+    return {
+        c["name"]: o.get("choices")
+        for c in manifest["commands"]
+        for o in c.get("options", c.get("params", []))
+        if "--format" in o["flags"]
+    }
+
+
+def test_describe_lists_the_format_choices_of_every_command(capsys):
+    manifest = json.loads(invoke(capsys, "describe").stdout)
+    choices = _format_choices(manifest)
+    assert choices["health"] == ["text", "json", "prometheus", "nagios"]
+    assert choices["report show"] == ["table", "json", "csv", "ndjson"]
+    assert choices["api"] == ["json", "csv", "tsv", "xml"]
+    assert choices["queue status"] == choices["config show"] == ["text", "json"]
+    assert all(choices.values()), f"--format without choices: {choices}"
+
+
+@pytest.mark.parametrize(
+    ("words", "expected"),
+    [
+        (["health", "--format", ""], ["text", "json", "prometheus", "nagios"]),
+        (["report", "show", "pages", "-f", "n"], ["ndjson"]),
+        (["queue", "status", "--format", "j"], ["json"]),
+        (["config", "show", "--f"], ["--format"]),
+    ],
+)
+def test_bash_completes_format_values(words, expected):
+    """The committed bash script, run by bash, offers each command's own --format values."""
+    import shutil
+    import subprocess
+
+    bash = shutil.which("bash")
+    if bash is None:
+        pytest.skip("no bash")
+    script = ROOT / "completions" / "matokit.bash"
+    line = " ".join(f"'{w}'" for w in ["matokit", *words])
+    code = (
+        f"source '{script}'; COMP_WORDS=({line}); COMP_CWORD={len(words)}; "
+        '_matokit_complete; printf "%s\\n" "${COMPREPLY[@]}"'
+    )
+    done = subprocess.run([bash, "-c", code], capture_output=True, text=True, timeout=30)
+    assert done.stdout.split() == expected, done.stderr

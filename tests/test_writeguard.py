@@ -10,7 +10,7 @@ import responses
 
 from matokit.client import MatomoClient
 from matokit.errors import WriteRefusedError
-from matokit.writeguard import classify, require_read_only, writes_in
+from matokit.writeguard import classify, is_method_name, require_read_only, writes_in
 from tests.fakematomo.api import PLUGINS, WRITES
 from tests.fakematomo.metadata import report_metadata
 
@@ -172,3 +172,35 @@ def test_client_built_with_allow_write_sends_a_write_method():
     client = MatomoClient(base_url=BASE, token="0" * 32, allow_write=True)
     assert client.call("SitesManager.deleteSite", idSite=1)["result"] == "success"
     assert "method=SitesManager.deleteSite" in responses.calls[0].request.url
+
+
+@pytest.mark.parametrize(
+    ("text", "valid"),
+    [
+        ("VisitsSummary.get", True),
+        ("API.getMatomoVersion", True),
+        ("MyPlugin.get_stats", True),  # `_` in the action: PHP method names allow it
+        ("My_Plugin.getStats", True),  # and in the module: Matomo plugin names allow it
+        ("Goals2.get", True),
+        ("visitssummary.get", True),  # PHP resolves names case-insensitively
+        ("VisitsSummary", False),
+        ("VisitsSummary.", False),
+        (".get", False),
+        ("2Plugin.get", False),
+        ("Plugin._get", False),
+        ("A.b.c", False),
+        ("Actions.get-page", False),
+        ("VisitsSummary.get\n", False),
+        (" VisitsSummary.get", False),
+        ("", False),
+    ],
+)
+def test_is_method_name(text: str, valid: bool) -> None:
+    assert is_method_name(text) is valid
+
+
+def test_report_and_api_accept_the_same_method_names() -> None:
+    from matokit import reports
+
+    assert reports.find("MyPlugin.get_stats").method == "MyPlugin.get_stats"
+    assert reports.find("My_Plugin.getStats").method == "My_Plugin.getStats"

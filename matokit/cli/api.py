@@ -7,9 +7,7 @@ import re
 import typer
 
 from matokit.cli import state
-
-METHOD = re.compile(r"^[A-Za-z][A-Za-z0-9]*\.[A-Za-z][A-Za-z0-9_]*$")
-FORMATS = ("json", "csv", "tsv", "xml")
+from matokit.cli.formats import ApiFormat
 
 
 def parse_params(pairs: list[str]) -> dict[str, str]:
@@ -45,7 +43,7 @@ def api_command(
     params: list[str] | None = typer.Argument(
         None, help="Parameters as key=value (idSite defaults to the profile's site)."
     ),
-    fmt: str = typer.Option("json", "--format", help="json, csv, tsv or xml."),
+    fmt: ApiFormat = typer.Option(ApiFormat.JSON, "--format", help="json, csv, tsv or xml."),
     allow_write: bool = typer.Option(
         False,
         "--allow-write",
@@ -64,15 +62,13 @@ def api_command(
     from matokit.cli.output import emit_json, emit_text
     from matokit.connect import client_for
     from matokit.errors import UsageError
-    from matokit.writeguard import require_read_only
+    from matokit.writeguard import is_method_name, require_read_only
 
-    if not METHOD.fullmatch(method):
+    if not is_method_name(method):
         raise UsageError(
             f"{method!r} is not a Reporting API method name.",
             hint="Use Module.method, e.g. VisitsSummary.get or API.getMatomoVersion.",
         )
-    if fmt not in FORMATS:
-        raise UsageError(f"--format must be one of {', '.join(FORMATS)}, not {fmt!r}.")
     values = parse_params(params or [])
     if not allow_write:
         require_read_only(method, values)

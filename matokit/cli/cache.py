@@ -5,6 +5,8 @@ from __future__ import annotations
 import typer
 
 from matokit.cli import state
+from matokit.cli.formats import TextFormat
+from matokit.sizes import byte_text
 
 app = typer.Typer(
     help="Inspect or empty this profile's report cache.",
@@ -16,16 +18,13 @@ app = typer.Typer(
 @app.command("stats")
 def stats_command(
     ctx: typer.Context,
-    fmt: str = typer.Option("text", "--format", "-f", help="text or json."),
+    fmt: TextFormat = typer.Option(TextFormat.TEXT, "--format", "-f", help="text or json."),
 ) -> None:
     """Entries (fresh/expired), size on disk and hit/miss counts of the report cache."""
     from matokit.cache import stats
     from matokit.cli.output import emit_json, emit_table
     from matokit.durations import format_duration
-    from matokit.errors import UsageError
 
-    if fmt not in ("text", "json"):
-        raise UsageError(f"--format {fmt!r} is not supported.", hint="Use text or json.")
     settings = state(ctx).settings()
     result = stats(settings.cache_path)
     view = {"profile": settings.profile, **result.as_dict()}
@@ -38,7 +37,7 @@ def stats_command(
         ("profile", settings.profile),
         ("file", result.path + ("" if result.exists else " (not created yet)")),
         ("entries", f"{result.entries} ({result.fresh} fresh, {result.expired} expired)"),
-        ("size on disk", _size(result.size_bytes)),
+        ("size on disk", byte_text(result.size_bytes)),
         ("hits", str(result.hits)),
         ("misses", str(result.misses)),
         ("hit rate", "-" if rate is None else f"{rate:.0%}"),
@@ -55,15 +54,12 @@ def stats_command(
 def clear_command(
     ctx: typer.Context,
     expired: bool = typer.Option(False, "--expired", help="Only delete expired entries."),
-    fmt: str = typer.Option("text", "--format", "-f", help="text or json."),
+    fmt: TextFormat = typer.Option(TextFormat.TEXT, "--format", "-f", help="text or json."),
 ) -> None:
     """Delete every cached report (or, with --expired, only the stale ones)."""
     from matokit.cache import clear
     from matokit.cli.output import emit_json, say
-    from matokit.errors import UsageError
 
-    if fmt not in ("text", "json"):
-        raise UsageError(f"--format {fmt!r} is not supported.", hint="Use text or json.")
     settings = state(ctx).settings()
     removed = clear(settings, expired_only=expired)
     if fmt == "json":
@@ -78,12 +74,3 @@ def clear_command(
         return
     what = "expired entries" if expired else "entries"
     say(f"Removed {removed} {what} from {settings.cache_path}.")
-
-
-def _size(count: int) -> str:
-    size = float(count)
-    for unit in ("B", "KiB", "MiB"):
-        if size < 1024 or unit == "MiB":
-            return f"{size:,.0f} {unit}" if unit == "B" else f"{size:,.1f} {unit}"
-        size /= 1024
-    return f"{count} B"

@@ -8,28 +8,22 @@ from typing import Any
 import typer
 
 from matokit.cli import state
+from matokit.cli.formats import TextFormat
 
 app = typer.Typer(help="Show, create and list configuration profiles.", no_args_is_help=True)
 
 FORMAT_HELP = "Output format: text or json."
 
 
-def _check_format(value: str, allowed: tuple[str, ...]) -> str:
-    if value not in allowed:
-        raise typer.BadParameter(f"must be one of: {', '.join(allowed)}")
-    return value
-
-
 @app.command("show")
 def show(
     ctx: typer.Context,
-    fmt: str = typer.Option("text", "--format", help=FORMAT_HELP),
+    fmt: TextFormat = typer.Option(TextFormat.TEXT, "--format", help=FORMAT_HELP),
 ) -> None:
     """Print every resolved setting and where it came from (the token only as set/missing)."""
     from matokit.cli.output import emit_json, emit_table
     from matokit.profiles import describe_settings
 
-    _check_format(fmt, ("text", "json"))
     settings = state(ctx).settings()
     view = describe_settings(settings)
     if fmt == "json":
@@ -68,13 +62,12 @@ def show(
 @app.command("profiles")
 def profiles(
     ctx: typer.Context,
-    fmt: str = typer.Option("text", "--format", help=FORMAT_HELP),
+    fmt: TextFormat = typer.Option(TextFormat.TEXT, "--format", help=FORMAT_HELP),
 ) -> None:
     """List the profiles of the config file (the active one marked)."""
     from matokit.cli.output import emit_json, emit_table
     from matokit.profiles import list_profiles
 
-    _check_format(fmt, ("text", "json"))
     rows = list_profiles(state(ctx).settings())
     if fmt == "json":
         emit_json(rows)
@@ -148,7 +141,7 @@ def init(
 @app.command("test")
 def test(
     ctx: typer.Context,
-    fmt: str = typer.Option("text", "--format", help=FORMAT_HELP),
+    fmt: TextFormat = typer.Option(TextFormat.TEXT, "--format", help=FORMAT_HELP),
 ) -> None:
     """Check the profile against Matomo in one authenticated call: version, site access, admin.
 
@@ -159,7 +152,6 @@ def test(
     from matokit.cli.output import emit_json, emit_text
     from matokit.connect import client_for
 
-    _check_format(fmt, ("text", "json"))
     settings = state(ctx).settings()
     with client_for(settings) as client:
         access = check_access(client, site=settings.site_id)

@@ -6,6 +6,8 @@ from typing import TYPE_CHECKING
 
 import typer
 
+from matokit.cli.formats import TextFormat
+
 if TYPE_CHECKING:
     from matokit.cli.introspect import Command
 
@@ -21,7 +23,9 @@ def _root(ctx: typer.Context) -> Command:
 
 def describe_command(
     ctx: typer.Context,
-    fmt: str = typer.Option("json", "--format", help="json (the manifest) or text (a summary)."),
+    fmt: TextFormat = typer.Option(
+        TextFormat.JSON, "--format", help="json (the manifest) or text (a summary)."
+    ),
 ) -> None:
     """Print a machine-readable manifest of every command and option (for scripts and agents).
 
@@ -31,8 +35,6 @@ def describe_command(
     from matokit.cli.introspect import manifest, manifest_text
     from matokit.cli.output import emit_json, emit_text
 
-    if fmt not in ("json", "text"):
-        raise typer.BadParameter("must be json or text", param_hint="--format")
     data = manifest(_root(ctx))
     if fmt == "json":
         emit_json(data)

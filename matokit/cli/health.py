@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 import typer
 
 from matokit.cli import state
+from matokit.cli.formats import HealthFormat
 
 if TYPE_CHECKING:
     from matokit.config import Settings
@@ -55,7 +56,9 @@ CRIT_QUEUE_DEPTH = _depth_opt("--crit-queue-depth", 10000, "Queued hits that are
 def health(
     ctx: typer.Context,
     check: str | None = CHECK_OPT,
-    fmt: str = typer.Option("text", "--format", help="Output: text, json, prometheus or nagios."),
+    fmt: HealthFormat = typer.Option(
+        HealthFormat.TEXT, "--format", help="Output: text, json, prometheus or nagios."
+    ),
     output: Path | None = typer.Option(
         None,
         "--output",
@@ -89,11 +92,8 @@ def health(
         ctx.meta["matokit.health"] = {"check": check, "max_time": max_time, **given}
         return
     from matokit.cli.exit import health_exit_code
-    from matokit.cli.health_render import FORMATS
     from matokit.health import run_health
 
-    if fmt not in FORMATS:
-        raise typer.BadParameter(f"must be one of: {', '.join(FORMATS)}", param_hint="--format")
     checks = _checks(check)
     thresholds = _thresholds(given)
     limit = _duration(max_time or "20s", "--max-time")

@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Iterable, Mapping
-from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from matokit import __version__
@@ -23,13 +22,13 @@ from matokit.health import (
     Status,
 )
 from matokit.sanitize import printable
+from matokit.times import utc_iso
 
 if TYPE_CHECKING:
     from prometheus_client.metrics_core import GaugeMetricFamily
     from prometheus_client.registry import CollectorRegistry
     from rich.console import Console
 
-FORMATS = ("text", "json", "prometheus", "nagios")
 
 _STYLES = {
     Status.OK: "green",
@@ -49,7 +48,7 @@ def to_json_dict(report: HealthReport) -> dict[str, Any]:
         "schema": SCHEMA,
         "status": report.status.name,
         "exit_code": int(report.status),
-        "generated_at": _iso(report.generated_at),
+        "generated_at": utc_iso(report.generated_at),
         "generated_at_unix": round(report.generated_at, 3),
         "duration_s": report.duration_s,
         "matokit_version": __version__,
@@ -89,10 +88,6 @@ def _plain(value: MetricValue) -> float | int | None:
     if value is None:
         return None  # not measured in this run: null, the key is still there
     return int(value) if float(value).is_integer() else value
-
-
-def _iso(seconds: float) -> str:
-    return datetime.fromtimestamp(seconds, UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
 # --- Prometheus ----------------------------------------------------------------------------------

@@ -9,7 +9,6 @@ scrapes wait for the same run. SIGTERM and SIGINT stop it cleanly.
 
 from __future__ import annotations
 
-import ipaddress
 import json
 import logging
 import signal
@@ -21,6 +20,7 @@ from typing import Any
 
 from matokit.errors import UsageError
 from matokit.health import CachedHealth, Status
+from matokit.urls import is_loopback
 
 _log = logging.getLogger("matokit.health.serve")
 _MAX_BODY = 65536
@@ -42,22 +42,13 @@ def parse_listen(text: str, *, allow_remote: bool) -> tuple[str, int]:
         port = -1
     if not 0 <= port <= 65535:
         raise UsageError(f"--listen {text!r}: the port must be 0-65535.", hint="e.g. :9464")
-    if not allow_remote and not _is_loopback(host):
+    if not allow_remote and not is_loopback(host):
         raise UsageError(
             f"--listen {host}: refusing a non-loopback address; the endpoints have no "
             "authentication and each scrape makes MatoKit call Matomo.",
             hint="Listen on 127.0.0.1 behind a reverse proxy, or pass --allow-remote.",
         )
     return host, port
-
-
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 class _Server(ThreadingHTTPServer):

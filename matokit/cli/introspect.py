@@ -145,6 +145,18 @@ def _words(command: Command) -> list[str]:
     return words
 
 
+def _value_cases(tree: list[tuple[str, Command]], assign: str, end: str) -> str:
+    """`case` entries "PATH|--option") that complete the values of a choice option."""
+    return "".join(
+        f'        "{path}|{opt}") {assign}{" ".join(map(str, choices))}{end} ;;\n'
+        for path, command in tree
+        for param in command.params
+        if isinstance(param, TyperOption)
+        and (choices := getattr(param.type, "choices", None)) is not None
+        for opt in param.opts
+    )
+
+
 def completion_script(root: Command, shell: str) -> str:
     """A static completion script for bash, zsh or fish."""
     tree = [(" ".join(path), command) for path, command in walk(root)]
@@ -182,6 +194,9 @@ def _bash(tree: list[tuple[str, Command]]) -> str:
         + '    case "$path" in\n'
         + cases
         + "    esac\n"
+        + '    case "$path|${COMP_WORDS[COMP_CWORD-1]}" in\n'
+        + _value_cases(tree, 'words="', '"')
+        + "    esac\n"
         '    COMPREPLY=( $(compgen -W "$words" -- "$cur") )\n'
         "}\n"
         "complete -o default -F _matokit_complete matokit\n"
@@ -199,6 +214,9 @@ def _zsh(tree: list[tuple[str, Command]]) -> str:
         + _path_loop(tree, 2)
         + '    case "$path" in\n'
         + cases
+        + "    esac\n"
+        + '    case "$path|${words[CURRENT-1]}" in\n'
+        + _value_cases(tree, "choices=(", ")")
         + "    esac\n"
         "    compadd -a choices\n"
         "}\n"
@@ -225,6 +243,9 @@ def _fish(tree: list[tuple[str, Command]]) -> str:
             for opt in list(param.opts) + list(param.secondary_opts):
                 flag = f"-l {opt[2:]}" if opt.startswith("--") else f"-s {opt[1:]}"
                 help_text = (param.help or "").split("\n")[0].replace("'", "\\'")
+                choices = getattr(param.type, "choices", None)
+                if choices is not None:
+                    flag += f" -xa '{' '.join(map(str, choices))}'"
                 lines.append(f"complete -c matokit -n '{condition}' {flag} -d '{help_text[:60]}'")
     return "\n".join(lines) + "\n"
 

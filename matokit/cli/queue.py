@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 import typer
 
 from matokit.cli import state
+from matokit.cli.formats import TextFormat
 from matokit.cli.queue_view import (
     busy_output,
     empty_status,
@@ -32,14 +33,7 @@ if TYPE_CHECKING:
 
 app = typer.Typer(help="Inspect, flush and repair the retry journal.", no_args_is_help=True)
 
-FORMATS = ("text", "json")
-FORMAT = typer.Option("text", "--format", help="Output: text or json.")
-
-
-def _check_format(value: str) -> str:
-    if value not in FORMATS:
-        raise typer.BadParameter(f"must be one of: {', '.join(FORMATS)}", param_hint="--format")
-    return value
+FORMAT = typer.Option(TextFormat.TEXT, "--format", help="Output: text or json.")
 
 
 def _duration(value: str | None, option: str) -> float | None:
@@ -67,9 +61,8 @@ def _journal(settings: Settings, *, create: bool = False) -> Any:
 
 
 @app.command("status")
-def status(ctx: typer.Context, fmt: str = FORMAT) -> None:
+def status(ctx: typer.Context, fmt: TextFormat = FORMAT) -> None:
     """Counts by state, oldest queued hit, next attempt, the last flush, warnings."""
-    _check_format(fmt)
     settings = state(ctx).settings()
     journal = _journal(settings)
     now = time.time()
@@ -113,7 +106,7 @@ def flush(
         "--wait-timeout",
         help="Wait at most this long for a running flush (e.g. 5m; implies --wait), then exit 75.",
     ),
-    fmt: str = FORMAT,
+    fmt: TextFormat = FORMAT,
 ) -> None:
     """Send queued hits that are due (one flusher per profile)."""
     from matokit.cli.exit import flush_exit_code
@@ -121,16 +114,14 @@ def flush(
     from matokit.delivery import Delivery, FlushOptions
     from matokit.errors import FlushInProgressError
 
-    _check_format(fmt)
     timeout = _duration(wait_timeout, "--wait-timeout")
     settings = state(ctx).settings()
-    options = FlushOptions(
-        batch_size=batch_size or int(settings.batch_size),
+    options = FlushOptions.from_settings(
+        settings,
+        batch_size=batch_size,
         max_time=_duration(max_time, "--max-time"),
         max_events=max_events,
         include_not_due=include_all,
-        max_attempts=int(settings.max_attempts),
-        max_age=float(settings.max_age),
     )
     if not settings.journal_path.exists():
         flush_output(None, fmt)
@@ -172,12 +163,11 @@ def list_command(
         False, "--unattributed", help="List unattributed hits instead (with --dead: both)."
     ),
     limit: int = typer.Option(50, "--limit", min=1, help="At most this many entries."),
-    fmt: str = FORMAT,
+    fmt: TextFormat = FORMAT,
 ) -> None:
     """List queued hits (pending, inflight, sent_unconfirmed, unattributed), oldest first."""
     from matokit.cli.output import emit_json, emit_table
 
-    _check_format(fmt)
     settings = state(ctx).settings()
     journal = _journal(settings)
     entries: list[Entry] = []
@@ -248,7 +238,7 @@ def retry_dead(
     ctx: typer.Context,
     ids: list[str] | None = typer.Argument(None, metavar="[ID]...", help="Dead letters to retry."),
     retry_all: bool = typer.Option(False, "--all", help="Retry every dead letter."),
-    fmt: str = FORMAT,
+    fmt: TextFormat = FORMAT,
 ) -> None:
     """Make dead letters due again (attempts reset): after fixing what killed them."""
     _retry(ctx, ids, retry_all=retry_all, fmt=fmt, unattributed=False)
@@ -261,7 +251,7 @@ def retry_unattributed(
         None, metavar="[ID]...", help="Unattributed hits to send again."
     ),
     retry_all: bool = typer.Option(False, "--all", help="Retry every unattributed hit."),
-    fmt: str = FORMAT,
+    fmt: TextFormat = FORMAT,
 ) -> None:
     """Send unattributed hits again, once Matomo shows them missing: any it holds counts twice."""
     _retry(ctx, ids, retry_all=retry_all, fmt=fmt, unattributed=True)
@@ -273,7 +263,6 @@ def _retry(
     from matokit.cli.output import emit_json, say
 
     what = "unattributed hit" if unattributed else "dead letter"
-    _check_format(fmt)
     if retry_all == bool(ids):
         raise typer.BadParameter(f"give {what} ids, or --all (not both)", param_hint="ID")
     settings = state(ctx).settings()
@@ -310,12 +299,11 @@ def purge(
     older_than: str | None = typer.Option(
         None, "--older-than", help="Only hits older than this (their hit time; e.g. 30d)."
     ),
-    fmt: str = FORMAT,
+    fmt: TextFormat = FORMAT,
 ) -> None:
     """Delete dead letters and/or unattributed hits for good (queued hits are never purged)."""
     from matokit.cli.output import emit_json, say
 
-    _check_format(fmt)
     if not (dead or unattributed):
         raise typer.BadParameter(
             "only dead letters and unattributed hits can be purged: pass --dead, "

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from matokit.sizes import byte_text
+
 if TYPE_CHECKING:
     from matokit.config import Settings
     from matokit.delivery import FlushResult
@@ -112,7 +114,7 @@ def print_status(view: dict[str, Any], now: float) -> None:
         rows.append({"item": "last flush", "value": f"{when}: {last.get('outcome', '?')}"})
     else:
         rows.append({"item": "last flush", "value": "never"})
-    rows.append({"item": "journal size", "value": size_text(view["file_size"])})
+    rows.append({"item": "journal size", "value": byte_text(view["file_size"])})
     rows.append({"item": "journal", "value": view["journal"]})
     emit_table(rows, ["item", "value"], headers={"item": "journal", "value": "now"})
     for warning in view["warnings"]:
@@ -123,10 +125,10 @@ def _pause_text(pause: dict[str, Any] | None, now: float) -> str:
     """The pause row: "-", or "until 2026-01-31 12:00:05 UTC (in 3s, HTTP 429)"."""
     if not pause:
         return "-"
-    from matokit.serverpause import utc
+    from matokit.times import utc_text
 
     said = f", HTTP {pause['status']}" if pause.get("status") else ""
-    return f"until {utc(pause['until'])} ({when_text(pause['until'], now)}{said})"
+    return f"until {utc_text(pause['until'])} ({when_text(pause['until'], now)}{said})"
 
 
 def when_text(moment: float | None, now: float) -> str:
@@ -138,16 +140,6 @@ def when_text(moment: float | None, now: float) -> str:
     if moment <= now:
         return "now (due)"
     return "in " + format_duration(moment - now)
-
-
-def size_text(size: int) -> str:
-    """A byte count for people: "512 B", "1.5 MiB"."""
-    value = float(size)
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if value < 1024 or unit == "GiB":
-            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
-        value /= 1024
-    return f"{size} B"
 
 
 def _no_flush(reason: str, stats: JournalStats | None = None) -> FlushResult:

@@ -13,6 +13,7 @@ import typer
 from typer.core import TyperGroup
 
 from matokit.cli import state
+from matokit.cli.formats import ReportFormat
 
 if TYPE_CHECKING:
     from matokit.dates import DateSpec
@@ -75,8 +76,7 @@ def _site() -> Any:
     return typer.Option(None, "--site", help="idSite (default: the profile's site_id).")
 
 
-def _format(help_text: str = "table, json, csv or ndjson.") -> Any:
-    return typer.Option("table", "--format", "-f", help=help_text)
+FORMAT = typer.Option(ReportFormat.TABLE, "--format", "-f", help="table, json, csv or ndjson.")
 
 
 def _no_cache() -> Any:
@@ -111,7 +111,7 @@ def show(
         None, "--columns", "-c", help="Columns to show, e.g. label,nb_visits (or 'all')."
     ),
     site: int | None = _site(),
-    fmt: str = _format(),
+    fmt: ReportFormat = FORMAT,
     chart: bool = typer.Option(False, "--chart", help="Draw the series (or top rows) as bars."),
     no_cache: bool = _no_cache(),
     refresh: bool = _refresh(),
@@ -139,16 +139,16 @@ def list_reports(
         False, "--all", help="Add every report the server offers (API.getReportMetadata)."
     ),
     site: int | None = _site(),
-    fmt: str = _format(),
+    fmt: ReportFormat = FORMAT,
     no_cache: bool = _no_cache(),
     csv_safe: bool = _csv_safe(),
 ) -> None:
     """List the report catalogue (with --all: also every report of the Matomo server)."""
     from matokit import reportfetch
-    from matokit.cli.report_show import check_format, render
+    from matokit.cache import never_cached
+    from matokit.cli.report_show import render
     from matokit.reports import catalogue_rows, metadata_entries
 
-    fmt = check_format(fmt)
     rows: list[dict[str, Any]] = [{**r, "source": "catalogue"} for r in catalogue_rows()]
     if all_reports:
         settings = state(ctx).settings()
@@ -164,7 +164,7 @@ def list_reports(
                     "name": entry["method"],
                     "method": entry["method"],
                     "title": f"{entry['category']}: {entry['title']}".strip(": "),
-                    "cached": "no" if entry["method"].startswith("Live.") else "yes",
+                    "cached": "no" if never_cached(entry["method"]) else "yes",
                     "columns": "",
                     "params": entry["params"],
                     "source": "server",
@@ -199,16 +199,15 @@ def summary(
     segment: str | None = _segment(),
     limit: int = typer.Option(5, "--limit", "-n", help="Rows of each top list."),
     site: int | None = _site(),
-    fmt: str = _format(),
+    fmt: ReportFormat = FORMAT,
     no_cache: bool = _no_cache(),
     refresh: bool = _refresh(),
     csv_safe: bool = _csv_safe(),
 ) -> None:
     """Visits, top pages, channels and top events of a site in one API.getBulkRequest."""
     from matokit import dates, reportfetch
-    from matokit.cli.report_show import check_cache_flags, check_format, check_limit
+    from matokit.cli.report_show import check_cache_flags, check_limit
 
-    fmt = check_format(fmt)
     check_cache_flags(no_cache, refresh)
     spec = dates.validate(period, date)
     settings = state(ctx).settings()

@@ -15,6 +15,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from matokit.cli.formats import ReportFormat
+
 if TYPE_CHECKING:
     from collections.abc import Callable
 
@@ -22,7 +24,7 @@ if TYPE_CHECKING:
     from matokit.dates import DateSpec
     from matokit.reports import Column, Report
 
-FORMATS = ("table", "json", "csv", "ndjson")
+FORMATS = tuple(ReportFormat)  # the lean path checks what Typer checks on the normal path
 DEFAULT_LIMIT = 25
 
 

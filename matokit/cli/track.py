@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 import typer
 
 from matokit.cli import state
+from matokit.cli.formats import TextFormat
 
 if TYPE_CHECKING:
     from matokit.config import Settings
@@ -30,7 +31,6 @@ app = typer.Typer(
     no_args_is_help=True,
 )
 
-FORMATS = ("text", "json")
 MAX_INVALID_SHOWN = 100
 
 # Options every hit type takes (typer reads these as defaults; sharing them is safe).
@@ -56,13 +56,9 @@ KEY = typer.Option(
 )
 QUEUE = typer.Option(False, "--queue", help="Only journal the hit; `queue flush` sends it.")
 DRY_RUN = typer.Option(False, "--dry-run", help="Print the request (token masked); send nothing.")
-FORMAT = typer.Option("text", "--format", help="Output: text or json (the outcome on stdout).")
-
-
-def _check_format(value: str) -> str:
-    if value not in FORMATS:
-        raise typer.BadParameter(f"must be one of: {', '.join(FORMATS)}", param_hint="--format")
-    return value
+FORMAT = typer.Option(
+    TextFormat.TEXT, "--format", help="Output: text or json (the outcome on stdout)."
+)
 
 
 # --- the hit commands: each declares its own options, then the common ones ---------------------
@@ -101,7 +97,7 @@ def pageview(
     idempotency_key: str | None = KEY,
     queue: bool = QUEUE,
     dry_run: bool = DRY_RUN,
-    fmt: str = FORMAT,
+    fmt: TextFormat = FORMAT,
 ) -> None:
     """Track a page view."""
     options = HitOptions(
@@ -135,7 +131,7 @@ def event(
     idempotency_key: str | None = KEY,
     queue: bool = QUEUE,
     dry_run: bool = DRY_RUN,
-    fmt: str = FORMAT,
+    fmt: TextFormat = FORMAT,
 ) -> None:
     """Track an event (category and action required)."""
     options = HitOptions(
@@ -168,7 +164,7 @@ def goal(
     idempotency_key: str | None = KEY,
     queue: bool = QUEUE,
     dry_run: bool = DRY_RUN,
-    fmt: str = FORMAT,
+    fmt: TextFormat = FORMAT,
 ) -> None:
     """Track a manual goal conversion."""
     options = HitOptions(
@@ -203,7 +199,7 @@ def order(
     idempotency_key: str | None = KEY,
     queue: bool = QUEUE,
     dry_run: bool = DRY_RUN,
-    fmt: str = FORMAT,
+    fmt: TextFormat = FORMAT,
 ) -> None:
     """Track an ecommerce order."""
     options = HitOptions(
@@ -229,7 +225,6 @@ def _track(
     from matokit.cli.exit import command_line_values
 
     fmt = options.fmt
-    _check_format(fmt)
     settings = state(ctx).settings()
     site_id = settings.require_site(options.site)
     with command_line_values():  # an invalid field given as a flag is a usage error (2)
@@ -310,13 +305,12 @@ def import_command(
     ),
     site: int | None = typer.Option(None, "--site", help="idSite for lines that give none."),
     queue: bool = typer.Option(False, "--queue", help="Only journal the hits; send nothing."),
-    fmt: str = FORMAT,
+    fmt: TextFormat = FORMAT,
 ) -> None:
     """Import hits from JSON Lines: journal them in batches, then send them (bulk)."""
     from matokit.cli.exit import import_exit_code
     from matokit.cli.output import progress, say
 
-    _check_format(fmt)
     settings = state(ctx).settings()
     site_id = site if site is not None else settings.site_id
     if not queue:
@@ -518,11 +512,7 @@ def _flush_import(
     from matokit.delivery import FlushOptions
     from matokit.errors import FlushInProgressError
 
-    options = FlushOptions(
-        batch_size=batch_size or int(settings.batch_size),
-        max_attempts=int(settings.max_attempts),
-        max_age=float(settings.max_age),
-    )
+    options = FlushOptions.from_settings(settings, batch_size=batch_size)
     before = delivery.stats()
     with progress(before.due if before is not None else None, "Sending") as advance:
         try:

@@ -16,6 +16,7 @@ from matokit.client.failures import NOT_JSON, Failures, clean, json_or_none
 from matokit.errors import MatomoError, ProtocolError, UsageError
 from matokit.policy import classify_api_error, hint_for
 from matokit.redact import redact
+from matokit.urls import endpoint
 
 if TYPE_CHECKING:
     import requests
@@ -31,7 +32,7 @@ _XML_ERROR = re.compile(r"<error\s+message=\"([^\"]*)\"", re.IGNORECASE)
 def api_url(base_url: str, method: str, fmt: str) -> str:
     """The API URL for `method` in `fmt`; parameters and token go in the POST body."""
     query = urlencode({"module": "API", "method": method, "format": fmt})
-    return f"{base_url}/index.php?{query}"
+    return f"{endpoint(base_url, 'index.php')}?{query}"
 
 
 def form(params: Mapping[str, Any], token: str | None) -> list[tuple[str, str]]:

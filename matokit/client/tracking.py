@@ -15,7 +15,6 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, urlencode
 
 from matokit.client.failures import Failures, clean, json_or_none
-from matokit.client.transport import normalize_base_url
 from matokit.errors import (
     AuthenticationError,
     LockedOutError,
@@ -26,6 +25,7 @@ from matokit.errors import (
 from matokit.hits import USER_AGENT, Hit
 from matokit.policy import classify_api_error, parse_retry_after
 from matokit.redact import MASK, display_url, redact
+from matokit.urls import endpoint
 
 if TYPE_CHECKING:
     import requests
@@ -85,7 +85,7 @@ def prepare_tracking(
     queuedtracking: bool = False,
 ) -> PreparedRequest:
     """The bulk tracking request for `hits` (one hit is a bulk of one)."""
-    url = normalize_base_url(base_url) + "/matomo.php"
+    url = endpoint(base_url, "matomo.php")
     if queuedtracking:
         # QueuedTracking reads this from the URL, not the JSON; without it, no counts come back.
         url += "?queuedtracking=0"

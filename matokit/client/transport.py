@@ -10,28 +10,26 @@ import http.client
 import socket
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
-from urllib.parse import unquote, urlsplit, urlunsplit
+from urllib.parse import unquote, urlsplit
 
 from matokit.errors import ConfigError, UnavailableError
 from matokit.redact import display_host, display_url, redact
+from matokit.urls import normalize_url
 
 if TYPE_CHECKING:
     import requests
 
 
 def normalize_base_url(url: str) -> str:
-    """Matomo's base URL without a trailing slash, `index.php`/`matomo.php`, query or fragment."""
-    parts = urlsplit(url.strip())
-    if parts.scheme not in ("http", "https") or not parts.netloc:
+    """Matomo's base URL in its one canonical form (`matokit.urls.normalize_url`), with a
+    trailing slash; a ConfigError when it is not an http(s) base URL."""
+    try:
+        return normalize_url(url)
+    except ValueError as exc:
         raise ConfigError(
-            f"Matomo URL {url!r} is not an http(s) URL.",
+            f"Matomo URL {url!r} {exc}.",
             hint="set MATOMO_URL or --url to e.g. https://analytics.example.com/",
-        )
-    path = parts.path
-    for script in ("index.php", "matomo.php", "piwik.php"):
-        if path.endswith("/" + script):
-            path = path[: -len(script)]
-    return urlunsplit((parts.scheme, parts.netloc, path.rstrip("/"), "", ""))
+        ) from None
 
 
 def basic_auth(url: str) -> tuple[str, str] | None:

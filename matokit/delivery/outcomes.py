@@ -5,9 +5,12 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 from matokit.errors import MatokitError
+
+if TYPE_CHECKING:
+    from matokit.config import Settings
 
 DEFAULT_LEASE: Final = 600.0
 
@@ -57,6 +60,13 @@ class FlushOptions:
     max_attempts: int = 20
     max_age: float = 7 * 86400.0
     lease_seconds: float = DEFAULT_LEASE
+
+    @classmethod
+    def from_settings(cls, settings: Settings, **overrides: Any) -> FlushOptions:
+        """The profile's batch_size, max_attempts and max_age; an override that is None keeps
+        the profile's value (or the default)."""
+        values = {k: getattr(settings, k) for k in ("batch_size", "max_attempts", "max_age")}
+        return cls(**{**values, **{k: v for k, v in overrides.items() if v is not None}})
 
 
 @dataclass

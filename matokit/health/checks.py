@@ -9,7 +9,6 @@ is classified by `classify_error`. The queue check lives in `matokit.health.queu
 
 from __future__ import annotations
 
-import contextlib
 import os
 import shlex
 import sqlite3
@@ -31,8 +30,9 @@ from matokit.errors import (
 from matokit.health.classify import classify_error
 from matokit.health.model import VERSION_METHOD, Check, CheckResult, Status
 from matokit.health.queue import QUEUE_METRICS, check_queue
-from matokit.health.text import bytes_text, line, seconds_text
+from matokit.health.text import line, seconds_text
 from matokit.redact import display_url
+from matokit.sizes import byte_text, database_size
 
 if TYPE_CHECKING:
     from matokit.config import Settings
@@ -361,7 +361,7 @@ def check_cache(run: HealthRun, name: str) -> CheckResult:
         return CheckResult(
             name, Status.OK, "no cache yet (the first report creates it)", metrics={"size_bytes": 0}
         )
-    size = _size_with_wal(path)
+    size = database_size(path)
     try:
         uri = f"file:{quote(str(path))}?mode=ro"
         conn = sqlite3.connect(uri, uri=True, timeout=2.0)
@@ -380,17 +380,9 @@ def check_cache(run: HealthRun, name: str) -> CheckResult:
     return CheckResult(
         name,
         Status.OK,
-        f"cache database opens ({bytes_text(size)})",
+        f"cache database opens ({byte_text(size)})",
         metrics={"size_bytes": size},
     )
-
-
-def _size_with_wal(path: Path) -> int:
-    total = 0
-    for candidate in (path, Path(f"{path}-wal")):
-        with contextlib.suppress(OSError):
-            total += candidate.stat().st_size
-    return total
 
 
 STANDARD_CHECKS: dict[str, Check] = {

@@ -13,7 +13,8 @@ from matokit.errors import (
     UnavailableError,
 )
 from matokit.health.model import Status
-from matokit.health.text import line, utc_text
+from matokit.health.text import line
+from matokit.times import utc_text
 
 LOCKOUT_HINT = (
     "An admin must run `./console login:unblock-blocked-ips` on the Matomo server; first fix "

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
-
 
 def line(text: str, limit: int = 240) -> str:
     """`text` on one line, cut to `limit` characters."""
@@ -11,17 +9,6 @@ def line(text: str, limit: int = 240) -> str:
     return one if len(one) <= limit else one[: limit - 1] + "\u2026"
 
 
-def utc_text(seconds: float) -> str:
-    return datetime.fromtimestamp(seconds, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
-
-
 def seconds_text(value: float) -> str:
     return f"{value:.2f} s" if value < 10 else f"{value:.1f} s"
 
-
-def bytes_text(size: float) -> str:
-    for unit in ("B", "KB", "MB", "GB"):
-        if size < 1024 or unit == "GB":
-            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
-        size /= 1024
-    return f"{size:.1f} GB"

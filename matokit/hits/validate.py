@@ -14,6 +14,7 @@ from typing import Any
 
 from matokit.errors import HitValidationError
 from matokit.hits.model import _FORBIDDEN, OrderItem, TimeLike
+from matokit.times import utc_iso
 
 # A `cdt` this far in the future is treated as clock skew and clamped to "now"; beyond it the
 # caller made a mistake (Matomo would silently record the hit at its own "now").
@@ -46,14 +47,14 @@ def parse_time(value: TimeLike | None, *, now: float, field: str = "at") -> floa
     seconds = _to_seconds(value, field)
     if seconds > now + FUTURE_SKEW:
         raise HitValidationError(
-            f"{field} {_iso(seconds)} is in the future (now is {_iso(now)}); Matomo would "
+            f"{field} {utc_iso(seconds)} is in the future (now is {utc_iso(now)}); Matomo would "
             "record the hit at its own current time instead.",
             field=field,
             hint="give a past time in UTC, e.g. 2024-05-01T10:00:00Z, or leave it out for now",
         )
     if seconds < now - MAX_AGE:
         raise HitValidationError(
-            f"{field} {_iso(seconds)} is older than Matomo accepts (20 years).",
+            f"{field} {utc_iso(seconds)} is older than Matomo accepts (20 years).",
             field=field,
             hint="check the time's unit (seconds, not milliseconds) and format",
         )
@@ -88,13 +89,6 @@ def _bad_time(value: object, field: str) -> HitValidationError:
         field=field,
         hint="use ISO 8601 (2024-05-01T10:00:00Z, UTC when no offset) or Unix seconds",
     )
-
-
-def _iso(seconds: float) -> str:
-    try:
-        return datetime.fromtimestamp(seconds, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-    except (OverflowError, OSError, ValueError):
-        return repr(seconds)
 
 
 # --- field checks ------------------------------------------------------------------------------

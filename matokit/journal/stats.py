@@ -9,7 +9,7 @@ from typing import Any
 
 from matokit.journal.queries import QUEUED_SQL
 from matokit.journal.records import QUEUED_STATES, EntryState, JournalStats
-from matokit.journal.storage import file_size
+from matokit.sizes import database_size
 
 
 def read_stats(
@@ -63,7 +63,7 @@ def read_stats(
         unattributed_by_reason=reasons["unattributed"],
         dead_by_reason=reasons["dead"],
         delivered_keys=delivered,
-        file_size=file_size(path),
+        file_size=database_size(path),
         last_flush=flushes[0] if flushes else None,
     )
 

@@ -128,12 +128,3 @@ def tighten_modes(path: Path) -> None:
             info = os.stat(name)
             if info.st_uid == os.geteuid() and info.st_mode & 0o077:
                 os.chmod(name, 0o600)
-
-
-def file_size(path: Path) -> int:
-    """Bytes used by the journal at `path` and its write-ahead log."""
-    total = 0
-    for name in (str(path), f"{path}-wal"):
-        with contextlib.suppress(OSError):
-            total += os.stat(name).st_size
-    return total
