@@ -594,7 +594,6 @@ class CachedHealth:
         self._report: HealthReport | None = None
         self._at = 0.0
         self._running = False
-        self.runs = 0
 
     def get(self) -> HealthReport:
         """The cached report, or a fresh one (waiting for a run already in progress)."""
@@ -615,6 +614,5 @@ class CachedHealth:
                 self._running = False
                 if report is not None:
                     self._report, self._at = report, self._monotonic()
-                    self.runs += 1
                 self._cond.notify_all()
         return report

@@ -25,15 +25,6 @@ class ExitCode(IntEnum):
     TERMINATED = 143  # SIGTERM (systemctl stop, container shutdown): 128 + 15
 
 
-class HealthStatus(IntEnum):
-    """`matokit health` follows the monitoring-plugin convention instead."""
-
-    OK = 0
-    WARNING = 1
-    CRITICAL = 2
-    UNKNOWN = 3
-
-
 # Most specific first: the first matching class decides.
 _MAPPING: tuple[tuple[type[BaseException], ExitCode], ...] = (
     (errors.ConfigError, ExitCode.CONFIG),
