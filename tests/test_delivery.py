@@ -378,9 +378,9 @@ def test_flush_during_matomo_pause_sends_and_claims_nothing(
     result = flush(delivery, include_not_due=True)
     assert client.sent == [] and client.calls == []
     assert result.stopped_reason == "rate_limited" and result.requests == 0
-    assert isinstance(result.error_obj, ServerPausedError)
+    assert isinstance(result.error, ServerPausedError)
     assert result.retry_after == 20 and result.paused_until == T0 + 30
-    assert result.record()["paused_until"] == T0 + 30
+    assert result.record().to_json()["paused_until"] == T0 + 30
     entries = delivery.journal.entries()
     assert [(e.state, e.attempts) for e in entries] == [(EntryState.PENDING, 0)] * 3
     clock.now += 20
@@ -433,7 +433,7 @@ def test_flush_stops_at_the_first_authentication_failure(
     client.answers.append(AuthenticationError("Unable to authenticate"))
     result = flush(delivery, batch_size=2)
     assert client.sizes == [1]
-    assert result.auth_failed and result.stopped_reason == "auth_failed"
+    assert result.record().to_json()["auth_failed"] and result.stopped_reason == "auth_failed"
     entries = delivery.journal.entries()
     assert [(e.state, e.attempts) for e in entries] == [(EntryState.PENDING, 0)] * 5
     assert delivery.journal.last_flush()["auth_failed"] is True  # type: ignore[index]
@@ -454,7 +454,7 @@ def test_flush_with_an_invalid_token_leaves_old_hits_pending(
     queue_pages(delivery, 3, at=T0 - 2 * DAY)
     client.call_error = AuthenticationError("Unable to authenticate with the provided token")
     result = flush(delivery)
-    assert result.auth_failed
+    assert result.stopped_reason.token_refused
     assert client.sent == []
     assert set(states(delivery).values()) == {"pending"}
 

@@ -164,15 +164,16 @@ def flush(
 def flush_exit_code(result: FlushResult) -> int:
     """0 when nothing due is left, 75 when hits remain after a stop, 77 on a refused token."""
     from matokit.cli.exit import ExitCode, exit_code_for
+    from matokit.flushrecord import StopReason
 
     if result.refused_access:
         return int(ExitCode.NOPERM)
-    if result.stopped_reason == "error" and result.error_obj is not None:
+    if result.stopped_reason is StopReason.ERROR and result.error is not None:
         from matokit.errors import NotFoundError
 
-        if isinstance(result.error_obj, NotFoundError):
+        if isinstance(result.error, NotFoundError):
             return int(ExitCode.CONFIG)  # no tracker at that URL: the URL is wrong
-        return int(exit_code_for(result.error_obj))
+        return int(exit_code_for(result.error))
     if result.remaining_due or (result.stopped_early and result.remaining_queued):
         return int(ExitCode.TEMPFAIL)
     return int(ExitCode.OK)

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from matokit.flushrecord import FlushRecord, StopReason
+
 if TYPE_CHECKING:
     from matokit.config import Settings
     from matokit.delivery import FlushResult
@@ -61,8 +63,8 @@ def status_view(stats: JournalStats) -> dict[str, Any]:
             f"{stats.delivered_unconfirmed} delivered hit(s) had an earlier send without an "
             "answer: each may have been counted twice"
         )
-    last = stats.last_flush
-    if last and last.get("auth_failed"):
+    last = FlushRecord.from_json(stats.last_flush) if stats.last_flush else None
+    if last is not None and last.stopped_reason.token_refused:
         warnings.append("the last flush stopped: Matomo rejected the token")
     return {
         "journal": str(stats.path),
@@ -79,7 +81,7 @@ def status_view(stats: JournalStats) -> dict[str, Any]:
         "dead_by_reason": dict(stats.dead_by_reason),
         "delivered_keys": stats.delivered_keys,
         "file_size": stats.file_size,
-        "last_flush": dict(last) if last else None,
+        "last_flush": last.to_json() if last is not None else None,
         "warnings": warnings,
     }
 
@@ -150,7 +152,7 @@ def size_text(size: int) -> str:
     return f"{size} B"
 
 
-def _no_flush(reason: str, stats: JournalStats | None = None) -> FlushResult:
+def _no_flush(reason: StopReason, stats: JournalStats | None = None) -> FlushResult:
     """The record of a flush that did not run (`reason`), so `--format json` has one schema."""
     import time
 
@@ -188,10 +190,10 @@ def busy_output(exc: FlushInProgressError, stats: JournalStats | None, fmt: str)
     from matokit.errors import FlushWaitTimeoutError
 
     timed_out = isinstance(exc, FlushWaitTimeoutError)
-    result = _no_flush("wait_timeout" if timed_out else "flush_running", stats)
-    result.error, result.error_hint = exc.message, exc.hint
+    result = _no_flush(StopReason.WAIT_TIMEOUT if timed_out else StopReason.FLUSH_RUNNING, stats)
+    result.error = exc
     if fmt == "json":
-        emit_json(result.record())
+        emit_json(result.record().to_json())
     if not timed_out:
         say(f"matokit: {exc.message}; nothing to do.")
     else:
@@ -207,19 +209,19 @@ def flush_output(result: FlushResult | None, fmt: str) -> None:
 
     if result is None:
         if fmt == "json":
-            emit_json(_no_flush("nothing_due").record())
+            emit_json(_no_flush(StopReason.NOTHING_DUE).record().to_json())
         else:
             say("matokit: the journal is empty: nothing to flush.")
         return
     if fmt == "json":
-        emit_json(result.record())
+        emit_json(result.record().to_json())
     line = (
         f"matokit: flush: {result.delivered} delivered in {result.requests} request(s)"
         f", {result.rejected} rejected, {result.unattributed} unattributed"
         f", {result.rescheduled} rescheduled, {result.dead} dead"
         f"; {result.remaining_queued} queued ({result.remaining_due} due)."
     )
-    if result.stopped_reason == "nothing_due" and not result.requests:
+    if result.stopped_reason is StopReason.NOTHING_DUE and not result.requests:
         line = f"matokit: flush: nothing due ({result.remaining_queued} queued)."
     say(line)
     if result.recovered:
@@ -236,10 +238,12 @@ def say_flush_problems(result: FlushResult) -> None:
 
     for warning in result.warnings:
         say(f"matokit: warning: {warning}")
-    if result.stopped_early and result.stopped_reason != "interrupted":  # see stopped_text
-        say(f"matokit: the flush stopped: {result.error or result.stopped_reason}")
-        if result.error_hint:
-            say(f"  hint: {result.error_hint}")
+    if result.stopped_early and result.stopped_reason is not StopReason.INTERRUPTED:
+        # (a signal's stop is told by stopped_text)
+        error = result.error
+        say(f"matokit: the flush stopped: {error or result.stopped_reason}")
+        if error is not None and error.hint:
+            say(f"  hint: {error.hint}")
 
 
 def stopped_text(signum: int, queued: int, due: int | None = None) -> str:

@@ -515,7 +515,7 @@ def _import_exit(result: ImportResult, *, queue: bool) -> int:
     flush = result.flush
     if flush is not None and flush.refused_access:
         return int(ExitCode.NOPERM)
-    if flush is not None and flush.error_obj is not None and flush.stopped_reason == "error":
+    if flush is not None and flush.error is not None and flush.stopped_reason == "error":
         from matokit.cli.queue import flush_exit_code
 
         return flush_exit_code(flush)

@@ -5,25 +5,13 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING
 
-from matokit.delivery.matomo import (
-    OLD_HIT_AGE,
-    NoAdminAccess,
-    TrackingClient,
-    admin_sites,
-    maybe_stored,
-)
+from matokit.delivery.matomo import admin_sites, maybe_stored, old_hit_refusal
 from matokit.delivery.outcomes import TrackOutcome, TrackState
 from matokit.delivery.records import hit_key, new_hit, short_error
-from matokit.errors import (
-    ConfigError,
-    MatokitError,
-    MatomoError,
-    NotFoundError,
-    RejectedHitError,
-    StorageError,
-)
+from matokit.errors import MatokitError, MatomoError, StorageError
 from matokit.hits import Hit
 from matokit.journal import EntryState
+from matokit.policy import Action, decide
 
 if TYPE_CHECKING:
     from matokit.delivery.service import Delivery
@@ -53,16 +41,19 @@ def send_hit(delivery: Delivery, hit: Hit, *, key: str | None = None) -> TrackOu
     try:
         delivery.pause.check()  # Matomo asked for a pause: queue at once, send nothing
         client = delivery.client()
-        if delivery.clock() - hit.time >= OLD_HIT_AGE:
-            _check_old_hit_access(delivery, client, hit.site_id)
+        refusal = old_hit_refusal(
+            delivery.clock() - hit.time,
+            hit.site_id,
+            has_token=delivery.has_token,
+            admin=lambda: admin_sites(client),
+        )
+        if refusal is not None:
+            raise refusal  # no token: a ConfigError for the user; no access: journaled
         result = client.track([hit])
-    except (RejectedHitError, NotFoundError) as exc:
-        if isinstance(exc, RejectedHitError):
+    except MatomoError as exc:
+        if decide(exc, attempt=1).action is Action.DEAD_LETTER:
             return TrackOutcome(key, TrackState.REJECTED, exc.message, exc)
         return _journal_failed(delivery, hit, key, exc)
-    except (MatomoError, NoAdminAccess) as exc:
-        error = exc.error if isinstance(exc, NoAdminAccess) else exc
-        return _journal_failed(delivery, hit, key, error)
     outcome = result.outcomes[0]
     if outcome == "delivered":
         if keyed:
@@ -74,18 +65,6 @@ def send_hit(delivery: Delivery, hit: Hit, *, key: str | None = None) -> TrackOu
     # Counts that do not add up: it may or may not be stored; re-sending could double it.
     note = result.note or "Matomo's answer did not account for the hit"
     return TrackOutcome(key, TrackState.UNCONFIRMED, note)
-
-
-def _check_old_hit_access(delivery: Delivery, client: TrackingClient, site: int) -> None:
-    if not delivery.has_token:
-        raise ConfigError(
-            "The hit is older than 24 h: Matomo records such hits only with a token that "
-            f"has admin access on site {site}, and no token is configured.",
-            hint="Set MATOMO_TOKEN or --token-file (an admin or superuser token), "
-            "or track the hit with a recent --at.",
-        )
-    if site not in admin_sites(client):
-        raise NoAdminAccess(site)
 
 
 def _journal_failed(delivery: Delivery, hit: Hit, key: str, error: MatokitError) -> TrackOutcome:
