@@ -21,12 +21,14 @@ from matokit.delivery import (
     TrackState,
     import_key,
 )
+from matokit.delivery.matomo import NoAdminAccess, NoTokenForOldHit, old_hit_refusal
 from matokit.errors import (
     AuthenticationError,
     ConfigError,
     DataError,
     FlushInProgressError,
     LockedOutError,
+    PermissionDeniedError,
     RateLimitedError,
     RejectedHitError,
     ServerPausedError,
@@ -471,6 +473,49 @@ def test_flush_makes_old_hits_dead_when_the_token_lacks_admin_access(
     assert all("no admin access on site 1" in (e.reason or "") for e in dead)
 
 
+@pytest.mark.parametrize(
+    ("age", "site", "has_token", "refusal"),
+    [
+        (DAY - 3600, 2, False, None),  # recent: no token, no admin check needed
+        (2 * DAY, 1, True, None),  # admin on site 1
+        (2 * DAY, 2, True, NoAdminAccess),
+        (2 * DAY, 2, False, NoTokenForOldHit),
+    ],
+)
+def test_old_hit_rule_is_one_decision(
+    age: float, site: int, has_token: bool, refusal: type[Exception] | None
+) -> None:
+    asked: list[int] = []
+
+    def admin() -> frozenset[int]:
+        asked.append(site)
+        return frozenset({1})
+
+    found = old_hit_refusal(age, site, has_token=has_token, admin=admin)
+    assert type(found) is (refusal or type(None))
+    assert asked == ([site] if has_token and age >= DAY else [])
+
+
+def test_old_hit_refusals_are_matokit_errors() -> None:
+    assert issubclass(NoAdminAccess, PermissionDeniedError)
+    assert issubclass(NoTokenForOldHit, ConfigError)
+    assert NoAdminAccess(3).hint and "site 3" in NoAdminAccess(3).message
+
+
+def test_delivery_operations_take_narrow_protocols_not_the_service() -> None:
+    """send, flush and import need a few of Delivery's attributes, and never import it."""
+    import ast
+    import inspect
+
+    from matokit.delivery import flush as flushing
+    from matokit.delivery import importer, importhelper, send
+
+    for module in (send, flushing, importer, importhelper):
+        tree = ast.parse(inspect.getsource(module))
+        imported = {node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)}
+        assert "matokit.delivery.service" not in imported, module.__name__
+
+
 def test_flush_without_token_makes_old_hits_dead_saying_so(
     path: Path, clock: FakeClock, client: FakeClient
 ) -> None:
@@ -601,6 +646,50 @@ def test_import_journals_valid_lines_and_reports_invalid_ones_with_numbers(
     assert [n for n, _ in invalid] == [3, 4]
     assert "action" in invalid[1][1]
     assert len(delivery.journal.entries()) == 3
+
+
+def test_import_and_flush_returns_the_complete_result(
+    delivery: Delivery, client: FakeClient
+) -> None:
+    queue_pages(delivery, 2, prefix="older")
+    due: list[int] = []
+    sent: list[int] = []
+    result = delivery.import_and_flush(
+        jsonl(*LINES),
+        site_id=1,
+        flush=FlushOptions(),
+        on_flush_start=due.append,
+        on_sent=sent.append,
+    )
+    assert result.flush is not None and result.flush.delivered == 5
+    assert (due, sum(sent)) == ([5], 5)
+    summary = result.summary()
+    assert (summary["journaled"], summary["sent"], summary["queued"]) == (3, 3, 0)
+    assert summary["older"] == {
+        "sent": 2,
+        "dead": 0,
+        "unattributed": 0,
+        "recovered": 0,
+        "queued": 0,
+    }
+
+
+def test_import_and_flush_leaves_the_hits_to_a_running_flush(
+    delivery: Delivery, client: FakeClient, path: Path
+) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with flush_lock(path.parent / LOCK_NAME, wait=False):
+        result = delivery.import_and_flush(jsonl(*LINES), site_id=1, flush=FlushOptions())
+    assert result.flush is None and result.flush_busy and client.sent == []
+    assert (result.added, result.queued) == (3, 3)
+
+
+def test_import_and_flush_without_flush_options_only_journals(
+    delivery: Delivery, client: FakeClient
+) -> None:
+    result = delivery.import_and_flush(jsonl(*LINES), site_id=1, flush=None)
+    assert (result.flush, result.flush_busy, client.sent) == (None, None, [])
+    assert (result.added, result.queued) == (3, 3)
 
 
 def test_reimport_of_the_same_lines_adds_nothing(delivery: Delivery, clock: FakeClock) -> None:

@@ -39,7 +39,7 @@ from matokit.policy import Action, backoff_delay, decide, stop_reason
 
 if TYPE_CHECKING:
     from matokit.client import TrackResult
-    from matokit.delivery.service import Delivery
+    from matokit.delivery.ports import Flushing
     from matokit.stopping import StopRequest
 
 T = TypeVar("T")
@@ -52,7 +52,7 @@ MAX_DELAY: Final = 3600.0
 
 
 def flush(
-    delivery: Delivery,
+    delivery: Flushing,
     options: FlushOptions,
     *,
     on_start: Callable[[int], None] | None = None,
@@ -85,7 +85,7 @@ class _Flusher:
 
     def __init__(
         self,
-        delivery: Delivery,
+        delivery: Flushing,
         options: FlushOptions,
         *,
         on_progress: Progress | None,

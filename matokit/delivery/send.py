@@ -14,12 +14,12 @@ from matokit.journal import EntryState
 from matokit.policy import Action, decide
 
 if TYPE_CHECKING:
-    from matokit.delivery.service import Delivery
+    from matokit.delivery.ports import Journaling, Sending
 
 log = logging.getLogger("matokit.delivery")
 
 
-def queue_hit(delivery: Delivery, hit: Hit, *, key: str | None = None) -> TrackOutcome:
+def queue_hit(delivery: Journaling, hit: Hit, *, key: str | None = None) -> TrackOutcome:
     """Only journal `hit` (`track --queue`): queued, or duplicate when its key is known."""
     key = key or hit_key(hit)
     added = delivery.journal.enqueue_one(new_hit(hit, key))
@@ -28,7 +28,7 @@ def queue_hit(delivery: Delivery, hit: Hit, *, key: str | None = None) -> TrackO
     return TrackOutcome(key, TrackState.QUEUED, "journaled; `matokit queue flush` sends it")
 
 
-def send_hit(delivery: Delivery, hit: Hit, *, key: str | None = None) -> TrackOutcome:
+def send_hit(delivery: Sending, hit: Hit, *, key: str | None = None) -> TrackOutcome:
     """Send `hit` now as a bulk of one; journal it when it cannot be delivered now.
 
     Rejected by Matomo: not journaled (re-sending cannot help). Refused token or a
@@ -67,7 +67,7 @@ def send_hit(delivery: Delivery, hit: Hit, *, key: str | None = None) -> TrackOu
     return TrackOutcome(key, TrackState.UNCONFIRMED, note)
 
 
-def _journal_failed(delivery: Delivery, hit: Hit, key: str, error: MatokitError) -> TrackOutcome:
+def _journal_failed(delivery: Journaling, hit: Hit, key: str, error: MatokitError) -> TrackOutcome:
     maybe = isinstance(error, MatomoError) and maybe_stored(error)
     try:
         added = delivery.journal.enqueue_one(new_hit(hit, key))
@@ -84,7 +84,7 @@ def _journal_failed(delivery: Delivery, hit: Hit, key: str, error: MatokitError)
     return TrackOutcome(key, TrackState.QUEUED, error.message, error, maybe_stored=maybe)
 
 
-def _mark_unconfirmed(delivery: Delivery, key: str, error: MatokitError) -> None:
+def _mark_unconfirmed(delivery: Journaling, key: str, error: MatokitError) -> None:
     journal = delivery.journal
     entry = journal.find(key)
     if entry is not None and entry.state is EntryState.PENDING:
@@ -96,7 +96,7 @@ def _mark_unconfirmed(delivery: Delivery, key: str, error: MatokitError) -> None
         )
 
 
-def _remember_delivered(delivery: Delivery, key: str) -> None:
+def _remember_delivered(delivery: Journaling, key: str) -> None:
     # A failure to remember is not a failure to deliver: the hit is in Matomo.
     try:
         delivery.journal.remember_delivered([key])

@@ -19,6 +19,7 @@ from matokit.delivery.outcomes import (
     Progress,
     TrackOutcome,
 )
+from matokit.errors import FlushInProgressError
 from matokit.hits import Hit
 from matokit.journal import Journal, JournalStats
 from matokit.serverpause import FILE_NAME as PAUSE_FILE
@@ -151,9 +152,42 @@ class Delivery:
             stop=stop,
         )
 
-    def tally_import(self, result: ImportResult) -> None:
-        """After an import (and its flush): where the file's hits ended, and the older ones."""
+    def import_and_flush(
+        self,
+        source: IO[bytes],
+        *,
+        site_id: int | None,
+        flush: FlushOptions | None,
+        strict: bool = False,
+        on_invalid: Callable[[int, str], None] = lambda n, m: None,
+        on_progress: Progress | None = None,
+        on_flush_start: Callable[[int], None] | None = None,
+        on_sent: Progress | None = None,
+        stop: StopRequest | None = None,
+    ) -> ImportResult:
+        """`track import`: journal the lines, then flush (unless `flush` is None or a stop came).
+
+        The flush runs under the profile's lock; when another flush holds it, `flush_busy` says
+        so and that flush sends the hits. The result is complete: where the file's hits ended
+        and what the flush did to older ones. `on_flush_start` hears how many hits are due.
+        """
+        result = self.import_lines(
+            source,
+            site_id=site_id,
+            strict=strict,
+            on_invalid=on_invalid,
+            on_progress=on_progress,
+            stop=stop,
+        )
+        if flush is not None and not result.interrupted:
+            try:
+                result.flush = self.flush_locked(
+                    flush, on_start=on_flush_start, on_progress=on_sent, stop=stop
+                )
+            except FlushInProgressError as exc:
+                result.flush_busy = exc.message
         result.tally(self.journal.id_states())
+        return result
 
     # -- flush --
 
