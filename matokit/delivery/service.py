@@ -9,8 +9,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
-from matokit.delivery import flush as flushing
-from matokit.delivery import importer, send
+from matokit.delivery.flush import flush as flush_journal
+from matokit.delivery.importer import import_lines
 from matokit.delivery.matomo import ClientFactory, TrackingClient
 from matokit.delivery.outcomes import (
     FlushOptions,
@@ -19,6 +19,7 @@ from matokit.delivery.outcomes import (
     Progress,
     TrackOutcome,
 )
+from matokit.delivery.send import queue_hit, send_hit
 from matokit.errors import FlushInProgressError
 from matokit.hits import Hit
 from matokit.journal import Journal, JournalStats
@@ -114,7 +115,7 @@ class Delivery:
 
     def queue(self, hit: Hit, *, key: str | None = None) -> TrackOutcome:
         """Only journal `hit` (`track --queue`): queued, or duplicate when its key is known."""
-        return send.queue_hit(self, hit, key=key)
+        return queue_hit(self, hit, key=key)
 
     def send(self, hit: Hit, *, key: str | None = None) -> TrackOutcome:
         """Send `hit` now as a bulk of one; journal it when it cannot be delivered now.
@@ -122,7 +123,7 @@ class Delivery:
         Rejected by Matomo: not journaled (re-sending cannot help). Refused token or a
         retryable failure: journaled, with the error in the outcome.
         """
-        return send.send_hit(self, hit, key=key)
+        return send_hit(self, hit, key=key)
 
     # -- import --
 
@@ -142,7 +143,7 @@ class Delivery:
         validated first and nothing is journaled if any is invalid (DataError). Once `stop` is
         requested, it ends after the chunk being committed (`interrupted`).
         """
-        return importer.import_lines(
+        return import_lines(
             self,
             source,
             site_id=site_id,
@@ -231,4 +232,4 @@ class Delivery:
         Once `stop` is requested, the request in flight is answered and recorded, and no
         other is sent (`stopped_reason` "interrupted").
         """
-        return flushing.flush(self, options, on_start=on_start, on_progress=on_progress, stop=stop)
+        return flush_journal(self, options, on_start=on_start, on_progress=on_progress, stop=stop)
