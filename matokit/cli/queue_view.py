@@ -8,12 +8,11 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from matokit.flushrecord import FlushRecord, StopReason
-
 if TYPE_CHECKING:
     from matokit.config import Settings
     from matokit.delivery import FlushResult
     from matokit.errors import FlushInProgressError
+    from matokit.flushrecord import StopReason
     from matokit.journal import Entry, JournalStats
 
 STATES = ("pending", "inflight", "sent_unconfirmed", "unattributed", "dead")
@@ -43,6 +42,8 @@ def empty_status(settings: Settings) -> dict[str, Any]:
 
 def status_view(stats: JournalStats) -> dict[str, Any]:
     """The `queue status` view (its JSON) of journal `stats`, with warnings for the operator."""
+    from matokit.flushrecord import FlushRecord
+
     counts = {str(k): v for k, v in stats.counts.items()}
     warnings: list[str] = []
     if counts.get("sent_unconfirmed"):
@@ -188,6 +189,7 @@ def busy_output(exc: FlushInProgressError, stats: JournalStats | None, fmt: str)
     from matokit.cli.exit import exit_code_for
     from matokit.cli.output import emit_json, say
     from matokit.errors import FlushWaitTimeoutError
+    from matokit.flushrecord import StopReason
 
     timed_out = isinstance(exc, FlushWaitTimeoutError)
     result = _no_flush(StopReason.WAIT_TIMEOUT if timed_out else StopReason.FLUSH_RUNNING, stats)
@@ -206,6 +208,7 @@ def busy_output(exc: FlushInProgressError, stats: JournalStats | None, fmt: str)
 def flush_output(result: FlushResult | None, fmt: str) -> None:
     """Report a flush (None: there was no journal) as JSON on stdout and a summary on stderr."""
     from matokit.cli.output import emit_json, say
+    from matokit.flushrecord import StopReason
 
     if result is None:
         if fmt == "json":
@@ -235,6 +238,7 @@ def flush_output(result: FlushResult | None, fmt: str) -> None:
 def say_flush_problems(result: FlushResult) -> None:
     """A flush's warnings and why it stopped early, on stderr (queue flush, track import)."""
     from matokit.cli.output import say
+    from matokit.flushrecord import StopReason
 
     for warning in result.warnings:
         say(f"matokit: warning: {warning}")
