@@ -648,13 +648,11 @@ def test_import_journals_valid_lines_and_reports_invalid_ones_with_numbers(
     assert len(delivery.journal.entries()) == 3
 
 
-def test_import_and_flush_returns_the_complete_result(
-    delivery: Delivery, client: FakeClient
-) -> None:
+def test_import_lines_returns_the_complete_result(delivery: Delivery, client: FakeClient) -> None:
     queue_pages(delivery, 2, prefix="older")
     due: list[int] = []
     sent: list[int] = []
-    result = delivery.import_and_flush(
+    result = delivery.import_lines(
         jsonl(*LINES),
         site_id=1,
         flush=FlushOptions(),
@@ -674,20 +672,20 @@ def test_import_and_flush_returns_the_complete_result(
     }
 
 
-def test_import_and_flush_leaves_the_hits_to_a_running_flush(
+def test_import_lines_leaves_the_hits_to_a_running_flush(
     delivery: Delivery, client: FakeClient, path: Path
 ) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     with flush_lock(path.parent / LOCK_NAME, wait=False):
-        result = delivery.import_and_flush(jsonl(*LINES), site_id=1, flush=FlushOptions())
+        result = delivery.import_lines(jsonl(*LINES), site_id=1, flush=FlushOptions())
     assert result.flush is None and result.flush_busy and client.sent == []
     assert (result.added, result.queued) == (3, 3)
 
 
-def test_import_and_flush_without_flush_options_only_journals(
+def test_import_lines_without_flush_options_only_journals(
     delivery: Delivery, client: FakeClient
 ) -> None:
-    result = delivery.import_and_flush(jsonl(*LINES), site_id=1, flush=None)
+    result = delivery.import_lines(jsonl(*LINES), site_id=1, flush=None)
     assert (result.flush, result.flush_busy, client.sent) == (None, None, [])
     assert (result.added, result.queued) == (3, 3)
 

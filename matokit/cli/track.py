@@ -256,7 +256,7 @@ def import_command(
         stop_on_signals() as stop,
         _ImportProgress(size) as bars,
     ):
-        result = delivery.import_and_flush(
+        result = delivery.import_lines(
             stream,
             site_id=site_id,
             strict=strict,

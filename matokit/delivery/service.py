@@ -133,46 +133,25 @@ class Delivery:
         *,
         site_id: int | None,
         strict: bool = False,
-        on_invalid: Callable[[int, str], None] = lambda n, m: None,
-        on_progress: Progress | None = None,
-        stop: StopRequest | None = None,
-    ) -> ImportResult:
-        """Validate JSON Lines from `source` and journal the valid hits, streaming.
-
-        Each chunk of hits is committed before the next is read. With `strict`, every line is
-        validated first and nothing is journaled if any is invalid (DataError). Once `stop` is
-        requested, it ends after the chunk being committed (`interrupted`).
-        """
-        return import_lines(
-            self,
-            source,
-            site_id=site_id,
-            strict=strict,
-            on_invalid=on_invalid,
-            on_progress=on_progress,
-            stop=stop,
-        )
-
-    def import_and_flush(
-        self,
-        source: IO[bytes],
-        *,
-        site_id: int | None,
-        flush: FlushOptions | None,
-        strict: bool = False,
+        flush: FlushOptions | None = None,
         on_invalid: Callable[[int, str], None] = lambda n, m: None,
         on_progress: Progress | None = None,
         on_flush_start: Callable[[int], None] | None = None,
         on_sent: Progress | None = None,
         stop: StopRequest | None = None,
     ) -> ImportResult:
-        """`track import`: journal the lines, then flush (unless `flush` is None or a stop came).
+        """`track import`: journal the JSON Lines of `source`, then flush with `flush` options.
 
-        The flush runs under the profile's lock; when another flush holds it, `flush_busy` says
-        so and that flush sends the hits. The result is complete: where the file's hits ended
-        and what the flush did to older ones. `on_flush_start` hears how many hits are due.
+        Each chunk of valid hits is committed before the next is read. With `strict`, every
+        line is validated first and nothing is journaled if any is invalid (DataError). Once
+        `stop` is requested, it ends after the chunk being committed (`interrupted`) and
+        nothing is sent. The flush runs under the profile's lock (`on_flush_start` hears how
+        many hits are due); when another flush holds it, `flush_busy` says so and that flush
+        sends the hits. The result is complete: where the file's hits ended and what the flush
+        did to older ones.
         """
-        result = self.import_lines(
+        result = import_lines(
+            self,
             source,
             site_id=site_id,
             strict=strict,
