@@ -97,8 +97,6 @@ class MatomoError(MatokitError):
     response), `url` the request URL with any token removed.
     """
 
-    retryable: bool = False
-
     def __init__(
         self,
         message: str,
@@ -154,8 +152,6 @@ class RejectedHitError(MatomoError):
 class RateLimitedError(MatomoError):
     """Matomo or a proxy answered 429; `retry_after` is in seconds when it said."""
 
-    retryable = True
-
     def __init__(self, message: str, *, retry_after: float | None = None, **kwargs: object):
         super().__init__(message, **kwargs)  # type: ignore[arg-type]
         self.retry_after = retry_after
@@ -171,8 +167,6 @@ class ServerPausedError(RateLimitedError):
 
 class UnavailableError(MatomoError):
     """Matomo is unreachable or failing: connection refused/reset, timeout, 5xx, maintenance."""
-
-    retryable = True
 
     def __init__(
         self,
@@ -191,5 +185,3 @@ class UnavailableError(MatomoError):
 
 class ProtocolError(MatomoError):
     """Matomo's answer is not what Matomo sends (a proxy's HTML page, truncated JSON)."""
-
-    retryable = True

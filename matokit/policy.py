@@ -1,5 +1,7 @@
 """Retry, backoff, Retry-After, rate-limit and error-classification decisions.
 
+`decide` is the one retry decision: flush and send both act on what it says.
+
 Everything here is pure: time, sleeping and randomness are parameters, so the decisions are
 tested as tables. No I/O, no HTTP library imports.
 """
@@ -10,7 +12,9 @@ import math
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
+from enum import StrEnum
 
 from matokit.errors import (
     AuthenticationError,
@@ -22,8 +26,11 @@ from matokit.errors import (
     PermissionDeniedError,
     ProtocolError,
     RateLimitedError,
+    RejectedHitError,
+    ServerPausedError,
     UnavailableError,
 )
+from matokit.flushrecord import StopReason
 
 # --- Retry-After and backoff -----------------------------------------------------------------
 
@@ -74,20 +81,73 @@ def backoff_delay(
     return delay
 
 
-def should_retry(error: MatomoError, *, attempt: int, max_attempts: int) -> bool:
-    """Whether a request that failed with `error` after `attempt` tries may be tried again.
+# --- what a failed tracking request means for its hits ----------------------------------------
 
-    Only transient failures are retried (unavailable, rate limited, a garbled answer); an
-    invalid token, missing permission, lockout, unknown method or bad parameters never are:
-    retrying an invalid token is exactly what gets a host locked out.
+
+class Action(StrEnum):
+    """What becomes of hits whose tracking request failed."""
+
+    RETRY = "retry"  # keep them queued, due again after a backoff (at least Retry-After)
+    RELEASE = "release"  # put them back untouched: nothing was sent, or the token must be fixed
+    DEAD_LETTER = "dead_letter"  # Matomo refused the hit itself, or it ran out of attempts
+
+
+@dataclass(frozen=True)
+class Decision:
+    """An `Action` and why: `stop` is the reason the flush ends (None: it goes on)."""
+
+    action: Action
+    stop: StopReason | None
+
+
+def decide(error: MatomoError, *, attempt: int, max_attempts: int | None = None) -> Decision:
+    """What to do with hits whose request failed with `error` on their `attempt`-th try.
+
+    A refused hit is dead (re-sending cannot help) and the flush goes on without it. A refused
+    token, a missing permission or method, or Matomo's pause leave the hits untouched and stop:
+    retrying an invalid token is exactly what gets a host locked out. Anything else is retried
+    later, until `max_attempts` (None: no limit, the journal starts counting) makes it dead;
+    either way the flush stops, so a failing Matomo is not hammered.
     """
-    return error.retryable and attempt < max_attempts
+    if isinstance(error, RejectedHitError):
+        return Decision(Action.DEAD_LETTER, None)
+    reason = stop_reason(error)
+    if isinstance(error, _RELEASED):
+        return Decision(Action.RELEASE, reason)
+    if max_attempts is not None and attempt >= max_attempts:
+        return Decision(Action.DEAD_LETTER, reason)
+    return Decision(Action.RETRY, reason)
 
 
-def retry_after_of(error: MatomoError) -> float | None:
-    """The server-requested delay carried by `error`, if any."""
-    value = getattr(error, "retry_after", None)
-    return float(value) if isinstance(value, int | float) else None
+# Nothing was sent (the pause), or re-sending cannot succeed until someone fixes the token,
+# its access or the URL: the hits keep their attempts.
+_RELEASED: tuple[type[MatomoError], ...] = (
+    ServerPausedError,
+    AuthenticationError,
+    LockedOutError,
+    PermissionDeniedError,
+    NotFoundError,
+)
+
+
+def stop_reason(error: MatomoError) -> StopReason:
+    """Why a flush stops on `error` (its `stopped_reason`)."""
+    for error_class, reason in _STOP_REASONS:
+        if isinstance(error, error_class):
+            return reason
+    return StopReason.ERROR
+
+
+# First match wins (ServerPausedError is a RateLimitedError, TokenCoolDownError an
+# AuthenticationError).
+_STOP_REASONS: tuple[tuple[type[MatomoError], StopReason], ...] = (
+    (LockedOutError, StopReason.LOCKED_OUT),
+    (AuthenticationError, StopReason.AUTH_FAILED),
+    (PermissionDeniedError, StopReason.PERMISSION_DENIED),
+    (RateLimitedError, StopReason.RATE_LIMITED),
+    (UnavailableError, StopReason.UNAVAILABLE),
+    (ProtocolError, StopReason.PROTOCOL_ERROR),
+)
 
 
 # --- client-side rate limit ------------------------------------------------------------------

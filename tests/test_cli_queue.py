@@ -77,6 +77,30 @@ def test_status_shows_counts_due_age_and_the_last_flush(
     assert "last flush" in text.stdout and "3 delivered" in text.stdout
 
 
+@pytest.mark.parametrize(
+    "stored",
+    [
+        {"stopped_reason": "locked_out", "delivered": 0},  # no auth_failed key
+        {"auth_failed": True},  # no stopped_reason
+    ],
+)
+def test_status_and_health_read_an_older_flush_record_alike(
+    capsys: pytest.CaptureFixture[str], env: FakeMatomo, path: Path, stored: dict[str, object]
+) -> None:
+    queue_events(capsys, 1)
+    with Journal(path) as journal:
+        journal.record_flush(stored)
+    view = json.loads(invoke(capsys, "queue", "status", "--format", "json").stdout)
+    assert "the last flush stopped: Matomo rejected the token" in view["warnings"]
+    assert view["last_flush"]["auth_failed"] is True
+    assert view["last_flush"]["outcome"] == "stopped: Matomo rejected the token"
+    health = invoke(capsys, "health", "--check", "queue", "--format", "json")
+    assert health.code == 2, health
+    assert "the last flush stopped: Matomo rejected the token" in json.dumps(
+        json.loads(health.stdout)
+    )
+
+
 # --- flush ------------------------------------------------------------------------------------
 
 

@@ -21,12 +21,14 @@ from matokit.delivery import (
     TrackState,
     import_key,
 )
+from matokit.delivery.matomo import NoAdminAccess, NoTokenForOldHit, old_hit_refusal
 from matokit.errors import (
     AuthenticationError,
     ConfigError,
     DataError,
     FlushInProgressError,
     LockedOutError,
+    PermissionDeniedError,
     RateLimitedError,
     RejectedHitError,
     ServerPausedError,
@@ -378,9 +380,9 @@ def test_flush_during_matomo_pause_sends_and_claims_nothing(
     result = flush(delivery, include_not_due=True)
     assert client.sent == [] and client.calls == []
     assert result.stopped_reason == "rate_limited" and result.requests == 0
-    assert isinstance(result.error_obj, ServerPausedError)
+    assert isinstance(result.error, ServerPausedError)
     assert result.retry_after == 20 and result.paused_until == T0 + 30
-    assert result.record()["paused_until"] == T0 + 30
+    assert result.record().to_json()["paused_until"] == T0 + 30
     entries = delivery.journal.entries()
     assert [(e.state, e.attempts) for e in entries] == [(EntryState.PENDING, 0)] * 3
     clock.now += 20
@@ -433,7 +435,7 @@ def test_flush_stops_at_the_first_authentication_failure(
     client.answers.append(AuthenticationError("Unable to authenticate"))
     result = flush(delivery, batch_size=2)
     assert client.sizes == [1]
-    assert result.auth_failed and result.stopped_reason == "auth_failed"
+    assert result.record().to_json()["auth_failed"] and result.stopped_reason == "auth_failed"
     entries = delivery.journal.entries()
     assert [(e.state, e.attempts) for e in entries] == [(EntryState.PENDING, 0)] * 5
     assert delivery.journal.last_flush()["auth_failed"] is True  # type: ignore[index]
@@ -454,7 +456,7 @@ def test_flush_with_an_invalid_token_leaves_old_hits_pending(
     queue_pages(delivery, 3, at=T0 - 2 * DAY)
     client.call_error = AuthenticationError("Unable to authenticate with the provided token")
     result = flush(delivery)
-    assert result.auth_failed
+    assert result.stopped_reason.token_refused
     assert client.sent == []
     assert set(states(delivery).values()) == {"pending"}
 
@@ -469,6 +471,49 @@ def test_flush_makes_old_hits_dead_when_the_token_lacks_admin_access(
     assert result.delivered == 2 and result.dead == 2
     dead = delivery.journal.entries(states=[EntryState.DEAD])
     assert all("no admin access on site 1" in (e.reason or "") for e in dead)
+
+
+@pytest.mark.parametrize(
+    ("age", "site", "has_token", "refusal"),
+    [
+        (DAY - 3600, 2, False, None),  # recent: no token, no admin check needed
+        (2 * DAY, 1, True, None),  # admin on site 1
+        (2 * DAY, 2, True, NoAdminAccess),
+        (2 * DAY, 2, False, NoTokenForOldHit),
+    ],
+)
+def test_old_hit_rule_is_one_decision(
+    age: float, site: int, has_token: bool, refusal: type[Exception] | None
+) -> None:
+    asked: list[int] = []
+
+    def admin() -> frozenset[int]:
+        asked.append(site)
+        return frozenset({1})
+
+    found = old_hit_refusal(age, site, has_token=has_token, admin=admin)
+    assert type(found) is (refusal or type(None))
+    assert asked == ([site] if has_token and age >= DAY else [])
+
+
+def test_old_hit_refusals_are_matokit_errors() -> None:
+    assert issubclass(NoAdminAccess, PermissionDeniedError)
+    assert issubclass(NoTokenForOldHit, ConfigError)
+    assert NoAdminAccess(3).hint and "site 3" in NoAdminAccess(3).message
+
+
+def test_delivery_operations_take_narrow_protocols_not_the_service() -> None:
+    """send, flush and import need a few of Delivery's attributes, and never import it."""
+    import ast
+    import inspect
+
+    from matokit.delivery import flush as flushing
+    from matokit.delivery import importer, importhelper, send
+
+    for module in (send, flushing, importer, importhelper):
+        tree = ast.parse(inspect.getsource(module))
+        imported = {node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)}
+        assert "matokit.delivery.service" not in imported, module.__name__
 
 
 def test_flush_without_token_makes_old_hits_dead_saying_so(
@@ -601,6 +646,48 @@ def test_import_journals_valid_lines_and_reports_invalid_ones_with_numbers(
     assert [n for n, _ in invalid] == [3, 4]
     assert "action" in invalid[1][1]
     assert len(delivery.journal.entries()) == 3
+
+
+def test_import_lines_returns_the_complete_result(delivery: Delivery, client: FakeClient) -> None:
+    queue_pages(delivery, 2, prefix="older")
+    due: list[int] = []
+    sent: list[int] = []
+    result = delivery.import_lines(
+        jsonl(*LINES),
+        site_id=1,
+        flush=FlushOptions(),
+        on_flush_start=due.append,
+        on_sent=sent.append,
+    )
+    assert result.flush is not None and result.flush.delivered == 5
+    assert (due, sum(sent)) == ([5], 5)
+    summary = result.summary()
+    assert (summary["journaled"], summary["sent"], summary["queued"]) == (3, 3, 0)
+    assert summary["older"] == {
+        "sent": 2,
+        "dead": 0,
+        "unattributed": 0,
+        "recovered": 0,
+        "queued": 0,
+    }
+
+
+def test_import_lines_leaves_the_hits_to_a_running_flush(
+    delivery: Delivery, client: FakeClient, path: Path
+) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with flush_lock(path.parent / LOCK_NAME, wait=False):
+        result = delivery.import_lines(jsonl(*LINES), site_id=1, flush=FlushOptions())
+    assert result.flush is None and result.flush_busy and client.sent == []
+    assert (result.added, result.queued) == (3, 3)
+
+
+def test_import_lines_without_flush_options_only_journals(
+    delivery: Delivery, client: FakeClient
+) -> None:
+    result = delivery.import_lines(jsonl(*LINES), site_id=1, flush=None)
+    assert (result.flush, result.flush_busy, client.sent) == (None, None, [])
+    assert (result.added, result.queued) == (3, 3)
 
 
 def test_reimport_of_the_same_lines_adds_nothing(delivery: Delivery, clock: FakeClock) -> None:

@@ -17,6 +17,7 @@ from matokit.cli.exit import (
     usage_exit_code,
 )
 from matokit.delivery import FlushResult, ImportResult, TrackOutcome, TrackState
+from matokit.flushrecord import StopReason
 from matokit.stopping import Interrupted
 from tests.clirunner import invoke
 
@@ -109,8 +110,8 @@ def test_track_exit_code(outcome, code):
     assert track_exit_code(outcome) == code
 
 
-def _flush(**fields: object) -> FlushResult:
-    result = FlushResult(started_at=0.0)
+def _flush(*, stopped_reason: str = "done", **fields: object) -> FlushResult:
+    result = FlushResult(started_at=0.0, stopped_reason=StopReason(stopped_reason))
     for name, value in fields.items():
         setattr(result, name, value)
     return result
@@ -125,8 +126,8 @@ FLUSH_TABLE = [
     ("max time", _flush(stopped_reason="max_time", remaining_queued=1), 75),
     ("token refused", _flush(stopped_reason="auth_failed", remaining_due=3), 77),
     ("locked out", _flush(stopped_reason="locked_out"), 77),
-    ("no matomo", _flush(stopped_reason="error", error_obj=errors.NoMatomoError("x")), 78),
-    ("storage", _flush(stopped_reason="error", error_obj=errors.StorageError("x")), 74),
+    ("no matomo", _flush(stopped_reason="error", error=errors.NoMatomoError("x")), 78),
+    ("storage", _flush(stopped_reason="error", error=errors.StorageError("x")), 74),
 ]
 
 
@@ -157,7 +158,7 @@ IMPORT_TABLE = [
         ImportResult(
             read=1,
             queued=1,
-            flush=_flush(stopped_reason="error", error_obj=errors.NoMatomoError("x")),
+            flush=_flush(stopped_reason="error", error=errors.NoMatomoError("x")),
         ),
         False,
         78,

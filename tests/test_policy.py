@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from matokit.delivery.matomo import NoAdminAccess
 from matokit.errors import (
     AuthenticationError,
     DataError,
@@ -16,17 +17,22 @@ from matokit.errors import (
     ProtocolError,
     RateLimitedError,
     RejectedHitError,
+    ServerPausedError,
+    TokenCoolDownError,
     UnavailableError,
 )
+from matokit.flushrecord import StopReason
 from matokit.policy import (
+    Action,
+    Decision,
     TokenBucket,
     backoff_delay,
     classify_api_error,
     classify_status,
+    decide,
     hint_for,
     parse_retry_after,
-    retry_after_of,
-    should_retry,
+    stop_reason,
 )
 
 NOW = 1_700_000_000.0  # Tue, 14 Nov 2023 22:13:20 GMT
@@ -133,31 +139,49 @@ def test_lockout_hint_names_the_unblock_command() -> None:
     assert "token" in (hint_for(AuthenticationError) or "")
 
 
-RETRIES = [
-    (UnavailableError("x"), 1, 3, True),
-    (UnavailableError("x"), 3, 3, False),
-    (RateLimitedError("x", retry_after=5), 1, 3, True),
-    (ProtocolError("x"), 1, 3, True),
-    (AuthenticationError("x"), 1, 3, False),
-    (PermissionDeniedError("x"), 1, 3, False),
-    (LockedOutError("x"), 1, 3, False),
-    (NotFoundError("x"), 1, 3, False),
-    (InvalidRequestError("x"), 1, 3, False),
-    (RejectedHitError("x"), 1, 3, False),
+R, S, X = Action.RETRY, Action.RELEASE, Action.DEAD_LETTER
+# error, attempt, max_attempts -> action, why the flush stops (None: it goes on)
+DECISIONS = [
+    (UnavailableError("x"), 1, 3, R, StopReason.UNAVAILABLE),
+    (UnavailableError("x", maybe_stored=True), 2, 3, R, StopReason.UNAVAILABLE),
+    (UnavailableError("x"), 3, 3, X, StopReason.UNAVAILABLE),
+    (UnavailableError("x"), 50, None, R, StopReason.UNAVAILABLE),  # send: the journal counts
+    (RateLimitedError("x", retry_after=5), 1, 3, R, StopReason.RATE_LIMITED),
+    (RateLimitedError("x"), 3, 3, X, StopReason.RATE_LIMITED),
+    (ServerPausedError("x", until=NOW, retry_after=5), 1, 3, S, StopReason.RATE_LIMITED),
+    (ServerPausedError("x", until=NOW, retry_after=5), 9, 3, S, StopReason.RATE_LIMITED),
+    (ProtocolError("x"), 1, 3, R, StopReason.PROTOCOL_ERROR),
+    (InvalidRequestError("x"), 1, 3, R, StopReason.ERROR),
+    (MatomoError("x"), 3, 3, X, StopReason.ERROR),
+    (AuthenticationError("x"), 1, 3, S, StopReason.AUTH_FAILED),
+    (AuthenticationError("x"), 3, 3, S, StopReason.AUTH_FAILED),  # never dead: fix the token
+    (TokenCoolDownError("x", rejected_at=NOW, until=NOW), 1, 3, S, StopReason.AUTH_FAILED),
+    (LockedOutError("x"), 1, 3, S, StopReason.LOCKED_OUT),
+    (PermissionDeniedError("x"), 1, 3, S, StopReason.PERMISSION_DENIED),
+    (NoAdminAccess(2), 1, 3, S, StopReason.PERMISSION_DENIED),
+    (NotFoundError("x"), 1, 3, S, StopReason.ERROR),
+    (RejectedHitError("x"), 1, 3, X, None),
+    (RejectedHitError("x"), 1, None, X, None),
 ]
 
 
-@pytest.mark.parametrize(("error", "attempt", "max_attempts", "expected"), RETRIES)
-def test_should_retry_only_transient_failures(
-    error: MatomoError, attempt: int, max_attempts: int, expected: bool
+@pytest.mark.parametrize(("error", "attempt", "max_attempts", "action", "stop"), DECISIONS)
+def test_decide_what_becomes_of_the_hits_of_a_failed_request(
+    error: MatomoError,
+    attempt: int,
+    max_attempts: int | None,
+    action: Action,
+    stop: StopReason | None,
 ) -> None:
-    assert should_retry(error, attempt=attempt, max_attempts=max_attempts) is expected
+    assert decide(error, attempt=attempt, max_attempts=max_attempts) == Decision(action, stop)
 
 
-def test_retry_after_of() -> None:
-    assert retry_after_of(RateLimitedError("x", retry_after=5)) == 5.0
-    assert retry_after_of(UnavailableError("x")) is None
-    assert retry_after_of(AuthenticationError("x")) is None
+def test_stop_reason_of_an_error_class_nobody_listed_is_error() -> None:
+    assert stop_reason(MatomoError("x")) is StopReason.ERROR
+    assert stop_reason(ServerPausedError("x", until=NOW, retry_after=1)) is StopReason.RATE_LIMITED
+
+
+def test_rejected_hit_error_is_a_matomo_error() -> None:
     assert not issubclass(RejectedHitError, DataError)  # documented: a MatomoError, exit 65
 
 

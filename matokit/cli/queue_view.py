@@ -14,6 +14,7 @@ if TYPE_CHECKING:
     from matokit.config import Settings
     from matokit.delivery import FlushResult
     from matokit.errors import FlushInProgressError
+    from matokit.flushrecord import StopReason
     from matokit.journal import Entry, JournalStats
 
 STATES = ("pending", "inflight", "sent_unconfirmed", "unattributed", "dead")
@@ -43,6 +44,8 @@ def empty_status(settings: Settings) -> dict[str, Any]:
 
 def status_view(stats: JournalStats) -> dict[str, Any]:
     """The `queue status` view (its JSON) of journal `stats`, with warnings for the operator."""
+    from matokit.flushrecord import FlushRecord
+
     counts = {str(k): v for k, v in stats.counts.items()}
     warnings: list[str] = []
     if counts.get("sent_unconfirmed"):
@@ -63,8 +66,8 @@ def status_view(stats: JournalStats) -> dict[str, Any]:
             f"{stats.delivered_unconfirmed} delivered hit(s) had an earlier send without an "
             "answer: each may have been counted twice"
         )
-    last = stats.last_flush
-    if last and last.get("auth_failed"):
+    last = FlushRecord.from_json(stats.last_flush) if stats.last_flush else None
+    if last is not None and last.stopped_reason.token_refused:
         warnings.append("the last flush stopped: Matomo rejected the token")
     return {
         "journal": str(stats.path),
@@ -81,7 +84,7 @@ def status_view(stats: JournalStats) -> dict[str, Any]:
         "dead_by_reason": dict(stats.dead_by_reason),
         "delivered_keys": stats.delivered_keys,
         "file_size": stats.file_size,
-        "last_flush": dict(last) if last else None,
+        "last_flush": last.to_json() if last is not None else None,
         "warnings": warnings,
     }
 
@@ -142,7 +145,7 @@ def when_text(moment: float | None, now: float) -> str:
     return "in " + format_duration(moment - now)
 
 
-def _no_flush(reason: str, stats: JournalStats | None = None) -> FlushResult:
+def _no_flush(reason: StopReason, stats: JournalStats | None = None) -> FlushResult:
     """The record of a flush that did not run (`reason`), so `--format json` has one schema."""
     import time
 
@@ -178,12 +181,13 @@ def busy_output(exc: FlushInProgressError, stats: JournalStats | None, fmt: str)
     from matokit.cli.exit import exit_code_for
     from matokit.cli.output import emit_json, say
     from matokit.errors import FlushWaitTimeoutError
+    from matokit.flushrecord import StopReason
 
     timed_out = isinstance(exc, FlushWaitTimeoutError)
-    result = _no_flush("wait_timeout" if timed_out else "flush_running", stats)
-    result.error, result.error_hint = exc.message, exc.hint
+    result = _no_flush(StopReason.WAIT_TIMEOUT if timed_out else StopReason.FLUSH_RUNNING, stats)
+    result.error = exc
     if fmt == "json":
-        emit_json(result.record())
+        emit_json(result.record().to_json())
     if not timed_out:
         say(f"matokit: {exc.message}; nothing to do.")
     else:
@@ -196,22 +200,23 @@ def busy_output(exc: FlushInProgressError, stats: JournalStats | None, fmt: str)
 def flush_output(result: FlushResult | None, fmt: str) -> None:
     """Report a flush (None: there was no journal) as JSON on stdout and a summary on stderr."""
     from matokit.cli.output import emit_json, say
+    from matokit.flushrecord import StopReason
 
     if result is None:
         if fmt == "json":
-            emit_json(_no_flush("nothing_due").record())
+            emit_json(_no_flush(StopReason.NOTHING_DUE).record().to_json())
         else:
             say("matokit: the journal is empty: nothing to flush.")
         return
     if fmt == "json":
-        emit_json(result.record())
+        emit_json(result.record().to_json())
     line = (
         f"matokit: flush: {result.delivered} delivered in {result.requests} request(s)"
         f", {result.rejected} rejected, {result.unattributed} unattributed"
         f", {result.rescheduled} rescheduled, {result.dead} dead"
         f"; {result.remaining_queued} queued ({result.remaining_due} due)."
     )
-    if result.stopped_reason == "nothing_due" and not result.requests:
+    if result.stopped_reason is StopReason.NOTHING_DUE and not result.requests:
         line = f"matokit: flush: nothing due ({result.remaining_queued} queued)."
     say(line)
     if result.recovered:
@@ -225,13 +230,16 @@ def flush_output(result: FlushResult | None, fmt: str) -> None:
 def say_flush_problems(result: FlushResult) -> None:
     """A flush's warnings and why it stopped early, on stderr (queue flush, track import)."""
     from matokit.cli.output import say
+    from matokit.flushrecord import StopReason
 
     for warning in result.warnings:
         say(f"matokit: warning: {warning}")
-    if result.stopped_early and result.stopped_reason != "interrupted":  # see stopped_text
+    if result.stopped_early and result.stopped_reason is not StopReason.INTERRUPTED:
+        # (a signal's stop is told by stopped_text)
+        error = result.error
         say(
-            f"matokit: the flush stopped: {result.error or result.stopped_reason}",
-            hint=result.error_hint,
+            f"matokit: the flush stopped: {error or result.stopped_reason}",
+            hint=error.hint if error is not None else None,
         )
 
 

@@ -6,6 +6,7 @@ never load requests. The client is built inside `delivery` only when a hit is se
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import functools
 import io
@@ -23,7 +24,7 @@ from matokit.cli.formats import TextFormat
 
 if TYPE_CHECKING:
     from matokit.config import Settings
-    from matokit.delivery import ImportResult, TrackOutcome
+    from matokit.delivery import FlushOptions, ImportResult, TrackOutcome
     from matokit.hits import CommonFields, Hit
 
 app = typer.Typer(
@@ -309,7 +310,7 @@ def import_command(
 ) -> None:
     """Import hits from JSON Lines: journal them in batches, then send them (bulk)."""
     from matokit.cli.exit import import_exit_code
-    from matokit.cli.output import progress, say
+    from matokit.cli.output import say
 
     settings = state(ctx).settings()
     site_id = site if site is not None else settings.site_id
@@ -332,25 +333,20 @@ def import_command(
         _open_source(source) as (stream, size),
         Delivery.for_settings(settings) as delivery,
         stop_on_signals() as stop,
+        _ImportProgress(size) as bars,
     ):
-        with progress(size, "Journaling (bytes)") as advance:
-            done = [0]
-
-            def moved(position: int) -> None:
-                advance(position - done[0])
-                done[0] = position
-
-            result = delivery.import_lines(
-                stream,
-                site_id=site_id,
-                strict=strict,
-                on_invalid=invalid,
-                on_progress=moved,
-                stop=stop,
-            )
-        if not queue and not result.interrupted:
-            _flush_import(delivery, settings, result, batch_size, stop=stop)
-        delivery.tally_import(result)
+        result = delivery.import_lines(
+            stream,
+            site_id=site_id,
+            strict=strict,
+            flush=None if queue else _flush_options(settings, batch_size),
+            on_invalid=invalid,
+            on_progress=bars.journaled,
+            on_flush_start=bars.sending,
+            on_sent=bars.sent,
+            stop=stop,
+        )
+        bars.close()
         _import_report(result, fmt, queue=queue)
         if stop.signum is not None:
             _import_stopped(result, stop.signum, queue=queue)
@@ -505,20 +501,41 @@ def _size(stream: Any) -> int | None:
     return info.st_size if stat.S_ISREG(info.st_mode) else None
 
 
-def _flush_import(
-    delivery: Any, settings: Settings, result: ImportResult, batch_size: int | None, *, stop: Any
-) -> None:
-    from matokit.cli.output import progress
+def _flush_options(settings: Settings, batch_size: int | None) -> FlushOptions:
     from matokit.delivery import FlushOptions
-    from matokit.errors import FlushInProgressError
 
-    options = FlushOptions.from_settings(settings, batch_size=batch_size)
-    before = delivery.stats()
-    with progress(before.due if before is not None else None, "Sending") as advance:
-        try:
-            result.flush = delivery.flush_locked(options, on_progress=advance, stop=stop)
-        except FlushInProgressError as exc:
-            result.flush_busy = exc.message
+    return FlushOptions.from_settings(settings, batch_size=batch_size)
+
+
+class _ImportProgress(contextlib.ExitStack):
+    """The import's progress bars, one at a time: journaling (bytes), then sending (hits)."""
+
+    def __init__(self, size: int | None) -> None:
+        super().__init__()
+        self._size = size
+        self._done = 0
+        self._advance: Callable[[int], object] = lambda n: None
+
+    def __enter__(self) -> _ImportProgress:
+        super().__enter__()
+        self._open(self._size, "Journaling (bytes)")
+        return self
+
+    def _open(self, total: int | None, description: str) -> None:
+        from matokit.cli.output import progress
+
+        self.close()
+        self._advance = self.enter_context(progress(total, description))
+
+    def journaled(self, position: int) -> None:
+        self._advance(position - self._done)
+        self._done = position
+
+    def sending(self, due: int) -> None:
+        self._open(due or None, "Sending")
+
+    def sent(self, count: int) -> None:
+        self._advance(count)
 
 
 def _import_report(result: ImportResult, fmt: str, *, queue: bool) -> None:

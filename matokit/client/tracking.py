@@ -57,11 +57,6 @@ class TrackResult:
         """How many hits are known to be delivered."""
         return sum(1 for o in self.outcomes if o is Outcome.DELIVERED)
 
-    @property
-    def ok(self) -> bool:
-        """True when every hit was delivered."""
-        return all(o is Outcome.DELIVERED for o in self.outcomes)
-
 
 @dataclass(frozen=True)
 class PreparedRequest:

@@ -32,7 +32,9 @@ Modules: `service` (`Delivery`, the entry point), `send` (send-or-journal for `t
 `importer`, `lines` and `importhelper` (streaming JSON Lines import, with a helper process for
 the second half of a large file), `flush` (the flush engine), `matomo` (the client protocol and
 Matomo's rules for old hits), `records` (hits to journal records and back), `outcomes` (what
-each operation reports). Import the public names from `matokit.delivery`.
+each operation reports), `ports` (what each operation needs of `Delivery`: the operations take
+these narrow protocols and never import `service`). Import the public names from
+`matokit.delivery`.
 """
 
 from matokit.delivery.flush import BACKOFF_BASE, BACKOFF_CAP, MAX_DELAY

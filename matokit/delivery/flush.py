@@ -17,34 +17,29 @@ from typing import TYPE_CHECKING, Final, TypeVar
 
 from matokit.delivery.matomo import (
     AT_RISK_AGE,
-    OLD_HIT_AGE,
+    NoAdminAccess,
     TrackingClient,
     admin_sites,
     maybe_stored,
+    old_hit_refusal,
 )
 from matokit.delivery.outcomes import FlushOptions, FlushResult, Progress
 from matokit.delivery.records import entry_hit, entry_site, entry_time, short_error
 from matokit.durations import format_duration
 from matokit.errors import (
-    AuthenticationError,
     ConfigError,
-    LockedOutError,
     MatokitError,
     MatomoError,
-    NotFoundError,
-    PermissionDeniedError,
-    ProtocolError,
-    RateLimitedError,
-    RejectedHitError,
     ServerPausedError,
     StorageError,
-    UnavailableError,
 )
+from matokit.flushrecord import StopReason
 from matokit.journal import Entry, EntryState
+from matokit.policy import Action, backoff_delay, decide, stop_reason
 
 if TYPE_CHECKING:
     from matokit.client import TrackResult
-    from matokit.delivery.service import Delivery
+    from matokit.delivery.ports import Flushing
     from matokit.stopping import StopRequest
 
 T = TypeVar("T")
@@ -57,7 +52,7 @@ MAX_DELAY: Final = 3600.0
 
 
 def flush(
-    delivery: Delivery,
+    delivery: Flushing,
     options: FlushOptions,
     *,
     on_start: Callable[[int], None] | None = None,
@@ -72,14 +67,14 @@ def flush(
     flusher = _Flusher(delivery, options, on_progress=on_progress, stop=stop)
     result = flusher.run(on_start=on_start)
     with contextlib.suppress(StorageError):
-        delivery.journal.record_flush(result.record())
+        delivery.journal.record_flush(result.record().to_json())
     return result
 
 
 class _Stop(Exception):
     """Ends a flush early: `reason` goes in the record, `error` says what happened."""
 
-    def __init__(self, reason: str, error: MatokitError | None = None) -> None:
+    def __init__(self, reason: StopReason, error: MatokitError | None = None) -> None:
         super().__init__(reason)
         self.reason = reason
         self.error = error
@@ -90,7 +85,7 @@ class _Flusher:
 
     def __init__(
         self,
-        delivery: Delivery,
+        delivery: Flushing,
         options: FlushOptions,
         *,
         on_progress: Progress | None,
@@ -120,7 +115,7 @@ class _Flusher:
         if on_start is not None:
             on_start(due)
         if due == 0:
-            result.stopped_reason = "nothing_due"
+            result.stopped_reason = StopReason.NOTHING_DUE
         try:
             if due:
                 self._check_pause()
@@ -136,7 +131,7 @@ class _Flusher:
         """Matomo asked every process of the profile to wait (Retry-After): send nothing."""
         pause = self.d.pause.current()
         if pause is not None:
-            raise _Stop("rate_limited", pause.error(self.clock()))
+            raise _Stop(StopReason.RATE_LIMITED, pause.error(self.clock()))
 
     def _claim_and_send(self) -> None:
         """Claim batches and send them until none is left; `_Stop` ends it early."""
@@ -146,10 +141,10 @@ class _Flusher:
         while True:
             self._check_stop()
             if deadline is not None and self.clock() >= deadline:
-                raise _Stop("max_time")
+                raise _Stop(StopReason.MAX_TIME)
             limit = options.batch_size if budget is None else min(options.batch_size, budget)
             if limit <= 0:
-                raise _Stop("max_events")
+                raise _Stop(StopReason.MAX_EVENTS)
             entries = self.journal.claim(
                 self.owner, limit=limit, lease_seconds=options.lease_seconds
             )
@@ -162,12 +157,7 @@ class _Flusher:
     def _record_stop(self, stop: _Stop) -> None:
         result = self.result
         result.stopped_reason = stop.reason
-        if stop.error is not None:
-            result.error_obj = stop.error
-            result.error = stop.error.message
-            result.error_hint = stop.error.hint
-            result.retry_after = getattr(stop.error, "retry_after", None)
-        result.auth_failed = stop.reason in ("auth_failed", "locked_out")
+        result.error = stop.error
 
     def _record_remaining(self) -> None:
         """What is left in the journal, and warnings for hits that may count twice or never."""
@@ -245,20 +235,29 @@ class _Flusher:
         return [e for e in entries if now - e.enqueued_at <= max_age]
 
     def _check_old(self, entries: list[Entry], now: float) -> list[Entry]:
-        old = [e for e in entries if now - entry_time(e) >= OLD_HIT_AGE]
-        if not old:
-            return entries
-        if not self.d.has_token:
-            self._kill_each(old, _reason_no_token)
-            return [e for e in entries if e not in old]
+        """Dead-letter the hits Matomo would not record (the 24 h rule); the rest go on."""
+        refused: list[tuple[Entry, str]] = []
+        try:
+            for entry in entries:
+                refusal = old_hit_refusal(
+                    now - entry_time(entry),
+                    entry_site(entry),
+                    has_token=self.d.has_token,
+                    admin=self._admin_sites,
+                )
+                if refusal is not None:
+                    refused.append((entry, _old_hit_reason(refusal)))
+        except MatomoError as exc:
+            raise _Stop(stop_reason(exc), exc) from exc
+        self._kill(refused)
+        dead = {e.id for e, _ in refused}
+        return [e for e in entries if e.id not in dead]
+
+    def _admin_sites(self) -> frozenset[int]:
+        """The sites the token has admin access on, asked once per flush."""
         if self.admin_sites is None:
-            try:
-                self.admin_sites = admin_sites(self._client())
-            except MatomoError as exc:
-                raise self._stop_for(exc) from exc
-        denied = [e for e in old if entry_site(e) not in self.admin_sites]
-        self._kill_each(denied, _reason_no_admin)
-        return [e for e in entries if e not in denied]
+            self.admin_sites = admin_sites(self._client())
+        return self.admin_sites
 
     def _risky(self, entry: Entry, now: float) -> bool:
         if self.superuser:
@@ -274,7 +273,7 @@ class _Flusher:
         """Stop before the next request once asked to: `unsent` goes back untouched."""
         if self.stop is not None and self.stop.requested:
             self._release(unsent or [])
-            raise _Stop("interrupted")
+            raise _Stop(StopReason.INTERRUPTED)
 
     def _send(self, group: list[Entry]) -> None:
         self._check_stop(group)
@@ -288,35 +287,9 @@ class _Flusher:
         self.result.sent += len(group)
         try:
             answer = client.track(hits)
-        except RejectedHitError as exc:
-            # The whole batch was refused and nothing stored: find the bad hit by halves.
-            self.result.sent -= len(group)
-            if len(group) == 1:
-                self._kill([(group[0], f"Matomo refused the hit: {exc.message}")])
-                self.result.rejected += 1
-                return
-            middle = len(group) // 2
-            try:
-                self._send(group[:middle])
-            except _Stop:
-                self._release(group[middle:])
-                raise
-            self._send(group[middle:])
-            return
-        except ServerPausedError as exc:
-            # Another process recorded Matomo's Retry-After meanwhile: nothing was sent.
-            self.result.requests -= 1
-            self.result.sent -= len(group)
-            self._release(group)
-            raise self._stop_for(exc) from exc
-        except (AuthenticationError, LockedOutError, PermissionDeniedError, NotFoundError) as exc:
-            self.result.sent -= len(group)
-            self._release(group)
-            raise self._stop_for(exc) from exc
         except MatomoError as exc:
-            unconfirmed = maybe_stored(exc)
-            self._reschedule(group, exc, unconfirmed=unconfirmed)
-            raise self._stop_for(exc) from exc
+            self._failed(group, exc)
+            return
         self._apply(group, answer)
         if self.on_progress is not None:
             self.on_progress(len(group))
@@ -345,31 +318,61 @@ class _Flusher:
 
     # -- journal updates
 
-    def _reschedule(self, group: list[Entry], error: MatomoError, *, unconfirmed: bool) -> None:
+    def _failed(self, group: list[Entry], exc: MatomoError) -> None:
+        """Act on `decide` for each hit of a failed request, then stop the flush if it says so."""
         limit = self.options.max_attempts
-        self._kill_each(
-            [e for e in group if e.attempts >= limit],
-            lambda e: f"gave up after {e.attempts} attempts (max_attempts); last error: {error}",
-        )
-        rest = [e for e in group if e.attempts < limit]
-        if not rest:
+        decisions = [decide(exc, attempt=e.attempts, max_attempts=limit) for e in group]
+        reason = decisions[0].stop  # the error's, the same for every hit
+        if reason is None:  # Matomo refused a hit: re-sending cannot help
+            self._refused(group, exc)
             return
-        attempt = max(e.attempts for e in rest)
-        from matokit.policy import backoff_delay
+        if decisions[0].action is Action.RELEASE:
+            self.result.sent -= len(group)
+            if isinstance(exc, ServerPausedError):  # the client sent nothing
+                self.result.requests -= 1
+            self._release(group)
+        else:
+            actions = [(e, d.action) for e, d in zip(group, decisions, strict=True)]
+            self._kill_each(
+                [e for e, action in actions if action is Action.DEAD_LETTER],
+                lambda e: f"gave up after {e.attempts} attempts (max_attempts); last error: {exc}",
+            )
+            self._reschedule([e for e, action in actions if action is Action.RETRY], exc)
+        raise _Stop(reason, exc) from exc
 
+    def _refused(self, group: list[Entry], exc: MatomoError) -> None:
+        """The whole batch was refused and nothing stored: find the bad hit by halves."""
+        self.result.sent -= len(group)
+        if len(group) == 1:
+            self._kill([(group[0], f"Matomo refused the hit: {exc.message}")])
+            self.result.rejected += 1
+            return
+        middle = len(group) // 2
+        try:
+            self._send(group[:middle])
+        except _Stop:
+            self._release(group[middle:])
+            raise
+        self._send(group[middle:])
+
+    def _reschedule(self, group: list[Entry], error: MatomoError) -> None:
+        if not group:
+            return
+        unconfirmed = maybe_stored(error)
+        attempt = max(e.attempts for e in group)
         retry_after = getattr(error, "retry_after", None)
         delay = backoff_delay(
             attempt, base=BACKOFF_BASE, cap=BACKOFF_CAP, retry_after=retry_after, rng=self.d.rng
         )
         self.journal.reschedule(
-            [e.id for e in rest],
+            [e.id for e in group],
             error=short_error(error),
             next_attempt_at=self.clock() + min(delay, MAX_DELAY),
             sent_unconfirmed=unconfirmed,
         )
-        self.result.rescheduled += len(rest)
+        self.result.rescheduled += len(group)
         if unconfirmed:
-            self.result.sent_unconfirmed += len(rest)
+            self.result.sent_unconfirmed += len(group)
 
     def _release(self, entries: list[Entry]) -> None:
         if entries:
@@ -383,37 +386,14 @@ class _Flusher:
             self.journal.kill([(e.id, reason[:1000]) for e, reason in items])
             self.result.dead += len(items)
 
-    @staticmethod
-    def _stop_for(exc: MatomoError) -> _Stop:
-        if isinstance(exc, LockedOutError):
-            return _Stop("locked_out", exc)
-        if isinstance(exc, AuthenticationError):
-            return _Stop("auth_failed", exc)
-        if isinstance(exc, PermissionDeniedError):
-            return _Stop("permission_denied", exc)
-        if isinstance(exc, RateLimitedError):
-            return _Stop("rate_limited", exc)
-        if isinstance(exc, UnavailableError):
-            return _Stop("unavailable", exc)
-        if isinstance(exc, ProtocolError):
-            return _Stop("protocol_error", exc)
-        return _Stop("error", exc)
 
-
-def _reason_no_token(entry: Entry) -> str:
-    return (
-        "older than 24 h: Matomo records it only with a token that has admin access on site "
-        f"{entry_site(entry)}, and no token is configured (set one, then "
-        "`matokit queue retry-dead`)"
-    )
-
-
-def _reason_no_admin(entry: Entry) -> str:
-    return (
-        f"older than 24 h and the token has no admin access on site {entry_site(entry)}: Matomo "
-        "records such hits only with an admin or superuser token (use one, then "
-        "`matokit queue retry-dead`)"
-    )
+def _old_hit_reason(refusal: MatokitError) -> str:
+    """A dead letter's reason for an old hit: the refusal and how to replay it."""
+    if isinstance(refusal, NoAdminAccess):
+        fix = "use a token with admin access on the site"
+    else:
+        fix = "set a token with admin access on the site"
+    return f"{refusal.message} ({fix}, then `matokit queue retry-dead`)"
 
 
 def _rejected_reason(entry: Entry, now: float) -> str:

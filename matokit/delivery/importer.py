@@ -17,14 +17,14 @@ from matokit.delivery.outcomes import ImportResult, Progress
 from matokit.errors import DataError, StorageError
 
 if TYPE_CHECKING:
-    from matokit.delivery.service import Delivery
+    from matokit.delivery.ports import Importing, Journaling
     from matokit.stopping import StopRequest
 
 log = logging.getLogger("matokit.delivery")
 
 
 def import_lines(
-    delivery: Delivery,
+    delivery: Importing,
     source: IO[bytes],
     *,
     site_id: int | None,
@@ -73,7 +73,7 @@ def import_lines(
 
 
 def _start_helper(
-    delivery: Delivery,
+    delivery: Importing,
     source: IO[bytes],
     *,
     site_id: int | None,
@@ -94,7 +94,7 @@ def _start_helper(
 
 
 def _journal_chunks(
-    delivery: Delivery,
+    delivery: Journaling,
     lines: Iterable[bytes],
     *,
     parser: LineParser,
@@ -128,7 +128,7 @@ def _journal_chunks(
 
 
 def _strict_pass(
-    delivery: Delivery,
+    delivery: Journaling,
     source: IO[bytes],
     *,
     site_id: int | None,

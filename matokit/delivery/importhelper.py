@@ -25,7 +25,7 @@ from matokit.errors import StorageError
 from matokit.journal import Journal
 
 if TYPE_CHECKING:
-    from matokit.delivery.service import Delivery
+    from matokit.delivery.ports import Importing
     from matokit.stopping import StopRequest
 
 # A file this large is split in two halves, the second journaled by a helper process: parsing
@@ -106,7 +106,7 @@ class ImportHelper:
         split: tuple[int, int],
         *,
         site_id: int | None,
-        delivery: Delivery,
+        delivery: Importing,
         on_invalid: Callable[[int, str], None],
     ) -> ImportHelper:
         args = {

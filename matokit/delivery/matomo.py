@@ -10,7 +10,13 @@ import contextlib
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, Final, Protocol
 
-from matokit.errors import MatomoError, PermissionDeniedError, ProtocolError, UnavailableError
+from matokit.errors import (
+    ConfigError,
+    MatomoError,
+    PermissionDeniedError,
+    ProtocolError,
+    UnavailableError,
+)
 from matokit.hits import Hit
 
 if TYPE_CHECKING:
@@ -34,19 +40,46 @@ class TrackingClient(Protocol):
 ClientFactory = Callable[[], TrackingClient]
 
 
-class NoAdminAccess(Exception):
+class NoTokenForOldHit(ConfigError):
+    """A hit older than 24 h needs an admin token, and no token is configured."""
+
+    def __init__(self, site: int) -> None:
+        super().__init__(
+            "The hit is older than 24 h: Matomo records such hits only with a token that "
+            f"has admin access on site {site}, and no token is configured.",
+            hint="Set MATOMO_TOKEN or --token-file (an admin or superuser token), "
+            "or track the hit with a recent --at.",
+        )
+        self.site = site
+
+
+class NoAdminAccess(PermissionDeniedError):
     """The token is valid but has no admin access on a site whose old hits need it."""
 
     def __init__(self, site: int) -> None:
-        message = (
+        super().__init__(
             f"The hit is older than 24 h and the token has no admin access on site {site}: "
-            "Matomo records such hits only with an admin or superuser token."
+            "Matomo records such hits only with an admin or superuser token.",
+            hint="Use a token with admin access on the site, then `matokit queue flush`.",
         )
-        super().__init__(message)
         self.site = site
-        self.error = PermissionDeniedError(
-            message, hint="Use a token with admin access on the site, then `matokit queue flush`."
-        )
+
+
+def old_hit_refusal(
+    age: float, site: int, *, has_token: bool, admin: Callable[[], frozenset[int]]
+) -> NoTokenForOldHit | NoAdminAccess | None:
+    """Why Matomo would not record a hit `age` seconds old on `site` (None: it may be sent).
+
+    The 24 h rule, for `track` and the flush alike. `admin` gives the sites the token has
+    admin access on; it is called only for an old hit with a token (and may raise MatomoError).
+    """
+    if age < OLD_HIT_AGE:
+        return None
+    if not has_token:
+        return NoTokenForOldHit(site)
+    if site not in admin():
+        return NoAdminAccess(site)
+    return None
 
 
 def admin_sites(client: TrackingClient) -> frozenset[int]:

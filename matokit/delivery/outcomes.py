@@ -8,6 +8,7 @@ from enum import StrEnum
 from typing import TYPE_CHECKING, Any, Final
 
 from matokit.errors import MatokitError
+from matokit.flushrecord import FlushRecord, StopReason
 
 if TYPE_CHECKING:
     from matokit.config import Settings
@@ -71,7 +72,8 @@ class FlushOptions:
 
 @dataclass
 class FlushResult:
-    """What one flush did; `record()` is what `queue status` and health read back."""
+    """What one flush did, while it runs; `record()` is what the journal, `queue status` and
+    health read back. `error` is why it stopped early, when an error was the reason."""
 
     started_at: float
     finished_at: float = 0.0
@@ -85,66 +87,53 @@ class FlushResult:
     dead: int = 0
     recovered: int = 0
     released: int = 0
-    stopped_reason: str = "done"
-    auth_failed: bool = False
-    error: str | None = None
-    error_hint: str | None = None
-    retry_after: float | None = None
+    stopped_reason: StopReason = StopReason.DONE
+    error: MatokitError | None = field(default=None, repr=False)
     warnings: list[str] = field(default_factory=list)
     remaining_queued: int = 0
     remaining_due: int = 0
     next_attempt_at: float | None = None
     paused_until: float | None = None
-    error_obj: MatokitError | None = field(default=None, repr=False)
 
     @property
     def refused_access(self) -> bool:
         """Matomo refused the token (invalid, cooling down, locked out, or lacking access)."""
-        return self.stopped_reason in ("auth_failed", "locked_out", "permission_denied")
+        return self.stopped_reason.access_refused
 
     @property
     def stopped_early(self) -> bool:
         """The flush stopped before running out of due hits."""
-        return self.stopped_reason not in ("done", "nothing_due")
+        return self.stopped_reason.early
 
-    def outcome(self) -> str:
-        """One line for people and for the health check."""
-        if self.auth_failed:
-            return "stopped: Matomo rejected the token"
-        text = f"{self.delivered} delivered"
-        if self.stopped_early:
-            text = f"stopped ({self.stopped_reason.replace('_', ' ')}) after {text}"
-        if self.remaining_due:
-            text += f", {self.remaining_due} due left"
-        return text
+    @property
+    def retry_after(self) -> float | None:
+        """The delay Matomo asked for (Retry-After) when that stopped the flush."""
+        value = getattr(self.error, "retry_after", None)
+        return float(value) if isinstance(value, int | float) else None
 
-    def record(self) -> dict[str, Any]:
-        """The JSON-able flush record (also the `--format json` output)."""
-        data = {
-            "started_at": round(self.started_at, 3),
-            "finished_at": round(self.finished_at, 3),
-            "duration": round(max(self.finished_at - self.started_at, 0.0), 3),
-            "requests": self.requests,
-            "sent": self.sent,
-            "delivered": self.delivered,
-            "rejected": self.rejected,
-            "unattributed": self.unattributed,
-            "rescheduled": self.rescheduled,
-            "sent_unconfirmed": self.sent_unconfirmed,
-            "dead": self.dead,
-            "recovered": self.recovered,
-            "stopped_reason": self.stopped_reason,
-            "auth_failed": self.auth_failed,
-            "outcome": self.outcome(),
-            "remaining_queued": self.remaining_queued,
-            "remaining_due": self.remaining_due,
-            "next_attempt_at": self.next_attempt_at,
-            "paused_until": self.paused_until,
-            "error": self.error,
-            "retry_after": self.retry_after,
-            "warnings": list(self.warnings),
-        }
-        return data
+    def record(self) -> FlushRecord:
+        """The frozen flush record (its `to_json()` is also the `--format json` output)."""
+        return FlushRecord(
+            started_at=self.started_at,
+            finished_at=self.finished_at,
+            requests=self.requests,
+            sent=self.sent,
+            delivered=self.delivered,
+            rejected=self.rejected,
+            unattributed=self.unattributed,
+            rescheduled=self.rescheduled,
+            sent_unconfirmed=self.sent_unconfirmed,
+            dead=self.dead,
+            recovered=self.recovered,
+            stopped_reason=self.stopped_reason,
+            remaining_queued=self.remaining_queued,
+            remaining_due=self.remaining_due,
+            next_attempt_at=self.next_attempt_at,
+            paused_until=self.paused_until,
+            error=self.error.message if self.error is not None else None,
+            retry_after=self.retry_after,
+            warnings=tuple(self.warnings),
+        )
 
 
 @dataclass
@@ -213,7 +202,7 @@ class ImportResult:
         if self.interrupted:
             data["interrupted"] = True
         if flush is not None:
-            data["flush"] = flush.record()
+            data["flush"] = flush.record().to_json()
         if self.flush_busy:
             data["flush_busy"] = self.flush_busy
         return data

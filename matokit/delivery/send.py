@@ -5,33 +5,21 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING
 
-from matokit.delivery.matomo import (
-    OLD_HIT_AGE,
-    NoAdminAccess,
-    TrackingClient,
-    admin_sites,
-    maybe_stored,
-)
+from matokit.delivery.matomo import admin_sites, maybe_stored, old_hit_refusal
 from matokit.delivery.outcomes import TrackOutcome, TrackState
 from matokit.delivery.records import hit_key, new_hit, short_error
-from matokit.errors import (
-    ConfigError,
-    MatokitError,
-    MatomoError,
-    NotFoundError,
-    RejectedHitError,
-    StorageError,
-)
+from matokit.errors import MatokitError, MatomoError, StorageError
 from matokit.hits import Hit
 from matokit.journal import EntryState
+from matokit.policy import Action, decide
 
 if TYPE_CHECKING:
-    from matokit.delivery.service import Delivery
+    from matokit.delivery.ports import Journaling, Sending
 
 log = logging.getLogger("matokit.delivery")
 
 
-def queue_hit(delivery: Delivery, hit: Hit, *, key: str | None = None) -> TrackOutcome:
+def queue_hit(delivery: Journaling, hit: Hit, *, key: str | None = None) -> TrackOutcome:
     """Only journal `hit` (`track --queue`): queued, or duplicate when its key is known."""
     key = key or hit_key(hit)
     added = delivery.journal.enqueue_one(new_hit(hit, key))
@@ -40,7 +28,7 @@ def queue_hit(delivery: Delivery, hit: Hit, *, key: str | None = None) -> TrackO
     return TrackOutcome(key, TrackState.QUEUED, "journaled; `matokit queue flush` sends it")
 
 
-def send_hit(delivery: Delivery, hit: Hit, *, key: str | None = None) -> TrackOutcome:
+def send_hit(delivery: Sending, hit: Hit, *, key: str | None = None) -> TrackOutcome:
     """Send `hit` now as a bulk of one; journal it when it cannot be delivered now.
 
     Rejected by Matomo: not journaled (re-sending cannot help). Refused token or a
@@ -53,16 +41,19 @@ def send_hit(delivery: Delivery, hit: Hit, *, key: str | None = None) -> TrackOu
     try:
         delivery.pause.check()  # Matomo asked for a pause: queue at once, send nothing
         client = delivery.client()
-        if delivery.clock() - hit.time >= OLD_HIT_AGE:
-            _check_old_hit_access(delivery, client, hit.site_id)
+        refusal = old_hit_refusal(
+            delivery.clock() - hit.time,
+            hit.site_id,
+            has_token=delivery.has_token,
+            admin=lambda: admin_sites(client),
+        )
+        if refusal is not None:
+            raise refusal  # no token: a ConfigError for the user; no access: journaled
         result = client.track([hit])
-    except (RejectedHitError, NotFoundError) as exc:
-        if isinstance(exc, RejectedHitError):
+    except MatomoError as exc:
+        if decide(exc, attempt=1).action is Action.DEAD_LETTER:
             return TrackOutcome(key, TrackState.REJECTED, exc.message, exc)
         return _journal_failed(delivery, hit, key, exc)
-    except (MatomoError, NoAdminAccess) as exc:
-        error = exc.error if isinstance(exc, NoAdminAccess) else exc
-        return _journal_failed(delivery, hit, key, error)
     outcome = result.outcomes[0]
     if outcome == "delivered":
         if keyed:
@@ -76,19 +67,7 @@ def send_hit(delivery: Delivery, hit: Hit, *, key: str | None = None) -> TrackOu
     return TrackOutcome(key, TrackState.UNCONFIRMED, note)
 
 
-def _check_old_hit_access(delivery: Delivery, client: TrackingClient, site: int) -> None:
-    if not delivery.has_token:
-        raise ConfigError(
-            "The hit is older than 24 h: Matomo records such hits only with a token that "
-            f"has admin access on site {site}, and no token is configured.",
-            hint="Set MATOMO_TOKEN or --token-file (an admin or superuser token), "
-            "or track the hit with a recent --at.",
-        )
-    if site not in admin_sites(client):
-        raise NoAdminAccess(site)
-
-
-def _journal_failed(delivery: Delivery, hit: Hit, key: str, error: MatokitError) -> TrackOutcome:
+def _journal_failed(delivery: Journaling, hit: Hit, key: str, error: MatokitError) -> TrackOutcome:
     maybe = isinstance(error, MatomoError) and maybe_stored(error)
     try:
         added = delivery.journal.enqueue_one(new_hit(hit, key))
@@ -105,7 +84,7 @@ def _journal_failed(delivery: Delivery, hit: Hit, key: str, error: MatokitError)
     return TrackOutcome(key, TrackState.QUEUED, error.message, error, maybe_stored=maybe)
 
 
-def _mark_unconfirmed(delivery: Delivery, key: str, error: MatokitError) -> None:
+def _mark_unconfirmed(delivery: Journaling, key: str, error: MatokitError) -> None:
     journal = delivery.journal
     entry = journal.find(key)
     if entry is not None and entry.state is EntryState.PENDING:
@@ -117,7 +96,7 @@ def _mark_unconfirmed(delivery: Delivery, key: str, error: MatokitError) -> None
         )
 
 
-def _remember_delivered(delivery: Delivery, key: str) -> None:
+def _remember_delivered(delivery: Journaling, key: str) -> None:
     # A failure to remember is not a failure to deliver: the hit is in Matomo.
     try:
         delivery.journal.remember_delivered([key])

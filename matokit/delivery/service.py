@@ -9,8 +9,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
-from matokit.delivery import flush as flushing
-from matokit.delivery import importer, send
+from matokit.delivery.flush import flush as flush_journal
+from matokit.delivery.importer import import_lines
 from matokit.delivery.matomo import ClientFactory, TrackingClient
 from matokit.delivery.outcomes import (
     FlushOptions,
@@ -19,6 +19,8 @@ from matokit.delivery.outcomes import (
     Progress,
     TrackOutcome,
 )
+from matokit.delivery.send import queue_hit, send_hit
+from matokit.errors import FlushInProgressError
 from matokit.hits import Hit
 from matokit.journal import Journal, JournalStats
 from matokit.serverpause import FILE_NAME as PAUSE_FILE
@@ -113,7 +115,7 @@ class Delivery:
 
     def queue(self, hit: Hit, *, key: str | None = None) -> TrackOutcome:
         """Only journal `hit` (`track --queue`): queued, or duplicate when its key is known."""
-        return send.queue_hit(self, hit, key=key)
+        return queue_hit(self, hit, key=key)
 
     def send(self, hit: Hit, *, key: str | None = None) -> TrackOutcome:
         """Send `hit` now as a bulk of one; journal it when it cannot be delivered now.
@@ -121,7 +123,7 @@ class Delivery:
         Rejected by Matomo: not journaled (re-sending cannot help). Refused token or a
         retryable failure: journaled, with the error in the outcome.
         """
-        return send.send_hit(self, hit, key=key)
+        return send_hit(self, hit, key=key)
 
     # -- import --
 
@@ -131,17 +133,24 @@ class Delivery:
         *,
         site_id: int | None,
         strict: bool = False,
+        flush: FlushOptions | None = None,
         on_invalid: Callable[[int, str], None] = lambda n, m: None,
         on_progress: Progress | None = None,
+        on_flush_start: Callable[[int], None] | None = None,
+        on_sent: Progress | None = None,
         stop: StopRequest | None = None,
     ) -> ImportResult:
-        """Validate JSON Lines from `source` and journal the valid hits, streaming.
+        """`track import`: journal the JSON Lines of `source`, then flush with `flush` options.
 
-        Each chunk of hits is committed before the next is read. With `strict`, every line is
-        validated first and nothing is journaled if any is invalid (DataError). Once `stop` is
-        requested, it ends after the chunk being committed (`interrupted`).
+        Each chunk of valid hits is committed before the next is read. With `strict`, every
+        line is validated first and nothing is journaled if any is invalid (DataError). Once
+        `stop` is requested, it ends after the chunk being committed (`interrupted`) and
+        nothing is sent. The flush runs under the profile's lock (`on_flush_start` hears how
+        many hits are due); when another flush holds it, `flush_busy` says so and that flush
+        sends the hits. The result is complete: where the file's hits ended and what the flush
+        did to older ones.
         """
-        return importer.import_lines(
+        result = import_lines(
             self,
             source,
             site_id=site_id,
@@ -150,10 +159,15 @@ class Delivery:
             on_progress=on_progress,
             stop=stop,
         )
-
-    def tally_import(self, result: ImportResult) -> None:
-        """After an import (and its flush): where the file's hits ended, and the older ones."""
+        if flush is not None and not result.interrupted:
+            try:
+                result.flush = self.flush_locked(
+                    flush, on_start=on_flush_start, on_progress=on_sent, stop=stop
+                )
+            except FlushInProgressError as exc:
+                result.flush_busy = exc.message
         result.tally(self.journal.id_states())
+        return result
 
     # -- flush --
 
@@ -197,4 +211,4 @@ class Delivery:
         Once `stop` is requested, the request in flight is answered and recorded, and no
         other is sent (`stopped_reason` "interrupted").
         """
-        return flushing.flush(self, options, on_start=on_start, on_progress=on_progress, stop=stop)
+        return flush_journal(self, options, on_start=on_start, on_progress=on_progress, stop=stop)

@@ -9,6 +9,7 @@ from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from matokit.durations import format_duration
+from matokit.flushrecord import FlushRecord, StopReason
 from matokit.health.model import CheckResult, MetricValue, Status
 from matokit.health.text import line
 
@@ -71,7 +72,7 @@ def queue_result(name: str, stats: JournalStats, limits: Thresholds, *, now: flo
     warn: list[str] = []
     if flush is not None and flush_stopped_on_auth(flush):
         crit.append("the last flush stopped: Matomo rejected the token")
-    elif flush is not None and flush.get("stopped_reason") == "permission_denied":
+    elif flush is not None and _flush_stopped_on(flush, StopReason.PERMISSION_DENIED):
         warn.append("the last flush stopped: the token lacks access to a site")
     _limit(crit, warn, "queued hits", depth, limits.warn_queue_depth, limits.crit_queue_depth)
     if depth:
@@ -132,41 +133,22 @@ def _limit(
 
 
 def _flush_time(flush: Mapping[str, Any] | None) -> float | None:
-    if not flush:
-        return None
-    value = flush.get("recorded_at")
-    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
+    return FlushRecord.from_json(flush).recorded_at if flush else None
 
 
-_AUTH_MARKERS = ("auth", "token", "locked")
+def _flush_stopped_on(flush: Mapping[str, Any], reason: StopReason) -> bool:
+    return FlushRecord.from_json(flush).stopped_reason is reason
 
 
 def flush_stopped_on_auth(flush: Mapping[str, Any]) -> bool:
-    """Whether a recorded flush stopped because Matomo rejected the token (or locked us out).
-
-    Reads what `delivery.FlushResult.record()` writes (`auth_failed`, `stopped_reason`
-    "auth_failed"/"locked_out"), tolerating older or partial records.
-    """
-    for key in ("auth_failed", "authentication_failed", "stopped_on_auth"):
-        if flush.get(key) is True:
-            return True
-    for key in ("stopped_reason", "stopped_by", "stop_reason", "error_kind"):
-        value = flush.get(key)
-        if isinstance(value, str) and any(m in value.casefold() for m in _AUTH_MARKERS):
-            return True
-    return False
+    """Whether a recorded flush stopped because Matomo rejected the token (or locked us out)."""
+    return FlushRecord.from_json(flush).stopped_reason.token_refused
 
 
 def _flush_outcome(flush: Mapping[str, Any] | None) -> str:
     if not flush:
         return "?"
-    if flush_stopped_on_auth(flush):
+    record = FlushRecord.from_json(flush)
+    if record.stopped_reason.token_refused:
         return "stopped: token rejected"
-    for key in ("result", "outcome", "status", "stopped_by", "stop_reason"):
-        value = flush.get(key)
-        if isinstance(value, str) and value:
-            return line(value, 60)
-    delivered = flush.get("delivered")
-    if isinstance(delivered, int) and not isinstance(delivered, bool):
-        return f"{delivered} delivered"
-    return "recorded"
+    return line(record.outcome, 60)
