@@ -268,10 +268,10 @@ def cached_session(
     `refresh=True` fetches every report afresh and stores the new answer (site settings are
     still read from the cache). A corrupt database is deleted and rebuilt, with a warning.
     """
-    path = Path(settings.cache_path)
+    path = settings.cache_path
     options: dict[str, Any] = {
-        "ttl_today": float(settings.ttl_today),
-        "ttl_past": float(settings.ttl_past),
+        "ttl_today": settings.ttl_today,
+        "ttl_past": settings.ttl_past,
         "clock": clock,
         "refresh": refresh,
     }
@@ -569,7 +569,7 @@ def clear(settings: Settings, *, expired_only: bool = False) -> int:
 
     A corrupt database is simply deleted. A missing one is left missing.
     """
-    path = Path(settings.cache_path)
+    path = settings.cache_path
     if not path.is_file():
         return 0
     try:

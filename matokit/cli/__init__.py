@@ -46,7 +46,7 @@ class AppState:
 
             self._settings = resolve(self.flags)
             logs.set_context(profile=self._settings.profile)
-            logs.set_format(str(self._settings.values.get("log_format") or "text"))
+            logs.set_format(self._settings.log_format)
         return self._settings
 
 

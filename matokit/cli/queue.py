@@ -60,7 +60,7 @@ def _journal(settings: Settings, *, create: bool = False) -> Any:
         return None
     from matokit.journal import Journal
 
-    return Journal(path, dedup_window=float(settings.dedup_window))
+    return Journal(path, dedup_window=settings.dedup_window)
 
 
 # --- status ---------------------------------------------------------------------------------
@@ -125,12 +125,12 @@ def flush(
     timeout = _duration(wait_timeout, "--wait-timeout")
     settings = state(ctx).settings()
     options = FlushOptions(
-        batch_size=batch_size or int(settings.batch_size),
+        batch_size=batch_size or settings.batch_size,
         max_time=_duration(max_time, "--max-time"),
         max_events=max_events,
         include_not_due=include_all,
-        max_attempts=int(settings.max_attempts),
-        max_age=float(settings.max_age),
+        max_attempts=settings.max_attempts,
+        max_age=settings.max_age,
     )
     if not settings.journal_path.exists():
         flush_output(None, fmt)

@@ -195,7 +195,7 @@ def _csv_safe_setting(ctx: typer.Context) -> bool:
     from matokit.errors import ConfigError
 
     try:
-        return bool(state(ctx).settings().values.get("csv_safe"))
+        return state(ctx).settings().csv_safe
     except ConfigError:
         return False  # `report list` works without a profile; its CSV stays faithful
 
@@ -246,7 +246,7 @@ def summary(
             continue
         rows = reports.rows_from(answer, report=report, spec=spec)
         results[name] = [] if reports.is_empty(rows, report) else rows
-    csv_safe = csv_safe or bool(settings.values.get("csv_safe"))
+    csv_safe = csv_safe or settings.csv_safe
     _render_summary(results, errors, fmt, site_id=site_id, spec=spec, csv_safe=csv_safe)
     if errors:
         # The sections that came back are shown; the exit code says one did not.

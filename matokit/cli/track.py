@@ -327,7 +327,7 @@ def _dry_run(settings: Settings, hit: Hit, fmt: str) -> None:
         base_url=base_url,
         # Never loaded for a dry run: the mask stands for whatever token would be sent.
         token="***" if settings.has_token() else None,
-        queuedtracking=bool(settings.queuedtracking),
+        queuedtracking=settings.queuedtracking,
     )
     if fmt == "json":
         emit_json({"dry_run": True, "request": dry_run_view(prepared)})
@@ -438,9 +438,9 @@ def _flush_import(
     from matokit.errors import FlushInProgressError
 
     options = FlushOptions(
-        batch_size=batch_size or int(settings.batch_size),
-        max_attempts=int(settings.max_attempts),
-        max_age=float(settings.max_age),
+        batch_size=batch_size or settings.batch_size,
+        max_attempts=settings.max_attempts,
+        max_age=settings.max_age,
     )
     before = delivery.stats()
     with progress(before.due if before is not None else None, "Sending") as advance:
