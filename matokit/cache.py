@@ -294,7 +294,8 @@ def _sqlite(storage: object) -> Any:
 @functools.cache
 def _session_class() -> type[CachedSession]:
     """The CachedSession subclass, built on first use so importing this module stays cheap."""
-    from requests_cache import CachedSession, SQLiteCache
+    from requests_cache import CachedSession
+    from requests_cache.backends.sqlite import SQLiteCache  # typed here, not in the package root
     from requests_cache.policy import DO_NOT_CACHE
 
     from matokit.client import mount_connect_retries
