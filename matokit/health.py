@@ -504,7 +504,7 @@ class HealthRun:
                 "not checked: no site id is configured",
                 "Pass --site ID, set MATOMO_SITE_ID, or set site_id in the profile.",
             )
-        return int(site)
+        return site
 
     def call(self, name: str, method: str, **params: Any) -> Any:
         self.set_stage(name, f"waiting for Matomo's answer to {method}")
