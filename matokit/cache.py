@@ -289,10 +289,10 @@ def cached_session(
     `refresh=True` fetches every report afresh and stores the new answer (site settings are
     still read from the cache). A corrupt database is deleted and rebuilt, with a warning.
     """
-    path = Path(settings.cache_path)
+    path = settings.cache_path
     options: dict[str, Any] = {
-        "ttl_today": float(settings.ttl_today),
-        "ttl_past": float(settings.ttl_past),
+        "ttl_today": settings.ttl_today,
+        "ttl_past": settings.ttl_past,
         "clock": clock,
         "refresh": refresh,
     }
@@ -315,7 +315,8 @@ def _sqlite(storage: object) -> Any:
 @functools.cache
 def _session_class() -> type[CachedSession]:
     """The CachedSession subclass, built on first use so importing this module stays cheap."""
-    from requests_cache import CachedSession, SQLiteCache
+    from requests_cache import CachedSession
+    from requests_cache.backends.sqlite import SQLiteCache  # typed here, not in the package root
     from requests_cache.policy import DO_NOT_CACHE
 
     from matokit.client import mount_connect_retries
@@ -603,7 +604,7 @@ def clear(settings: Settings, *, expired_only: bool = False) -> int:
 
     A corrupt database is simply deleted. A missing one is left missing.
     """
-    path = Path(settings.cache_path)
+    path = settings.cache_path
     if not path.is_file():
         return 0
     try:

@@ -146,45 +146,63 @@ def option_env() -> dict[str, str]:
     return names
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Settings:
-    """The resolved configuration of one profile, with the source of every value."""
+    """The resolved configuration of one profile, with the source of every value.
+
+    One typed field per entry of `KEYS` (same name; `test_config` keeps them in step), built
+    by `resolve()` only. `sources` maps each key name (and "profile") to the layer it came from.
+    """
 
     profile: str
     config_path: Path
     config_exists: bool
-    values: Mapping[str, Any]
     sources: Mapping[str, str]
     token_source: TokenSource | None = field(default=None, repr=False)
-
-    def __getattr__(self, name: str) -> Any:
-        # Resolved values read as attributes: settings.url, settings.batch_size...
-        values = self.__dict__.get("values", {})
-        if name in values:
-            return values[name]
-        raise AttributeError(name)
+    # One field per KEYS entry, in the same order; the defaults live in KEYS.
+    url: str | None
+    site_id: int | None
+    timeout: float
+    connect_timeout: float
+    rate_limit: float | None
+    ca_bundle: Path | None
+    allow_insecure_http: bool
+    cache_dir: Path  # never None: resolve() fills in the platform directory
+    data_dir: Path  # never None: resolve() fills in the platform directory
+    ttl_today: float
+    ttl_past: float
+    token_cooldown: float
+    token_command_timeout: float
+    batch_size: int
+    max_attempts: int
+    max_age: float
+    dedup_window: float
+    queuedtracking: bool
+    log_format: str
+    csv_safe: bool
+    log_level: str
 
     @property
     def journal_path(self) -> Path:
         """This profile's retry journal."""
-        return self.values["data_dir"] / "journal.sqlite"
+        return self.data_dir / "journal.sqlite"
 
     @property
     def cache_path(self) -> Path:
         """This profile's report cache database."""
-        return self.values["cache_dir"] / "http-cache.sqlite"
+        return self.cache_dir / "http-cache.sqlite"
 
     @property
     def token_memory_path(self) -> Path:
         """Where a rejected token's hash is remembered (lockout safety)."""
-        return self.values["data_dir"] / "rejected-token.json"
+        return self.data_dir / "rejected-token.json"
 
     @property
     def server_pause_path(self) -> Path:
         """Where Matomo's Retry-After ("not before") is kept for every process of the profile."""
         from matokit.serverpause import FILE_NAME
 
-        return self.values["data_dir"] / FILE_NAME
+        return self.data_dir / FILE_NAME
 
     def has_token(self) -> bool:
         """Whether any token source is configured (without reading it)."""
@@ -201,24 +219,24 @@ class Settings:
 
     def require_url(self) -> str:
         """The Matomo URL, refusing to send a token in clear to a non-loopback host."""
-        url = self.values.get("url")
+        url = self.url
         if not url:
             raise ConfigError(
                 f"No Matomo URL is configured for profile {self.profile!r}.",
                 hint="Pass --url, set MATOMO_URL, or run `matokit config init --url URL`.",
             )
-        check_transport(url, allow_insecure_http=bool(self.values.get("allow_insecure_http")))
+        check_transport(url, allow_insecure_http=self.allow_insecure_http)
         return url
 
     def require_site(self, override: int | None = None) -> int:
         """The site id to use: an explicit override, else the configured default."""
-        site = override if override is not None else self.values.get("site_id")
+        site = override if override is not None else self.site_id
         if site is None:
             raise ConfigError(
                 "No site id is configured.",
                 hint="Pass --site ID, set MATOMO_SITE_ID, or set site_id in the profile.",
             )
-        return int(site)
+        return site
 
 
 def check_transport(url: str, *, allow_insecure_http: bool) -> None:
@@ -463,16 +481,15 @@ def resolve(
         values[key.name], sources[key.name] = value, source
 
     _default_dirs(values, sources, profile)
-    values["profile"] = profile
     sources["profile"] = where.profile_source
     token_source = _token_source(layers, section, config_path, values)
     return Settings(
         profile=profile,
         config_path=config_path,
         config_exists=config_path.exists(),
-        values=values,
         sources=sources,
         token_source=token_source,
+        **values,
     )
 
 

@@ -36,20 +36,20 @@ def client_for(
     url = settings.require_url()
     token = settings.token() if need_token or settings.has_token() else None
     memory = TokenMemory(
-        settings.token_memory_path, clock=clock, cooldown=float(settings.token_cooldown)
+        settings.token_memory_path, clock=clock, cooldown=settings.token_cooldown
     )
     return MatomoClient(
         base_url=url,
         token=token,
         session=session,
-        timeout=float(settings.timeout),
-        connect_timeout=float(settings.connect_timeout),
+        timeout=settings.timeout,
+        connect_timeout=settings.connect_timeout,
         ca_bundle=str(settings.ca_bundle) if settings.ca_bundle else None,
         rate_limit=settings.rate_limit,
         token_memory=memory,
         server_pause=ServerPause(settings.server_pause_path, clock=clock),
         clock=clock,
-        queuedtracking=bool(settings.queuedtracking),
+        queuedtracking=settings.queuedtracking,
         logger=logging.getLogger("matokit.client"),
         allow_write=allow_write,
     )

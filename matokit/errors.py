@@ -7,6 +7,8 @@ Messages must already be redacted: nothing here ever holds a token.
 
 from __future__ import annotations
 
+from typing import TypedDict, Unpack
+
 
 class MatokitError(Exception):
     """Base class of every error MatoKit expects and explains."""
@@ -112,6 +114,15 @@ class MatomoError(MatokitError):
         self.url = url
 
 
+class MatomoDetails(TypedDict, total=False):
+    """The keyword arguments of `MatomoError`, passed through by its subclasses."""
+
+    method: str | None
+    status: int | None
+    url: str | None
+    hint: str | None
+
+
 class AuthenticationError(MatomoError):
     """Matomo said "Unable to authenticate": the token is invalid or expired. Never retried."""
 
@@ -152,15 +163,19 @@ class RejectedHitError(MatomoError):
 class RateLimitedError(MatomoError):
     """Matomo or a proxy answered 429; `retry_after` is in seconds when it said."""
 
-    def __init__(self, message: str, *, retry_after: float | None = None, **kwargs: object):
-        super().__init__(message, **kwargs)  # type: ignore[arg-type]
+    def __init__(
+        self, message: str, *, retry_after: float | None = None, **kwargs: Unpack[MatomoDetails]
+    ):
+        super().__init__(message, **kwargs)
         self.retry_after = retry_after
 
 
 class ServerPausedError(RateLimitedError):
     """Matomo asked (Retry-After on a 429 or 503) for no requests before `until`; none is sent."""
 
-    def __init__(self, message: str, *, until: float, retry_after: float, **kwargs: object):
+    def __init__(
+        self, message: str, *, until: float, retry_after: float, **kwargs: Unpack[MatomoDetails]
+    ):
         super().__init__(message, retry_after=retry_after, **kwargs)
         self.until = until
 
@@ -174,9 +189,9 @@ class UnavailableError(MatomoError):
         *,
         retry_after: float | None = None,
         maybe_stored: bool = False,
-        **kwargs: object,
+        **kwargs: Unpack[MatomoDetails],
     ):
-        super().__init__(message, **kwargs)  # type: ignore[arg-type]
+        super().__init__(message, **kwargs)
         self.retry_after = retry_after
         # True when the request body was sent and the answer was lost (timeout or reset while
         # reading): Matomo may have stored the hits.

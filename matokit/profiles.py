@@ -35,7 +35,7 @@ def describe_settings(settings: Settings) -> dict[str, Any]:
     """Every resolved value with its source; the token only as set/missing and from where."""
     shown: dict[str, dict[str, Any]] = {}
     for key in KEYS:
-        value = settings.values.get(key.name)
+        value = getattr(settings, key.name)
         if key.name == "url":
             value = display_url(value)
         shown[key.name] = {

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import sys
+import types
+import typing
 from pathlib import Path
 
 import pytest
 
-from matokit.config import locate, resolve, resolve_logging
+from matokit.config import KEYS, Settings, locate, resolve, resolve_logging
 from matokit.durations import parse_duration
 from matokit.errors import ConfigError, InsecurePermissionsError, InsecureURLError, UsageError
 from tests.conftest import SENTINEL_TOKEN
@@ -58,6 +61,65 @@ def test_url_precedence_is_flag_env_dotenv_file(config_file, flag, env, dotenv, 
     expected = {"flag": flag, "env": env, ".env": dotenv, "config file": "https://file.example/"}
     assert settings.url == expected[source]
     assert settings.sources["url"] == source
+
+
+# Settings fields that are not KEYS entries, and keys whose None default resolve() fills in.
+NOT_KEYS = {"profile", "config_path", "config_exists", "sources", "token_source"}
+FILLED_BY_RESOLVE = {"cache_dir", "data_dir"}
+
+
+def _allowed(hint: object) -> set[object]:
+    return set(typing.get_args(hint)) if isinstance(hint, types.UnionType) else {hint}
+
+
+def test_every_key_is_a_settings_field_of_its_parsed_type_and_back():
+    hints = typing.get_type_hints(Settings)
+    assert {f.name for f in dataclasses.fields(Settings)} - NOT_KEYS == {k.name for k in KEYS}
+    for key in KEYS:
+        allowed = _allowed(hints[key.name])
+        assert typing.get_type_hints(key.parse)["return"] in allowed, key.name
+        optional = key.default is None and key.name not in FILLED_BY_RESOLVE
+        assert (type(None) in allowed) == optional, key.name
+        assert key.default is None or isinstance(key.default, tuple(allowed)), key.name
+
+
+def test_resolved_values_have_their_field_types(tmp_path):
+    every_key = """
+[profiles.default]
+url = "https://file.example/matomo.php"
+site_id = "3"
+timeout = "7"
+connect_timeout = 2
+rate_limit = "1.5"
+ca_bundle = "~/ca.pem"
+allow_insecure_http = "yes"
+cache_dir = "cache"
+data_dir = "data"
+ttl_today = "5m"
+ttl_past = 60
+token_cooldown = "1h"
+token_command_timeout = "3s"
+batch_size = "50"
+max_attempts = 4
+max_age = "2d"
+dedup_window = "1d"
+queuedtracking = "true"
+log_format = "JSON"
+csv_safe = "on"
+"""
+    config = write_config(tmp_path / "config.toml", every_key)
+    hints = typing.get_type_hints(Settings)
+    for settings in (
+        resolve({}, env={"MATOKIT_CONFIG": str(config)}),
+        resolve({}, env={"MATOKIT_CONFIG": str(tmp_path / "missing.toml")}),
+    ):
+        for key in KEYS:
+            value = getattr(settings, key.name)
+            assert isinstance(value, tuple(_allowed(hints[key.name]))), (key.name, value)
+    assert settings.batch_size == 100 and settings.timeout == 10.0  # the defaults
+    configured = resolve({}, env={"MATOKIT_CONFIG": str(config)})
+    assert configured.site_id == 3 and configured.batch_size == 50
+    assert configured.max_age == 2 * 86400.0 and configured.csv_safe is True
 
 
 def test_dotenv_never_overrides_real_environment(config_file):

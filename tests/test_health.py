@@ -270,7 +270,7 @@ def test_missing_site_id_warns_and_site_checks_are_unknown(fake_matomo: FakeMato
 
 def test_data_directory_open_to_others_warns(fake_matomo: FakeMatomo) -> None:
     settings = _settings(fake_matomo)
-    data_dir = Path(settings.values["data_dir"])
+    data_dir = settings.data_dir
     data_dir.mkdir(parents=True)
     data_dir.chmod(0o755)
     report = _run(fake_matomo, checks=("config",))

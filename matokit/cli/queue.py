@@ -54,7 +54,7 @@ def _journal(settings: Settings, *, create: bool = False) -> Any:
         return None
     from matokit.journal import Journal
 
-    return Journal(path, dedup_window=float(settings.dedup_window))
+    return Journal(path, dedup_window=settings.dedup_window)
 
 
 # --- status ---------------------------------------------------------------------------------

@@ -186,7 +186,7 @@ def _csv_safe_setting(ctx: typer.Context) -> bool:
     from matokit.errors import ConfigError
 
     try:
-        return bool(state(ctx).settings().values.get("csv_safe"))
+        return state(ctx).settings().csv_safe
     except ConfigError:
         return False  # `report list` works without a profile; its CSV stays faithful
 
@@ -222,7 +222,7 @@ def summary(
         refresh=refresh,
     )
     results, errors = result.results, result.errors
-    csv_safe = csv_safe or bool(settings.values.get("csv_safe"))
+    csv_safe = csv_safe or settings.csv_safe
     _render_summary(results, errors, fmt, site_id=site_id, spec=spec, csv_safe=csv_safe)
     if errors:
         # The sections that came back are shown; the exit code says one did not.

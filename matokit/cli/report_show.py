@@ -118,7 +118,7 @@ def plan(args: ShowArgs, settings: Callable[[], Settings]) -> Plan:
     resolved = settings()
     site = resolved.require_site(args.site)
     params = reports.request_params(report, spec, site=site, limit=limit, segment=args.segment)
-    csv_safe = args.csv_safe or bool(resolved.values.get("csv_safe"))
+    csv_safe = args.csv_safe or resolved.csv_safe
     return Plan(report, spec, site, params, requested, fmt, args.chart, csv_safe)
 
 

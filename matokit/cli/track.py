@@ -398,7 +398,7 @@ def _dry_run(settings: Settings, hit: Hit, fmt: str) -> None:
         base_url=base_url,
         # Never loaded for a dry run: the mask stands for whatever token would be sent.
         token="***" if settings.has_token() else None,
-        queuedtracking=bool(settings.queuedtracking),
+        queuedtracking=settings.queuedtracking,
     )
     if fmt == "json":
         emit_json({"dry_run": True, "request": dry_run_view(prepared)})

@@ -70,7 +70,7 @@ class Delivery:
             client_factory=factory,
             has_token=settings.has_token(),
             pause_path=settings.server_pause_path,
-            dedup_window=float(settings.dedup_window),
+            dedup_window=settings.dedup_window,
             **kwargs,
         )
 

@@ -58,7 +58,7 @@ def check_config(run: HealthRun, name: str) -> CheckResult:
         return CheckResult(name, Status.CRITICAL, line(exc.message), hint=exc.hint)
     source = settings.token_source.describe() if settings.token_source else "?"
     problems = _loose_modes(settings)
-    site = settings.values.get("site_id")
+    site = settings.site_id
     info = {"profile": settings.profile, "url": url, "token_source": source}
     if site is None:
         return CheckResult(
@@ -108,8 +108,8 @@ def _loose_modes(settings: Settings) -> list[tuple[str, int]]:
     if os.name != "posix":
         return []
     paths = [
-        settings.values["data_dir"],
-        settings.values["cache_dir"],
+        settings.data_dir,
+        settings.cache_dir,
         settings.journal_path,
         settings.cache_path,
         settings.token_memory_path,

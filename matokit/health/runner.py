@@ -134,8 +134,8 @@ def run_checks(
         duration_s=round(time.monotonic() - started, 3),
         thresholds=thresholds,
         profile=settings.profile if settings else None,
-        url=display_url(settings.values.get("url")) if settings else None,
-        site_id=settings.values.get("site_id") if settings else None,
+        url=display_url(settings.url) if settings else None,
+        site_id=settings.site_id if settings else None,
     )
 
 
@@ -254,7 +254,7 @@ class HealthRun:
         settings = self.settings()
         settings.require_url()
         # Just above the deadline: the deadline reports the stage, then the thread ends.
-        timeout = min(float(settings.timeout), self._max_time + 1.0)
+        timeout = min(settings.timeout, self._max_time + 1.0)
         client = self._factory(
             settings, token=token, timeout=timeout, session=self._session, clock=self.clock
         )
@@ -400,9 +400,10 @@ def _default_client(
     """
     from matokit.connect import client_for
 
-    values = {**settings.values, "timeout": timeout}
-    values["connect_timeout"] = min(float(values.get("connect_timeout") or 5.0), timeout)
+    capped = replace(
+        settings, timeout=timeout, connect_timeout=min(settings.connect_timeout, timeout)
+    )
     if token is None:
-        capped = replace(settings, values=values, token_source=None)
+        capped = replace(capped, token_source=None)
         return client_for(capped, session=session, need_token=False, clock=clock)
-    return client_for(replace(settings, values=values), session=session, clock=clock)
+    return client_for(capped, session=session, clock=clock)
