@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 import typer
 
-from matokit.cli import state
+from matokit.cli.context import state
 from matokit.cli.formats import TextFormat
 from matokit.cli.queue_view import (
     busy_output,
