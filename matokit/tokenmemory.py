@@ -87,11 +87,7 @@ class TokenMemory:
         except FileNotFoundError:
             pass
         except OSError as exc:
-            raise StorageError(
-                f"Cannot remove the token memory file: {exc.strerror}.",
-                path=str(self.path),
-                hint="check the data directory's permissions",
-            ) from exc
+            raise self._unusable("remove", exc, "check the data directory's permissions") from exc
 
     def _active(self, entry: Rejection, now: float) -> bool:
         # A rejection "from the future" beyond the cool-down is a broken clock or a damaged
@@ -118,11 +114,15 @@ class TokenMemory:
             make_private_dir(self.path.parent)
             write_atomic(self.path, json.dumps(payload, indent=1) + "\n")
         except OSError as exc:
-            raise StorageError(
-                f"Cannot write the token memory file: {exc.strerror or exc}.",
-                path=str(self.path),
-                hint="check that the profile's data directory is writable",
-            ) from exc
+            hint = "check that the profile's data directory is writable"
+            raise self._unusable("write", exc, hint) from exc
+
+    def _unusable(self, action: str, exc: OSError, hint: str) -> StorageError:
+        return StorageError(
+            f"Cannot {action} the token memory file: {exc.strerror or exc}.",
+            path=str(self.path),
+            hint=hint,
+        )
 
 
 def _parse(data: Any) -> tuple[str | None, list[Rejection]]:

@@ -510,7 +510,7 @@ def test_the_lean_option_table_matches_the_click_command() -> None:
     committed = (ROOT / introspect.REPORT_OPTIONS_FILE).read_text(encoding="utf-8")
     assert committed == introspect.report_options_source(_click_root()), (
         f"{introspect.REPORT_OPTIONS_FILE} is stale: run "
-        f"`python -m matokit.cli.introspect > {introspect.REPORT_OPTIONS_FILE}`"
+        f"`python -m matokit.cli.regenerate > {introspect.REPORT_OPTIONS_FILE}`"
     )
 
 

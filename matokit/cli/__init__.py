@@ -7,69 +7,15 @@ requests, requests_cache and rich are imported inside the commands that use them
 
 from __future__ import annotations
 
-import logging
 import os
 import sys
-from dataclasses import dataclass, field
 from itertools import pairwise
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from matokit import __version__
+from matokit.cli.context import AppState, state
 
-if TYPE_CHECKING:
-    import typer
-
-    from matokit.config import Settings
-
-LEVELS = {
-    "debug": logging.DEBUG,
-    "info": logging.INFO,
-    "warning": logging.WARNING,
-    "error": logging.ERROR,
-}
-
-
-@dataclass
-class AppState:
-    """What the global options decided; commands read it from `ctx.obj`."""
-
-    flags: dict[str, Any] = field(default_factory=dict)
-    debug: bool = False
-    command: str = ""
-    _settings: Settings | None = None
-    _logging: tuple[str, str, str] | None = None
-
-    def settings(self) -> Settings:
-        """Resolve the configuration once per run (flag > env > .env > file > default).
-
-        Logging is set up again from the result: the profile may set log_format or log_level.
-        """
-        if self._settings is None:
-            from matokit.config import resolve
-
-            self._settings = resolve(self.flags)
-            self.configure_logging(
-                self._settings.log_format, self._settings.log_level, profile=self._settings.profile
-            )
-        return self._settings
-
-    def configure_logging(self, fmt: str, level: str, *, profile: str) -> None:
-        """Send logs to stderr in `fmt` at `level`; level debug also shows tracebacks."""
-        from matokit.logs import setup_logging
-
-        self.debug = level == "debug"
-        if self._logging != (fmt, level, profile):
-            self._logging = (fmt, level, profile)
-            context = {"profile": profile, "command": self.command}
-            setup_logging(fmt=fmt, level=LEVELS[level], context=context)
-
-
-def state(ctx: typer.Context) -> AppState:
-    """The run's AppState from any command's context."""
-    root = ctx.find_root()
-    if not isinstance(root.obj, AppState):
-        root.obj = AppState()
-    return root.obj
+__all__ = ["AppState", "main", "run", "state"]
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -176,18 +122,10 @@ def _interrupted(exc: BaseException) -> int:
     from matokit.stopping import Interrupted
 
     signum = getattr(exc, "signum", None)
+    from matokit.cli.output import interrupted
+
     interrupted(f" by {exc}" if signum is not None else "")
     return int(exit_code_for(exc if isinstance(exc, Interrupted) else KeyboardInterrupt()))
-
-
-def interrupted(by: str = "") -> None:
-    """The stderr line of a run ended by Ctrl-C or a signal (a JSON object in json mode)."""
-    from matokit import logs
-
-    if logs.stderr_format() == "json":
-        sys.stderr.write(logs.json_line(f"interrupted{by}", level="error") + "\n")
-    else:
-        sys.stderr.write(f"\nmatokit: interrupted{by}\n")
 
 
 def _show_click_error(exc: Any) -> None:

@@ -6,7 +6,7 @@ import re
 
 import typer
 
-from matokit.cli import state
+from matokit.cli.context import state
 from matokit.cli.formats import ApiFormat
 
 

@@ -7,7 +7,7 @@ from typing import Any
 import typer
 
 from matokit import __version__
-from matokit.cli import state
+from matokit.cli.context import state
 
 
 def _opt(name: str, help_text: str) -> Any:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from matokit.cli import state
+from matokit.cli.context import state
 from matokit.cli.formats import TextFormat
 from matokit.sizes import byte_text
 

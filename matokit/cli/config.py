@@ -7,7 +7,7 @@ from typing import Any
 
 import typer
 
-from matokit.cli import state
+from matokit.cli.context import state
 from matokit.cli.formats import TextFormat
 
 app = typer.Typer(help="Show, create and list configuration profiles.", no_args_is_help=True)

@@ -272,7 +272,7 @@ _REPORT_OPTIONS_HEADER = (
     '"""The options of `matokit [GLOBAL] report show NAME`, as data for the lean cache hit.\n'
     "\n"
     "GENERATED from the Click command; do not edit. Regenerate with\n"
-    f"`python -m matokit.cli.introspect > {REPORT_OPTIONS_FILE}`.\n"
+    f"`python -m matokit.cli.regenerate > {REPORT_OPTIONS_FILE}`.\n"
     "`report_show.parse_argv` reads it so that it never imports typer or click;\n"
     "tests/test_cli_report.py fails when it no longer matches the CLI.\n"
     "\n"
@@ -320,15 +320,3 @@ def _param_table(name: str, command: Command) -> list[str]:
         lines.append(f"    {_literal(param.name)}: {_literal(entry)},")
     lines.append("}")
     return lines
-
-
-if __name__ == "__main__":
-    import sys
-
-    import typer
-
-    from matokit.cli.app import build_app
-
-    root = typer.main.get_command(build_app())
-    assert isinstance(root, TyperGroup)
-    sys.stdout.write(report_options_source(root))

@@ -198,3 +198,13 @@ def progress(total: int | None, description: str) -> Iterator[Any]:
     with Progress(*columns, console=console("stderr"), transient=True) as bar:
         task = bar.add_task(description, total=total)
         yield lambda n=1: bar.advance(task, n)
+
+
+def interrupted(by: str = "") -> None:
+    """The stderr line of a run ended by Ctrl-C or a signal (a JSON object in json mode)."""
+    from matokit import logs
+
+    if logs.stderr_format() == "json":
+        sys.stderr.write(logs.json_line(f"interrupted{by}", level="error") + "\n")
+    else:
+        sys.stderr.write(f"\nmatokit: interrupted{by}\n")

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 import typer
 
-from matokit.cli import state
+from matokit.cli.context import state
 from matokit.cli.formats import TextFormat
 from matokit.cli.queue_view import (
     busy_output,
@@ -154,14 +154,17 @@ def flush(
 
 # --- list / export ----------------------------------------------------------------------------
 
+DEAD_INSTEAD = typer.Option(False, "--dead", help="Dead letters instead of queued hits.")
+UNATTRIBUTED_INSTEAD = typer.Option(
+    False, "--unattributed", help="Unattributed hits instead (with --dead: both)."
+)
+
 
 @app.command("list")
 def list_command(
     ctx: typer.Context,
-    dead: bool = typer.Option(False, "--dead", help="List dead letters instead."),
-    unattributed: bool = typer.Option(
-        False, "--unattributed", help="List unattributed hits instead (with --dead: both)."
-    ),
+    dead: bool = DEAD_INSTEAD,
+    unattributed: bool = UNATTRIBUTED_INSTEAD,
     limit: int = typer.Option(50, "--limit", min=1, help="At most this many entries."),
     fmt: TextFormat = FORMAT,
 ) -> None:
@@ -198,10 +201,8 @@ def list_command(
 @app.command("export")
 def export(
     ctx: typer.Context,
-    dead: bool = typer.Option(False, "--dead", help="Export dead letters instead."),
-    unattributed: bool = typer.Option(
-        False, "--unattributed", help="Export unattributed hits instead (with --dead: both)."
-    ),
+    dead: bool = DEAD_INSTEAD,
+    unattributed: bool = UNATTRIBUTED_INSTEAD,
 ) -> None:
     """Print journal entries as JSON Lines (token-free parameters), oldest first."""
     from matokit.cli.output import emit_ndjson

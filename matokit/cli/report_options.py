@@ -1,7 +1,7 @@
 """The options of `matokit [GLOBAL] report show NAME`, as data for the lean cache hit.
 
 GENERATED from the Click command; do not edit. Regenerate with
-`python -m matokit.cli.introspect > matokit/cli/report_options.py`.
+`python -m matokit.cli.regenerate > matokit/cli/report_options.py`.
 `report_show.parse_argv` reads it so that it never imports typer or click;
 tests/test_cli_report.py fails when it no longer matches the CLI.
 

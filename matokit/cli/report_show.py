@@ -418,7 +418,7 @@ def try_cached(argv: Sequence[str]) -> int | None:
             return None
         return _print(chosen, data)
     except KeyboardInterrupt:
-        from matokit.cli import interrupted
+        from matokit.cli.output import interrupted
 
         interrupted()
         return 130

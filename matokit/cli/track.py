@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 import typer
 
-from matokit.cli import state
+from matokit.cli.context import state
 from matokit.cli.formats import TextFormat
 
 if TYPE_CHECKING:

@@ -12,13 +12,13 @@ import http.client
 import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
-from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
 from matokit import writeguard
 from matokit.client import reporting, tracking, transport
 from matokit.client.failures import Failures
 from matokit.client.tracking import TRACKING, PreparedRequest, TrackResult
+from matokit.closing import Closing
 from matokit.errors import MatomoError, StorageError
 from matokit.hits import USER_AGENT, Hit
 from matokit.policy import TokenBucket, parse_retry_after
@@ -31,7 +31,7 @@ if TYPE_CHECKING:
     from matokit.tokenmemory import TokenMemory
 
 
-class MatomoClient:
+class MatomoClient(Closing):
     """Matomo's Tracking API (always bulk) and Reporting API (`index.php?module=API`).
 
     Never prints, never exits: returns values or raises `MatomoError` subclasses whose
@@ -95,17 +95,6 @@ class MatomoClient:
         for session in self._owned:
             session.close()
         self._owned.clear()
-
-    def __enter__(self) -> MatomoClient:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
     # -- tracking
 

@@ -9,6 +9,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
+from matokit.closing import Closing
 from matokit.delivery.flush import flush as flush_journal
 from matokit.delivery.importer import import_lines
 from matokit.delivery.matomo import ClientFactory, TrackingClient
@@ -31,7 +32,7 @@ if TYPE_CHECKING:
     from matokit.stopping import StopRequest
 
 
-class Delivery:
+class Delivery(Closing):
     """Send-or-journal, import and flush for one profile's journal and client."""
 
     def __init__(
@@ -73,12 +74,6 @@ class Delivery:
             dedup_window=settings.dedup_window,
             **kwargs,
         )
-
-    def __enter__(self) -> Delivery:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
     def close(self) -> None:
         """Close the journal and the client, if they were opened."""

@@ -19,7 +19,7 @@ import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import Future, wait
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING, Any, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, TypedDict, TypeVar, Unpack
 
 from matokit.errors import ConfigError, ProtocolError
 from matokit.health.checks import CHECKS, STANDARD_CHECKS
@@ -50,28 +50,25 @@ T = TypeVar("T")
 SLOW_HINT = "Matomo or the network is too slow; raise the time limit or the HTTP timeout."
 
 
+class RunOptions(TypedDict, total=False):
+    """The keyword options `run_checks` takes besides the checks and the settings."""
+
+    thresholds: Thresholds | None
+    max_time: float
+    session: requests.Session | None
+    clock: Callable[[], float]
+    client_factory: Callable[..., MatomoClient] | None
+    slow_hint: str
+
+
 def run_health(
     load_settings: Callable[[], Settings],
     *,
     checks: Sequence[str] = CHECKS,
-    thresholds: Thresholds | None = None,
-    max_time: float = 20.0,
-    session: requests.Session | None = None,
-    clock: Callable[[], float] = time.time,
-    client_factory: Callable[..., MatomoClient] | None = None,
-    slow_hint: str = SLOW_HINT,
+    **options: Unpack[RunOptions],
 ) -> HealthReport:
     """Run the standard checks named in `checks` (in that order); see `run_checks`."""
-    return run_checks(
-        {name: STANDARD_CHECKS[name] for name in checks},
-        load_settings,
-        thresholds=thresholds,
-        max_time=max_time,
-        session=session,
-        clock=clock,
-        client_factory=client_factory,
-        slow_hint=slow_hint,
-    )
+    return run_checks({name: STANDARD_CHECKS[name] for name in checks}, load_settings, **options)
 
 
 def run_checks(

@@ -13,9 +13,9 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from types import TracebackType
 from typing import Any, Final, Self, TypeVar
 
+from matokit.closing import Closing
 from matokit.journal.ids import IdGenerator
 from matokit.journal.schema import (
     SCHEMA_VERSION,
@@ -38,7 +38,7 @@ DEFAULT_DEDUP_WINDOW: Final = 7 * 86400.0
 CACHE_KIB: Final = 16384
 
 
-class JournalConnection:
+class JournalConnection(Closing):
     """The SQLite connection to one journal file; `Journal` adds the operations on hits."""
 
     def __init__(
@@ -81,17 +81,6 @@ class JournalConnection:
     ) -> Self:
         """Open (or create) the journal at `path`; same as calling the class."""
         return cls(path, clock=clock, dedup_window=dedup_window)
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({str(self.path)!r})"
