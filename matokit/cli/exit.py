@@ -26,7 +26,6 @@ from enum import IntEnum
 from typing import TYPE_CHECKING
 
 from matokit import errors
-from matokit.flushrecord import StopReason
 from matokit.stopping import Interrupted
 
 if TYPE_CHECKING:
@@ -149,6 +148,8 @@ def flush_exit_code(result: FlushResult) -> int:
     refused token, the error's code when a failure stopped it (78 for no Matomo at the URL)."""
     if result.refused_access:
         return ExitCode.NOPERM
+    from matokit.flushrecord import StopReason  # not on every command's start-up path
+
     if result.stopped_reason is StopReason.ERROR and result.error is not None:
         return exit_code_for(result.error)
     if result.remaining_due or (result.stopped_early and result.remaining_queued):
