@@ -19,7 +19,6 @@ from typing import Any
 
 from matokit.dates import DateSpec
 from matokit.errors import UsageError
-from matokit.writeguard import is_method_name, require_read_only
 
 # Column kinds: how values are coerced, aligned and drawn.
 TEXT, NUMBER, PERCENT, DURATION, MONEY = "text", "number", "percent", "duration", "money"
@@ -355,6 +354,8 @@ def find(name: str, *, extra: Iterable[str] = ()) -> Report:
         return BY_NAME[text.lower()]
     if text in BY_METHOD:
         return BY_METHOD[text]
+    from matokit.writeguard import is_method_name, require_read_only  # not on the lean path
+
     if is_method_name(text):
         require_read_only(text)  # a report only reads, whatever Module.method it names
         return adhoc(text)
