@@ -1,4 +1,4 @@
-"""The exit-code table of ../shared/cli.md, and the one mapping from errors to codes."""
+"""The exit-code table (README; cli.md of the reference) and the one error-to-code mapping."""
 
 from __future__ import annotations
 

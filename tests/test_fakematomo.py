@@ -1,6 +1,6 @@
 """The fake Matomo's Reporting API: the error table, auth channels, lockout, shapes, formats.
 
-Rows mirror the tables in /work/shared/matomo-api.md and bodies in matomo-samples.json.
+Rows mirror the tables of the reference matomo-api.md and the bodies in tests/fixtures.
 """
 
 from __future__ import annotations

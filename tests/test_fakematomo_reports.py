@@ -14,7 +14,7 @@ import pytest
 from tests.fakematomo import SUPERUSER_TOKEN, VIEW_TOKEN, FakeMatomo
 from tests.fakematomo.client import api, bulk
 
-# Real Matomo 5.11 bodies, copied from ../shared/matomo-samples.json into the repository.
+# Real Matomo 5.11 bodies (matomo-samples.json of the workplace reference), copied here.
 SAMPLES_FILE = Path(__file__).resolve().parent / "fixtures" / "matomo-samples.json"
 SAMPLES: dict[str, Any] = json.loads(SAMPLES_FILE.read_text())
 NOW = datetime(2026, 11, 25, 16, 0, 0, tzinfo=UTC).timestamp()

@@ -115,7 +115,7 @@ def test_creation_leaves_no_temporary_file(journal: Journal, path: Path) -> None
 
 
 def test_existing_directory_mode_is_left_alone(tmp_path: Path) -> None:
-    shared = tmp_path / "shared"
+    shared = tmp_path / "existing"
     shared.mkdir(mode=0o755)
     os.chmod(shared, 0o755)
     Journal(shared / "journal.sqlite").close()
@@ -872,7 +872,7 @@ with Journal(path) as journal:
 
 
 def test_eight_writers_and_two_claimers_deliver_every_hit_exactly_once(tmp_path: Path) -> None:
-    path = tmp_path / "shared" / "journal.sqlite"  # created by whichever process comes first
+    path = tmp_path / "common" / "journal.sqlite"  # created by whichever process comes first
     stop = tmp_path / "stop"
     claimers = [run_python(_CLAIMER, str(path), f"c{n}", str(stop)) for n in range(2)]
     writers = [run_python(_WRITER, str(path), str(n)) for n in range(8)]

@@ -31,7 +31,7 @@ def test_every_created_parent_is_0700_whatever_the_umask(tmp_path, permissive_um
 
 
 def test_existing_directories_are_left_as_they_are(tmp_path):
-    existing = tmp_path / "shared"
+    existing = tmp_path / "existing"
     existing.mkdir(mode=0o755)
     existing.chmod(0o755)
     make_private_dir(existing / "mine")

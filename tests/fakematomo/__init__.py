@@ -2,7 +2,7 @@
 
     from tests.fakematomo import FakeMatomo, Fault, SUPERUSER_TOKEN, ADMIN_TOKEN, VIEW_TOKEN
 
-See /work/shared/matomo-api.md for the behaviour it copies; server.py for the public class.
+See the reference matomo-api.md for the behaviour it copies; server.py for the public class.
 """
 
 from tests.fakematomo.access import ADMIN_TOKEN, SUPERUSER_TOKEN, VIEW_TOKEN, Access, Site
