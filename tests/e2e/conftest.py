@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.fakematomo import SUPERUSER_TOKEN, FakeMatomo
 from tests.fakematomo.fixtures import fake_matomo  # noqa: F401  (re-exported for e2e tests)
 
 MATOKIT = Path(sys.executable).parent / "matokit"
@@ -157,3 +158,16 @@ def spawn_matokit(matokit_env: dict[str, str], e2e_dirs: dict[str, Path]) -> Ite
             proc.kill()
         with contextlib.suppress(subprocess.TimeoutExpired, ValueError):
             proc.communicate(timeout=10)
+
+
+@pytest.fixture
+def env(fake_matomo: FakeMatomo) -> dict[str, str]:  # noqa: F811  (the fixture above)
+    """The variables that point `matokit` at the fake Matomo, site 1, superuser token."""
+    return {"MATOMO_URL": fake_matomo.url, "MATOMO_SITE_ID": "1", "MATOMO_TOKEN": SUPERUSER_TOKEN}
+
+
+@pytest.fixture
+def journal_path(matokit_env: dict[str, str]) -> Path:
+    """The default profile's journal file."""
+    return Path(matokit_env["MATOKIT_DATA_DIR"]) / "default" / "journal.sqlite"
+

@@ -11,10 +11,6 @@ from tests.fakematomo import SUPERUSER_TOKEN, Fault
 BAD_TOKEN = "0badc0de" * 4
 
 
-@pytest.fixture
-def env(fake_matomo):
-    return {"MATOMO_URL": fake_matomo.url, "MATOMO_SITE_ID": "1", "MATOMO_TOKEN": SUPERUSER_TOKEN}
-
 
 def _token_in_any_url(fake_matomo, token: str) -> bool:
     return any(token in (r.path + "?" + r.query) for r in fake_matomo.requests)

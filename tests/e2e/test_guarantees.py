@@ -22,19 +22,11 @@ import pytest
 
 from matokit.journal import EntryState, Journal, JournalStats
 from tests.e2e.conftest import MATOKIT, RunMatokit, SpawnMatokit
-from tests.fakematomo import SUPERUSER_TOKEN, FakeMatomo, Fault
+from tests.fakematomo import FakeMatomo, Fault
 
 STALE_TOKEN = "0badc0de" * 4
 
 
-@pytest.fixture
-def env(fake_matomo: FakeMatomo) -> dict[str, str]:
-    return {"MATOMO_URL": fake_matomo.url, "MATOMO_SITE_ID": "1", "MATOMO_TOKEN": SUPERUSER_TOKEN}
-
-
-@pytest.fixture
-def journal_path(matokit_env: dict[str, str]) -> Path:
-    return Path(matokit_env["MATOKIT_DATA_DIR"]) / "default" / "journal.sqlite"
 
 
 def records(keys: list[str], **extra: object) -> str:

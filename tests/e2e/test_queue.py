@@ -11,12 +11,7 @@ from pathlib import Path
 import pytest
 
 from tests.e2e.conftest import RunMatokit, SpawnMatokit
-from tests.fakematomo import SUPERUSER_TOKEN, FakeMatomo, Fault
-
-
-@pytest.fixture
-def env(fake_matomo: FakeMatomo) -> dict[str, str]:
-    return {"MATOMO_URL": fake_matomo.url, "MATOMO_SITE_ID": "1", "MATOMO_TOKEN": SUPERUSER_TOKEN}
+from tests.fakematomo import FakeMatomo, Fault
 
 
 def queue_lines(run: RunMatokit, env: dict[str, str], count: int) -> None:

@@ -16,11 +16,6 @@ from tests.fakematomo import SUPERUSER_TOKEN, FakeMatomo, Fault
 
 
 @pytest.fixture
-def env(fake_matomo: FakeMatomo) -> dict[str, str]:
-    return {"MATOMO_URL": fake_matomo.url, "MATOMO_TOKEN": SUPERUSER_TOKEN, "MATOMO_SITE_ID": "1"}
-
-
-@pytest.fixture
 def tracked(fake_matomo: FakeMatomo) -> FakeMatomo:
     """Nine pageviews on three pages and three events, tracked today through bulk tracking."""
     now = int(time.time()) - 60

@@ -23,21 +23,13 @@ import pytest
 from matokit.journal import EntryState, Journal
 from tests.e2e.conftest import MATOKIT, RunMatokit, SpawnMatokit
 from tests.e2e.test_guarantees import _helpers_of, flush_until_empty, records, stored
-from tests.fakematomo import SUPERUSER_TOKEN, FakeMatomo, Fault
+from tests.fakematomo import FakeMatomo, Fault
 
 HITS, BATCH, LATENCY, ROUNDS = 300, 20, 0.15, 3
 CODES = {signal.SIGINT: 130, signal.SIGTERM: 143}
 SIGNALS = pytest.mark.parametrize("signum", list(CODES), ids=["SIGINT", "SIGTERM"])
 
 
-@pytest.fixture
-def env(fake_matomo: FakeMatomo) -> dict[str, str]:
-    return {"MATOMO_URL": fake_matomo.url, "MATOMO_SITE_ID": "1", "MATOMO_TOKEN": SUPERUSER_TOKEN}
-
-
-@pytest.fixture
-def journal_path(matokit_env: dict[str, str]) -> Path:
-    return Path(matokit_env["MATOKIT_DATA_DIR"]) / "default" / "journal.sqlite"
 
 
 def signal_while_sending(

@@ -7,17 +7,11 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-
 from tests.e2e.conftest import RunMatokit
 from tests.fakematomo import SUPERUSER_TOKEN, FakeMatomo, Fault
 
 EVENT = ("track", "event", "--category", "shop", "--action", "buy")
 
-
-@pytest.fixture
-def env(fake_matomo: FakeMatomo) -> dict[str, str]:
-    return {"MATOMO_URL": fake_matomo.url, "MATOMO_SITE_ID": "1", "MATOMO_TOKEN": SUPERUSER_TOKEN}
 
 
 def test_event_is_delivered_and_the_token_travels_only_in_the_body(
