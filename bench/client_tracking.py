@@ -98,8 +98,9 @@ def _track_rate(
 ) -> float:
     def work() -> None:
         for start in range(0, len(hits), batch):
-            result = client.track(hits[start : start + batch])
-            if check and not result.ok:
+            sent = hits[start : start + batch]
+            result = client.track(sent)
+            if check and result.delivered != len(sent):
                 raise RuntimeError(f"the benchmark server refused hits: {result}")
 
     client.track(hits[:batch])  # warm up the connection pool

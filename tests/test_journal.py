@@ -1074,3 +1074,19 @@ def test_journal_short_ids_name_their_entries_for_retry(journal: Journal, clock:
         e.id for e in claimed
     ]
     assert journal.retry_dead(journal.match_ids([shorts[claimed[0].id]], state="dead")) == 1
+
+
+def test_tally_counts_entries_after_a_mark_by_state_without_reading_their_ids(
+    journal: Journal,
+) -> None:
+    journal.enqueue([hit("old-1", at=T0), hit("old-2", at=T0)])
+    mark = journal.mark()
+    journal.enqueue([hit("new-1", at=T0), hit("new-2", at=T0), hit("new-3", at=T0)])
+    claimed = journal.claim("f", limit=5, lease_seconds=60)
+    journal.kill([(e.id, "rejected") for e in claimed if e.key == "new-3"])
+    assert journal.tally(mark) == {
+        (False, "inflight"): 2,
+        (True, "inflight"): 2,
+        (True, "dead"): 1,
+    }
+    assert journal.tally(journal.mark()) == {(False, "inflight"): 4, (False, "dead"): 1}

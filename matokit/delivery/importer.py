@@ -36,8 +36,8 @@ def import_lines(
     """`Delivery.import_lines`: the strict pass if asked, then the lines chunk by chunk."""
     if strict:
         source = _strict_pass(delivery, source, site_id=site_id, on_invalid=on_invalid, stop=stop)
-    # The ids already journaled: what else the import's flush sends is not the file's.
-    result = ImportResult(before=frozenset(delivery.journal.id_states()))
+    # Entries journaled before this mark are not the file's, whatever the import's flush does.
+    result = ImportResult(mark=delivery.journal.mark())
     parser = LineParser(site_id=site_id, clock=delivery.clock, on_invalid=on_invalid)
     helper: ImportHelper | None = None
     try:

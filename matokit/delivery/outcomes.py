@@ -151,25 +151,19 @@ class ImportResult:
     flush_busy: str | None = None
     queued: int = 0
     interrupted: bool = False  # a signal stopped the journaling: the rest was not read
-    before: frozenset[str] = field(default=frozenset(), repr=False)  # entry ids before it
+    mark: int = 0  # the journal's watermark before it (`Journal.mark`): older entries are below
     own_left: dict[str, int] = field(default_factory=dict)  # the file's hits left, by state
     older_queued: int = 0  # older hits still queued after the import
 
-    def tally(self, states: Mapping[str, str]) -> None:
-        """Where the hits ended, from the journal's id -> state after the import and flush.
+    def tally(self, counts: Mapping[tuple[bool, str], int]) -> None:
+        """Where the hits ended, from `Journal.tally(mark)` after the import and its flush.
 
-        Entries added meanwhile by another process count as the file's: ids are all we have.
+        Entries added meanwhile by another process count as the file's: the mark is all we have.
         """
-        own: dict[str, int] = {}
-        older = 0
-        for entry_id, state in states.items():
-            if entry_id in self.before:
-                if state in _QUEUED:
-                    older += 1
-            else:
-                own[str(state)] = own.get(str(state), 0) + 1
+        own = {state: n for (after, state), n in counts.items() if after}
         self.own_left = own
-        self.older_queued = older
+        older = (n for (after, state), n in counts.items() if not after and state in _QUEUED)
+        self.older_queued = sum(older)
         self.queued = sum(own.get(state, 0) for state in _QUEUED)
 
     @property

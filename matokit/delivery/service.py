@@ -161,7 +161,7 @@ class Delivery(Closing):
                 )
             except FlushInProgressError as exc:
                 result.flush_busy = exc.message
-        result.tally(self.journal.id_states())
+        result.tally(self.journal.tally(result.mark))
         return result
 
     # -- flush --

@@ -295,10 +295,17 @@ class Journal(JournalConnection):
                 return
             after = rows[-1][0]
 
-    def id_states(self) -> dict[str, EntryState]:
-        """Every entry's id and state: a light read, to tell which hits an import added."""
-        rows = self._read(lambda conn: conn.execute("SELECT id, state FROM entries").fetchall())
-        return {entry_id: EntryState(state) for entry_id, state in rows}
+    def mark(self) -> int:
+        """A watermark: entries journaled after this call have a larger rowid (see `tally`)."""
+        sql = "SELECT COALESCE(MAX(rowid), 0) FROM entries"
+        return int(self._read(lambda conn: conn.execute(sql).fetchone()[0]))
+
+    def tally(self, mark: int) -> dict[tuple[bool, str], int]:
+        """(journaled after `mark`, state) -> how many entries: counted by SQLite, so an import
+        of a million lines does not hold a million ids in memory."""
+        sql = "SELECT rowid > ?, state, COUNT(*) FROM entries GROUP BY 1, 2"
+        rows = self._read(lambda conn: conn.execute(sql, (mark,)).fetchall())
+        return {(bool(after), str(state)): int(count) for after, state, count in rows}
 
     def has_key(self, key: str) -> bool:
         """True when `key` is in the journal or was delivered within the dedup window."""
