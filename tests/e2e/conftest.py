@@ -170,4 +170,3 @@ def env(fake_matomo: FakeMatomo) -> dict[str, str]:  # noqa: F811  (the fixture 
 def journal_path(matokit_env: dict[str, str]) -> Path:
     """The default profile's journal file."""
     return Path(matokit_env["MATOKIT_DATA_DIR"]) / "default" / "journal.sqlite"
-

@@ -11,7 +11,6 @@ from tests.fakematomo import SUPERUSER_TOKEN, Fault
 BAD_TOKEN = "0badc0de" * 4
 
 
-
 def _token_in_any_url(fake_matomo, token: str) -> bool:
     return any(token in (r.path + "?" + r.query) for r in fake_matomo.requests)
 

@@ -27,8 +27,6 @@ from tests.fakematomo import FakeMatomo, Fault
 STALE_TOKEN = "0badc0de" * 4
 
 
-
-
 def records(keys: list[str], **extra: object) -> str:
     return "".join(
         json.dumps(
@@ -44,6 +42,15 @@ def records(keys: list[str], **extra: object) -> str:
         + "\n"
         for key in keys
     )
+
+
+def large_import(tmp_path: Path) -> tuple[list[str], Path]:
+    """A JSON Lines file over 4 MiB: large enough to be split between two import processes."""
+    keys = [f"L{i}" for i in range(40_000)]
+    source = tmp_path / "large.jsonl"
+    source.write_text(records(keys, name="x" * 40))
+    assert source.stat().st_size > 4 << 20
+    return keys, source
 
 
 def stored(fake: FakeMatomo) -> Counter[str]:
@@ -241,10 +248,7 @@ def test_a_large_import_killed_with_its_helper_running_and_rerun_delivers_every_
     journal_path: Path,
     tmp_path: Path,
 ) -> None:
-    keys = [f"L{i}" for i in range(40_000)]
-    source = tmp_path / "large.jsonl"
-    source.write_text(records(keys, name="x" * 40))
-    assert source.stat().st_size > 4 << 20  # large enough to be split between two processes
+    keys, source = large_import(tmp_path)
     proc = spawn_matokit("track", "import", str(source), env=env)
     deadline = time.monotonic() + 20
     journaled = 0

@@ -22,14 +22,18 @@ import pytest
 
 from matokit.journal import EntryState, Journal
 from tests.e2e.conftest import MATOKIT, RunMatokit, SpawnMatokit
-from tests.e2e.test_guarantees import _helpers_of, flush_until_empty, records, stored
+from tests.e2e.test_guarantees import (
+    _helpers_of,
+    flush_until_empty,
+    large_import,
+    records,
+    stored,
+)
 from tests.fakematomo import FakeMatomo, Fault
 
 HITS, BATCH, LATENCY, ROUNDS = 300, 20, 0.15, 3
 CODES = {signal.SIGINT: 130, signal.SIGTERM: 143}
 SIGNALS = pytest.mark.parametrize("signum", list(CODES), ids=["SIGINT", "SIGTERM"])
-
-
 
 
 def signal_while_sending(
@@ -136,10 +140,7 @@ def test_ctrl_c_on_a_large_import_stops_both_processes_quietly_and_a_rerun_compl
     journal_path: Path,
     tmp_path: Path,
 ) -> None:
-    keys = [f"L{i}" for i in range(40_000)]
-    source = tmp_path / "large.jsonl"
-    source.write_text(records(keys, name="x" * 40))
-    assert source.stat().st_size > 4 << 20  # large enough to be split between two processes
+    keys, source = large_import(tmp_path)
     # Its own process group stands for the terminal's foreground group: Ctrl-C signals all.
     proc = subprocess.Popen(
         [str(MATOKIT), "track", "import", str(source), "--queue"],

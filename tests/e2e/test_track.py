@@ -13,7 +13,6 @@ from tests.fakematomo import SUPERUSER_TOKEN, FakeMatomo, Fault
 EVENT = ("track", "event", "--category", "shop", "--action", "buy")
 
 
-
 def test_event_is_delivered_and_the_token_travels_only_in_the_body(
     run_matokit: RunMatokit, fake_matomo: FakeMatomo, env: dict[str, str]
 ) -> None:
