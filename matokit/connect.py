@@ -35,9 +35,7 @@ def client_for(
 
     url = settings.require_url()
     token = settings.token() if need_token or settings.has_token() else None
-    memory = TokenMemory(
-        settings.token_memory_path, clock=clock, cooldown=settings.token_cooldown
-    )
+    memory = TokenMemory(settings.token_memory_path, clock=clock, cooldown=settings.token_cooldown)
     return MatomoClient(
         base_url=url,
         token=token,

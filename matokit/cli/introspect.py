@@ -21,9 +21,7 @@ Command = TyperCommand | TyperGroup
 Param = TyperOption | TyperArgument
 
 
-def walk(
-    command: Command, path: tuple[str, ...] = ()
-) -> Iterator[tuple[tuple[str, ...], Command]]:
+def walk(command: Command, path: tuple[str, ...] = ()) -> Iterator[tuple[tuple[str, ...], Command]]:
     """Every command with its path, parents first, children sorted by name."""
     yield path, command
     for name, child in _children(command):

@@ -597,4 +597,3 @@ def _import_stopped(result: ImportResult, signum: int, *, queue: bool) -> None:
     else:
         say(stopped_text(signum, result.queued + result.older_queued))
     raise typer.Exit(int(exit_code_for_signal(signum)))
-

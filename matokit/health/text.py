@@ -11,4 +11,3 @@ def line(text: str, limit: int = 240) -> str:
 
 def seconds_text(value: float) -> str:
     return f"{value:.2f} s" if value < 10 else f"{value:.1f} s"
-
