@@ -343,7 +343,8 @@ class _Flusher:
             except MatomoError as exc:
                 raise _Stop(stop_reason(exc), exc) from exc
             if dimension is None and self.sites.mode == ON:
-                error = KeyDimensionRequired(site, self.sites.why(site)).message
+                required = KeyDimensionRequired(site, self.sites.why(site))
+                error = f"{required.message} {required.hint}"
                 held = self.journal.hold(
                     [e.id for e in group], error=error, until=self.clock() + HOLD_DELAY
                 )
