@@ -548,3 +548,45 @@ def test_a_journal_of_schema_1_is_migrated(tmp_path: Path) -> None:
         assert (entry.key, entry.verify, entry.dimension) == ("kk", False, None)
         assert journal.has_key("kk")
         assert journal.site_dimensions() == {}
+
+
+# --- queue reconcile ------------------------------------------------------------------------
+
+
+def test_reconcile_alone_looks_up_and_sends_nothing(
+    delivery: Delivery, matomo: KeyMatomo, clock: Clock
+) -> None:
+    queue(delivery, 11)
+    matomo.faults.extend([None, "before"])  # type: ignore[list-item]
+    flush(delivery, batch_size=11)
+    settle(clock)
+    sent = matomo.requests["track"]
+    result = delivery.reconcile_locked(FlushOptions(exactly_once="auto", settle=SETTLE))
+    assert (result.looked_up, result.missing, matomo.requests["track"]) == (10, 10, sent)
+    assert delivery.journal.stats().due == 10  # the next flush sends them
+
+
+def test_reconcile_wait_waits_for_hits_to_settle(
+    delivery: Delivery, matomo: KeyMatomo, clock: Clock
+) -> None:
+    from matokit.delivery.flush import reconcile_only
+
+    queue(delivery, 3)
+    matomo.faults.extend([None, "after"])  # type: ignore[list-item]
+    flush(delivery)
+    slept: list[float] = []
+
+    def sleep(seconds: float) -> None:
+        slept.append(seconds)
+        clock.now += seconds
+
+    options = FlushOptions(exactly_once="auto", settle=SETTLE)
+    result = reconcile_only(delivery, options, wait=SETTLE + 60, sleep=sleep)
+    assert (result.confirmed, result.awaiting_lookup, result.stopped_reason) == (2, 0, "done")
+    assert slept and max(slept) <= 0.25
+    # Too short a wait: it says so instead of waiting past it.
+    queue(delivery, 1, prefix="w")
+    matomo.faults.append("after")
+    flush(delivery)
+    short = reconcile_only(delivery, options, wait=10, sleep=sleep)
+    assert (short.stopped_reason, short.awaiting_lookup) == ("max_time", 1)

@@ -12,6 +12,7 @@ import contextlib
 import os
 import secrets
 import socket
+import time
 from collections.abc import Callable, Iterable
 from dataclasses import replace
 from typing import TYPE_CHECKING, Final, TypeVar
@@ -76,6 +77,24 @@ def flush(
     return result
 
 
+def reconcile_only(
+    delivery: Flushing,
+    options: FlushOptions,
+    *,
+    wait: float | None = None,
+    stop: StopRequest | None = None,
+    sleep: Callable[[float], None] = time.sleep,
+) -> FlushResult:
+    """`queue reconcile`: look up the settled uncertain hits, send nothing (the caller holds
+    the flush lock). Hits found missing become due for the next flush.
+
+    With `wait` (seconds), it also waits for hits still settling and looks them up, until none
+    awaits a lookup or `wait` has passed (then `stopped_reason` is "max_time").
+    """
+    flusher = _Flusher(delivery, options, on_progress=None, stop=stop)
+    return flusher.reconcile_only(wait=wait, sleep=sleep)
+
+
 class _Stop(Exception):
     """Ends a flush early: `reason` goes in the record, `error` says what happened."""
 
@@ -138,6 +157,29 @@ class _Flusher:
             if due:
                 self._check_pause()
                 self._claim_and_send()
+        except _Stop as stop:
+            self._record_stop(stop)
+        finally:
+            result.finished_at = self.clock()
+        self._record_remaining()
+        return result
+
+    def reconcile_only(self, *, wait: float | None, sleep: Callable[[float], None]) -> FlushResult:
+        """Recover orphans and look up what has settled; with `wait`, until nothing awaits."""
+        result = self.result
+        self._recover_orphans()
+        deadline = None if wait is None else result.started_at + wait
+        try:
+            while True:
+                self._reconcile()
+                awaiting, first = self.journal.awaiting_lookup()
+                if not awaiting or first is None or deadline is None:
+                    break
+                if first > deadline:
+                    raise _Stop(StopReason.MAX_TIME)
+                while self.clock() < first:
+                    self._check_stop()
+                    sleep(min(0.25, max(first - self.clock(), 0.0)))
         except _Stop as stop:
             self._record_stop(stop)
         finally:

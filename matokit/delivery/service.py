@@ -12,6 +12,7 @@ from typing import IO, TYPE_CHECKING, Any
 from matokit.closing import Closing
 from matokit.config import DEFAULT_SETTLE
 from matokit.delivery.flush import flush as flush_journal
+from matokit.delivery.flush import reconcile_only
 from matokit.delivery.importer import import_lines
 from matokit.delivery.matomo import ClientFactory, TrackingClient
 from matokit.delivery.outcomes import (
@@ -200,6 +201,22 @@ class Delivery(Closing):
             with stop.interruptible() if stop is not None else contextlib.nullcontext():
                 held.enter_context(lock)
             return self.flush(options, on_start=on_start, on_progress=on_progress, stop=stop)
+
+    def reconcile_locked(
+        self,
+        options: FlushOptions,
+        *,
+        wait: float | None = None,
+        stop: StopRequest | None = None,
+    ) -> FlushResult:
+        """`queue reconcile`: look up uncertain hits under the flush lock, sending nothing.
+
+        FlushInProgressError when a flush holds the lock (it reconciles itself).
+        """
+        from matokit.locking import LOCK_NAME, flush_lock
+
+        with flush_lock(self.journal_path.parent / LOCK_NAME, wait=False):
+            return reconcile_only(self, options, wait=wait, stop=stop)
 
     def flush(
         self,

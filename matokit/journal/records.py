@@ -133,6 +133,16 @@ class JournalStats:
     lookups_due: int = 0
     next_lookup_at: float | None = None
     confirmed_by_lookup: int = 0
+    # Each site's remembered key dimension (None: none), and where lookups were refused
+    # within the last day (site -> Matomo's reason).
+    key_dimensions: Mapping[int, int | None] = field(default_factory=dict)
+    lookups_unavailable: Mapping[int, str] = field(default_factory=dict)
+
+    @property
+    def at_risk(self) -> int:
+        """Queued hits once sent without an answer that no lookup will settle: their
+        delivery may count them twice."""
+        return max(self.counts[EntryState.SENT_UNCONFIRMED] - self.awaiting_lookup, 0)
 
     @property
     def queued(self) -> int:

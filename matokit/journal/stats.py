@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from matokit.journal.queries import QUEUED_SQL
+from matokit.journal.reconciling import DIMENSION_TTL
 from matokit.journal.records import QUEUED_STATES, EntryState, JournalStats
 from matokit.sizes import database_size
 
@@ -54,6 +55,14 @@ def read_stats(
            FROM delivered WHERE delivered_at >= ?""",
         (at - dedup_window,),
     ).fetchone()
+    dimensions: dict[int, int | None] = {}
+    unavailable: dict[int, str] = {}
+    for site, dimension, reason, since in conn.execute(
+        "SELECT site, dimension, unavailable, unavailable_at FROM key_dimensions"
+    ):
+        dimensions[int(site)] = dimension
+        if since is not None and at - since < DIMENSION_TTL:
+            unavailable[int(site)] = reason or "lookups refused"
     oldest = min(oldest_values, default=None)
     flushes = last_flushes(conn, 1)
     return JournalStats(
@@ -74,6 +83,8 @@ def read_stats(
         lookups_due=lookups_due,
         next_lookup_at=next_lookup,
         confirmed_by_lookup=confirmed,
+        key_dimensions=dimensions,
+        lookups_unavailable=unavailable,
     )
 
 
