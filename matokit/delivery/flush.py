@@ -127,7 +127,7 @@ class _Flusher:
         self.admin_sites: frozenset[int] | None = None
         self.seen_sites: set[int] = set()
         self.sites = KeySites(
-            self.journal,
+            lambda: self.journal,
             self._client,
             mode=options.exactly_once,
             has_token=delivery.has_token,

@@ -89,7 +89,7 @@ def send_hit(delivery: Sending, hit: Hit, *, key: str | None = None) -> TrackOut
 def _stamp(delivery: Sending, client: object, hit: Hit, key: str, send: _Send) -> Hit:
     """`hit` with its key in the site's key dimension, when exactly-once applies to it."""
     sites = KeySites(
-        delivery.journal,
+        lambda: delivery.journal,
         lambda: client,
         mode=delivery.exactly_once,
         has_token=delivery.has_token,

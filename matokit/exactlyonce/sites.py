@@ -8,14 +8,17 @@ say why); `off` does neither. The site -> dimension map is discovered with view 
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Final
 
-from matokit.errors import ConfigError
+from matokit.errors import ConfigError, StorageError
 from matokit.exactlyonce.dimension import DIMENSION_NAME, DimensionUnavailable, discover
 
 if TYPE_CHECKING:
     from matokit.journal import Journal, SiteRecord
+
+log = logging.getLogger("matokit.exactlyonce")
 
 AUTO: Final = "auto"
 ON: Final = "on"
@@ -39,14 +42,14 @@ class KeySites:
 
     def __init__(
         self,
-        journal: Journal,
+        journal: Callable[[], Journal],
         client: Callable[[], Any],
         *,
         mode: str,
         has_token: bool,
         clock: Callable[[], float],
     ) -> None:
-        self.journal = journal
+        self._journal = journal  # opened only when a mode other than off needs it
         self._client = client
         self.mode = mode
         self.has_token = has_token
@@ -61,9 +64,16 @@ class KeySites:
         return self.mode != OFF
 
     def records(self) -> dict[int, SiteRecord]:
-        """The journal's site records, read once per run (refreshed by `dimension`)."""
+        """The journal's site records, read once per run (refreshed by `dimension`).
+
+        An unusable journal reads as "nothing remembered": `track` still sends (asking Matomo).
+        """
         if self._records is None:
-            self._records = self.journal.site_dimensions()
+            try:
+                self._records = self._journal().site_dimensions()
+            except StorageError as exc:
+                log.warning("cannot read the key dimensions from the journal: %s", exc)
+                self._records = {}
         return self._records
 
     def dimension(self, site: int) -> int | None:
@@ -94,7 +104,10 @@ class KeySites:
             self._why[site] = f"it has no {DIMENSION_NAME} dimension"
         elif found is not None and not found.usable:
             self._why[site] = f"its {DIMENSION_NAME} dimension is inactive or not action-scoped"
-        self.journal.remember_dimension(site, dimension)
+        try:
+            self._journal().remember_dimension(site, dimension)
+        except StorageError as exc:
+            log.warning("cannot remember site %s's key dimension: %s", site, exc)
         self._records = None
         self._asked[site] = dimension
         return dimension
@@ -134,5 +147,5 @@ class KeySites:
 
     def mark_unavailable(self, site: int, reason: str) -> None:
         """Matomo refused lookups on `site`: remember it (a day) for every process."""
-        self.journal.mark_lookups_unavailable(site, reason)
+        self._journal().mark_lookups_unavailable(site, reason)
         self._records = None
