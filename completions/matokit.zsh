@@ -7,11 +7,11 @@ _matokit() {
         w="${words[i]}"
         [[ "$w" == -* ]] && continue
         case "${path:+$path }$w" in
-            "api"|"cache"|"cache clear"|"cache stats"|"completions"|"config"|"config init"|"config profiles"|"config show"|"config test"|"describe"|"health"|"health serve"|"queue"|"queue export"|"queue flush"|"queue list"|"queue purge"|"queue retry-dead"|"queue retry-unattributed"|"queue status"|"report"|"report list"|"report show"|"report summary"|"track"|"track event"|"track goal"|"track import"|"track order"|"track pageview") path="${path:+$path }$w" ;;
+            "api"|"cache"|"cache clear"|"cache stats"|"completions"|"config"|"config init"|"config profiles"|"config show"|"config test"|"describe"|"health"|"health serve"|"queue"|"queue export"|"queue flush"|"queue list"|"queue purge"|"queue retry-dead"|"queue retry-unattributed"|"queue status"|"report"|"report list"|"report show"|"report summary"|"setup"|"setup exactly-once"|"track"|"track event"|"track goal"|"track import"|"track order"|"track pageview") path="${path:+$path }$w" ;;
         esac
     done
     case "$path" in
-        "") choices=(api cache completions config describe health queue report track --profile --url --site --token-file --config --timeout --log-format --verbose -v --quiet -q --debug --version) ;;
+        "") choices=(api cache completions config describe health queue report setup track --profile --url --site --token-file --config --timeout --log-format --verbose -v --quiet -q --debug --version) ;;
         "api") choices=(--format --allow-write) ;;
         "cache") choices=(clear stats) ;;
         "cache clear") choices=(--expired --format -f) ;;
@@ -37,6 +37,8 @@ _matokit() {
         "report list") choices=(--all --site --format -f --no-cache --csv-safe) ;;
         "report show") choices=(--period -p --date -d --segment --limit -n --columns -c --site --format -f --chart --no-cache --refresh --csv-safe) ;;
         "report summary") choices=(--period -p --date -d --segment --limit -n --site --format -f --no-cache --refresh --csv-safe) ;;
+        "setup") choices=(exactly-once) ;;
+        "setup exactly-once") choices=(--site --format) ;;
         "track") choices=(event goal import order pageview) ;;
         "track event") choices=(--category --action --name --value --site --visitor-id --user-id --at --dimension --param --idempotency-key --queue --dry-run --format) ;;
         "track goal") choices=(--goal --revenue --site --visitor-id --user-id --at --dimension --param --idempotency-key --queue --dry-run --format) ;;
@@ -67,6 +69,7 @@ _matokit() {
         "report show|-f") choices=(table json csv ndjson) ;;
         "report summary|--format") choices=(table json csv ndjson) ;;
         "report summary|-f") choices=(table json csv ndjson) ;;
+        "setup exactly-once|--format") choices=(text json) ;;
         "track event|--format") choices=(text json) ;;
         "track goal|--format") choices=(text json) ;;
         "track import|--format") choices=(text json) ;;
