@@ -214,10 +214,10 @@ CONFIGURE = ("CustomDimensions.configureNewCustomDimension",)
 def test_an_allowed_write_passes_and_other_writes_are_still_refused():
     require_read_only(CONFIGURE[0], allowed=CONFIGURE)
     require_read_only(" customdimensions.CONFIGURENEWCUSTOMDIMENSION", allowed=CONFIGURE)
-    with pytest.raises(WriteRefusedError, match="SitesManager.deleteSite"):
+    with pytest.raises(WriteRefusedError, match=r"SitesManager\.deleteSite"):
         require_read_only("SitesManager.deleteSite", allowed=CONFIGURE)
     bulk = {"urls[0]": f"method={CONFIGURE[0]}", "urls[1]": "method=SitesManager.deleteSite"}
-    with pytest.raises(WriteRefusedError, match="SitesManager.deleteSite"):
+    with pytest.raises(WriteRefusedError, match=r"SitesManager\.deleteSite"):
         require_read_only("API.getBulkRequest", bulk, allowed=CONFIGURE)
 
 

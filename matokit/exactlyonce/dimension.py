@@ -79,7 +79,8 @@ def discover(client: ApiCaller, site: int) -> SiteDimension | None:
     """Ask Matomo for the site's dimensions and return its `matokit_key` one (None: absent).
 
     Raises DimensionUnavailable when the CustomDimensions plugin is not enabled or the token
-    lacks view access on the site; ProtocolError when the answer is not a list of dimensions;
+    lacks view access on the site; ProtocolError when the answer is not a list of dimensions
+    (an empty list is none: the caller may then create one, so a scalar must not pass as that);
     other MatomoErrors (token, network, unknown site) unchanged.
     """
     try:
@@ -97,7 +98,7 @@ def discover(client: ApiCaller, site: int) -> SiteDimension | None:
         if plugin_disabled(exc):
             raise plugin_unavailable(site) from exc
         raise
-    if not isinstance(rows, list | dict):
+    if not _is_listing(rows):
         raise ProtocolError(
             f"Matomo answered {LIST_METHOD} for site {site} with {type(rows).__name__}, "
             "not a list of dimensions.",
@@ -126,6 +127,13 @@ def plugin_unavailable(site: int) -> DimensionUnavailable:
 
 
 # --- parsing Matomo's rows ------------------------------------------------------------------
+
+
+def _is_listing(rows: object) -> bool:
+    """A list (its junk rows are skipped), or an object whose values are all rows."""
+    if isinstance(rows, dict):
+        return all(isinstance(row, dict) for row in rows.values())
+    return isinstance(rows, list)
 
 
 def _rows(rows: object) -> Iterable[object]:
