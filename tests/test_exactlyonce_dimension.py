@@ -155,8 +155,8 @@ def test_no_view_access_makes_the_dimension_unavailable(message, status):
     error(message, status)
     with pytest.raises(DimensionUnavailable) as caught:
         discover(client(), 1)
-    assert caught.value.reason == NO_VIEW_ACCESS and caught.value.site == 1
-    assert "view access" in caught.value.message
+    assert caught.value.kind == NO_VIEW_ACCESS and caught.value.site == 1
+    assert "view access" in caught.value.message and "view access" in caught.value.reason
 
 
 @pytest.mark.parametrize(
@@ -176,8 +176,9 @@ def test_a_disabled_plugin_makes_the_dimension_unavailable(message, status):
     error(message, status)
     with pytest.raises(DimensionUnavailable) as caught:
         discover(client(), 1)
-    assert caught.value.reason == PLUGIN_DISABLED
+    assert caught.value.kind == PLUGIN_DISABLED
     assert "CustomDimensions plugin is not enabled" in caught.value.message
+    assert caught.value.reason == "Matomo's CustomDimensions plugin is not enabled"
     assert "plugin:activate CustomDimensions" in (caught.value.hint or "")
 
 

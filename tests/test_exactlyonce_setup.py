@@ -170,7 +170,7 @@ def test_a_disabled_plugin_is_reported_as_unavailable(matomo):
     matomo.error(LIST, "The plugin CustomDimensions is not enabled. You can activate the plugin")
     with pytest.raises(DimensionUnavailable) as caught:
         ensure_key_dimension(client(), 1)
-    assert caught.value.reason == PLUGIN_DISABLED
+    assert caught.value.kind == PLUGIN_DISABLED
 
 
 def test_a_created_dimension_matomo_does_not_list_is_a_protocol_error(matomo):

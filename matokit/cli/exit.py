@@ -105,7 +105,7 @@ def exit_code_for(error: BaseException, *, command: str = "") -> int:
         if isinstance(error, cls):
             return code
     if isinstance(error, DimensionUnavailable):
-        return ExitCode.NOPERM if error.reason == NO_VIEW_ACCESS else ExitCode.CONFIG
+        return ExitCode.NOPERM if error.kind == NO_VIEW_ACCESS else ExitCode.CONFIG
     return ExitCode.INTERNAL
 
 

@@ -20,8 +20,8 @@ ACTION_SCOPE: Final = "action"
 PLUGIN: Final = "CustomDimensions"
 LIST_METHOD: Final = "CustomDimensions.getConfiguredCustomDimensions"
 
-# Why a site's dimension cannot be looked up (DimensionUnavailable.reason).
-UnavailableReason = Literal["plugin_disabled", "no_view_access"]
+# What keeps a site's dimensions from being read (DimensionUnavailable.kind).
+UnavailableKind = Literal["plugin_disabled", "no_view_access"]
 PLUGIN_DISABLED: Final = "plugin_disabled"
 NO_VIEW_ACCESS: Final = "no_view_access"
 
@@ -53,14 +53,25 @@ class SiteDimension:
 
 
 class DimensionUnavailable(MatokitError):
-    """A site's custom dimensions cannot be read: the plugin is off or the token cannot view."""
+    """A site's custom dimensions cannot be read: the plugin is off or the token cannot view.
+
+    `reason` says why in a few words ("the CustomDimensions plugin is not enabled"), for
+    warnings that name the site themselves; `kind` is the same as a code.
+    """
 
     def __init__(
-        self, message: str, *, site: int, reason: UnavailableReason, hint: str | None = None
+        self,
+        message: str,
+        *,
+        site: int,
+        reason: str,
+        kind: UnavailableKind,
+        hint: str | None = None,
     ) -> None:
         super().__init__(message, hint=hint)
         self.site = site
-        self.reason: UnavailableReason = reason
+        self.reason = reason
+        self.kind: UnavailableKind = kind
 
 
 def find_key_dimension(site: int, rows: object) -> SiteDimension | None:
@@ -90,7 +101,8 @@ def discover(client: ApiCaller, site: int) -> SiteDimension | None:
             f"The token cannot read the custom dimensions of site {site}: it needs at least "
             "view access to the site.",
             site=site,
-            reason=NO_VIEW_ACCESS,
+            reason="the token has no view access to it (reading its custom dimensions needs it)",
+            kind=NO_VIEW_ACCESS,
             hint=f"Use the token of a Matomo user with view access to site {site} "
             "(Administration > System > Users).",
         ) from exc
@@ -120,7 +132,8 @@ def plugin_unavailable(site: int) -> DimensionUnavailable:
         f"Matomo's CustomDimensions plugin is not enabled, so site {site} cannot have the "
         f"{DIMENSION_NAME} dimension.",
         site=site,
-        reason=PLUGIN_DISABLED,
+        reason="Matomo's CustomDimensions plugin is not enabled",
+        kind=PLUGIN_DISABLED,
         hint="A Matomo superuser can activate it (Administration > System > Plugins, or "
         "`./console plugin:activate CustomDimensions` on the server).",
     )

@@ -128,7 +128,7 @@ def _discover(client: ApiCaller, site: int) -> SiteDimension | None:
     try:
         return discover(client, site)
     except DimensionUnavailable as exc:
-        if exc.reason != NO_VIEW_ACCESS:
+        if exc.kind != NO_VIEW_ACCESS:
             raise
         cause = exc.__cause__
         raise PermissionDeniedError(
