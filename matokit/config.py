@@ -102,6 +102,19 @@ def _log_level(value: Any) -> str:
     return text
 
 
+EXACTLY_ONCE_MODES = ("auto", "on", "off")
+# How long an uncertain send is left to settle before its hits are looked up in Matomo.
+DEFAULT_SETTLE = 300.0
+QUEUEDTRACKING_SETTLE = 1800.0  # QueuedTracking stores hits only when its queue is processed
+
+
+def _exactly_once(value: Any) -> str:
+    text = str(value).strip().lower()
+    if text not in EXACTLY_ONCE_MODES:
+        raise ValueError("must be auto, on or off")
+    return text
+
+
 def _path(value: Any) -> Path:
     text = str(value).strip()
     if not text:
@@ -128,6 +141,20 @@ KEYS: tuple[Key, ...] = (
     Key("max_age", parse_duration, 7 * 86400.0, help="age at which a queued hit becomes dead"),
     Key("dedup_window", parse_duration, 7 * 86400.0, help="how long delivered keys are kept"),
     Key("queuedtracking", _bool, False, help="add queuedtracking=0 (QueuedTracking plugin)"),
+    Key(
+        "exactly_once",
+        _exactly_once,
+        "auto",
+        "MATOKIT_EXACTLY_ONCE",
+        help="auto|on|off: look up uncertain sends through the matokit_key dimension",
+    ),
+    Key(
+        "settle_time",
+        parse_duration,
+        None,
+        "MATOKIT_SETTLE_TIME",
+        help="wait before looking up an uncertain send (default 5m; 30m with queuedtracking)",
+    ),
     Key("log_format", _log_format, "text", "MATOKIT_LOG_FORMAT", "--log-format", "text or json"),
     Key("csv_safe", _bool, False, "MATOKIT_CSV_SAFE", help="defuse formulas in CSV output"),
     Key("log_level", _log_level, "warning", "MATOKIT_LOG_LEVEL", help="debug|info|warning|error"),
@@ -178,6 +205,8 @@ class Settings:
     max_age: float
     dedup_window: float
     queuedtracking: bool
+    exactly_once: str
+    settle_time: float | None
     log_format: str
     csv_safe: bool
     log_level: str
@@ -196,6 +225,13 @@ class Settings:
     def token_memory_path(self) -> Path:
         """Where a rejected token's hash is remembered (lockout safety)."""
         return self.data_dir / "rejected-token.json"
+
+    @property
+    def settle(self) -> float:
+        """Seconds an uncertain send is left to settle before its hits are looked up."""
+        if self.settle_time is not None:
+            return self.settle_time
+        return QUEUEDTRACKING_SETTLE if self.queuedtracking else DEFAULT_SETTLE
 
     @property
     def server_pause_path(self) -> Path:

@@ -73,6 +73,13 @@ class FlushRecord:
     sent_unconfirmed: int = 0
     dead: int = 0
     recovered: int = 0
+    looked_up: int = 0
+    confirmed: int = 0
+    missing: int = 0
+    lookup_failed: int = 0
+    held: int = 0
+    awaiting_lookup: int = 0
+    next_lookup_at: float | None = None
     stopped_reason: StopReason = StopReason.DONE
     remaining_queued: int = 0
     remaining_due: int = 0
@@ -89,10 +96,14 @@ class FlushRecord:
         if self.stopped_reason.token_refused:
             return "stopped: Matomo rejected the token"
         text = f"{self.delivered} delivered"
+        if self.confirmed:
+            text += f", {self.confirmed} confirmed by lookup"
         if self.stopped_reason.early:
             text = f"stopped ({self.stopped_reason.replace('_', ' ')}) after {text}"
         if self.remaining_due:
             text += f", {self.remaining_due} due left"
+        if self.awaiting_lookup:
+            text += f", {self.awaiting_lookup} awaiting lookup"
         return text
 
     def to_json(self) -> dict[str, Any]:
@@ -110,6 +121,13 @@ class FlushRecord:
             "sent_unconfirmed": self.sent_unconfirmed,
             "dead": self.dead,
             "recovered": self.recovered,
+            "looked_up": self.looked_up,
+            "confirmed": self.confirmed,
+            "missing": self.missing,
+            "lookup_failed": self.lookup_failed,
+            "held": self.held,
+            "awaiting_lookup": self.awaiting_lookup,
+            "next_lookup_at": self.next_lookup_at,
             "stopped_reason": str(self.stopped_reason),
             "auth_failed": self.stopped_reason.token_refused,
             "outcome": self.outcome,
@@ -159,6 +177,12 @@ _INTS = frozenset(
         "sent_unconfirmed",
         "dead",
         "recovered",
+        "looked_up",
+        "confirmed",
+        "missing",
+        "lookup_failed",
+        "held",
+        "awaiting_lookup",
         "remaining_queued",
         "remaining_due",
     }
@@ -169,6 +193,7 @@ _FLOATS = frozenset(
         "finished_at",
         "next_attempt_at",
         "paused_until",
+        "next_lookup_at",
         "retry_after",
         "recorded_at",
     }

@@ -163,31 +163,26 @@ def test_the_token_appears_nowhere_in_the_output(capsys, env, monkeypatch):
 # --- the journal remembers each site's dimension --------------------------------------------
 
 
-def test_without_journal_support_no_journal_is_created(capsys, env, journal_path, monkeypatch):
-    monkeypatch.delattr(Journal, "remember_dimension", raising=False)
-    result = invoke(capsys, *SETUP)
-    assert result.code == 0, result
-    assert not journal_path.exists()
-
-
-def test_each_set_up_site_is_remembered_in_the_journal(capsys, env, monkeypatch):
-    remembered: list[tuple[int, int | None]] = []
-
-    def remember(self: Journal, site: int, dimension_id: int | None) -> None:
-        remembered.append((site, dimension_id))
-
-    monkeypatch.setattr(Journal, "remember_dimension", remember, raising=False)
+def test_each_set_up_site_is_remembered_in_the_journal(capsys, env, journal_path, monkeypatch):
     monkeypatch.setenv("MATOMO_TOKEN", ADMIN_TOKEN)
     result = invoke(capsys, *SETUP, "--site", "1", "--site", "2")
     assert result.code == 77, result  # site 2 failed: only site 1 is remembered
-    assert remembered == [(1, 1)]
+    with Journal(journal_path) as journal:
+        records = journal.site_dimensions()
+    assert list(records) == [1] and records[1].dimension == 1
+
+
+def test_nothing_set_up_creates_no_journal(capsys, env, journal_path, monkeypatch):
+    monkeypatch.setenv("MATOMO_TOKEN", VIEW_TOKEN)
+    assert invoke(capsys, *SETUP).code == 77
+    assert not journal_path.exists()
 
 
 def test_a_journal_that_cannot_record_is_a_warning_not_a_failure(capsys, env, monkeypatch):
     def remember(self: Journal, site: int, dimension_id: int | None) -> None:
         raise StorageError("disk full", path=str(self.path))
 
-    monkeypatch.setattr(Journal, "remember_dimension", remember, raising=False)
+    monkeypatch.setattr(Journal, "remember_dimension", remember)
     result = invoke(capsys, *SETUP)
     assert result.code == 0, result
     assert result.stdout.endswith(": created\n")

@@ -3,7 +3,8 @@
 Every command returns one of these codes, decided here and nowhere else: errors (`exit_code_for`,
 `usage_exit_code`; several at once, one per site: `worst_exit_code`), and the outcomes of
 `track` (`track_exit_code`), `track import` (`import_exit_code`), `queue flush`
-(`flush_exit_code`) and `health` (`health_exit_code`).
+(`flush_exit_code`), `queue reconcile` (`reconcile_exit_code`) and `health`
+(`health_exit_code`).
 The rules, in README's words:
 
 - a value given on the command line that is invalid is a usage error (2); the same value from
@@ -184,6 +185,16 @@ def flush_exit_code(result: FlushResult) -> int:
     if result.stopped_reason is StopReason.ERROR and result.error is not None:
         return exit_code_for(result.error)
     if result.remaining_due or (result.stopped_early and result.remaining_queued):
+        return ExitCode.TEMPFAIL
+    return ExitCode.OK
+
+
+def reconcile_exit_code(result: FlushResult, *, waited: bool) -> int:
+    """`queue reconcile`: 77 on a refused token, 75 when lookups failed (asked again later) or,
+    with `--wait`, hits still await a lookup; else 0 (hits found missing are due for a flush)."""
+    if result.refused_access:
+        return ExitCode.NOPERM
+    if result.lookup_failed or (waited and result.awaiting_lookup):
         return ExitCode.TEMPFAIL
     return ExitCode.OK
 

@@ -1,4 +1,4 @@
-"""`matokit queue status|flush|list|retry-dead|retry-unattributed|purge|export`: the journal.
+"""`matokit queue status|flush|reconcile|list|retry-dead|retry-unattributed|purge|export`.
 
 Read-only commands never create a journal: without one, `status` shows zeros and `list`/`export`
 print nothing. Only typer and the standard library at module level.
@@ -22,6 +22,7 @@ from matokit.cli.queue_view import (
     nothing_text,
     pause_view,
     print_status,
+    reconcile_output,
     say_waiting,
     status_view,
     stopped_text,
@@ -70,7 +71,7 @@ def status(ctx: typer.Context, fmt: TextFormat = FORMAT) -> None:
         view = empty_status(settings)
     else:
         with journal:
-            view = status_view(journal.stats(now=now))
+            view = status_view(journal.stats(now=now), exactly_once=settings.exactly_once)
     view.update(pause_view(settings, now))
     if fmt == "json":
         from matokit.cli.output import emit_json
@@ -150,6 +151,50 @@ def flush(
             say(stopped_text(stop.signum, result.remaining_queued, result.remaining_due))
             raise typer.Exit(int(exit_code_for_signal(stop.signum)))
     raise typer.Exit(flush_exit_code(result))
+
+
+# --- reconcile --------------------------------------------------------------------------------
+
+
+@app.command("reconcile")
+def reconcile(
+    ctx: typer.Context,
+    wait: bool = typer.Option(
+        False, "--wait", help="Also wait for uncertain hits still settling, then look them up."
+    ),
+    max_time: str | None = typer.Option(
+        None, "--max-time", help="With --wait: wait at most this long (default: settle time + 1m)."
+    ),
+    fmt: TextFormat = FORMAT,
+) -> None:
+    """Ask Matomo which uncertain hits it already holds (exactly-once); send nothing."""
+    from matokit.cli.exit import reconcile_exit_code
+    from matokit.delivery import Delivery, FlushOptions
+    from matokit.errors import FlushInProgressError
+
+    settings = state(ctx).settings()
+    limit = _duration(max_time, "--max-time")
+    options = FlushOptions.from_settings(settings)
+    if not settings.journal_path.exists():
+        reconcile_output(None, fmt)
+        return
+    from matokit.stopping import stop_on_signals
+
+    waited = (limit if limit is not None else settings.settle + 60.0) if wait else None
+    with Delivery.for_settings(settings) as delivery, stop_on_signals() as stop:
+        try:
+            result = delivery.reconcile_locked(options, wait=waited, stop=stop)
+        except FlushInProgressError as exc:
+            from matokit.cli.output import say
+
+            say(f"matokit: {exc.message}: that flush looks the hits up itself.")
+            return
+        reconcile_output(result, fmt)
+        if stop.signum is not None:
+            from matokit.cli.exit import exit_code_for_signal
+
+            raise typer.Exit(int(exit_code_for_signal(stop.signum)))
+    raise typer.Exit(reconcile_exit_code(result, waited=wait))
 
 
 # --- list / export ----------------------------------------------------------------------------

@@ -38,20 +38,36 @@ def empty_status(settings: Settings) -> dict[str, Any]:
         "delivered_keys": 0,
         "file_size": 0,
         "last_flush": None,
+        "exactly_once": {
+            "mode": settings.exactly_once,
+            "awaiting_lookup": 0,
+            "lookups_due": 0,
+            "next_lookup_at": None,
+            "confirmed_by_lookup": 0,
+            "key_dimensions": {},
+            "lookups_unavailable": {},
+        },
         "warnings": [],
     }
 
 
-def status_view(stats: JournalStats) -> dict[str, Any]:
+def status_view(stats: JournalStats, *, exactly_once: str = "off") -> dict[str, Any]:
     """The `queue status` view (its JSON) of journal `stats`, with warnings for the operator."""
     from matokit.flushrecord import FlushRecord
 
     counts = {str(k): v for k, v in stats.counts.items()}
     warnings: list[str] = []
-    if counts.get("sent_unconfirmed"):
+    if stats.at_risk:
         warnings.append(
-            f"{counts['sent_unconfirmed']} queued hit(s) were sent without an answer: Matomo may "
+            f"{stats.at_risk} queued hit(s) were sent without an answer: Matomo may "
             "already hold them, so their delivery may count them twice"
+        )
+    if exactly_once != "off":
+        then = "they wait" if exactly_once == "on" else "they are re-sent and may count twice"
+        warnings.extend(
+            f"exactly-once is unavailable on site {site}: Matomo refused lookups ({reason}); "
+            f"after an uncertain send {then}"
+            for site, reason in sorted(stats.lookups_unavailable.items())
         )
     if counts.get("unattributed"):
         warnings.append(
@@ -85,6 +101,17 @@ def status_view(stats: JournalStats) -> dict[str, Any]:
         "delivered_keys": stats.delivered_keys,
         "file_size": stats.file_size,
         "last_flush": last.to_json() if last is not None else None,
+        "exactly_once": {
+            "mode": exactly_once,
+            "awaiting_lookup": stats.awaiting_lookup,
+            "lookups_due": stats.lookups_due,
+            "next_lookup_at": stats.next_lookup_at,
+            "confirmed_by_lookup": stats.confirmed_by_lookup,
+            "key_dimensions": {str(k): v for k, v in sorted(stats.key_dimensions.items())},
+            "lookups_unavailable": {
+                str(k): v for k, v in sorted(stats.lookups_unavailable.items())
+            },
+        },
         "warnings": warnings,
     }
 
@@ -111,6 +138,7 @@ def print_status(view: dict[str, Any], now: float) -> None:
     rows.append({"item": "oldest queued", "value": "-" if age is None else format_duration(age)})
     rows.append({"item": "next attempt", "value": when_text(view["next_attempt_at"], now)})
     rows.append({"item": "matomo pause", "value": _pause_text(view.get("pause"), now)})
+    rows += _exactly_once_rows(view["exactly_once"], now)
     last = view["last_flush"]
     if last:
         when = format_duration(now - float(last.get("recorded_at", now))) + " ago"
@@ -122,6 +150,24 @@ def print_status(view: dict[str, Any], now: float) -> None:
     emit_table(rows, ["item", "value"], headers={"item": "journal", "value": "now"})
     for warning in view["warnings"]:
         say(f"matokit: warning: {warning}")
+
+
+def _exactly_once_rows(view: dict[str, Any], now: float) -> list[dict[str, Any]]:
+    """Rows of `queue status` for exactly-once: the mode and sites, what awaits a lookup."""
+    sites = [
+        f"site {site} (dimension {dim})" for site, dim in view["key_dimensions"].items() if dim
+    ]
+    mode = view["mode"]
+    where = ", ".join(sites) if sites else "no site has a matokit_key dimension"
+    rows: list[dict[str, Any]] = [
+        {"item": "exactly-once", "value": mode if mode == "off" else f"{mode}: {where}"}
+    ]
+    if view["awaiting_lookup"] or mode != "off":
+        waiting = view["awaiting_lookup"]
+        nxt = when_text(view["next_lookup_at"], now) if waiting else "-"
+        rows.append({"item": "awaiting lookup", "value": f"{waiting} (next {nxt})"})
+        rows.append({"item": "confirmed by lookup", "value": view["confirmed_by_lookup"]})
+    return rows
 
 
 def _pause_text(pause: dict[str, Any] | None, now: float) -> str:
@@ -219,11 +265,44 @@ def flush_output(result: FlushResult | None, fmt: str) -> None:
     if result.stopped_reason is StopReason.NOTHING_DUE and not result.requests:
         line = f"matokit: flush: nothing due ({result.remaining_queued} queued)."
     say(line)
+    if result.looked_up:
+        say(lookup_text("flush", result))
     if result.recovered:
         say(
             f"matokit: recovered {result.recovered} hit(s) a stopped flusher had claimed; "
             "they count as sent without an answer."
         )
+    say_flush_problems(result)
+
+
+def lookup_text(what: str, result: FlushResult) -> str:
+    """One line on what the lookups of a flush or `queue reconcile` found."""
+    return (
+        f"matokit: {what}: looked up {result.looked_up} uncertain hit(s) in Matomo: "
+        f"{result.confirmed} already stored (not sent again), {result.missing} missing "
+        f"(sent again), {result.lookup_failed} lookup(s) failed (asked again later)."
+    )
+
+
+def reconcile_output(result: FlushResult | None, fmt: str) -> None:
+    """Report `queue reconcile`: its record as JSON on stdout, a summary on stderr."""
+    from matokit.cli.output import emit_json, say
+    from matokit.flushrecord import StopReason
+
+    if result is None:
+        result = _no_flush(StopReason.DONE)
+    if fmt == "json":
+        emit_json(result.record().to_json())
+    if result.looked_up or result.lookup_failed:
+        say(lookup_text("reconcile", result))
+    else:
+        say("matokit: reconcile: no uncertain hit has settled yet: nothing to look up.")
+    if result.awaiting_lookup:
+        from matokit.times import utc_text
+
+        nxt = result.next_lookup_at
+        when = f"; the next settles at {utc_text(nxt)}" if nxt is not None else ""
+        say(f"matokit: {result.awaiting_lookup} hit(s) still await a lookup{when}.")
     say_flush_problems(result)
 
 

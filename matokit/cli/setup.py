@@ -118,22 +118,16 @@ def _view(result: SetupOutcome | SetupFailure) -> dict[str, Any]:
 
 def _remember(settings: Settings, outcomes: list[SetupOutcome]) -> None:
     """Record each site's dimension in the journal, so that tracking need not look it up."""
-    from matokit.journal import Journal
-
-    # Journal.remember_dimension comes with the journal's exactly-once support; until then
-    # there is nothing to record, and no journal is created for it.
-    if not outcomes or not hasattr(Journal, "remember_dimension"):
+    if not outcomes:
         return
     from matokit.cli.output import say
     from matokit.errors import StorageError
+    from matokit.journal import Journal
 
     try:
         with Journal(settings.journal_path, dedup_window=settings.dedup_window) as journal:
-            remember = getattr(journal, "remember_dimension", None)
-            if remember is None:
-                return
             for outcome in outcomes:
-                remember(outcome.site, outcome.dimension.id)
+                journal.remember_dimension(outcome.site, outcome.dimension.id)
     except StorageError as exc:
         # Matomo is set up either way; tracking looks the dimension up when none is recorded.
         say(

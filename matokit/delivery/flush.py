@@ -12,7 +12,9 @@ import contextlib
 import os
 import secrets
 import socket
+import time
 from collections.abc import Callable, Iterable
+from dataclasses import replace
 from typing import TYPE_CHECKING, Final, TypeVar
 
 from matokit.delivery.matomo import (
@@ -33,6 +35,8 @@ from matokit.errors import (
     ServerPausedError,
     StorageError,
 )
+from matokit.exactlyonce.reconcile import HOLD_DELAY, reconcile
+from matokit.exactlyonce.sites import ON, KeyDimensionRequired, KeySites
 from matokit.flushrecord import StopReason
 from matokit.journal import Entry, EntryState
 from matokit.policy import Action, backoff_delay, decide, stop_reason
@@ -49,6 +53,8 @@ BACKOFF_BASE: Final = 2.0
 BACKOFF_CAP: Final = 300.0
 # A Retry-After beyond this is capped, so `queue flush --all` can always reach every hit.
 MAX_DELAY: Final = 3600.0
+# Lookup rounds after the journal ran dry: hits found missing are sent in the same flush.
+RECONCILE_ROUNDS: Final = 3
 
 
 def flush(
@@ -69,6 +75,24 @@ def flush(
     with contextlib.suppress(StorageError):
         delivery.journal.record_flush(result.record().to_json())
     return result
+
+
+def reconcile_only(
+    delivery: Flushing,
+    options: FlushOptions,
+    *,
+    wait: float | None = None,
+    stop: StopRequest | None = None,
+    sleep: Callable[[float], None] = time.sleep,
+) -> FlushResult:
+    """`queue reconcile`: look up the settled uncertain hits, send nothing (the caller holds
+    the flush lock). Hits found missing become due for the next flush.
+
+    With `wait` (seconds), it also waits for hits still settling and looks them up, until none
+    awaits a lookup or `wait` has passed (then `stopped_reason` is "max_time").
+    """
+    flusher = _Flusher(delivery, options, on_progress=None, stop=stop)
+    return flusher.reconcile_only(wait=wait, sleep=sleep)
 
 
 class _Stop(Exception):
@@ -102,6 +126,18 @@ class _Flusher:
         self.superuser: bool | None = None
         self.admin_sites: frozenset[int] | None = None
         self.seen_sites: set[int] = set()
+        self.sites = KeySites(
+            self.journal,
+            self._client,
+            mode=options.exactly_once,
+            has_token=delivery.has_token,
+            clock=self.clock,
+        )
+        self.deadline = (
+            None if options.max_time is None else self.result.started_at + options.max_time
+        )
+        self.verified = 0  # uncertain sends of this flush set aside for a lookup
+        self.fell_back = 0  # hits re-sent at least once because lookups cannot work
 
     # -- the loop
 
@@ -111,15 +147,39 @@ class _Flusher:
         self._recover_orphans()
         if self.options.include_not_due:
             self._make_all_due()
-        due = self.journal.stats(now=self.clock()).due
-        if on_start is not None:
-            on_start(due)
-        if due == 0:
-            result.stopped_reason = StopReason.NOTHING_DUE
         try:
+            self._reconcile()
+            due = self.journal.stats(now=self.clock()).due
+            if on_start is not None:
+                on_start(due)
+            if due == 0:
+                result.stopped_reason = StopReason.NOTHING_DUE
             if due:
                 self._check_pause()
                 self._claim_and_send()
+        except _Stop as stop:
+            self._record_stop(stop)
+        finally:
+            result.finished_at = self.clock()
+        self._record_remaining()
+        return result
+
+    def reconcile_only(self, *, wait: float | None, sleep: Callable[[float], None]) -> FlushResult:
+        """Recover orphans and look up what has settled; with `wait`, until nothing awaits."""
+        result = self.result
+        self._recover_orphans()
+        deadline = None if wait is None else result.started_at + wait
+        try:
+            while True:
+                self._reconcile()
+                awaiting, first = self.journal.awaiting_lookup()
+                if not awaiting or first is None or deadline is None:
+                    break
+                if first > deadline:
+                    raise _Stop(StopReason.MAX_TIME)
+                while self.clock() < first:
+                    self._check_stop()
+                    sleep(min(0.25, max(first - self.clock(), 0.0)))
         except _Stop as stop:
             self._record_stop(stop)
         finally:
@@ -136,8 +196,9 @@ class _Flusher:
     def _claim_and_send(self) -> None:
         """Claim batches and send them until none is left; `_Stop` ends it early."""
         options = self.options
-        deadline = None if options.max_time is None else self.result.started_at + options.max_time
+        deadline = self.deadline
         budget = options.max_events
+        rounds = RECONCILE_ROUNDS
         while True:
             self._check_stop()
             if deadline is not None and self.clock() >= deadline:
@@ -146,9 +207,16 @@ class _Flusher:
             if limit <= 0:
                 raise _Stop(StopReason.MAX_EVENTS)
             entries = self.journal.claim(
-                self.owner, limit=limit, lease_seconds=options.lease_seconds
+                self.owner,
+                limit=limit,
+                lease_seconds=options.lease_seconds,
+                stamp=self.sites.enabled,
             )
             if not entries:
+                # Sends of this flush that settled meanwhile: look them up, send the missing.
+                rounds -= 1
+                if rounds >= 0 and self._reconcile():
+                    continue
                 return
             if budget is not None:
                 budget -= len(entries)
@@ -168,17 +236,55 @@ class _Flusher:
         result.next_attempt_at = after.next_attempt_at
         pause = self.d.pause.current()
         result.paused_until = pause.until if pause is not None else None
+        result.awaiting_lookup = after.awaiting_lookup
+        result.next_lookup_at = after.next_lookup_at
+        if self.sites.enabled:
+            with contextlib.suppress(StorageError):
+                result.lookups_unavailable = self.sites.unavailable()
+        result.warnings.extend(self._exactly_once_warnings())
         if result.unattributed:
             result.warnings.append(
                 f"{result.unattributed} hit(s) set aside as unattributed: Matomo refused part "
                 "of their batch without saying which (only superuser tokens get "
                 "invalid_indices); they are not re-sent, to avoid counting the others twice"
             )
-        if result.sent_unconfirmed:
+        unchecked = result.sent_unconfirmed - self.verified
+        if unchecked > 0:
             result.warnings.append(
-                f"{result.sent_unconfirmed} hit(s) sent without an answer: Matomo may have "
+                f"{unchecked} hit(s) sent without an answer: Matomo may have "
                 "stored them, so their re-send may count them twice"
             )
+
+    def _exactly_once_warnings(self) -> list[str]:
+        """What exactly-once could not do in this flush, and what waits for a lookup."""
+        result = self.result
+        notes: list[str] = []
+        for site, reason in sorted(result.lookups_unavailable.items()):
+            then = (
+                "their hits wait (exactly_once = on)"
+                if self.sites.mode == ON
+                else "they are re-sent and may count twice"
+            )
+            notes.append(
+                f"exactly-once is unavailable on site {site}: Matomo refused the lookups "
+                f"({reason}); after an uncertain send {then}"
+            )
+        if self.fell_back:
+            notes.append(
+                f"{self.fell_back} hit(s) whose send was uncertain could not be looked up: "
+                "re-sent, they may count twice"
+            )
+        if result.held:
+            notes.append(
+                f"{result.held} hit(s) held: exactly_once = on and their site has no usable "
+                "matokit_key dimension (`matokit setup exactly-once --site ID` creates it)"
+            )
+        if result.awaiting_lookup:
+            notes.append(
+                f"{result.awaiting_lookup} hit(s) await a lookup in Matomo (their send was "
+                "uncertain): a flush after they settle confirms or re-sends them, never both"
+            )
+        return notes
 
     def _recover_orphans(self) -> None:
         """Inflight hits while we hold the flush lock belong to a flusher that died."""
@@ -187,13 +293,54 @@ class _Flusher:
             return
         now = self.clock()
         for owner, group in _group_by(orphans, lambda e: e.lease_owner or "?").items():
+            error = f"flusher {owner} stopped before recording an answer (it may have sent it)"
+            checked = self._lookup_first(group)
+            if checked:
+                self.journal.await_lookup(
+                    [e.id for e in checked], error=error, settle=self.options.settle
+                )
             self.journal.reschedule(
-                [e.id for e in group],
-                error=f"flusher {owner} stopped before recording an answer (it may have sent it)",
+                [e.id for e in group if e not in checked],
+                error=error,
                 next_attempt_at=now,
                 sent_unconfirmed=True,
             )
         self.result.recovered = len(orphans)
+
+    def _lookup_first(self, entries: list[Entry]) -> list[Entry]:
+        """The hits whose uncertain send is to be looked up before any re-send: sent with
+        their key, to a site where lookups work."""
+        if not self.sites.enabled:
+            return []
+        return [e for e in entries if e.dimension is not None and self.sites.lookups_work(e.site)]
+
+    def _reconcile(self) -> bool:
+        """Look up settled uncertain hits; True when some were found missing (due again)."""
+        if not self.sites.enabled:
+            return False
+        if self.journal.stats(now=self.clock()).lookups_due:
+            self._check_pause()
+        done = reconcile(
+            self.journal,
+            self._client,
+            self.sites,
+            clock=self.clock,
+            max_age=self.options.max_age,
+            deadline=self.deadline,
+            stop=self.stop,
+        )
+        result = self.result
+        result.requests += done.requests
+        result.looked_up += done.looked_up
+        result.confirmed += done.confirmed
+        result.missing += done.missing
+        result.lookup_failed += done.failed
+        result.held += done.held
+        result.dead += done.dead
+        self.fell_back += done.fell_back
+        if done.stop_flush and done.error is not None:
+            raise _Stop(stop_reason(done.error), done.error)
+        return done.missing > 0
 
     def _make_all_due(self) -> None:
         now = self.clock()
@@ -213,6 +360,7 @@ class _Flusher:
         live = self._expire(entries, now)
         try:
             live = self._check_old(live, now)
+            live = self._stamp(live)
             while live:
                 risky = [e for e in live if self._risky(e, now)]
                 group = risky[:1] if risky else live
@@ -224,6 +372,38 @@ class _Flusher:
             with contextlib.suppress(StorageError):
                 self._release(live)
             raise
+
+    def _stamp(self, entries: list[Entry]) -> list[Entry]:
+        """Give each hit its site's key dimension (asking Matomo when the remembered map is
+        a day old); under exactly_once = on, hold the hits of sites without one."""
+        if not self.sites.enabled:
+            return entries
+        keep: list[Entry] = []
+        for site, group in _group_by(entries, lambda e: e.site).items():
+            try:
+                dimension = self.sites.dimension(site)
+            except MatomoError as exc:
+                raise _Stop(stop_reason(exc), exc) from exc
+            if dimension is None and self.sites.mode == ON:
+                required = KeyDimensionRequired(site, self.sites.why(site))
+                error = f"{required.message} {required.hint}"
+                held = self.journal.hold(
+                    [e.id for e in group], error=error, until=self.clock() + HOLD_DELAY
+                )
+                self.result.held += held
+                continue
+            changed = [e.id for e in group if e.dimension != dimension]
+            if changed:
+                self.journal.set_dimension(changed, dimension)
+                group = [replace(e, dimension=dimension) for e in group]
+            own = f"dimension{dimension}"
+            reason = (
+                f"the hit sets {own} itself, which is MatoKit's idempotency key dimension "
+                f"(matokit_key) on site {site}: remove that parameter"
+            )
+            self._kill([(e, reason) for e in group if dimension is not None and own in e.params])
+            keep += [e for e in group if dimension is None or own not in e.params]
+        return sorted(keep, key=lambda e: e.id)
 
     def _expire(self, entries: list[Entry], now: float) -> list[Entry]:
         max_age = self.options.max_age
@@ -260,6 +440,8 @@ class _Flusher:
         return self.admin_sites
 
     def _risky(self, entry: Entry, now: float) -> bool:
+        if entry.alone:  # its batch was refused in part without saying which hit
+            return True
         if self.superuser:
             return False
         return now - entry_time(entry) >= AT_RISK_AGE or entry_site(entry) not in self.seen_sites
@@ -302,8 +484,18 @@ class _Flusher:
         by_outcome = _group_by(zip(group, answer.outcomes, strict=True), lambda p: str(p[1]))
         delivered = [e for e, _ in by_outcome.get("delivered", [])]
         rejected = [e for e, _ in by_outcome.get("rejected", [])]
-        aside = [e for e, _ in by_outcome.get("batch_invalid", [])]
-        aside += [e for e, _ in by_outcome.get("unconfirmed", [])]
+        invalid = [e for e, _ in by_outcome.get("batch_invalid", [])]
+        lost = [e for e, _ in by_outcome.get("unconfirmed", [])]
+        note = answer.note or "Matomo's answer did not account for these hits"
+        for group, alone in ((invalid, True), (lost, False)):
+            checked = self._lookup_first(group)
+            if checked:
+                self.journal.await_lookup(
+                    [e.id for e in checked], error=note, settle=self.options.settle, alone=alone
+                )
+                self.result.sent_unconfirmed += len(checked)
+                self.verified += len(checked)
+        aside = [e for e in invalid + lost if e not in self._lookup_first(invalid + lost)]
         if delivered:
             self.journal.ack([e.id for e in delivered])
             self.result.delivered += len(delivered)
@@ -312,8 +504,7 @@ class _Flusher:
             self._kill([(e, _rejected_reason(e, self.clock())) for e in rejected])
             self.result.rejected += len(rejected)
         if aside:
-            reason = answer.note or "Matomo's answer did not account for these hits"
-            self.journal.mark_unattributed([e.id for e in aside], reason=reason[:500])
+            self.journal.mark_unattributed([e.id for e in aside], reason=note[:500])
             self.result.unattributed += len(aside)
 
     # -- journal updates
@@ -359,6 +550,18 @@ class _Flusher:
         if not group:
             return
         unconfirmed = maybe_stored(error)
+        if unconfirmed:
+            checked = self._lookup_first(group)
+            if checked:
+                self.journal.await_lookup(
+                    [e.id for e in checked], error=short_error(error), settle=self.options.settle
+                )
+                self.result.rescheduled += len(checked)
+                self.result.sent_unconfirmed += len(checked)
+                self.verified += len(checked)
+                group = [e for e in group if e not in checked]
+                if not group:
+                    return
         attempt = max(e.attempts for e in group)
         retry_after = getattr(error, "retry_after", None)
         delay = backoff_delay(

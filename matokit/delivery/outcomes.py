@@ -61,12 +61,15 @@ class FlushOptions:
     max_attempts: int = 20
     max_age: float = 7 * 86400.0
     lease_seconds: float = DEFAULT_LEASE
+    exactly_once: str = "off"  # auto|on|off (the profile's `exactly_once`; see exactlyonce/)
+    settle: float = 300.0  # seconds before an uncertain send is looked up
 
     @classmethod
     def from_settings(cls, settings: Settings, **overrides: Any) -> FlushOptions:
-        """The profile's batch_size, max_attempts and max_age; an override that is None keeps
-        the profile's value (or the default)."""
-        values = {k: getattr(settings, k) for k in ("batch_size", "max_attempts", "max_age")}
+        """The profile's batch_size, max_attempts, max_age, exactly_once and settle time; an
+        override that is None keeps the profile's value (or the default)."""
+        keys = ("batch_size", "max_attempts", "max_age", "exactly_once", "settle")
+        values = {k: getattr(settings, k) for k in keys}
         return cls(**{**values, **{k: v for k, v in overrides.items() if v is not None}})
 
 
@@ -87,6 +90,17 @@ class FlushResult:
     dead: int = 0
     recovered: int = 0
     released: int = 0
+    # Exactly-once: keys looked up, found (delivered without a re-send), missing (sent again),
+    # lookups that failed (asked again later), hits held under exactly_once = on, and hits
+    # left awaiting a lookup; `lookups_unavailable`: site -> why lookups cannot work there.
+    looked_up: int = 0
+    confirmed: int = 0
+    missing: int = 0
+    lookup_failed: int = 0
+    held: int = 0
+    awaiting_lookup: int = 0
+    next_lookup_at: float | None = None
+    lookups_unavailable: dict[int, str] = field(default_factory=dict)
     stopped_reason: StopReason = StopReason.DONE
     error: MatokitError | None = field(default=None, repr=False)
     warnings: list[str] = field(default_factory=list)
@@ -125,6 +139,13 @@ class FlushResult:
             sent_unconfirmed=self.sent_unconfirmed,
             dead=self.dead,
             recovered=self.recovered,
+            looked_up=self.looked_up,
+            confirmed=self.confirmed,
+            missing=self.missing,
+            lookup_failed=self.lookup_failed,
+            held=self.held,
+            awaiting_lookup=self.awaiting_lookup,
+            next_lookup_at=self.next_lookup_at,
             stopped_reason=self.stopped_reason,
             remaining_queued=self.remaining_queued,
             remaining_due=self.remaining_due,
@@ -171,7 +192,8 @@ class ImportResult:
         """The file's hits this import delivered (they left the journal)."""
         if self.flush is None:
             return 0
-        return max(0, min(self.added - sum(self.own_left.values()), self.flush.delivered))
+        delivered = self.flush.delivered + self.flush.confirmed
+        return max(0, min(self.added - sum(self.own_left.values()), delivered))
 
     def summary(self) -> dict[str, Any]:
         """The end-of-import summary (stderr for people, stdout with `--format json`).
@@ -190,6 +212,7 @@ class ImportResult:
             "rejected": own.get("dead", 0),
             "unattributed": own.get("unattributed", 0),
             "sent_unconfirmed": own.get("sent_unconfirmed", 0),
+            "awaiting_lookup": own.get(AWAITING_LOOKUP, 0),
             "queued": self.queued,
             "older": self.older(),
         }
@@ -206,7 +229,7 @@ class ImportResult:
         flush = self.flush
         own = self.own_left
         return {
-            "sent": flush.delivered - self.sent if flush else 0,
+            "sent": flush.delivered + flush.confirmed - self.sent if flush else 0,
             "dead": max(0, flush.dead - own.get("dead", 0)) if flush else 0,
             "unattributed": (
                 max(0, flush.unattributed - own.get("unattributed", 0)) if flush else 0
@@ -216,4 +239,6 @@ class ImportResult:
         }
 
 
-_QUEUED: Final = ("pending", "inflight", "sent_unconfirmed")
+# `Journal.tally` counts hits awaiting a lookup under this name instead of their state.
+AWAITING_LOOKUP: Final = "awaiting_lookup"
+_QUEUED: Final = ("pending", "inflight", "sent_unconfirmed", AWAITING_LOOKUP)

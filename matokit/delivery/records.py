@@ -47,24 +47,22 @@ def new_hit(hit: Hit, key: str) -> NewHit:
 
 
 def entry_hit(entry: Entry) -> Hit:
-    """The hit a journal entry holds, ready to send again."""
-    return Hit(params=entry.params, created_at=entry.created_at)
+    """The hit a journal entry holds, ready to send again: with its key in the site's key
+    dimension when this send carries one (exactly-once)."""
+    params = entry.params
+    if entry.dimension is not None:
+        params = {**params, f"dimension{entry.dimension}": entry.key}
+    return Hit(params=params, created_at=entry.created_at)
 
 
 def entry_time(entry: Entry) -> float:
     """When the entry's hit happened (its `cdt`), else when it was journaled."""
-    try:
-        return float(entry.params["cdt"])
-    except (KeyError, ValueError):
-        return entry.created_at
+    return entry.hit_time
 
 
 def entry_site(entry: Entry) -> int:
     """The entry's idSite (0 when it has none that is a number)."""
-    try:
-        return int(entry.params.get("idsite", 0))
-    except ValueError:
-        return 0
+    return entry.site
 
 
 def short_error(error: BaseException) -> str:

@@ -10,7 +10,9 @@ from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
 from matokit.closing import Closing
+from matokit.config import DEFAULT_SETTLE
 from matokit.delivery.flush import flush as flush_journal
+from matokit.delivery.flush import reconcile_only
 from matokit.delivery.importer import import_lines
 from matokit.delivery.matomo import ClientFactory, TrackingClient
 from matokit.delivery.outcomes import (
@@ -45,6 +47,8 @@ class Delivery(Closing):
         dedup_window: float = 7 * 86400.0,
         clock: Callable[[], float] = time.time,
         rng: Callable[[], float] = random.random,
+        exactly_once: str = "off",
+        settle: float = DEFAULT_SETTLE,
     ) -> None:
         self.journal_path = Path(journal_path)
         self._client_factory = client_factory
@@ -53,6 +57,9 @@ class Delivery(Closing):
         self.dedup_window = dedup_window
         self.clock = clock
         self.rng = rng
+        # `track`'s exactly-once mode and settle time (a flush takes them from FlushOptions).
+        self.exactly_once = exactly_once
+        self.settle = settle
         self._journal: Journal | None = None
         # Matomo's Retry-After, shared by every process of the profile (the client records it).
         self.pause = ServerPause(pause_path or self.journal_path.parent / PAUSE_FILE, clock=clock)
@@ -72,6 +79,8 @@ class Delivery(Closing):
             has_token=settings.has_token(),
             pause_path=settings.server_pause_path,
             dedup_window=settings.dedup_window,
+            exactly_once=settings.exactly_once,
+            settle=settings.settle,
             **kwargs,
         )
 
@@ -192,6 +201,22 @@ class Delivery(Closing):
             with stop.interruptible() if stop is not None else contextlib.nullcontext():
                 held.enter_context(lock)
             return self.flush(options, on_start=on_start, on_progress=on_progress, stop=stop)
+
+    def reconcile_locked(
+        self,
+        options: FlushOptions,
+        *,
+        wait: float | None = None,
+        stop: StopRequest | None = None,
+    ) -> FlushResult:
+        """`queue reconcile`: look up uncertain hits under the flush lock, sending nothing.
+
+        FlushInProgressError when a flush holds the lock (it reconciles itself).
+        """
+        from matokit.locking import LOCK_NAME, flush_lock
+
+        with flush_lock(self.journal_path.parent / LOCK_NAME, wait=False):
+            return reconcile_only(self, options, wait=wait, stop=stop)
 
     def flush(
         self,

@@ -26,6 +26,8 @@ QUEUE_METRICS = (
     "unattributed",
     "unconfirmed",
     "possible_duplicates",
+    "awaiting_lookup",
+    "confirmed_by_lookup",
     "file_size_bytes",
     "last_flush_timestamp_seconds",
 )
@@ -44,17 +46,24 @@ def check_queue(run: HealthRun, name: str) -> CheckResult:
             # Nothing queued, no file, never flushed: the same keys as with a journal.
             metrics={key: 0 for key in QUEUE_METRICS} | {"last_flush_timestamp_seconds": None},
         )
-    return queue_result(name, stats, run.thresholds, now=run.clock())
+    exactly_once = run.need_settings().exactly_once
+    return queue_result(name, stats, run.thresholds, now=run.clock(), exactly_once=exactly_once)
 
 
-def queue_result(name: str, stats: JournalStats, limits: Thresholds, *, now: float) -> CheckResult:
-    """The queue verdict for journal `stats` against `limits`."""
+def queue_result(
+    name: str, stats: JournalStats, limits: Thresholds, *, now: float, exactly_once: str = "off"
+) -> CheckResult:
+    """The queue verdict for journal `stats` against `limits`.
+
+    Hits awaiting a lookup are not "unconfirmed": a lookup settles them before any re-send.
+    Sites where Matomo refused lookups (exactly-once unavailable) are a WARNING.
+    """
     from matokit.journal import EntryState
 
     depth = stats.queued
     age = stats.oldest_age or 0.0
     unattributed = stats.counts.get(EntryState.UNATTRIBUTED, 0)
-    unconfirmed = stats.counts.get(EntryState.SENT_UNCONFIRMED, 0)
+    unconfirmed = stats.at_risk
     metrics: dict[str, MetricValue] = {
         "depth": depth,
         "due": stats.due,
@@ -63,6 +72,8 @@ def queue_result(name: str, stats: JournalStats, limits: Thresholds, *, now: flo
         "unattributed": unattributed,
         "unconfirmed": unconfirmed,
         "possible_duplicates": stats.delivered_unconfirmed,
+        "awaiting_lookup": stats.awaiting_lookup,
+        "confirmed_by_lookup": stats.confirmed_by_lookup,
         "file_size_bytes": stats.file_size,
     }
     flush = stats.last_flush
@@ -90,12 +101,19 @@ def queue_result(name: str, stats: JournalStats, limits: Thresholds, *, now: flo
         warn.append(f"{stats.dead} dead letter(s) ({line(reasons, 80)})")
     if unattributed:
         warn.append(f"{unattributed} hit(s) in batches Matomo partly refused (unattributed)")
+    if exactly_once != "off":
+        warn.extend(
+            f"exactly-once unavailable on site {site} ({line(reason, 80)})"
+            for site, reason in sorted(stats.lookups_unavailable.items())
+        )
     parts = [f"{depth} queued"]
     if depth:
         parts.append(f"oldest {format_duration(age)}")
     parts.append(f"{stats.dead} dead")
     if unconfirmed:
         parts.append(f"{unconfirmed} unconfirmed")
+    if stats.awaiting_lookup:
+        parts.append(f"{stats.awaiting_lookup} awaiting lookup")
     if flush_at is not None:
         parts.append(f"last flush {format_duration(now - flush_at)} ago ({_flush_outcome(flush)})")
     else:
@@ -108,6 +126,11 @@ def queue_result(name: str, stats: JournalStats, limits: Thresholds, *, now: flo
             hint = "Fix the token, then run `matokit queue flush`."
         else:
             hint = "Run `matokit queue status` and `matokit queue flush`; see `queue list --dead`."
+            if stats.lookups_unavailable and exactly_once != "off":
+                hint += (
+                    " Exactly-once needs Live (the visits log) enabled and a token with view"
+                    " access; see docs/exactly-once.md."
+                )
             if unattributed:
                 hint += (
                     " Look the unattributed hits up in Matomo (`queue list --unattributed`),"

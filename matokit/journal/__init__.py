@@ -11,10 +11,12 @@ A file that is not a MatoKit journal is never written, deleted or replaced: open
 Modules: `records` (states and frozen records), `ids` (time-ordered ids), `lookup` (ids as
 people type them: unique prefixes), `storage` (files on disk, errors), `schema` (tables,
 migrations, the file's mark), `queries` (SQL, row conversion), `stats` (snapshots),
-`connection` (opening, transactions), `store` (the Journal's operations).
+`connection` (opening, transactions), `reconciling` (exactly-once: hits awaiting a lookup,
+the site -> key dimension map), `store` (the Journal's operations).
 """
 
 from matokit.journal.connection import CACHE_KIB, DEFAULT_DEDUP_WINDOW
+from matokit.journal.reconciling import DIMENSION_TTL, SiteRecord
 from matokit.journal.records import (
     QUEUED_STATES,
     EnqueueResult,
@@ -32,6 +34,7 @@ __all__ = [
     "BUSY_TIMEOUT",
     "CACHE_KIB",
     "DEFAULT_DEDUP_WINDOW",
+    "DIMENSION_TTL",
     "ENQUEUE_CHUNK",
     "FLUSH_HISTORY",
     "QUEUED_STATES",
@@ -42,6 +45,7 @@ __all__ = [
     "Journal",
     "JournalStats",
     "NewHit",
+    "SiteRecord",
     "ensure_private_dir",
     "storage_error",
 ]

@@ -26,7 +26,10 @@ INSERT_SQL: Final = """
 
 # Each branch walks the (state, id) index and stops after :limit rows, so a claim stays cheap
 # however many entries wait behind the due ones. A lease found expired means its flusher died
-# or hung, possibly mid-send: that send is counted as unconfirmed.
+# or hung, possibly mid-send: that send is counted as unconfirmed. Hits waiting for a lookup
+# (`verify`) are never claimed: only reconciliation decides whether they are sent again.
+# With :stamp, each claimed hit takes its site's key dimension from `key_dimensions`, and
+# `sent_at` says when this send began (a lookup waits for it to settle).
 CLAIM_SQL: Final = f"""
     UPDATE entries SET
         state = 'inflight',
@@ -35,16 +38,22 @@ CLAIM_SQL: Final = f"""
         attempts = attempts + 1,
         sent_unconfirmed = sent_unconfirmed + (state = 'inflight'),
         last_error = CASE WHEN state = 'inflight'
-            THEN 'lease of ' || coalesce(lease_owner, '?') || ' expired' ELSE last_error END
+            THEN 'lease of ' || coalesce(lease_owner, '?') || ' expired' ELSE last_error END,
+        sent_at = :now,
+        dimension = CASE WHEN :stamp THEN (
+            SELECT k.dimension FROM key_dimensions AS k
+            WHERE k.site = CAST(json_extract(entries.params, '$.idsite') AS INTEGER)
+        ) END
     WHERE id IN (
         SELECT id FROM (SELECT id FROM entries WHERE state = 'pending'
-                        AND next_attempt_at <= :now ORDER BY id LIMIT :limit)
+                        AND next_attempt_at <= :now AND verify = 0 ORDER BY id LIMIT :limit)
         UNION ALL
         SELECT id FROM (SELECT id FROM entries WHERE state = 'sent_unconfirmed'
-                        AND next_attempt_at <= :now ORDER BY id LIMIT :limit)
+                        AND next_attempt_at <= :now AND verify = 0 ORDER BY id LIMIT :limit)
         UNION ALL
         SELECT id FROM (SELECT id FROM entries WHERE state = 'inflight'
-                        AND lease_expires_at <= :now ORDER BY id LIMIT :limit)
+                        AND lease_expires_at <= :now AND dimension IS NULL
+                        ORDER BY id LIMIT :limit)
         ORDER BY id LIMIT :limit
     )
     RETURNING {ENTRY_COLUMNS}
@@ -77,6 +86,10 @@ def entry_from_row(row: Sequence[Any]) -> Entry:
         lease_expires_at=row[10],
         reason=row[11],
         sent_unconfirmed=row[12],
+        dimension=row[13],
+        sent_at=row[14],
+        verify=bool(row[15]),
+        alone=bool(row[16]),
     )
 
 

@@ -47,7 +47,9 @@ class Entry:
 
     `id` sorts like the hit's time (to the millisecond), so replay order is a sort by id.
     `reason` says why a hit is `dead` or `unattributed`; `sent_unconfirmed` counts the sends
-    whose answer was lost (Matomo may have stored the hit that many extra times).
+    whose answer was lost (Matomo may have stored the hit that many extra times). A hit with
+    `verify` waits in `sent_unconfirmed` for a lookup (`next_attempt_at` is when it is due),
+    never re-sent before Matomo has said it does not hold it.
     """
 
     id: str
@@ -63,6 +65,29 @@ class Entry:
     lease_expires_at: float | None
     reason: str | None
     sent_unconfirmed: int
+    # Exactly-once: the key dimension its last send carried (None: sent without one, or never),
+    # when that send began, whether Matomo must be asked for it before any re-send, and
+    # whether a re-send goes alone (its batch was refused in part without saying which hit).
+    dimension: int | None = None
+    sent_at: float | None = None
+    verify: bool = False
+    alone: bool = False
+
+    @property
+    def site(self) -> int:
+        """The hit's idSite (0 when it has none that is a number)."""
+        try:
+            return int(self.params.get("idsite", 0))
+        except ValueError:
+            return 0
+
+    @property
+    def hit_time(self) -> float:
+        """When the hit happened (its `cdt`), else when it was journaled."""
+        try:
+            return float(self.params["cdt"])
+        except (KeyError, ValueError):
+            return self.created_at
 
     @property
     def dead_reason(self) -> str | None:
@@ -101,6 +126,23 @@ class JournalStats:
     delivered_keys: int
     file_size: int
     last_flush: Mapping[str, Any] | None
+    # Exactly-once: hits whose last send is uncertain, waiting to be looked up in Matomo (not
+    # counted in `due`), how many of them are due, when the next is, and how many remembered
+    # deliveries a lookup confirmed (delivered without a re-send).
+    awaiting_lookup: int = 0
+    lookups_due: int = 0
+    next_lookup_at: float | None = None
+    confirmed_by_lookup: int = 0
+    # Each site's remembered key dimension (None: none), and where lookups were refused
+    # within the last day (site -> Matomo's reason).
+    key_dimensions: Mapping[int, int | None] = field(default_factory=dict)
+    lookups_unavailable: Mapping[int, str] = field(default_factory=dict)
+
+    @property
+    def at_risk(self) -> int:
+        """Queued hits once sent without an answer that no lookup will settle: their
+        delivery may count them twice."""
+        return max(self.counts[EntryState.SENT_UNCONFIRMED] - self.awaiting_lookup, 0)
 
     @property
     def queued(self) -> int:

@@ -54,18 +54,39 @@ _MIGRATIONS: Final[tuple[tuple[str, ...], ...]] = (
             result TEXT NOT NULL
         )""",
     ),
+    (
+        # Exactly-once (ADR-0008): the key dimension a hit's last send carried, when that send
+        # began, whether it must be looked up in Matomo before any re-send, and whether its
+        # re-send goes alone (its batch was refused in part without saying which hit).
+        "ALTER TABLE entries ADD COLUMN dimension INTEGER",
+        "ALTER TABLE entries ADD COLUMN sent_at REAL",
+        "ALTER TABLE entries ADD COLUMN verify INTEGER NOT NULL DEFAULT 0",
+        "ALTER TABLE entries ADD COLUMN alone INTEGER NOT NULL DEFAULT 0",
+        "CREATE INDEX entries_verify ON entries (next_attempt_at) WHERE verify = 1",
+        "ALTER TABLE delivered ADD COLUMN confirmed INTEGER NOT NULL DEFAULT 0",
+        # Each site's matokit_key dimension (NULL: none), as discovered or set up, and whether
+        # Matomo refused lookups there (Live off, no view access) and since when.
+        """CREATE TABLE key_dimensions (
+            site INTEGER PRIMARY KEY,
+            dimension INTEGER,
+            checked_at REAL NOT NULL,
+            unavailable TEXT,
+            unavailable_at REAL
+        )""",
+    ),
 )
 SCHEMA_VERSION: Final = len(_MIGRATIONS)
 
 # The columns of `entries` in the order `queries.entry_from_row` reads them.
 ENTRY_COLUMNS: Final = (
     "id, key, params, created_at, enqueued_at, attempts, next_attempt_at, state, last_error,"
-    " lease_owner, lease_expires_at, reason, sent_unconfirmed"
+    " lease_owner, lease_expires_at, reason, sent_unconfirmed, dimension, sent_at, verify, alone"
 )
 _REQUIRED_TABLES = {
     "entries": set(ENTRY_COLUMNS.replace(" ", "").split(",")),
-    "delivered": {"key", "delivered_at", "sent_unconfirmed"},
+    "delivered": {"key", "delivered_at", "sent_unconfirmed", "confirmed"},
     "flushes": {"id", "recorded_at", "result"},
+    "key_dimensions": {"site", "dimension", "checked_at", "unavailable", "unavailable_at"},
 }
 
 

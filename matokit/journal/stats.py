@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from matokit.journal.queries import QUEUED_SQL
+from matokit.journal.reconciling import DIMENSION_TTL
 from matokit.journal.records import QUEUED_STATES, EntryState, JournalStats
 from matokit.sizes import database_size
 
@@ -35,7 +36,12 @@ def read_stats(
         f"""SELECT coalesce(sum(t <= ?), 0), min(t) FROM (
               SELECT CASE WHEN state = 'inflight' THEN lease_expires_at
                           ELSE next_attempt_at END AS t
-              FROM entries WHERE state IN {QUEUED_SQL})""",
+              FROM entries WHERE state IN {QUEUED_SQL} AND verify = 0)""",
+        (at,),
+    ).fetchone()
+    awaiting, lookups_due, next_lookup = conn.execute(
+        """SELECT count(*), coalesce(sum(next_attempt_at <= ?), 0), min(next_attempt_at)
+           FROM entries WHERE verify = 1""",
         (at,),
     ).fetchone()
     reasons: dict[str, dict[str, int]] = {"unattributed": {}, "dead": {}}
@@ -44,11 +50,19 @@ def read_stats(
            WHERE state IN ('unattributed', 'dead') GROUP BY state, reason"""
     ):
         reasons[state][reason] = count
-    delivered, delivered_unconfirmed = conn.execute(
-        """SELECT count(*), coalesce(sum(sent_unconfirmed > 0), 0) FROM delivered
-           WHERE delivered_at >= ?""",
+    delivered, delivered_unconfirmed, confirmed = conn.execute(
+        """SELECT count(*), coalesce(sum(sent_unconfirmed > 0), 0), coalesce(sum(confirmed), 0)
+           FROM delivered WHERE delivered_at >= ?""",
         (at - dedup_window,),
     ).fetchone()
+    dimensions: dict[int, int | None] = {}
+    unavailable: dict[int, str] = {}
+    for site, dimension, reason, since in conn.execute(
+        "SELECT site, dimension, unavailable, unavailable_at FROM key_dimensions"
+    ):
+        dimensions[int(site)] = dimension
+        if since is not None and at - since < DIMENSION_TTL:
+            unavailable[int(site)] = reason or "lookups refused"
     oldest = min(oldest_values, default=None)
     flushes = last_flushes(conn, 1)
     return JournalStats(
@@ -65,6 +79,12 @@ def read_stats(
         delivered_keys=delivered,
         file_size=database_size(path),
         last_flush=flushes[0] if flushes else None,
+        awaiting_lookup=awaiting,
+        lookups_due=lookups_due,
+        next_lookup_at=next_lookup,
+        confirmed_by_lookup=confirmed,
+        key_dimensions=dimensions,
+        lookups_unavailable=unavailable,
     )
 
 

@@ -15,7 +15,6 @@ from typing import Any, Final
 
 from matokit.errors import StorageError
 from matokit.journal import lookup
-from matokit.journal.connection import JournalConnection
 from matokit.journal.ids import IdCollision
 from matokit.journal.queries import (
     CLAIM_SQL,
@@ -29,6 +28,7 @@ from matokit.journal.queries import (
     params_json,
     state_filter,
 )
+from matokit.journal.reconciling import Reconciling
 from matokit.journal.records import EnqueueResult, Entry, EntryState, JournalStats, NewHit
 from matokit.journal.schema import ENTRY_COLUMNS
 from matokit.journal.stats import last_flushes, read_stats
@@ -40,7 +40,7 @@ _MAX_ERROR_LENGTH = 2000
 _PAGE_SIZE = 500
 
 
-class Journal(JournalConnection):
+class Journal(Reconciling):
     """The retry journal of one profile, stored in the SQLite file at `path`."""
 
     # -- adding hits --
@@ -92,20 +92,34 @@ class Journal(JournalConnection):
     # -- the delivery cycle --
 
     def claim(
-        self, owner: str, *, limit: int, lease_seconds: float, now: float | None = None
+        self,
+        owner: str,
+        *,
+        limit: int,
+        lease_seconds: float,
+        now: float | None = None,
+        stamp: bool = False,
     ) -> list[Entry]:
         """Lease up to `limit` due hits to `owner`, oldest first, counting one attempt each.
 
-        Due means pending or sent_unconfirmed with `next_attempt_at <= now`, or inflight with an
-        expired lease (its flusher died; that send counts as unconfirmed). The claimed hits are
-        inflight until acked, rescheduled, released, killed or their lease expires.
+        Due means pending or sent_unconfirmed with `next_attempt_at <= now` and not awaiting a
+        lookup, or inflight with an expired lease (its flusher died; that send counts as
+        unconfirmed). The claimed hits are inflight until acked, rescheduled, released, killed
+        or their lease expires; their `sent_at` is now. With `stamp`, each takes its site's
+        remembered key dimension (`remember_dimension`), which its send must carry.
         """
         if limit <= 0:
             return []
         if lease_seconds <= 0:
             raise ValueError("lease_seconds must be positive")
         at = self._now(now)
-        params = {"owner": owner, "expires": at + lease_seconds, "now": at, "limit": limit}
+        params = {
+            "owner": owner,
+            "expires": at + lease_seconds,
+            "now": at,
+            "limit": limit,
+            "stamp": int(stamp),
+        }
         rows = self._write(lambda conn: conn.execute(CLAIM_SQL, params).fetchall())
         return sorted((entry_from_row(row) for row in rows), key=lambda entry: entry.id)
 
@@ -302,8 +316,10 @@ class Journal(JournalConnection):
 
     def tally(self, mark: int) -> dict[tuple[bool, str], int]:
         """(journaled after `mark`, state) -> how many entries: counted by SQLite, so an import
-        of a million lines does not hold a million ids in memory."""
-        sql = "SELECT rowid > ?, state, COUNT(*) FROM entries GROUP BY 1, 2"
+        of a million lines does not hold a million ids in memory. Hits awaiting a lookup are
+        counted under "awaiting_lookup" rather than their state."""
+        sql = """SELECT rowid > ?, CASE WHEN verify THEN 'awaiting_lookup' ELSE state END,
+                        COUNT(*) FROM entries GROUP BY 1, 2"""
         rows = self._read(lambda conn: conn.execute(sql, (mark,)).fetchall())
         return {(bool(after), str(state)): int(count) for after, state, count in rows}
 
