@@ -5,11 +5,11 @@ _matokit_complete() {
         w="${COMP_WORDS[i]}"
         [[ "$w" == -* ]] && continue
         case "${path:+$path }$w" in
-            "api"|"cache"|"cache clear"|"cache stats"|"completions"|"config"|"config init"|"config profiles"|"config show"|"config test"|"describe"|"health"|"health serve"|"queue"|"queue export"|"queue flush"|"queue list"|"queue purge"|"queue retry-dead"|"queue retry-unattributed"|"queue status"|"report"|"report list"|"report show"|"report summary"|"track"|"track event"|"track goal"|"track import"|"track order"|"track pageview") path="${path:+$path }$w" ;;
+            "api"|"cache"|"cache clear"|"cache stats"|"completions"|"config"|"config init"|"config profiles"|"config show"|"config test"|"describe"|"health"|"health serve"|"queue"|"queue export"|"queue flush"|"queue list"|"queue purge"|"queue reconcile"|"queue retry-dead"|"queue retry-unattributed"|"queue status"|"report"|"report list"|"report show"|"report summary"|"setup"|"setup exactly-once"|"track"|"track event"|"track goal"|"track import"|"track order"|"track pageview") path="${path:+$path }$w" ;;
         esac
     done
     case "$path" in
-        "") words="api cache completions config describe health queue report track --profile --url --site --token-file --config --timeout --log-format --verbose -v --quiet -q --debug --version" ;;
+        "") words="api cache completions config describe health queue report setup track --profile --url --site --token-file --config --timeout --log-format --verbose -v --quiet -q --debug --version" ;;
         "api") words="--format --allow-write" ;;
         "cache") words="clear stats" ;;
         "cache clear") words="--expired --format -f" ;;
@@ -23,11 +23,12 @@ _matokit_complete() {
         "describe") words="--format" ;;
         "health") words="serve --check --format --output --warn-latency --crit-latency --warn-queue-age --crit-queue-age --warn-queue-depth --crit-queue-depth --max-time" ;;
         "health serve") words="--listen --interval --allow-remote --check --warn-latency --crit-latency --warn-queue-age --crit-queue-age --warn-queue-depth --crit-queue-depth --max-time" ;;
-        "queue") words="export flush list purge retry-dead retry-unattributed status" ;;
+        "queue") words="export flush list purge reconcile retry-dead retry-unattributed status" ;;
         "queue export") words="--dead --unattributed" ;;
         "queue flush") words="--batch-size --max-time --max-events --all --wait --wait-timeout --format" ;;
         "queue list") words="--dead --unattributed --limit --format" ;;
         "queue purge") words="--dead --unattributed --older-than --format" ;;
+        "queue reconcile") words="--wait --max-time --format" ;;
         "queue retry-dead") words="--all --format" ;;
         "queue retry-unattributed") words="--all --format" ;;
         "queue status") words="--format" ;;
@@ -35,6 +36,8 @@ _matokit_complete() {
         "report list") words="--all --site --format -f --no-cache --csv-safe" ;;
         "report show") words="--period -p --date -d --segment --limit -n --columns -c --site --format -f --chart --no-cache --refresh --csv-safe" ;;
         "report summary") words="--period -p --date -d --segment --limit -n --site --format -f --no-cache --refresh --csv-safe" ;;
+        "setup") words="exactly-once" ;;
+        "setup exactly-once") words="--site --format" ;;
         "track") words="event goal import order pageview" ;;
         "track event") words="--category --action --name --value --site --visitor-id --user-id --at --dimension --param --idempotency-key --queue --dry-run --format" ;;
         "track goal") words="--goal --revenue --site --visitor-id --user-id --at --dimension --param --idempotency-key --queue --dry-run --format" ;;
@@ -56,6 +59,7 @@ _matokit_complete() {
         "queue flush|--format") words="text json" ;;
         "queue list|--format") words="text json" ;;
         "queue purge|--format") words="text json" ;;
+        "queue reconcile|--format") words="text json" ;;
         "queue retry-dead|--format") words="text json" ;;
         "queue retry-unattributed|--format") words="text json" ;;
         "queue status|--format") words="text json" ;;
@@ -65,6 +69,7 @@ _matokit_complete() {
         "report show|-f") words="table json csv ndjson" ;;
         "report summary|--format") words="table json csv ndjson" ;;
         "report summary|-f") words="table json csv ndjson" ;;
+        "setup exactly-once|--format") words="text json" ;;
         "track event|--format") words="text json" ;;
         "track goal|--format") words="text json" ;;
         "track import|--format") words="text json" ;;

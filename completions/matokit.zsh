@@ -7,11 +7,11 @@ _matokit() {
         w="${words[i]}"
         [[ "$w" == -* ]] && continue
         case "${path:+$path }$w" in
-            "api"|"cache"|"cache clear"|"cache stats"|"completions"|"config"|"config init"|"config profiles"|"config show"|"config test"|"describe"|"health"|"health serve"|"queue"|"queue export"|"queue flush"|"queue list"|"queue purge"|"queue retry-dead"|"queue retry-unattributed"|"queue status"|"report"|"report list"|"report show"|"report summary"|"track"|"track event"|"track goal"|"track import"|"track order"|"track pageview") path="${path:+$path }$w" ;;
+            "api"|"cache"|"cache clear"|"cache stats"|"completions"|"config"|"config init"|"config profiles"|"config show"|"config test"|"describe"|"health"|"health serve"|"queue"|"queue export"|"queue flush"|"queue list"|"queue purge"|"queue reconcile"|"queue retry-dead"|"queue retry-unattributed"|"queue status"|"report"|"report list"|"report show"|"report summary"|"setup"|"setup exactly-once"|"track"|"track event"|"track goal"|"track import"|"track order"|"track pageview") path="${path:+$path }$w" ;;
         esac
     done
     case "$path" in
-        "") choices=(api cache completions config describe health queue report track --profile --url --site --token-file --config --timeout --log-format --verbose -v --quiet -q --debug --version) ;;
+        "") choices=(api cache completions config describe health queue report setup track --profile --url --site --token-file --config --timeout --log-format --verbose -v --quiet -q --debug --version) ;;
         "api") choices=(--format --allow-write) ;;
         "cache") choices=(clear stats) ;;
         "cache clear") choices=(--expired --format -f) ;;
@@ -25,11 +25,12 @@ _matokit() {
         "describe") choices=(--format) ;;
         "health") choices=(serve --check --format --output --warn-latency --crit-latency --warn-queue-age --crit-queue-age --warn-queue-depth --crit-queue-depth --max-time) ;;
         "health serve") choices=(--listen --interval --allow-remote --check --warn-latency --crit-latency --warn-queue-age --crit-queue-age --warn-queue-depth --crit-queue-depth --max-time) ;;
-        "queue") choices=(export flush list purge retry-dead retry-unattributed status) ;;
+        "queue") choices=(export flush list purge reconcile retry-dead retry-unattributed status) ;;
         "queue export") choices=(--dead --unattributed) ;;
         "queue flush") choices=(--batch-size --max-time --max-events --all --wait --wait-timeout --format) ;;
         "queue list") choices=(--dead --unattributed --limit --format) ;;
         "queue purge") choices=(--dead --unattributed --older-than --format) ;;
+        "queue reconcile") choices=(--wait --max-time --format) ;;
         "queue retry-dead") choices=(--all --format) ;;
         "queue retry-unattributed") choices=(--all --format) ;;
         "queue status") choices=(--format) ;;
@@ -37,6 +38,8 @@ _matokit() {
         "report list") choices=(--all --site --format -f --no-cache --csv-safe) ;;
         "report show") choices=(--period -p --date -d --segment --limit -n --columns -c --site --format -f --chart --no-cache --refresh --csv-safe) ;;
         "report summary") choices=(--period -p --date -d --segment --limit -n --site --format -f --no-cache --refresh --csv-safe) ;;
+        "setup") choices=(exactly-once) ;;
+        "setup exactly-once") choices=(--site --format) ;;
         "track") choices=(event goal import order pageview) ;;
         "track event") choices=(--category --action --name --value --site --visitor-id --user-id --at --dimension --param --idempotency-key --queue --dry-run --format) ;;
         "track goal") choices=(--goal --revenue --site --visitor-id --user-id --at --dimension --param --idempotency-key --queue --dry-run --format) ;;
@@ -58,6 +61,7 @@ _matokit() {
         "queue flush|--format") choices=(text json) ;;
         "queue list|--format") choices=(text json) ;;
         "queue purge|--format") choices=(text json) ;;
+        "queue reconcile|--format") choices=(text json) ;;
         "queue retry-dead|--format") choices=(text json) ;;
         "queue retry-unattributed|--format") choices=(text json) ;;
         "queue status|--format") choices=(text json) ;;
@@ -67,6 +71,7 @@ _matokit() {
         "report show|-f") choices=(table json csv ndjson) ;;
         "report summary|--format") choices=(table json csv ndjson) ;;
         "report summary|-f") choices=(table json csv ndjson) ;;
+        "setup exactly-once|--format") choices=(text json) ;;
         "track event|--format") choices=(text json) ;;
         "track goal|--format") choices=(text json) ;;
         "track import|--format") choices=(text json) ;;

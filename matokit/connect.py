@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING
 
 from matokit.config import Settings
@@ -22,12 +22,14 @@ def client_for(
     need_token: bool = True,
     clock: Callable[[], float] = time.time,
     allow_write: bool = False,
+    allowed_writes: Iterable[str] = (),
 ) -> MatomoClient:
     """A client for the profile: URL, token, timeouts, TLS, rate limit, token memory, pause.
 
     `need_token=False` lets a command run without a token when none is configured (tracking
     recent hits works without one); a configured token is always loaded and used.
-    `allow_write=True` lets Reporting API methods that change Matomo through (`api --allow-write`).
+    `allow_write=True` lets Reporting API methods that change Matomo through (`api --allow-write`);
+    `allowed_writes` lets only the methods it names through (`setup exactly-once`).
     """
     from matokit.client import MatomoClient
     from matokit.serverpause import ServerPause
@@ -50,4 +52,5 @@ def client_for(
         queuedtracking=settings.queuedtracking,
         logger=logging.getLogger("matokit.client"),
         allow_write=allow_write,
+        allowed_writes=allowed_writes,
     )

@@ -140,9 +140,17 @@ def _report_writes(params: Mapping[str, object]) -> list[Verdict]:
     return [verdict] if verdict.writes else []
 
 
-def require_read_only(method: str, params: Mapping[str, object] | None = None) -> None:
-    """Raise WriteRefusedError when the call would run a method that changes Matomo."""
-    found = writes_in(method, params)
+def require_read_only(
+    method: str, params: Mapping[str, object] | None = None, *, allowed: Iterable[str] = ()
+) -> None:
+    """Raise WriteRefusedError when the call would run a method that changes Matomo.
+
+    Methods named in `allowed` (`Module.method`, compared like Matomo does: trimmed, without
+    regard to case) may change Matomo: a command that needs exactly those writes lets them
+    through and nothing else.
+    """
+    permitted = {name.strip().lower() for name in allowed}
+    found = [v for v in writes_in(method, params) if v.method.lower() not in permitted]
     if not found:
         return
     first = found[0]

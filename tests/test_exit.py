@@ -15,8 +15,11 @@ from matokit.cli.exit import (
     import_exit_code,
     track_exit_code,
     usage_exit_code,
+    worst_exit_code,
 )
 from matokit.delivery import FlushResult, ImportResult, TrackOutcome, TrackState
+from matokit.exactlyonce.dimension import DimensionUnavailable
+from matokit.exactlyonce.setup import KeyDimensionError
 from matokit.flushrecord import StopReason
 from matokit.stopping import Interrupted
 from tests.clirunner import invoke
@@ -46,6 +49,9 @@ TABLE = [
     (errors.ServerPausedError("x", until=3, retry_after=3), 69),
     (errors.UnavailableError("x"), 69),
     (errors.ProtocolError("x"), 69),
+    (DimensionUnavailable("x", site=1, reason="x", kind="no_view_access"), 77),
+    (DimensionUnavailable("x", site=1, reason="x", kind="plugin_disabled"), 78),
+    (KeyDimensionError("x", site=1), 78),
     (RuntimeError("bug"), 1),
     (KeyboardInterrupt(), 130),
     (Interrupted(signal.SIGINT), 130),
@@ -62,6 +68,20 @@ def test_exit_code_for(error, code):
 def test_under_health_every_error_is_unknown_but_a_signal(error, code):
     expected = code if isinstance(error, KeyboardInterrupt | Interrupted) else 3
     assert exit_code_for(error, command="health") == expected
+
+
+@pytest.mark.parametrize(
+    ("failures", "code"),
+    [
+        ([], 0),
+        ([errors.UnavailableError("x")], 69),
+        ([errors.UnavailableError("x"), KeyDimensionError("x", site=2)], 78),
+        ([KeyDimensionError("x", site=1), errors.PermissionDeniedError("x")], 77),
+        ([errors.PermissionDeniedError("x"), RuntimeError("bug")], 1),
+    ],
+)
+def test_worst_exit_code_is_the_most_urgent_failure(failures, code):
+    assert worst_exit_code(failures) == code
 
 
 def test_click_usage_errors_are_2_and_unknown_under_health():

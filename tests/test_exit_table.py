@@ -38,6 +38,7 @@ COMMANDS: dict[str, tuple[tuple[str, ...], str | None]] = {
     "config show": (("config", "show"), None),
     "cache stats": (("cache", "stats"), None),
     "health": (("health", "--check", "config,queue"), None),
+    "setup": (("setup", "exactly-once"), None),
 }
 
 
@@ -85,22 +86,23 @@ ROWS = [
     ),
     Row(
         "78 no Matomo at the URL (HTTP 404)",
-        {"track": 78, "import": 78, "queue flush": 78, "report": 78, "api": 78},
+        {"track": 78, "import": 78, "queue flush": 78, "report": 78, "api": 78, "setup": 78},
         fault=Fault(endpoint="any", status=404),
     ),
     Row(
         "65 data rejected",
-        {"track": 65, "import": 65, "report": 65, "api": 65},
+        {"track": 65, "import": 65, "report": 65, "api": 65, "setup": 65},
         argv={
             "track": (("track", "goal", "--goal", "99"), None),  # Matomo refuses the hit
             "import": (("track", "import", "-"), "{oops\n" + GOOD_LINE),  # an invalid line
             "report": (("report", "visits", "--site", "99"), None),  # no such site
             "api": (("api", "Nope.getNothing"), None),  # Matomo knows no such method
+            "setup": (("setup", "exactly-once", "--site", "99"), None),  # no such site
         },
     ),
     Row(
         "69 Matomo unavailable, nothing queued",
-        {"report": 69, "api": 69},
+        {"report": 69, "api": 69, "setup": 69},
         fault=Fault(endpoint="api", status=500, body="Internal Server Error"),
     ),
     Row(
@@ -116,7 +118,7 @@ ROWS = [
     ),
     Row(
         "77 token refused",
-        {"track": 77, "import": 77, "queue flush": 77, "report": 77, "api": 77},
+        {"track": 77, "import": 77, "queue flush": 77, "report": 77, "api": 77, "setup": 77},
         env={"MATOMO_TOKEN": BAD_TOKEN},
         argv={
             "track": (("track", "event", "--category", "c", "--action", "a", "--at", OLD), None),

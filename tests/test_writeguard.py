@@ -204,3 +204,28 @@ def test_report_and_api_accept_the_same_method_names() -> None:
 
     assert reports.find("MyPlugin.get_stats").method == "MyPlugin.get_stats"
     assert reports.find("My_Plugin.getStats").method == "My_Plugin.getStats"
+
+
+# --- a command that needs a few writes allows exactly those ---------------------------------
+
+CONFIGURE = ("CustomDimensions.configureNewCustomDimension",)
+
+
+def test_an_allowed_write_passes_and_other_writes_are_still_refused():
+    require_read_only(CONFIGURE[0], allowed=CONFIGURE)
+    require_read_only(" customdimensions.CONFIGURENEWCUSTOMDIMENSION", allowed=CONFIGURE)
+    with pytest.raises(WriteRefusedError, match=r"SitesManager\.deleteSite"):
+        require_read_only("SitesManager.deleteSite", allowed=CONFIGURE)
+    bulk = {"urls[0]": f"method={CONFIGURE[0]}", "urls[1]": "method=SitesManager.deleteSite"}
+    with pytest.raises(WriteRefusedError, match=r"SitesManager\.deleteSite"):
+        require_read_only("API.getBulkRequest", bulk, allowed=CONFIGURE)
+
+
+@responses.activate
+def test_client_with_allowed_writes_sends_only_those():
+    responses.post(f"{BASE}index.php", json={"value": 4})
+    client = MatomoClient(base_url=BASE, token="0" * 32, allowed_writes=CONFIGURE)
+    assert client.call(CONFIGURE[0], idSite=1, name="k", scope="action", active=1) == {"value": 4}
+    with pytest.raises(WriteRefusedError):
+        client.call("CustomDimensions.configureExistingCustomDimension", idDimension=1)
+    assert len(responses.calls) == 1

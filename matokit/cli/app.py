@@ -20,7 +20,7 @@ def _flag(*names: str, help: str) -> Any:
 
 def build_app() -> typer.Typer:
     """The Typer application with every command group registered."""
-    from matokit.cli import api, config, describe, health, queue, report, track
+    from matokit.cli import api, config, describe, health, queue, report, setup, track
     from matokit.cli import cache as cache_cli
 
     app = typer.Typer(
@@ -41,6 +41,7 @@ def build_app() -> typer.Typer:
     app.command("api")(api.api_command)
     app.add_typer(health.app, name="health")
     app.add_typer(cache_cli.app, name="cache")
+    app.add_typer(setup.app, name="setup")
     app.command("describe")(describe.describe_command)
     app.command("completions")(describe.completions_command)
     return app

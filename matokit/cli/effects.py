@@ -43,6 +43,7 @@ COMMANDS: dict[str, str] = {
     "report list": READ_ONLY,
     "report show": READ_ONLY,
     "report summary": READ_ONLY,
+    "setup exactly-once": WRITES_MATOMO,  # creates or activates a custom dimension
     "track event": WRITES_MATOMO,
     "track goal": WRITES_MATOMO,
     "track import": WRITES_MATOMO,

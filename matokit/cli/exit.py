@@ -1,9 +1,10 @@
 """Exit codes (README's exit-code table) and the only mapping from outcomes to codes.
 
 Every command returns one of these codes, decided here and nowhere else: errors (`exit_code_for`,
-`usage_exit_code`), and the outcomes of `track` (`track_exit_code`), `track import`
-(`import_exit_code`), `queue flush` (`flush_exit_code`), `queue reconcile`
-(`reconcile_exit_code`) and `health` (`health_exit_code`).
+`usage_exit_code`; several at once, one per site: `worst_exit_code`), and the outcomes of
+`track` (`track_exit_code`), `track import` (`import_exit_code`), `queue flush`
+(`flush_exit_code`), `queue reconcile` (`reconcile_exit_code`) and `health`
+(`health_exit_code`).
 The rules, in README's words:
 
 - a value given on the command line that is invalid is a usage error (2); the same value from
@@ -14,6 +15,8 @@ The rules, in README's words:
   configuration error (78) for every command;
 - hits kept in the journal because of a refused token exit 77, because of a wrong URL 78, and
   because Matomo is out of reach for now 75;
+- exactly-once needs the CustomDimensions plugin (off: 78) and a token that can see the site's
+  dimensions (77);
 - `health` follows the monitoring-plugin convention: its verdict is 0-3, and anything that is
   not a verdict (a bad argument, an unwritable `--output`, a bug) is UNKNOWN (3).
 """
@@ -21,12 +24,13 @@ The rules, in README's words:
 from __future__ import annotations
 
 import signal
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from enum import IntEnum
 from typing import TYPE_CHECKING
 
 from matokit import errors
+from matokit.exactlyonce.dimension import NO_VIEW_ACCESS, DimensionUnavailable
 from matokit.stopping import Interrupted
 
 if TYPE_CHECKING:
@@ -101,7 +105,34 @@ def exit_code_for(error: BaseException, *, command: str = "") -> int:
     for cls, code in _MAPPING:
         if isinstance(error, cls):
             return code
+    if isinstance(error, DimensionUnavailable):
+        return ExitCode.NOPERM if error.kind == NO_VIEW_ACCESS else ExitCode.CONFIG
     return ExitCode.INTERNAL
+
+
+# When one command ends with several failures (one per site), the code of the one an operator
+# must act on first: a bug, then the token, the configuration, local storage, the data, and
+# last what may pass by itself.
+_URGENCY: tuple[ExitCode, ...] = (
+    ExitCode.INTERNAL,
+    ExitCode.NOPERM,
+    ExitCode.CONFIG,
+    ExitCode.IOERR,
+    ExitCode.USAGE,
+    ExitCode.DATA,
+    ExitCode.UNAVAILABLE,
+    ExitCode.TEMPFAIL,
+)
+
+
+def worst_exit_code(errors: Iterable[BaseException], *, command: str = "") -> int:
+    """The code of the most urgent of several failures (`setup exactly-once`, one per site);
+    0 when there are none."""
+    codes = {exit_code_for(error, command=command) for error in errors}
+    for code in _URGENCY:
+        if code in codes:
+            return code
+    return max(codes, default=ExitCode.OK)
 
 
 @contextmanager

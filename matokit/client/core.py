@@ -11,7 +11,7 @@ from __future__ import annotations
 import http.client
 import logging
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from matokit import writeguard
@@ -58,6 +58,7 @@ class MatomoClient(Closing):
         queuedtracking: bool = False,
         logger: logging.Logger | None = None,
         allow_write: bool = False,
+        allowed_writes: Iterable[str] = (),
     ) -> None:
         # user:password@ in the URL goes in a header, never in a URL that is logged or cached.
         self._auth = transport.basic_auth(base_url)
@@ -72,8 +73,10 @@ class MatomoClient(Closing):
         self._pause = server_pause
         self._user_agent = user_agent
         self._queuedtracking = queuedtracking
-        # Reporting API methods that change Matomo are refused unless the caller opts in.
+        # Reporting API methods that change Matomo are refused unless the caller opts in:
+        # to all of them (`api --allow-write`) or to the few it needs (`allowed_writes`).
         self._allow_write = allow_write
+        self._allowed_writes = frozenset(allowed_writes)
         self._log = logger or logging.getLogger("matokit.client")
         self._failures = Failures(
             token=self._token, clock=clock, memory=token_memory, log=self._log
@@ -172,7 +175,7 @@ class MatomoClient(Closing):
 
     def _check_write(self, method: str, params: Mapping[str, Any]) -> None:
         if not self._allow_write:
-            writeguard.require_read_only(method, params)
+            writeguard.require_read_only(method, params, allowed=self._allowed_writes)
 
     # -- the wire
 

@@ -50,6 +50,7 @@ def commands(tmp: Path) -> list[list[str]]:
         ["health", "--format", "json"],
         ["health", "--format", "prometheus", "--output", str(output)],
         ["health", "--format", "nagios"],
+        ["setup", "exactly-once"],
     ]
 
 
