@@ -37,6 +37,7 @@ COMMANDS: dict[str, str] = {
     "queue flush": WRITES_MATOMO,
     "queue list": READ_ONLY,
     "queue purge": WRITES_LOCAL,
+    "queue reconcile": WRITES_LOCAL,  # reads Matomo (lookups), changes only the journal
     "queue retry-dead": WRITES_LOCAL,
     "queue retry-unattributed": MAY_DOUBLE_COUNT,
     "queue status": READ_ONLY,
