@@ -357,6 +357,9 @@ def entry_view(entry: Entry) -> dict[str, Any]:
         "last_error": entry.last_error,
         "reason": entry.reason,
         "sent_unconfirmed": entry.sent_unconfirmed,
+        "awaiting_lookup": entry.verify,
+        "key_dimension": entry.dimension,
+        "sent_at": entry.sent_at,
     }
 
 
