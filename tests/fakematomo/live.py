@@ -146,7 +146,6 @@ def visit_details(
     action_dims = sorted(i for i, scope in dims.items() if scope == "action")
     first = datetime.fromtimestamp(visit.first_ts, zone)
     last = datetime.fromtimestamp(visit.last_ts, zone)
-    actions = [h for h in visit.hits if h[2] != "ping"]
     device = visit.device
     _code, ref_name = REFERRER_TYPES[visit.referrer.kind]
     octets = visit.ip.split(".")
@@ -196,7 +195,7 @@ def visit_details(
         "secondsSinceLastEcommerceOrder": None,
         "visitDuration": visit.length,
         "visitDurationPretty": _pretty(visit.length),
-        "searches": sum(1 for h in actions if h[2] == "search"),
+        "searches": visit.kinds["search"],
         "actions": visit.nb_actions,
         "interactions": visit.nb_actions,
         "referrerType": visit.referrer.kind,
@@ -241,7 +240,7 @@ def visit_details(
         "totalAbandonedCartsRevenue": 0,
         "totalAbandonedCarts": 0,
         "totalAbandonedCartsItems": 0,
-        "events": sum(1 for h in actions if h[2] == "event"),
+        "events": visit.kinds["event"],
         "continent": "Unknown",
         "continentCode": "unk",
         "country": country,

@@ -125,7 +125,8 @@ def last_visits(call: Call) -> list[dict[str, Any]]:
         def lookup(iddim: int, value: str, idsite: int = idsite) -> list[Visit]:
             return call.visits.with_value(idsite, iddim, value)
 
-        visits = filter_visits(all_visits.get(idsite, []), call.param("segment"), dims[idsite], lookup)
+        segment = call.param("segment")
+        visits = filter_visits(all_visits.get(idsite, []), segment, dims[idsite], lookup)
         chosen.extend(
             v
             for v in visits

@@ -106,6 +106,8 @@ def matches(visit: Visit, clauses: list[list[Condition]]) -> bool:
 
 def _matches_one(visit: Visit, condition: Condition) -> bool:
     name, op, wanted = condition
+    if op in ("==", "!=") and (m := _DIMENSION.fullmatch(name)):
+        return visit.has_value(int(m[1]), wanted) is (op == "==")
     values = _values(name, visit)
     if op in ("!=", "!@"):
         positive = "==" if op == "!=" else "=@"

@@ -8,10 +8,10 @@ import socket
 import sys
 import threading
 import traceback
+from collections import Counter
 from collections.abc import Callable, Mapping
 from email.utils import formatdate
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from collections import Counter
 from pathlib import Path
 from types import TracebackType
 from typing import Any

@@ -14,8 +14,10 @@ import hashlib
 import json
 import re
 import threading
+from collections import Counter
 from dataclasses import dataclass, field
 from datetime import date, datetime
+from functools import cached_property
 from typing import Any
 from urllib.parse import parse_qs, urlparse
 from zoneinfo import ZoneInfo
@@ -127,14 +129,28 @@ class Visit:
     dims: dict[int, list[str]] = field(default_factory=dict)
     # Parallel to hits: the action-scope values stored with each hit.
     action_dims: list[dict[int, str]] = field(default_factory=list)
+    _value_sets: dict[int, frozenset[str]] = field(default_factory=dict, repr=False, compare=False)
+
+    # The cached properties below are read only once a visit is built (its hits are final).
+    @cached_property
+    def kinds(self) -> Counter[str]:
+        """How many hits of each kind (pageview, event, ..., ping) the visit has."""
+        return Counter(h[2] for h in self.hits)
 
     @property
     def actions(self) -> list[tuple[float, dict[str, Any], str]]:
         return [h for h in self.hits if h[2] in ACTION_KINDS]
 
-    @property
+    @cached_property
     def nb_actions(self) -> int:
-        return sum(1 for h in self.hits if h[2] in ACTION_KINDS)
+        return sum(self.kinds[k] for k in ACTION_KINDS)
+
+    def has_value(self, iddimension: int, value: str) -> bool:
+        """Whether custom dimension `iddimension` has `value` stored on this visit."""
+        found = self._value_sets.get(iddimension)
+        if found is None:
+            found = self._value_sets[iddimension] = frozenset(self.dims.get(iddimension, ()))
+        return value in found
 
     @property
     def length(self) -> int:
