@@ -28,8 +28,8 @@ from tests.fakematomo.periods import (
     parse_date,
     period_end,
     period_start,
+    range_bounds,
 )
-from tests.fakematomo.periods import _range_bounds as range_bounds
 from tests.fakematomo.segments import filter_visits
 from tests.fakematomo.tables import TableOptions
 from tests.fakematomo.visits import Visit
