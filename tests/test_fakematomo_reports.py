@@ -299,7 +299,7 @@ def test_live_lists_visits_newest_first(srv: FakeMatomo) -> None:
 
 def test_live_segment_on_a_dimension_finds_keys(fake_matomo: FakeMatomo) -> None:
     items = [f"?idsite=1&rec=1&dimension1=K{i}&cid={i:016x}" for i in range(5)]
-    bulk(fake_matomo, items)
+    bulk(fake_matomo, items)  # before the dimension exists: Matomo ignores the values
     segment = "dimension1==K1,dimension1==K3"
     unconfigured = api(fake_matomo, "Live.getLastVisitsDetails", SUPERUSER_TOKEN, idSite=1,
                        segment=segment)  # fmt: skip
@@ -307,8 +307,10 @@ def test_live_segment_on_a_dimension_finds_keys(fake_matomo: FakeMatomo) -> None
     created = api(fake_matomo, "CustomDimensions.configureNewCustomDimension", SUPERUSER_TOKEN,
                   idSite=1, name="hit key", scope="action", active=1)  # fmt: skip
     assert created.json() == {"value": 1}
+    assert get(fake_matomo, "Live.getLastVisitsDetails", segment=segment) == []
+    bulk(fake_matomo, items)
     found = get(fake_matomo, "Live.getLastVisitsDetails", segment=segment, filter_limit=-1)
-    keys = sorted(a["dimension1"] for v in found for a in v["actionDetails"])
+    keys = sorted(a["dimension1"] for v in found for a in v["actionDetails"] if a["dimension1"])
     assert keys == ["K1", "K3"]
     listed = get(fake_matomo, "CustomDimensions.getConfiguredCustomDimensions", idSite=1)
     assert [(d["idcustomdimension"], d["scope"]) for d in listed] == [("1", "action")]

@@ -11,6 +11,7 @@ from types import FrameType
 from tests.fakematomo.access import ADMIN_TOKEN, SUPERUSER_TOKEN, VIEW_TOKEN
 from tests.fakematomo.faults import Fault
 from tests.fakematomo.server import FakeMatomo
+from tests.fakematomo.state import MAX_ACTIONS_PER_VISIT
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -27,6 +28,41 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--hits", metavar="FILE", help="JSON Lines of tracking parameters to store at start"
     )
+    parser.add_argument(
+        "--visitor-log-maximum-actions-per-visit",
+        type=int,
+        default=MAX_ACTIONS_PER_VISIT,
+        metavar="N",
+        help="Live shows at most N actions of a visit (Matomo's default: 500)",
+    )
+    parser.add_argument(
+        "--visible-after",
+        type=float,
+        default=0.0,
+        metavar="SECONDS",
+        help="stored hits show in Live and reports only this long after they were stored",
+    )
+    parser.add_argument(
+        "--custom-dimension",
+        action="append",
+        default=[],
+        metavar="IDSITE:NAME[:SCOPE]",
+        help="configure an active custom dimension at start (scope: action by default)",
+    )
+    parser.add_argument(
+        "--disable-visits-log",
+        action="append",
+        default=[],
+        metavar="IDSITE|all",
+        help="Live's 'disable visits log' setting for a site, or for all (globally)",
+    )
+    parser.add_argument(
+        "--deactivate-plugin",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="answer the plugin's API methods with 'The plugin NAME is not enabled' (e.g. Live)",
+    )
     args = parser.parse_args(argv)
 
     done = threading.Event()
@@ -41,7 +77,17 @@ def main(argv: list[str] | None = None) -> int:
         port=args.port,
         record_requests=not args.no_request_log,
         verbose=args.verbose,
+        visitor_log_maximum_actions_per_visit=args.visitor_log_maximum_actions_per_visit,
+        visible_after=args.visible_after,
     ).start()
+    for spec in args.custom_dimension:
+        idsite, _, rest = spec.partition(":")
+        name, _, scope = rest.partition(":")
+        srv.add_custom_dimension(int(idsite), name, scope or "action")
+    for which in args.disable_visits_log:
+        srv.disable_visits_log(None if which == "all" else int(which))
+    for plugin in args.deactivate_plugin:
+        srv.deactivate_plugin(plugin)
     if args.hits:
         srv.load_hits(args.hits)
     if args.latency > 0:

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qsl
 
-from tests.fakematomo import api_reports, dimensions
+from tests.fakematomo import api_reports, dimensions, live_api
 from tests.fakematomo.access import Access
 from tests.fakematomo.call import Call
 from tests.fakematomo.errors import ApiError, needs_some_access, needs_superuser
@@ -184,12 +184,19 @@ PLUGINS: dict[str, dict[str, tuple[tuple[str, ...], Handler]]] = {
         "deleteAllTrackingFailures": ((), _delete_failures),
     },
     "Live": {
-        "getLastVisitsDetails": (("idSite",), api_reports.last_visits),
-        "getCounters": (("idSite", "lastMinutes"), api_reports.counters),
+        "getLastVisitsDetails": (("idSite",), live_api.last_visits),
+        "getCounters": (("idSite", "lastMinutes"), live_api.counters),
     },
     "BulkTracking": {},
     "CustomDimensions": {
-        "configureNewCustomDimension": (("idSite", "name", "scope"), dimensions.api_configure),
+        "configureNewCustomDimension": (
+            ("idSite", "name", "scope", "active"),
+            dimensions.api_configure_new,
+        ),
+        "configureExistingCustomDimension": (
+            ("idDimension", "idSite", "name", "active"),
+            dimensions.api_configure_existing,
+        ),
         "getConfiguredCustomDimensions": (("idSite",), dimensions.api_list),
     },
     "Login": {},
@@ -200,6 +207,7 @@ WRITES = frozenset(
         "SitesManager.deleteSite",
         "CoreAdminHome.deleteAllTrackingFailures",
         "CustomDimensions.configureNewCustomDimension",
+        "CustomDimensions.configureExistingCustomDimension",
     }
 )
 for _name in api_reports.REPORTS:
@@ -218,8 +226,14 @@ def dispatch(call: Call) -> Any:
     if not m:
         raise ApiError("The method name is invalid. Expected 'module.methodName'")
     plugin, action = m[1], m[2]
-    if plugin not in PLUGINS or plugin in call.state.deactivated_plugins:
+    if plugin not in PLUGINS:
         raise ApiError(f"The plugin {plugin} was not found.", 404)
+    if plugin in call.state.deactivated_plugins:
+        # Installed but deactivated (PluginDeactivatedException: a plain exception, HTTP 200).
+        raise ApiError(
+            f"The plugin {plugin} is not enabled. You can activate the plugin on Settings > "
+            "Plugins page in Matomo."
+        )
     entry = PLUGINS[plugin].get(action)
     if entry is None:
         raise ApiError(

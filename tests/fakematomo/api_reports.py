@@ -8,7 +8,6 @@ from typing import Any
 from tests.fakematomo import dimensions
 from tests.fakematomo import reports as r
 from tests.fakematomo.call import Call
-from tests.fakematomo.live import visit_details
 from tests.fakematomo.metadata import report_methods
 from tests.fakematomo.periods import Span, resolve
 from tests.fakematomo.render import Keyed
@@ -91,52 +90,3 @@ def report(call: Call, method: str) -> Any:
     if multi_site:
         return Keyed("idSite", results)
     return results[str(ids[0])]
-
-
-def last_visits(call: Call) -> list[dict[str, Any]]:
-    """Live.getLastVisitsDetails: raw visits (no archiving), newest first, one flat list."""
-    ids, _multi = call.sites(call.require("idSite"))
-    period, date = call.param("period"), call.param("date")
-    opts = TableOptions.from_params(call.params)
-    all_visits = call.visits.visits()
-    chosen: list[Visit] = []
-    dims = {i: dimensions.configured(call.state, i) for i in ids}
-    for idsite in ids:
-        visits = filter_visits(all_visits.get(idsite, []), call.param("segment"), dims[idsite])
-        if period and date:
-            spans, _keyed = resolve(period, date, call.today(idsite))
-            visits = [v for v in visits if any(s.start <= v.day <= s.end for s in spans)]
-        chosen.extend(visits)
-    min_ts = call.param("minTimestamp")
-    if min_ts.isdigit():
-        chosen = [v for v in chosen if v.last_ts >= int(min_ts)]
-    chosen.sort(key=lambda v: (v.last_ts, v.idvisit), reverse=opts.sort_desc)
-    chosen = chosen[opts.offset :]
-    if opts.limit >= 0:
-        chosen = chosen[: opts.limit]
-    with_actions = call.param("doNotFetchActions") != "1"
-    rows = [
-        visit_details(v, call.state.sites[v.idsite], dims[v.idsite], with_actions) for v in chosen
-    ]
-    if opts.show:
-        rows = [{k: v for k, v in row.items() if k in opts.show} for row in rows]
-    if opts.hide:
-        rows = [{k: v for k, v in row.items() if k not in opts.hide} for row in rows]
-    return rows
-
-
-def counters(call: Call) -> list[dict[str, int]]:
-    """Live.getCounters: what arrived in the last N minutes."""
-    ids, _multi = call.sites(call.require("idSite"))
-    minutes = call.require("lastMinutes")
-    since = call.state.clock() - 60 * (int(minutes) if minutes.isdigit() else 30)
-    all_visits = call.visits.visits()
-    recent = [v for i in ids for v in all_visits.get(i, []) if v.last_ts >= since]
-    return [
-        {
-            "visits": len(recent),
-            "actions": sum(v.nb_actions for v in recent),
-            "visitors": len({v.visitor_id for v in recent}),
-            "visitsConverted": sum(1 for v in recent if v.converted),
-        }
-    ]

@@ -21,8 +21,11 @@ class Fault:
     hang (never answer), drop="before" (close the socket unanswered, nothing stored),
     maintenance (503 HTML maintenance page), status/body (answer that status, default 200 when
     only a body is given, with an optional Retry-After), database_down (Matomo's own answers
-    to a dead database), lose_items (a bulk silently skips its last K items), drop="after"
-    (process and store, then close the socket unanswered).
+    to a dead database), lose_items (a bulk silently skips its last K items), and after the
+    request was processed (hits stored): stall_after (sleep that many seconds before
+    answering, so a client times out after Matomo stored its hits), garble_after (answer 200
+    with a body that is not JSON, e.g. a truncated answer behind a broken proxy), drop="after"
+    (close the socket unanswered).
     """
 
     endpoint: Endpoint = "any"
@@ -39,6 +42,8 @@ class Fault:
     method: str | None = None
     database_down: bool = False
     content_type: str | None = None
+    stall_after: float = 0.0
+    garble_after: bool = False
     # Bookkeeping, guarded by FaultBook's lock.
     seen: int = field(default=0, init=False, repr=False, compare=False)
     applied: int = field(default=0, init=False, repr=False, compare=False)
@@ -76,6 +81,8 @@ class Effects:
     answer: Fault | None = None
     database_down: bool = False
     lose_items: int = 0
+    stall_after: float = 0.0
+    garble_after: bool = False
 
     @property
     def empty(self) -> bool:
@@ -128,6 +135,8 @@ def _merge(effects: Effects, fault: Fault) -> None:
     effects.maintenance |= fault.maintenance
     effects.database_down |= fault.database_down
     effects.lose_items = max(effects.lose_items, fault.lose_items)
+    effects.stall_after = max(effects.stall_after, fault.stall_after)
+    effects.garble_after |= fault.garble_after
     # The first fault that supplies an answer wins; later ones only add delays.
     if effects.answer is None and (fault.status is not None or fault.body is not None):
         effects.answer = fault

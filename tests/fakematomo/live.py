@@ -9,6 +9,7 @@ from urllib.parse import urlparse
 from zoneinfo import ZoneInfo
 
 from tests.fakematomo.access import Site
+from tests.fakematomo.state import MAX_ACTIONS_PER_VISIT
 from tests.fakematomo.visits import COUNTRIES, REFERRER_TYPES, Visit
 
 _ICONS = {
@@ -41,16 +42,16 @@ def _pretty(seconds: int) -> str:
 
 
 def _action(
-    visit: Visit,
     index: int,
     hit: tuple[float, dict[str, Any], str],
+    next_ts: float | None,
     zone: ZoneInfo,
     site: Site,
+    values: dict[int, str],
     action_dims: list[int],
 ) -> dict[str, Any]:
     ts, params, kind = hit
-    following = [h[0] for h in visit.hits[index + 1 :] if h[2] != "ping"]
-    spent = int(following[0] - ts) if following else 0
+    spent = int(next_ts - ts) if next_ts is not None else 0
     stamp = datetime.fromtimestamp(ts, zone)
     url = params.get("url", "")
     title = params.get("action_name", "")
@@ -91,11 +92,9 @@ def _action(
             detail["goalName"] = site.goals.get(int(goal), "") if goal.isdigit() else ""
         if kind == "order":
             detail["orderId"] = params.get("ec_id", "")
-    # Only configured action-scope dimensions are kept; Matomo drops the others on tracking.
+    # What the tracker stored with this action (null if nothing), for the dimensions active now.
     for iddim in action_dims:
-        value = params.get(f"dimension{iddim}")
-        if value is not None:
-            detail[f"dimension{iddim}"] = value
+        detail[f"dimension{iddim}"] = values.get(iddim)
     return detail
 
 
@@ -107,15 +106,46 @@ def _number(text: Any) -> int | float:
     return int(value) if value.is_integer() else value
 
 
+_CONVERSIONS = ("goal", "order", "cart")
+
+
+def action_details(
+    visit: Visit, site: Site, action_dims: list[int], max_actions: int
+) -> list[dict[str, Any]]:
+    """The visit's actionDetails: at most `max_actions` actions (visitor_log_maximum_actions_
+    per_visit, the first ones) and at most as many conversions, in time order."""
+    zone = ZoneInfo(site.timezone)
+    entries = [
+        (h, values) for h, values in zip(visit.hits, visit.action_dims, strict=True)
+        if h[2] != "ping"
+    ]  # fmt: skip
+    # Time spent on an action: until the next one (one backward pass, not one per action).
+    following: list[float | None] = [None] * len(entries)
+    for i in range(len(entries) - 2, -1, -1):
+        following[i] = entries[i + 1][0][0]
+    details: list[dict[str, Any]] = []
+    counts = {True: 0, False: 0}
+    for i, (hit, values) in enumerate(entries):
+        conversion = hit[2] in _CONVERSIONS
+        if counts[conversion] >= max_actions:
+            continue
+        counts[conversion] += 1
+        details.append(_action(i, hit, following[i], zone, site, values, action_dims))
+    return details
+
+
 def visit_details(
-    visit: Visit, site: Site, dims: dict[int, str], with_actions: bool = True
+    visit: Visit,
+    site: Site,
+    dims: dict[int, str],
+    with_actions: bool = True,
+    max_actions: int = MAX_ACTIONS_PER_VISIT,
 ) -> dict[str, Any]:
-    """One visit as Live reports it; dims maps configured custom dimension ids to scopes."""
+    """One visit as Live reports it; dims maps active custom dimension ids to scopes."""
     zone = ZoneInfo(site.timezone)
     action_dims = sorted(i for i, scope in dims.items() if scope == "action")
     first = datetime.fromtimestamp(visit.first_ts, zone)
     last = datetime.fromtimestamp(visit.last_ts, zone)
-    actions = [h for h in visit.hits if h[2] != "ping"]
     device = visit.device
     _code, ref_name = REFERRER_TYPES[visit.referrer.kind]
     octets = visit.ip.split(".")
@@ -135,9 +165,7 @@ def visit_details(
         "visitorId": visit.visitor_id,
         "fingerprint": hashlib.sha1(f"{visit.ua}|{visit.ip}".encode()).hexdigest()[:16],
         "actionDetails": (
-            [_action(visit, i, h, zone, site, action_dims) for i, h in enumerate(actions)]
-            if with_actions
-            else []
+            action_details(visit, site, action_dims, max_actions) if with_actions else []
         ),
         "goalConversions": len([c for c in visit.conversions if c.idgoal != "ecommerceOrder"]),
         "siteCurrency": site.currency,
@@ -167,7 +195,7 @@ def visit_details(
         "secondsSinceLastEcommerceOrder": None,
         "visitDuration": visit.length,
         "visitDurationPretty": _pretty(visit.length),
-        "searches": sum(1 for h in actions if h[2] == "search"),
+        "searches": visit.kinds["search"],
         "actions": visit.nb_actions,
         "interactions": visit.nb_actions,
         "referrerType": visit.referrer.kind,
@@ -212,7 +240,7 @@ def visit_details(
         "totalAbandonedCartsRevenue": 0,
         "totalAbandonedCarts": 0,
         "totalAbandonedCartsItems": 0,
-        "events": sum(1 for h in actions if h[2] == "event"),
+        "events": visit.kinds["event"],
         "continent": "Unknown",
         "continentCode": "unk",
         "country": country,
@@ -233,6 +261,6 @@ def visit_details(
         "pluginsIcons": None,
     }
     for iddim in sorted(i for i, scope in dims.items() if scope == "visit"):
-        key = f"dimension{iddim}"
-        details[key] = next((p[key] for _ts, p, _k in visit.hits if p.get(key)), None)
+        stored = visit.dims.get(iddim)
+        details[f"dimension{iddim}"] = stored[-1] if stored else None
     return details

@@ -140,7 +140,7 @@ def resolve(period: str, date_param: str, today: date) -> tuple[list[Span], bool
     text = date_param.strip()
     try:
         if period == "range":
-            start, end = _range_bounds(text, today)
+            start, end = range_bounds(text, today)
             return [Span(f"{start.isoformat()},{end.isoformat()}", start, end)], False
         m = _LAST.fullmatch(text)
         if m:
@@ -166,7 +166,7 @@ def resolve(period: str, date_param: str, today: date) -> tuple[list[Span], bool
         raise bad_date(text) from None
 
 
-def _range_bounds(text: str, today: date) -> tuple[date, date]:
+def range_bounds(text: str, today: date) -> tuple[date, date]:
     m = _LAST.fullmatch(text)
     if m:
         n = int(m[2])

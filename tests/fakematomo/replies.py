@@ -30,6 +30,12 @@ LOGIN_HTML = (
     "</body></html>\n"
 )
 
+# What a garbled 2xx looks like: a PHP notice printed before a cut-off answer.
+GARBLE_PREFIX = (
+    b"<br />\n<b>Notice</b>:  Undefined index: HTTP_X in <b>/var/www/matomo/core/Common.php</b>"
+    b" on line <b>1042</b><br />\n"
+)
+
 _REASONS = {
     200: "OK",
     204: "No Content",
@@ -60,6 +66,12 @@ class Reply:
     content_type: str | None = None
     headers: dict[str, str] = field(default_factory=dict)
     close: bool = False
+
+
+def garbled(reply: Reply) -> Reply:
+    """The same answer as a 200 whose body is not JSON (a notice, then half the body)."""
+    body = GARBLE_PREFIX + reply.body[: len(reply.body) // 2]
+    return Reply(200, body, "application/json; charset=utf-8", dict(reply.headers), reply.close)
 
 
 def json_bytes(payload: Any) -> bytes:

@@ -1,13 +1,14 @@
 """A small subset of Matomo's segment language, applied to whole visits.
 
 `a==1,b==2;c!=3` means (a==1 OR b==2) AND c!=3. Values are URL-encoded inside the parameter.
-A visit matches a condition when any of its values for that dimension matches.
+A visit matches a condition when any of its values for that dimension matches: like Matomo's
+SQL, an action-scope condition looks at every action of the visit, however many there are.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Container
+from collections.abc import Callable, Container, Sequence
 from urllib.parse import unquote
 
 from tests.fakematomo.errors import ApiError
@@ -57,7 +58,7 @@ def _values(name: str, visit: Visit) -> list[str]:
         return getter(visit)
     m = _DIMENSION.fullmatch(name)
     if m:
-        return _hit_values(visit, name)
+        return visit.dims.get(int(m[1]), [])
     raise ApiError(f"Segment '{name}' is not a supported segment.")
 
 
@@ -105,6 +106,8 @@ def matches(visit: Visit, clauses: list[list[Condition]]) -> bool:
 
 def _matches_one(visit: Visit, condition: Condition) -> bool:
     name, op, wanted = condition
+    if op in ("==", "!=") and (m := _DIMENSION.fullmatch(name)):
+        return visit.has_value(int(m[1]), wanted) is (op == "==")
     values = _values(name, visit)
     if op in ("!=", "!@"):
         positive = "==" if op == "!=" else "=@"
@@ -112,10 +115,40 @@ def _matches_one(visit: Visit, condition: Condition) -> bool:
     return any(_test(op, v, wanted) for v in values)
 
 
+Lookup = Callable[[int, str], Sequence[Visit]]
+
+
 def filter_visits(
-    visits: list[Visit], segment: str, dimensions: Container[int] = ()
+    visits: list[Visit],
+    segment: str,
+    dimensions: Container[int] = (),
+    lookup: Lookup | None = None,
 ) -> list[Visit]:
+    """The visits matching `segment`, in their order.
+
+    lookup(iddimension, value) -> the visits with that value: when given, a clause made only
+    of `dimensionN==value` conditions narrows the candidates through it instead of a scan.
+    """
     if not segment:
         return visits
     clauses = parse(segment, dimensions)
+    candidates = _candidates(clauses, lookup) if lookup is not None else None
+    if candidates is not None:
+        visits = [v for v in visits if id(v) in candidates]
     return [v for v in visits if matches(v, clauses)]
+
+
+def _candidates(clauses: list[list[Condition]], lookup: Lookup) -> set[int] | None:
+    """Ids of the visits that can match, or None when no clause narrows them."""
+    narrowed: set[int] | None = None
+    for options in clauses:
+        keys = [
+            (int(m[1]), wanted)
+            for name, op, wanted in options
+            if op == "==" and (m := _DIMENSION.fullmatch(name))
+        ]
+        if len(keys) != len(options):
+            continue
+        found = {id(v) for iddim, wanted in keys for v in lookup(iddim, wanted)}
+        narrowed = found if narrowed is None else narrowed & found
+    return narrowed

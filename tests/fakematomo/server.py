@@ -8,6 +8,7 @@ import socket
 import sys
 import threading
 import traceback
+from collections import Counter
 from collections.abc import Callable, Mapping
 from email.utils import formatdate
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -23,12 +24,18 @@ from tests.fakematomo.replies import (
     MAINTENANCE_HTML,
     TRACKER_TEXT,
     Reply,
+    garbled,
     guess_type,
     proxy_page,
     reason,
     text_reply,
 )
-from tests.fakematomo.state import RequestRecord, ServerState, default_clock
+from tests.fakematomo.state import (
+    MAX_ACTIONS_PER_VISIT,
+    RequestRecord,
+    ServerState,
+    default_clock,
+)
 from tests.fakematomo.visits import VisitCache
 
 MAX_BODY = 20 * 1024 * 1024
@@ -204,6 +211,11 @@ class _Handler(BaseHTTPRequestHandler):
         else:
             pairs = query_pairs + form_pairs
             reply = self._api(fake, query_params, form, params, pairs, ip, effects)
+        # Everything below happens after the hits were stored.
+        if effects.stall_after > 0 and fake._stopping.wait(effects.stall_after):
+            raise _Drop()
+        if effects.garble_after:
+            reply = garbled(reply)
         if effects.drop_after:
             raise _Drop()
         return reply
@@ -306,9 +318,13 @@ class FakeMatomo:
         bulk_requests_require_authentication: bool = False,
         record_requests: bool = True,
         verbose: bool = False,
+        visitor_log_maximum_actions_per_visit: int = MAX_ACTIONS_PER_VISIT,
+        visible_after: float = 0.0,
     ) -> None:
         self.state = ServerState(tokens, sites, clock or default_clock)
         self.state.bulk_requests_require_authentication = bulk_requests_require_authentication
+        self.state.max_actions_per_visit = visitor_log_maximum_actions_per_visit
+        self.state.visible_after = visible_after
         self.state.record_requests = record_requests
         self.visit_cache = VisitCache(self.state)
         self.verbose = verbose
@@ -383,6 +399,26 @@ class FakeMatomo:
         with self.state.lock:
             return list(self.state.hits)
 
+    def stored_keys(self, dimension_id: int, *, idsite: int | None = None) -> Counter[str]:
+        """How many stored actions carry each value of custom dimension `dimension_id`.
+
+        Counts what Matomo keeps (and a Live lookup can find): values of a dimension that was
+        configured and active on the hit's site when the hit was tracked, on hits that record
+        an action (a goal or ecommerce request records none). Visible or not yet.
+        """
+        with self.state.lock:
+            pairs = list(zip(self.state.hits, self.state.meta, strict=True))
+        return Counter(
+            meta.action_dims[dimension_id]
+            for params, meta in pairs
+            if dimension_id in meta.action_dims
+            and (idsite is None or params.get("idsite") == str(idsite))
+        )
+
+    def duplicate_keys(self, dimension_id: int, *, idsite: int | None = None) -> dict[str, int]:
+        """The values of stored_keys() stored more than once, with their counts."""
+        return {k: n for k, n in self.stored_keys(dimension_id, idsite=idsite).items() if n > 1}
+
     @property
     def requests(self) -> list[RequestRecord]:
         with self.state.lock:
@@ -456,13 +492,89 @@ class FakeMatomo:
         return self.state.add_tracking_failure(idsite, idfailure, request_url)
 
     def add_custom_dimension(
-        self, idsite: int, name: str, scope: str = "action", active: bool = True
+        self,
+        idsite: int,
+        name: str,
+        scope: str = "action",
+        active: bool = True,
+        *,
+        case_sensitive: bool = True,
+        extractions: list[dict[str, str]] | None = None,
     ) -> int:
-        """Configure a custom dimension (what configureNewCustomDimension does); its id."""
-        return dimensions.add(self.state, idsite, name, scope, active)
+        """Configure a custom dimension (what configureNewCustomDimension does); its id
+        (numbered per site, as in Matomo)."""
+        return dimensions.add(
+            self.state,
+            idsite,
+            name,
+            scope,
+            active,
+            case_sensitive=case_sensitive,
+            extractions=extractions,
+        )
+
+    def configure_custom_dimension(
+        self,
+        idsite: int,
+        dimension_id: int,
+        *,
+        name: str | None = None,
+        active: bool | None = None,
+    ) -> None:
+        """Rename, deactivate or re-activate a dimension (configureExistingCustomDimension)."""
+        dimensions.configure(self.state, idsite, dimension_id, name=name, active=active)
+
+    @property
+    def custom_dimensions(self) -> list[dict[str, Any]]:
+        with self.state.lock:
+            return [dict(d) for d in self.state.custom_dimensions]
 
     def deactivate_plugin(self, name: str) -> None:
+        """Every API method of the plugin answers "The plugin NAME is not enabled..."; for
+        CustomDimensions the tracker also ignores dimension values, for Live every method."""
         self.state.deactivated_plugins.add(name)
+
+    def activate_plugin(self, name: str) -> None:
+        self.state.deactivated_plugins.discard(name)
+
+    def disable_visits_log(self, idsite: int | None = None) -> None:
+        """Live's privacy setting "disable visits log": for one site, or globally (None).
+
+        Live.getLastVisitsDetails then answers "Visits log is deactivated in website settings.
+        ..." (or "... deactivated globally. ..."); reports and tracking are unaffected.
+        """
+        if idsite is None:
+            self.state.visits_log_disabled_globally = True
+        else:
+            self.state.visits_log_disabled.add(idsite)
+
+    def enable_visits_log(self, idsite: int | None = None) -> None:
+        """Undo disable_visits_log (None: the global switch)."""
+        if idsite is None:
+            self.state.visits_log_disabled_globally = False
+        else:
+            self.state.visits_log_disabled.discard(idsite)
+
+    @property
+    def visitor_log_maximum_actions_per_visit(self) -> int:
+        """Live shows at most this many actions of a visit (Matomo's default: 500)."""
+        return self.state.max_actions_per_visit
+
+    @visitor_log_maximum_actions_per_visit.setter
+    def visitor_log_maximum_actions_per_visit(self, value: int) -> None:
+        self.state.max_actions_per_visit = value
+
+    @property
+    def visible_after(self) -> float:
+        """Seconds after storing before a hit shows in Live and reports (0: at once).
+
+        Emulates a request still being processed, or the QueuedTracking plugin's queue.
+        """
+        return self.state.visible_after
+
+    @visible_after.setter
+    def visible_after(self, value: float) -> None:
+        self.state.visible_after = value
 
     @property
     def bulk_requests_require_authentication(self) -> bool:

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import bisect
 import re
 import threading
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -32,13 +33,24 @@ class RequestRecord:
     client_ip: str
 
 
+# Matomo's [General] visitor_log_maximum_actions_per_visit default.
+MAX_ACTIONS_PER_VISIT = 500
+_NO_VALUES: dict[int, str] = {}
+
+
 @dataclass(frozen=True)
 class HitMeta:
-    """What reports need about a stored hit besides its parameters."""
+    """What reports need about a stored hit besides its parameters.
+
+    action_dims/visit_dims: the custom dimension values Matomo stored with the hit (id ->
+    value), decided when it was tracked: only dimensions configured and active then count.
+    """
 
     ts: float  # the hit's time (cdt/cdo resolved), Unix seconds
     ip: str
     ua: str
+    action_dims: dict[int, str] = field(default_factory=lambda: _NO_VALUES)
+    visit_dims: dict[int, str] = field(default_factory=lambda: _NO_VALUES)
 
 
 class ServerState:
@@ -69,29 +81,51 @@ class ServerState:
         self.record_requests = True
         self.tracking_failures: list[dict[str, Any]] = []
         self.custom_dimensions: list[dict[str, Any]] = []
+        # idsite -> the active dimensions the tracker applies (rebuilt on every change).
+        self.tracked_dimensions: dict[int, tuple[dict[str, Any], ...]] = {}
         self.failed: dict[str, list[float]] = {}
         # Bumped on every change to the hits so computed visits can be cached.
         self.generation = 0
         self.deactivated_plugins: set[str] = set()
         self.bulk_requests_require_authentication = False
         self.queued_tracking = False
+        # When each hit was stored (never decreasing), parallel to `hits`.
+        self.stored_at: list[float] = []
+        # Seconds between storing a hit and Live/reports seeing it (a queue being processed).
+        self.visible_after = 0.0
+        self.max_actions_per_visit = MAX_ACTIONS_PER_VISIT
+        # Live's privacy switch: "disable visits log" per site, or for the whole server.
+        self.visits_log_disabled: set[int] = set()
+        self.visits_log_disabled_globally = False
 
     # --- hits -------------------------------------------------------------------------------
 
     def store(self, batch: list[tuple[dict[str, Any], HitMeta]]) -> None:
         if not batch:
             return
-        stored_at = self.clock()
         with self.lock:
+            # Never earlier than the previous store, so the visible hits are always a prefix.
+            stored_at = max(self.clock(), self.stored_at[-1] if self.stored_at else 0.0)
             for params, meta in batch:
                 params["_stored_at"] = stored_at
                 self.hits.append(params)
                 self.meta.append(meta)
+                self.stored_at.append(stored_at)
             self.generation += 1
 
-    def snapshot(self) -> tuple[int, list[dict[str, Any]], list[HitMeta]]:
+    def visible_count(self) -> int:
+        """How many stored hits Live and reports see now (all, unless visible_after is set)."""
+        if self.visible_after <= 0:
+            return len(self.hits)
+        cutoff = self.clock() - self.visible_after
         with self.lock:
-            return self.generation, list(self.hits), list(self.meta)
+            return bisect.bisect_right(self.stored_at, cutoff)
+
+    def snapshot(self, count: int | None = None) -> tuple[int, list[dict[str, Any]], list[HitMeta]]:
+        """The generation and the first `count` hits (all by default) with their metadata."""
+        with self.lock:
+            end = len(self.hits) if count is None else count
+            return self.generation, self.hits[:end], self.meta[:end]
 
     def log_request(self, record: RequestRecord) -> None:
         if self.record_requests:
@@ -138,6 +172,7 @@ class ServerState:
         with self.lock:
             self.hits.clear()
             self.meta.clear()
+            self.stored_at.clear()
             self.requests.clear()
             self.failed.clear()
             self.tracking_failures.clear()

@@ -15,10 +15,12 @@ from functools import lru_cache
 from typing import Any
 from urllib.parse import parse_qsl, urlencode
 
+from tests.fakematomo import dimensions
 from tests.fakematomo.access import Access
 from tests.fakematomo.faults import Effects
 from tests.fakematomo.replies import GIF, TRACKER_TEXT, Reply, json_reply
 from tests.fakematomo.state import HitMeta, ServerState
+from tests.fakematomo.visits import RECORDS_ACTION, classify
 
 # Older than this a custom timestamp needs a write/admin/superuser token
 # (tracking_requests_require_authentication_when_custom_timestamp_newer_than).
@@ -143,6 +145,11 @@ def evaluate(params: dict[str, str], ctx: TrackContext) -> tuple[str, HitMeta | 
     if params.get("bots") != "1" and ua and is_bot(ua):
         return EXCLUDED, None
     ip = params.get("cip") or ctx.ip
+    if ctx.state.tracked_dimensions.get(idsite):
+        action, visit = dimensions.tracked_values(
+            ctx.state, idsite, params, classify(params) in RECORDS_ACTION
+        )
+        return STORED, HitMeta(ts, ip, ua, action, visit)
     return STORED, HitMeta(ts, ip, ua)
 
 

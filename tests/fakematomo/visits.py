@@ -1,7 +1,11 @@
 """From stored hits to visits: a simple version of Matomo's visit model.
 
-Hits of one visitor (cid, else uid, else User-Agent + IP) less than 30 minutes apart form a
-visit; a visit never crosses midnight in the site's time zone (create_new_visit_after_midnight).
+A hit joins the visitor's visit when that visit's last action is less than 30 minutes old, as
+Matomo's tracker decides (trust_visitors_cookies=0): a `cid` (forced visitor id) matches only
+that visitor id; a `uid` matches only its user; a valid `_id` matches that visitor id OR the
+browser's configuration (IP + User-Agent); no id at all matches the configuration. So hits
+without `cid` from one IP and browser share a visit even with different `_id`. A visit never
+crosses midnight in the site's time zone (create_new_visit_after_midnight).
 """
 
 from __future__ import annotations
@@ -10,8 +14,10 @@ import hashlib
 import json
 import re
 import threading
+from collections import Counter
 from dataclasses import dataclass, field
 from datetime import date, datetime
+from functools import cached_property
 from typing import Any
 from urllib.parse import parse_qs, urlparse
 from zoneinfo import ZoneInfo
@@ -20,6 +26,9 @@ from tests.fakematomo.state import HitMeta, ServerState
 
 VISIT_LENGTH = 1800
 ACTION_KINDS = ("pageview", "event", "download", "outlink", "search")
+# Requests that record a log_link_visit_action row (a goal or ecommerce request records only a
+# conversion, a ping only updates the visit): what action-scope dimensions are stored with.
+RECORDS_ACTION = frozenset((*ACTION_KINDS, "content"))
 _HEX16 = re.compile(r"[0-9a-fA-F]{16}")
 
 REFERRER_TYPES = {
@@ -114,14 +123,34 @@ class Visit:
     device: Device | None = None
     country: str = "xx"
     goals_done: set[str] = field(default_factory=set)
+    config_id: str = ""
+    # Custom dimension id -> the values Matomo stored: one per action (action scope), or the
+    # visit's last one (visit scope).
+    dims: dict[int, list[str]] = field(default_factory=dict)
+    # Parallel to hits: the action-scope values stored with each hit.
+    action_dims: list[dict[int, str]] = field(default_factory=list)
+    _value_sets: dict[int, frozenset[str]] = field(default_factory=dict, repr=False, compare=False)
+
+    # The cached properties below are read only once a visit is built (its hits are final).
+    @cached_property
+    def kinds(self) -> Counter[str]:
+        """How many hits of each kind (pageview, event, ..., ping) the visit has."""
+        return Counter(h[2] for h in self.hits)
 
     @property
     def actions(self) -> list[tuple[float, dict[str, Any], str]]:
         return [h for h in self.hits if h[2] in ACTION_KINDS]
 
-    @property
+    @cached_property
     def nb_actions(self) -> int:
-        return sum(1 for h in self.hits if h[2] in ACTION_KINDS)
+        return sum(self.kinds[k] for k in ACTION_KINDS)
+
+    def has_value(self, iddimension: int, value: str) -> bool:
+        """Whether custom dimension `iddimension` has `value` stored on this visit."""
+        found = self._value_sets.get(iddimension)
+        if found is None:
+            found = self._value_sets[iddimension] = frozenset(self.dims.get(iddimension, ()))
+        return value in found
 
     @property
     def length(self) -> int:
@@ -158,20 +187,29 @@ def classify(params: dict[str, Any]) -> str:
     return "pageview"
 
 
-def visitor_of(params: dict[str, Any], meta: HitMeta) -> tuple[str, str]:
-    """(visit key, visitor id): cid, then uid, then the browser's config (UA + IP)."""
-    config = hashlib.sha1(f"{meta.ua}|{meta.ip}".encode()).hexdigest()[:16]
+def config_of(meta: HitMeta) -> str:
+    """Matomo's config_id: a hash of the browser's configuration and the IP."""
+    return hashlib.sha1(f"{meta.ua}|{meta.ip}".encode()).hexdigest()[:16]
+
+
+def visitor_of(params: dict[str, Any], meta: HitMeta) -> tuple[str, str, tuple[str, ...]]:
+    """(visitor key, visitor id, the keys of open visits the hit may join, best first).
+
+    The visitor key counts a visitor's visits (visitCount, returning visitors).
+    """
+    config = config_of(meta)
     cid = params.get("cid")
     if cid:
-        return "cid:" + cid.lower(), cid.lower()
+        return "cid:" + cid.lower(), cid.lower(), ("vid:" + cid.lower(),)
     uid = params.get("uid")
     if uid:
         vid = hashlib.sha1(uid.encode()).hexdigest()[:16]
-        return "uid:" + vid, vid
+        return "uid:" + vid, vid, ("uid:" + vid,)
     raw_id = params.get("_id", "")
-    vid = raw_id[:16].lower() if _HEX16.fullmatch(raw_id[:16]) else config
-    # Same IP and browser within 30 minutes is one visit, even with a different _id.
-    return "cfg:" + config, vid
+    if _HEX16.fullmatch(raw_id[:16]) and len(raw_id) >= 16:
+        vid = raw_id[:16].lower()
+        return "cfg:" + config, vid, ("vid:" + vid, "cfg:" + config)
+    return "cfg:" + config, config, ("cfg:" + config,)
 
 
 def referrer_of(params: dict[str, Any], site_host: str) -> Referrer:
@@ -255,21 +293,48 @@ def _conversion(ts: float, params: dict[str, Any], kind: str) -> Conversion:
 
 
 class VisitCache:
-    """Visits computed from the hits, recomputed only when the hits changed."""
+    """Visits computed from the visible hits, recomputed only when those changed.
+
+    Also indexes visits by custom dimension value, so a Live lookup by key does not scan.
+    """
 
     def __init__(self, state: ServerState) -> None:
         self._state = state
         self._lock = threading.Lock()
-        self._generation = -1
+        self._key: tuple[int, int] = (-1, -1)
         self._visits: dict[int, list[Visit]] = {}
+        self._index: dict[tuple[int, int, str], list[Visit]] | None = None
 
     def visits(self) -> dict[int, list[Visit]]:
         with self._lock:
-            generation, hits, meta = self._state.snapshot()
-            if generation != self._generation:
-                self._visits = build_visits(self._state, hits, meta)
-                self._generation = generation
-            return self._visits
+            return self._current()
+
+    def _current(self) -> dict[int, list[Visit]]:
+        count = self._state.visible_count()
+        if (self._state.generation, count) != self._key:
+            generation, hits, meta = self._state.snapshot(count)
+            self._visits = build_visits(self._state, hits, meta)
+            self._index = None
+            self._key = (generation, count)
+        return self._visits
+
+    def with_value(self, idsite: int, iddimension: int, value: str) -> list[Visit]:
+        """The site's visits where custom dimension `iddimension` has `value` stored."""
+        with self._lock:
+            visits = self._current()
+            if self._index is None:
+                self._index = _index(visits)
+            return self._index.get((idsite, iddimension, value), [])
+
+
+def _index(visits: dict[int, list[Visit]]) -> dict[tuple[int, int, str], list[Visit]]:
+    index: dict[tuple[int, int, str], list[Visit]] = {}
+    for idsite, site_visits in visits.items():
+        for visit in site_visits:
+            for iddim, values in visit.dims.items():
+                for value in set(values):
+                    index.setdefault((idsite, iddim, value), []).append(visit)
+    return index
 
 
 def build_visits(
@@ -277,6 +342,7 @@ def build_visits(
 ) -> dict[int, list[Visit]]:
     order = sorted(range(len(hits)), key=lambda i: (meta[i].ts, i))
     by_site: dict[int, list[Visit]] = {}
+    # (idsite, "vid:..."/"cfg:..."/"uid:...") -> that visitor's or configuration's last visit
     open_visits: dict[tuple[int, str], Visit] = {}
     visit_counts: dict[tuple[int, str], int] = {}
     orders_seen: set[tuple[int, str]] = set()
@@ -290,9 +356,9 @@ def build_visits(
             continue
         zone = zones.get(idsite) or zones.setdefault(idsite, ZoneInfo(site.timezone))
         day = datetime.fromtimestamp(m.ts, zone).date()
-        key, vid = visitor_of(params, m)
+        key, vid, candidates = visitor_of(params, m)
         kind = classify(params)
-        visit = open_visits.get((idsite, key))
+        visit = _open_visit(open_visits, idsite, candidates)
         if (
             visit is None
             or m.ts - visit.last_ts > VISIT_LENGTH
@@ -304,19 +370,25 @@ def build_visits(
             count = visit_counts.get((idsite, key), 0) + 1
             visit_counts[(idsite, key)] = count
             visit = Visit(0, idsite, vid, m.ip, m.ua, params.get("uid") or None, day, m.ts, m.ts)
+            visit.config_id = config_of(m)
             visit.returning = count > 1
             visit.visit_count = count
             host = (urlparse(site.main_url).hostname or "").removeprefix("www.")
             visit.referrer = referrer_of(params, host)
             visit.device = device_of(m.ua)
             visit.country = (params.get("country") or "xx").lower()
-            open_visits[(idsite, key)] = visit
             by_site.setdefault(idsite, []).append(visit)
             everything.append(visit)
+        _register(open_visits, idsite, key, visit)
         visit.last_ts = max(visit.last_ts, m.ts)
         if params.get("uid"):
             visit.user_id = params["uid"]
         visit.hits.append((m.ts, params, kind))
+        visit.action_dims.append(m.action_dims)
+        for iddim, value in m.action_dims.items():
+            visit.dims.setdefault(iddim, []).append(value)
+        for iddim, value in m.visit_dims.items():
+            visit.dims[iddim] = [value]  # the last value sent wins
         if kind == "order":
             order_key = (idsite, str(params.get("ec_id")))
             if order_key in orders_seen:
@@ -330,3 +402,21 @@ def build_visits(
     for n, visit in enumerate(everything, start=1):
         visit.idvisit = n
     return by_site
+
+
+def _open_visit(
+    open_visits: dict[tuple[int, str], Visit], idsite: int, candidates: tuple[str, ...]
+) -> Visit | None:
+    """The most recently active visit among those the hit may join (Matomo orders by
+    visit_last_action_time)."""
+    found = [v for c in candidates if (v := open_visits.get((idsite, c))) is not None]
+    return max(found, key=lambda v: v.last_ts, default=None)
+
+
+def _register(
+    open_visits: dict[tuple[int, str], Visit], idsite: int, key: str, visit: Visit
+) -> None:
+    open_visits[(idsite, "vid:" + visit.visitor_id)] = visit
+    open_visits[(idsite, "cfg:" + visit.config_id)] = visit
+    if key.startswith("uid:"):
+        open_visits[(idsite, key)] = visit
