@@ -451,6 +451,24 @@ def test_a_track_uncertain_send_is_journaled_for_a_lookup(
     assert matomo.copies()["https://example.org/t"] == 1
 
 
+def test_goals_and_orders_never_carry_a_key_and_are_never_looked_up(
+    delivery: Delivery, matomo: KeyMatomo, clock: Clock
+) -> None:
+    goal = hits.goal(1, goal_id="3", clock=lambda: T0)
+    delivery.queue(goal)
+    matomo.faults.append("after")  # the goal goes first, alone: stored, answer lost
+    first = flush(delivery)
+    assert first.awaiting_lookup == 0 and f"dimension{DIM}" not in matomo.stored[0]
+    settle(clock)
+    result = flush(delivery)
+    # Matomo records no action for a goal, so a lookup could never find it: at-least-once
+    # (Matomo itself counts a goal once per visit unless it allows several conversions).
+    assert (result.looked_up, result.delivered) == (0, 1)
+    assert any("may count them twice" in w for w in first.warnings)
+    assert delivery.send(hits.goal(1, goal_id="4", clock=lambda: T0)).state == "delivered"
+    assert f"dimension{DIM}" not in matomo.stored[-1]
+
+
 def test_a_track_hit_carries_its_key(delivery: Delivery, matomo: KeyMatomo) -> None:
     hit = hits.pageview(1, url="https://example.org/t", clock=lambda: T0)
     outcome = delivery.send(hit)
@@ -461,12 +479,12 @@ def test_a_track_hit_carries_its_key(delivery: Delivery, matomo: KeyMatomo) -> N
 # --- the lookup itself ----------------------------------------------------------------------
 
 
-def test_lookup_params_cover_the_day_before_in_utc_until_today() -> None:
-    params = lookup_params(site=3, dimension=7, key="a" * 32, since=T0)
+def test_lookup_params_cover_a_day_either_side_in_utc() -> None:
+    params = lookup_params(site=3, dimension=7, key="a" * 32, since=T0, now=T0 + 3 * 86400)
     assert params == {
         "idSite": 3,
         "period": "range",
-        "date": "2027-01-14,today",
+        "date": "2027-01-14,2027-01-19",
         "segment": f"dimension7=={'a' * 32}",
         "doNotFetchActions": 1,
         "filter_limit": 1,

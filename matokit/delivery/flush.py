@@ -35,6 +35,7 @@ from matokit.errors import (
     ServerPausedError,
     StorageError,
 )
+from matokit.exactlyonce.lookup import stampable
 from matokit.exactlyonce.reconcile import HOLD_DELAY, reconcile
 from matokit.exactlyonce.sites import ON, KeyDimensionRequired, KeySites
 from matokit.flushrecord import StopReason
@@ -392,17 +393,20 @@ class _Flusher:
                 )
                 self.result.held += held
                 continue
-            changed = [e.id for e in group if e.dimension != dimension]
+            wanted = {e.id: dimension if stampable(e.params) else None for e in group}
+            changed = [e for e in group if e.dimension != wanted[e.id]]
+            for value in {wanted[e.id] for e in changed}:
+                self.journal.set_dimension([e.id for e in changed if wanted[e.id] == value], value)
             if changed:
-                self.journal.set_dimension(changed, dimension)
-                group = [replace(e, dimension=dimension) for e in group]
+                group = [replace(e, dimension=wanted[e.id]) for e in group]
             own = f"dimension{dimension}"
             reason = (
                 f"the hit sets {own} itself, which is MatoKit's idempotency key dimension "
                 f"(matokit_key) on site {site}: remove that parameter"
             )
-            self._kill([(e, reason) for e in group if dimension is not None and own in e.params])
-            keep += [e for e in group if dimension is None or own not in e.params]
+            clash = [e for e in group if wanted[e.id] is not None and own in e.params]
+            self._kill([(e, reason) for e in clash])
+            keep += [e for e in group if e not in clash]
         return sorted(keep, key=lambda e: e.id)
 
     def _expire(self, entries: list[Entry], now: float) -> list[Entry]:

@@ -10,6 +10,7 @@ from matokit.delivery.matomo import admin_sites, maybe_stored, old_hit_refusal
 from matokit.delivery.outcomes import TrackOutcome, TrackState
 from matokit.delivery.records import hit_key, new_hit, short_error
 from matokit.errors import MatokitError, MatomoError, StorageError, UsageError
+from matokit.exactlyonce.lookup import stampable
 from matokit.exactlyonce.sites import KeySites
 from matokit.hits import Hit
 from matokit.journal import EntryState
@@ -96,8 +97,8 @@ def _stamp(delivery: Sending, client: object, hit: Hit, key: str, send: _Send) -
         clock=delivery.clock,
     )
     dimension = sites.require(hit.site_id)  # KeyDimensionRequired under `on`: exit 78
-    if dimension is None:
-        return hit
+    if dimension is None or not stampable(hit.params):
+        return hit  # goals and orders record no action: they cannot carry a key
     own = f"dimension{dimension}"
     if own in hit.params:
         raise UsageError(

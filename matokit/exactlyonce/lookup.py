@@ -2,7 +2,8 @@
 
 `Live.getLastVisitsDetails` with `segment=dimension{ID}=={KEY}&doNotFetchActions=1&filter_limit=1`
 returns a visit if and only if an action carrying that key is stored: Matomo matches the segment
-over every action of a visit. The cheaper OR query over many keys is NOT used: Live lists at most
+over every action of a visit. Goal and ecommerce hits (`idgoal`) record no action, so they never
+carry a key (see `stampable`). The cheaper OR query over many keys is NOT used: Live lists at most
 `visitor_log_maximum_actions_per_visit` actions of a visit (500 by default), so a stored key past
 that limit is absent from its answer, and reading "absent" as "not stored" would send it twice.
 """
@@ -39,22 +40,35 @@ class Verdict(StrEnum):
     UNAVAILABLE = "unavailable"  # lookups cannot work on this site (Live off, no view access)
 
 
-def lookup_params(*, site: int, dimension: int, key: str, since: float) -> Mapping[str, Any]:
-    """The Live call finding `key` in `site`'s visits from the UTC day before `since` to today.
+def lookup_params(
+    *, site: int, dimension: int, key: str, since: float, now: float
+) -> Mapping[str, Any]:
+    """The Live call finding `key` in `site`'s visits from the UTC day before `since` to the
+    UTC day after `now`.
 
-    `since` is the earlier of the hit's time and its send; the day before covers every site
-    time zone, and `today` (the site's) covers a visit still going on.
+    `since` is the earlier of the hit's time and its send. A visit holding the hit had its
+    last action between the two, and one day either side covers every site time zone. The end
+    is a date, not `today`: Live builds the range in UTC, so on a site ahead of UTC `today`
+    would end at the site's midnight and miss the hits of its new day (Matomo caps a later
+    end at now).
     """
     start = datetime.fromtimestamp(since, UTC).date() - timedelta(days=1)
+    end = datetime.fromtimestamp(now, UTC).date() + timedelta(days=1)
     return {
         "idSite": site,
         "period": "range",
-        "date": f"{start.isoformat()},today",
+        "date": f"{start.isoformat()},{end.isoformat()}",
         "segment": f"dimension{dimension}=={key}",
         "doNotFetchActions": 1,
         "filter_limit": 1,
         "showColumns": "idVisit",
     }
+
+
+def stampable(params: Mapping[str, str]) -> bool:
+    """Whether a hit can carry its key: it records an action (goal conversions and ecommerce
+    orders, `idgoal`, record none, so an action-scoped value would never be stored)."""
+    return "idgoal" not in params
 
 
 def verdict(answer: Any) -> Verdict:

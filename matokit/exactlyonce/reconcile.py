@@ -156,6 +156,7 @@ def _lookup(
                 dimension=int(e.dimension or 0),
                 key=e.key,
                 since=min(e.hit_time, e.sent_at or e.hit_time),
+                now=clock(),
             ),
         )
         for e in entries

@@ -28,7 +28,8 @@ INSERT_SQL: Final = """
 # however many entries wait behind the due ones. A lease found expired means its flusher died
 # or hung, possibly mid-send: that send is counted as unconfirmed. Hits waiting for a lookup
 # (`verify`) are never claimed: only reconciliation decides whether they are sent again.
-# With :stamp, each claimed hit takes its site's key dimension from `key_dimensions`, and
+# With :stamp, each claimed hit that records an action (no `idgoal`: goals and orders record
+# none) takes its site's key dimension from `key_dimensions`, and
 # `sent_at` says when this send began (a lookup waits for it to settle).
 CLAIM_SQL: Final = f"""
     UPDATE entries SET
@@ -40,7 +41,7 @@ CLAIM_SQL: Final = f"""
         last_error = CASE WHEN state = 'inflight'
             THEN 'lease of ' || coalesce(lease_owner, '?') || ' expired' ELSE last_error END,
         sent_at = :now,
-        dimension = CASE WHEN :stamp THEN (
+        dimension = CASE WHEN :stamp AND json_extract(entries.params, '$.idgoal') IS NULL THEN (
             SELECT k.dimension FROM key_dimensions AS k
             WHERE k.site = CAST(json_extract(entries.params, '$.idsite') AS INTEGER)
         ) END
