@@ -94,7 +94,11 @@ def time_call(fn: Callable[[], Any], runs: int) -> float:
 
 @contextmanager
 def standalone_server(
-    latency: float = 0.0, *, request_log: bool = False, startup_timeout: float = 10.0
+    latency: float = 0.0,
+    *,
+    request_log: bool = False,
+    startup_timeout: float = 10.0,
+    extra_args: Sequence[str] = (),
 ) -> Iterator[str]:
     """Run `python -m tests.fakematomo --port 0` in its own process; yield its base URL.
 
@@ -106,6 +110,7 @@ def standalone_server(
         cmd += ["--latency", str(latency)]
     if not request_log:
         cmd.append("--no-request-log")
+    cmd += list(extra_args)
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
     proc = subprocess.Popen(

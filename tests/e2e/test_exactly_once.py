@@ -186,7 +186,7 @@ def test_queue_reconcile_waits_and_confirms(
 ) -> None:
     assert run_matokit("track", "import", "-", "--queue", input=events(40), env=eo_env).code == 0
     fake_matomo.add_fault(Fault(endpoint="tracking", drop="after", after=1, times=1))
-    run_matokit("queue", "flush", "--batch-size", "39", env=eo_env)
+    run_matokit("queue", "flush", "--batch-size", "40", env=eo_env)
     done = run_matokit("queue", "reconcile", "--wait", "--format", "json", env=eo_env)
     assert done.code == 0, done
     record = json.loads(done.stdout)
