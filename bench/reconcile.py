@@ -103,9 +103,10 @@ def run(quick: bool) -> list[dict[str, Any]]:
     missing: list[float] = []
     resend: list[float] = []
     requests = 0
-    with tempfile.TemporaryDirectory(prefix="matokit-bench-") as tmp, standalone_server(
-        extra_args=["--custom-dimension", "1:matokit_key:action"]
-    ) as url:
+    with (
+        tempfile.TemporaryDirectory(prefix="matokit-bench-") as tmp,
+        standalone_server(extra_args=["--custom-dimension", "1:matokit_key:action"]) as url,
+    ):
         root = Path(tmp)
         for i in range(runs):
             seconds, requests, _ = _case(root, url, f"found{i}", stored=True)

@@ -448,7 +448,13 @@ class _Flusher:
             return True
         if self.superuser:
             return False
+        if entry.dimension is None and self._keyed_site(entry.site):
+            return True  # a goal or order cannot be looked up: keep its refusal attributable
         return now - entry_time(entry) >= AT_RISK_AGE or entry_site(entry) not in self.seen_sites
+
+    def _keyed_site(self, site: int) -> bool:
+        """Whether `site`'s hits carry keys in this flush (its dimension is already known)."""
+        return self.sites.enabled and self.sites.known_dimension(site) is not None
 
     def _client(self) -> TrackingClient:
         return self.d.client()

@@ -12,7 +12,13 @@ import logging
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Final
 
-from matokit.errors import ConfigError, StorageError
+from matokit.errors import (
+    ConfigError,
+    InvalidRequestError,
+    NoMatomoError,
+    NotFoundError,
+    StorageError,
+)
 from matokit.exactlyonce.dimension import DIMENSION_NAME, DimensionUnavailable, discover
 
 if TYPE_CHECKING:
@@ -99,6 +105,13 @@ class KeySites:
         except DimensionUnavailable as exc:
             found = None
             self._why[site] = exc.reason
+        except (InvalidRequestError, NotFoundError) as exc:
+            # Matomo refused the question for this site (an unknown site, say): its hits go
+            # without a key and meet Matomo's verdict; the flush is not stopped for them.
+            if isinstance(exc, NoMatomoError):
+                raise
+            found = None
+            self._why[site] = f"Matomo refused to list its dimensions: {exc.message}"
         dimension = found.id if found is not None and found.usable else None
         if found is None and site not in self._why:
             self._why[site] = f"it has no {DIMENSION_NAME} dimension"
@@ -111,6 +124,11 @@ class KeySites:
         self._records = None
         self._asked[site] = dimension
         return dimension
+
+    def known_dimension(self, site: int) -> int | None:
+        """The key dimension `dimension(site)` already gave in this run (None: none, or not
+        asked yet); never asks Matomo."""
+        return self._asked.get(site)
 
     def require(self, site: int) -> int | None:
         """`dimension(site)`, raising KeyDimensionRequired under `on` when there is none."""

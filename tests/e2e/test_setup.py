@@ -36,7 +36,7 @@ def test_several_sites_in_one_run(run_matokit, fake_matomo, env):
     result = run_matokit(*SETUP, "--site", "1", "--site", "2", env=env)
     assert result.code == 0, result
     assert result.stdout.splitlines() == [
-        "site 1: matokit_key is dimension 2 (action index 1): created",
+        "site 1: matokit_key is dimension 1 (action index 1): created",
         "site 2: matokit_key is dimension 1 (action index 1): found",
     ]
 
