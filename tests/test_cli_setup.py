@@ -56,7 +56,7 @@ def test_json_lists_one_object_per_site(capsys, env):
     assert result.code == 0, result
     assert json.loads(result.stdout) == [
         {"site": 2, "dimension_id": 2, "index": 2, "action": "found"},
-        {"site": 1, "dimension_id": 3, "index": 1, "action": "created"},
+        {"site": 1, "dimension_id": 1, "index": 1, "action": "created"},
     ]
 
 
@@ -85,7 +85,7 @@ def test_every_site_is_reported_and_the_exit_code_is_the_worst(capsys, env):
     env.add_custom_dimension(2, "matokit_key", scope="visit")
     result = invoke(capsys, *SETUP, "--site", "9", "--site", "2", "--site", "1")
     assert result.code == 78, result  # 78 (the name is taken) before 65 (no such site)
-    assert result.stdout == "site 1: matokit_key is dimension 2 (action index 1): created\n"
+    assert result.stdout == "site 1: matokit_key is dimension 1 (action index 1): created\n"
     errors = [line for line in result.stderr.splitlines() if line.startswith("matokit: error:")]
     assert errors[0].startswith("matokit: error: site 9: ") and "unexpected website" in errors[0]
     assert errors[1].startswith("matokit: error: site 2: Site 2 already has a visit-scope")
