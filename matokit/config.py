@@ -115,6 +115,38 @@ def _exactly_once(value: Any) -> str:
     return text
 
 
+REDIS_SCHEMES = ("redis", "rediss", "unix")
+
+
+def _redis_url(value: Any) -> str:
+    text = str(value).strip()
+    scheme = urlsplit(text).scheme.lower()
+    if scheme not in REDIS_SCHEMES:
+        raise ValueError("must start with redis://, rediss:// (TLS) or unix://")
+    if scheme != "unix" and not urlsplit(text).hostname:
+        raise ValueError("names no host (e.g. redis://127.0.0.1:6379/0)")
+    return text
+
+
+def _redis_prefix(value: Any) -> str:
+    text = str(value).strip()
+    if not re.fullmatch(r"[A-Za-z0-9_.:-]{1,64}", text):
+        raise ValueError("must be 1-64 letters, digits, '_', '.', ':' or '-'")
+    return text
+
+
+def _non_negative_int(value: Any) -> int:
+    if isinstance(value, bool):
+        raise ValueError("is not a whole number >= 0")
+    try:
+        number = int(str(value).strip())
+    except ValueError:
+        raise ValueError("is not a whole number >= 0") from None
+    if number < 0:
+        raise ValueError("is not a whole number >= 0")
+    return number
+
+
 def _path(value: Any) -> Path:
     text = str(value).strip()
     if not text:
@@ -155,6 +187,21 @@ KEYS: tuple[Key, ...] = (
         "MATOKIT_SETTLE_TIME",
         help="wait before looking up an uncertain send (default 5m; 30m with queuedtracking)",
     ),
+    Key(
+        "redis_url",
+        _redis_url,
+        None,
+        "MATOKIT_REDIS_URL",
+        help="shared backend (journal, report cache, token memory, pause): redis://, rediss://, unix://",
+    ),
+    Key("redis_prefix", _redis_prefix, "matokit", help="namespace of the profile's Redis keys"),
+    Key("redis_password_file", _path, None, help="file holding the Redis password (0600)"),
+    Key(
+        "redis_min_replicas",
+        _non_negative_int,
+        0,
+        help="replicas that must hold a journal write before it is acknowledged (WAIT)",
+    ),
     Key("log_format", _log_format, "text", "MATOKIT_LOG_FORMAT", "--log-format", "text or json"),
     Key("csv_safe", _bool, False, "MATOKIT_CSV_SAFE", help="defuse formulas in CSV output"),
     Key("log_level", _log_level, "warning", "MATOKIT_LOG_LEVEL", help="debug|info|warning|error"),
@@ -186,6 +233,8 @@ class Settings:
     config_exists: bool
     sources: Mapping[str, str]
     token_source: TokenSource | None = field(default=None, repr=False)
+    # MATOKIT_REDIS_PASSWORD (environment or .env): never shown, never in a file MatoKit writes.
+    redis_password_env: str | None = field(default=None, repr=False)
     # One field per KEYS entry, in the same order; the defaults live in KEYS.
     url: str | None
     site_id: int | None
@@ -207,6 +256,10 @@ class Settings:
     queuedtracking: bool
     exactly_once: str
     settle_time: float | None
+    redis_url: str | None
+    redis_prefix: str
+    redis_password_file: Path | None
+    redis_min_replicas: int
     log_format: str
     csv_safe: bool
     log_level: str
@@ -225,6 +278,35 @@ class Settings:
     def token_memory_path(self) -> Path:
         """Where a rejected token's hash is remembered (lockout safety)."""
         return self.data_dir / "rejected-token.json"
+
+    @property
+    def redis_namespace(self) -> str:
+        """The prefix of every Redis key of this profile, with one hash tag per profile so all
+        of them live in one Redis Cluster slot: `matokit:{default}`."""
+        return f"{self.redis_prefix}:{{{self.profile}}}"
+
+    def redis_password(self) -> str | None:
+        """The Redis password from MATOKIT_REDIS_PASSWORD or `redis_password_file` (None: none,
+        or the one in `redis_url`)."""
+        if self.redis_password_env:
+            return self.redis_password_env
+        path = self.redis_password_file
+        if path is None:
+            return None
+        check_private_file(path, what="Redis password file")
+        try:
+            password = path.read_text(encoding="utf-8").strip()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ConfigError(
+                f"Cannot read the Redis password file {path}: {exc}",
+                hint="Check redis_password_file in the profile, and the file's permissions.",
+            ) from None
+        if not password:
+            raise ConfigError(f"The Redis password file {path} is empty.")
+        from matokit.redact import register_secret
+
+        register_secret(password)
+        return password
 
     @property
     def settle(self) -> float:
@@ -508,9 +590,11 @@ def resolve(
             values[key.name], sources[key.name] = key.default, DEFAULT
             continue
         raw, source = found
-        if key.name == "url":
+        if key.name in ("url", "redis_url"):
             # A user:password@ URL: its password is masked in every message from now on.
             register_url_credentials(str(raw))
+        if key.name == "redis_url" and source == FILE and urlsplit(str(raw)).password:
+            check_private_file(config_path, what="Config file holding a Redis password")
         value = parse_setting(key, raw, source=source, config_path=config_path, profile=profile)
         if key.name in ("cache_dir", "data_dir") and source in (ENV, DOTENV):
             value = value / profile  # the variable names a root shared by all profiles
@@ -519,12 +603,20 @@ def resolve(
     _default_dirs(values, sources, profile)
     sources["profile"] = where.profile_source
     token_source = _token_source(layers, section, config_path, values)
+    redis_password = layers.env.get("MATOKIT_REDIS_PASSWORD") or layers.dotenv.get(
+        "MATOKIT_REDIS_PASSWORD"
+    )
+    if redis_password:
+        from matokit.redact import register_secret
+
+        register_secret(redis_password)
     return Settings(
         profile=profile,
         config_path=config_path,
         config_exists=config_path.exists(),
         sources=sources,
         token_source=token_source,
+        redis_password_env=redis_password or None,
         **values,
     )
 

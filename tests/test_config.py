@@ -64,7 +64,14 @@ def test_url_precedence_is_flag_env_dotenv_file(config_file, flag, env, dotenv, 
 
 
 # Settings fields that are not KEYS entries, and keys whose None default resolve() fills in.
-NOT_KEYS = {"profile", "config_path", "config_exists", "sources", "token_source"}
+NOT_KEYS = {
+    "profile",
+    "config_path",
+    "config_exists",
+    "sources",
+    "token_source",
+    "redis_password_env",
+}
 FILLED_BY_RESOLVE = {"cache_dir", "data_dir"}
 
 

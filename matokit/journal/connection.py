@@ -82,6 +82,11 @@ class JournalConnection(Closing):
         """Open (or create) the journal at `path`; same as calling the class."""
         return cls(path, clock=clock, dedup_window=dedup_window)
 
+    @property
+    def location(self) -> str:
+        """Where the journal lives, as shown to people: its file."""
+        return str(self.path)
+
     def __repr__(self) -> str:
         return f"{type(self).__name__}({str(self.path)!r})"
 
