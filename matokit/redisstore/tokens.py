@@ -44,6 +44,8 @@ if TYPE_CHECKING:
 # How long the first sender of a token not known to be good keeps the others waiting for its
 # outcome at most (the request's own time-outs are shorter: see `matokit.tokenmemory`).
 PROBE_SECONDS: Final = 30.0
+# A probe said to end later than this from now is a broken clock, not a process at work.
+MAX_PROBE_SECONDS: Final = 600.0
 # How long after Matomo's API accepted a token every process sends it without a probe.
 TRUST_SECONDS: Final = 60.0
 POLL_SECONDS: Final = 0.05
@@ -61,7 +63,8 @@ end
 local d = ARGV[2]
 """
 
-# ARGV: salt, digest, now, cooldown, trust, probe, owner, tracking ('1'/'0'), probe end, ttl ms
+# ARGV: salt, digest, now, cooldown, trust, probe, owner, tracking ('1'/'0'), probe end, ttl ms,
+# the longest probe believed (a probe ending later is a broken clock: ignored)
 _CHECK = (
     _SALT
     + """
@@ -81,7 +84,7 @@ if ARGV[8] == '1' and t and now - trust < t and t <= now + trust then
   return {'ok', 't', f[4]}
 end
 local p = tonumber(f[5])
-if p and f[6] ~= ARGV[7] and now < p and p <= now + probe then
+if p and f[6] ~= ARGV[7] and now < p and p <= now + tonumber(ARGV[11]) then
   return {'wait', f[5]}
 end
 redis.call('HSET', h, 'p:'..d, ARGV[9], 'o:'..d, ARGV[7])
@@ -217,6 +220,7 @@ class RedisTokenMemory:
                 "1" if tracking else "0",
                 repr(now + self.probe),
                 self._ttl(),
+                repr(MAX_PROBE_SECONDS),
             )
             verdict = answer[0]
             if verdict == "rejected":
@@ -230,7 +234,7 @@ class RedisTokenMemory:
                 self._probing.add(self._digest(token))
                 return
             # Another process is sending it first: wait for its outcome, never past one probe.
-            deadline = deadline if deadline is not None else time.monotonic() + self.probe + 1.0
+            deadline = deadline if deadline is not None else time.monotonic() + self.probe
             if time.monotonic() >= deadline:
                 return
             self._sleep(POLL_SECONDS)
