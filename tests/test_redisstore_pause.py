@@ -17,7 +17,7 @@ from matokit.client import MatomoClient
 from matokit.errors import RateLimitedError, ServerPausedError
 from matokit.hits import pageview
 from matokit.redisstore.connection import RedisTarget
-from matokit.redisstore.fallback import forget_warnings
+from matokit.redisstore.fallback import forget_failures
 from matokit.redisstore.pause import RedisServerPause
 from matokit.serverpause import MAX_PAUSE, Pause, ServerPause
 from tests.fakematomo import FakeMatomo, Fault
@@ -38,7 +38,7 @@ class Clock:
 
 @pytest.fixture(autouse=True)
 def _warn_again() -> None:
-    forget_warnings()
+    forget_failures()
 
 
 def host_pause(
@@ -206,3 +206,22 @@ def test_redis_failing_while_the_pause_is_read_by_threads_never_raises(
     for thread in threads:
         thread.join(timeout=30)
     assert errors == []
+
+
+def test_after_a_failure_redis_is_tried_again_once_the_retry_time_passed(
+    redis_server: RedisServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import matokit.redisstore.fallback as fallback
+
+    clock = Clock()
+    pause, local = host_pause(redis_server.url, tmp_path / "a", clock)
+    redis_server.kill()
+    pause.record(60, status=503)  # Redis down: kept in the host's file
+    assert local.current() is not None
+    redis_server.start()
+    assert pause.current() is not None  # within the retry time: still the file, no wait
+    monkeypatch.setattr(fallback, "RETRY_SECONDS", 0.0)
+    assert pause.current() is None  # Redis again: it never heard of that pause
+    other, _ = host_pause(redis_server.url, tmp_path / "b", clock)
+    pause.record(30, status=429)
+    assert other.current() == Pause(T0 + 30, T0, 429, None)

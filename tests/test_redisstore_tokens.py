@@ -19,7 +19,7 @@ import redis
 from matokit.client import MatomoClient
 from matokit.errors import AuthenticationError, TokenCoolDownError
 from matokit.redisstore.connection import RedisTarget
-from matokit.redisstore.fallback import forget_warnings
+from matokit.redisstore.fallback import forget_failures
 from matokit.redisstore.tokens import RedisTokenMemory
 from matokit.tokenmemory import TokenMemory
 from tests.fakematomo import SUPERUSER_TOKEN, FakeMatomo
@@ -41,7 +41,7 @@ class Clock:
 
 @pytest.fixture(autouse=True)
 def _warn_again() -> None:
-    forget_warnings()
+    forget_failures()
 
 
 def target_at(url: str) -> RedisTarget:
@@ -309,3 +309,49 @@ def test_a_key_of_another_type_falls_back_and_says_so(
     with pytest.raises(TokenCoolDownError):
         local.check(TOKEN)
     assert "another kind of value" in caplog.text and "redis_prefix" in caplog.text
+
+
+# --- what the client tells the memory -------------------------------------------------------------
+
+
+def test_an_api_answer_lets_every_host_send_the_token_without_waiting(
+    redis_url: str, tmp_path: Path, fake_matomo: FakeMatomo
+) -> None:
+    memory, _ = host_memory(redis_url, tmp_path / "a", time.time)
+    client = MatomoClient(base_url=fake_matomo.url, token=SUPERUSER_TOKEN, token_memory=memory)
+    assert client.call("API.getMatomoVersion")
+    client.close()
+    other, _ = host_memory(redis_url, tmp_path / "b", time.time, sleep=pytest.fail)
+    other.check(SUPERUSER_TOKEN)
+    fields = redis.Redis.from_url(redis_url).hkeys(f"{NAMESPACE}:token:rejected")
+    assert sorted(f[:2] for f in fields if f != b"salt") == [b"a:"]  # accepted, probe gone
+
+
+def test_a_tracker_answer_only_vouches_for_tracking(
+    redis_url: str, tmp_path: Path, fake_matomo: FakeMatomo
+) -> None:
+    from matokit.hits import pageview
+
+    memory, _ = host_memory(redis_url, tmp_path / "a", time.time)
+    client = MatomoClient(base_url=fake_matomo.url, token=SUPERUSER_TOKEN, token_memory=memory)
+    client.track([pageview(1, url="https://example.org/")])
+    client.close()
+    fields = redis.Redis.from_url(redis_url).hkeys(f"{NAMESPACE}:token:rejected")
+    assert sorted(f[:2] for f in fields if f != b"salt") == [b"t:"]
+
+
+def test_no_answer_from_matomo_lets_the_next_host_try_at_once(
+    redis_url: str, tmp_path: Path
+) -> None:
+    from matokit.errors import UnavailableError
+
+    closed = RedisServer(tmp_path / "nothing-listens").port  # a free port: connection refused
+    memory, _ = host_memory(redis_url, tmp_path / "a", time.time)
+    client = MatomoClient(
+        base_url=f"http://127.0.0.1:{closed}/", token=TOKEN, token_memory=memory, connect_retries=0
+    )
+    with pytest.raises(UnavailableError):
+        client.call("API.getMatomoVersion")
+    client.close()
+    other, _ = host_memory(redis_url, tmp_path / "b", time.time, sleep=pytest.fail)
+    other.check(TOKEN)  # the probe was released: no wait

@@ -59,7 +59,7 @@ class RedisServerPause:
         self.cap = cap
         self._clock = clock
         self._script: Script | None = None
-        self._redis = Fallback("the shared Matomo pause")
+        self._redis = Fallback("the shared Matomo pause", target.url)
 
     @property
     def location(self) -> str:

@@ -156,7 +156,7 @@ class RedisTokenMemory:
         self._probing: set[str] = set()  # digests this instance is the first sender of
         self._seen: dict[tuple[str, str], float] = {}  # (digest, field) -> acceptance seen
         self._scripts: dict[str, Script] = {}
-        self._redis = Fallback("the shared token memory")
+        self._redis = Fallback("the shared token memory", target.url)
 
     @property
     def location(self) -> str:
