@@ -4,9 +4,7 @@ redis-servers: every fault a clear CRITICAL, weak durability a WARNING, one metr
 from __future__ import annotations
 
 import os
-import shutil
 import stat
-import subprocess
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -20,6 +18,7 @@ from matokit.journal import Journal, NewHit
 from matokit.redisstore.connection import RedisTarget
 from matokit.redisstore.durability import Durability, forget_durability, read_durability
 from tests.redisserver import RedisServer
+from tests.tlscert import needs_openssl, tls_server
 
 NAMESPACE = "matokit:{default}"
 
@@ -290,30 +289,9 @@ def test_another_programs_key_under_the_prefix_is_critical(
     assert check.hint and "redis_prefix" in check.hint
 
 
-def _self_signed(directory: Path) -> tuple[Path, Path]:
-    cert, key = directory / "cert.pem", directory / "key.pem"
-    subprocess.run(
-        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
-         "-subj", "/CN=127.0.0.1", "-keyout", str(key), "-out", str(cert)],
-        check=True, capture_output=True,
-    )  # fmt: skip
-    return cert, key
-
-
-@pytest.mark.skipif(shutil.which("openssl") is None, reason="needs the openssl command")
+@needs_openssl
 def test_a_tls_failure_is_critical(tmp_path: Path) -> None:
-    cert, key = _self_signed(tmp_path)
-    tls_port = RedisServer(tmp_path / "probe-port").port
-    server = RedisServer(
-        tmp_path / "tls",
-        **{
-            "tls-port": str(tls_port),
-            "tls-cert-file": str(cert),
-            "tls-key-file": str(key),
-            "tls-ca-cert-file": str(cert),
-            "tls-auth-clients": "no",
-        },
-    ).start()
+    server, tls_port = tls_server(tmp_path)
     try:
         # The server's certificate is self-signed: nothing this client trusts.
         check = journal_check(tmp_path, MATOKIT_REDIS_URL=f"rediss://127.0.0.1:{tls_port}/0")

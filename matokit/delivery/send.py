@@ -168,7 +168,8 @@ def _journal_failed(
         if added and maybe:
             _mark_unconfirmed(delivery, key, error)
     except StorageError as exc:
-        raise _not_kept(hit, key, exc, f"NOT delivered ({error.message}) and NOT queued") from exc
+        sent = "perhaps stored by Matomo" if maybe else "NOT delivered"
+        raise _not_kept(hit, key, exc, f"{sent} ({error.message}) and NOT queued") from exc
     if not added:
         return TrackOutcome(key, TrackState.DUPLICATE, "already queued or delivered")
     return TrackOutcome(key, TrackState.QUEUED, error.message, error, maybe_stored=maybe)

@@ -29,6 +29,7 @@ import tests.fakematomo.tracking as fake_tracking
 from tests.e2e.conftest import Result, RunMatokit, SpawnMatokit
 from tests.fakematomo import FakeMatomo, Fault
 from tests.redisserver import RedisServer
+from tests.tlscert import needs_openssl, tls_server
 
 STALE_TOKEN = "0badc0de" * 4
 NAMESPACE = "matokit:{default}"
@@ -376,6 +377,27 @@ def test_a_broken_redis_is_a_clear_error_with_exit_74_and_health_critical(
     assert health.code == 2, health
     (check,) = json.loads(health.stdout)["checks"]
     assert check["status"] == "CRITICAL" and check["metrics"]["usable"] == 0
+    assert tracking_requests(fake_matomo) == 0
+
+
+@needs_openssl
+def test_a_tls_failure_is_a_clear_error_with_exit_74_and_health_critical(
+    tmp_path: Path, run_matokit: RunMatokit, fake_matomo: FakeMatomo, env: dict[str, str]
+) -> None:
+    server, tls_port = tls_server(tmp_path / "redis")
+    try:
+        (host,) = fleet(tmp_path, server.url, env, count=1)
+        queue_events(run_matokit, host, "t", 3)
+        # Same server, through its TLS port: its self-signed certificate is not trusted.
+        broken = {**host, "MATOKIT_REDIS_URL": f"rediss://127.0.0.1:{tls_port}/0"}
+        flush = run_matokit("queue", "flush", env=broken)
+        health = run_matokit("health", "--check", "journal", "--format", "json", env=broken)
+    finally:
+        server.stop()
+    assert flush.code == 74, flush
+    assert "the TLS handshake failed" in flush.stderr and "Traceback" not in flush.output
+    assert health.code == 2, health
+    assert json.loads(health.stdout)["checks"][0]["status"] == "CRITICAL"
     assert tracking_requests(fake_matomo) == 0
 
 
