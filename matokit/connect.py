@@ -24,7 +24,8 @@ def client_for(
     allow_write: bool = False,
     allowed_writes: Iterable[str] = (),
 ) -> MatomoClient:
-    """A client for the profile: URL, token, timeouts, TLS, rate limit, token memory, pause.
+    """A client for the profile: URL, token, timeouts, TLS, rate limit, token memory, pause
+    (the last two on Redis, shared by every host, when `redis_url` is set).
 
     `need_token=False` lets a command run without a token when none is configured (tracking
     recent hits works without one); a configured token is always loaded and used.
@@ -32,12 +33,11 @@ def client_for(
     `allowed_writes` lets only the methods it names through (`setup exactly-once`).
     """
     from matokit.client import MatomoClient
-    from matokit.serverpause import ServerPause
-    from matokit.tokenmemory import TokenMemory
+    from matokit.shared import server_pause_for, token_memory_for
 
     url = settings.require_url()
     token = settings.token() if need_token or settings.has_token() else None
-    memory = TokenMemory(settings.token_memory_path, clock=clock, cooldown=settings.token_cooldown)
+    memory = token_memory_for(settings, clock=clock)
     return MatomoClient(
         base_url=url,
         token=token,
@@ -47,7 +47,7 @@ def client_for(
         ca_bundle=str(settings.ca_bundle) if settings.ca_bundle else None,
         rate_limit=settings.rate_limit,
         token_memory=memory,
-        server_pause=ServerPause(settings.server_pause_path, clock=clock),
+        server_pause=server_pause_for(settings, clock=clock),
         clock=clock,
         queuedtracking=settings.queuedtracking,
         logger=logging.getLogger("matokit.client"),

@@ -77,6 +77,17 @@ class StorageError(MatokitError):
         self.path = path
 
 
+class HitNotKeptError(StorageError):
+    """`track` could neither deliver a hit nor journal it (exit 74). `hit_line` is the hit as
+    one redacted JSON line that `matokit track import` accepts, for the caller to keep."""
+
+    def __init__(
+        self, message: str, *, hit_line: str, path: str | None = None, hint: str | None = None
+    ):
+        super().__init__(message, path=path, hint=hint)
+        self.hit_line = hit_line
+
+
 class JournalCorruptError(StorageError):
     """The journal file is not a valid MatoKit journal; it is left untouched."""
 

@@ -4,6 +4,10 @@ An advisory `flock` on `<data_dir>/flush.lock`. The kernel drops it when the hol
 descriptor closes, so a flusher killed with SIGKILL never leaves a stale lock behind; the file
 itself stays (removing it would let two flushers lock two different files). The holder writes
 its pid and start time into the file, so a refused or waiting flusher can say who holds it.
+
+With `redis_url` set, the lock is on Redis for every host of the profile
+(`matokit.redisstore.lock.redis_flush_lock`: a lease renewed while held);
+`matokit.shared.profile_flush_lock` picks the one the settings ask for.
 """
 
 from __future__ import annotations

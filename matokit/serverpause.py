@@ -10,6 +10,10 @@ Rules: a pause never shortens a later one already recorded (the later end wins);
 longer than `MAX_PAUSE` (1 h) is capped, so a misconfigured proxy cannot stop delivery for days;
 a pause ending more than `MAX_PAUSE` from now (a damaged file, a clock set back) is ignored.
 Writes are atomic and serialized by a lock file; a missing or damaged file means no pause.
+
+With `redis_url` set, the pause is kept on Redis for every host of the profile
+(`matokit.redisstore.pause.RedisServerPause`, same rules); `matokit.shared.server_pause`
+picks the one the settings ask for. Both satisfy `PauseKeeper`.
 """
 
 from __future__ import annotations
@@ -22,7 +26,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, Final, Protocol
 
 from matokit.durations import format_duration
 from matokit.errors import ServerPausedError, StorageError
@@ -66,6 +70,24 @@ class Pause:
             hint="Nothing to fix: queued hits are sent by the first `matokit queue flush` after "
             "the pause (`matokit queue status` shows when it ends).",
         )
+
+
+class PauseKeeper(Protocol):
+    """Where the profile's pause is kept: a file per host, or Redis per fleet."""
+
+    def current(self) -> Pause | None:
+        """The pause in force now, or None."""
+        ...
+
+    def check(self) -> None:
+        """Raise `ServerPausedError` while a pause is in force."""
+        ...
+
+    def record(
+        self, seconds: float, *, status: int | None = None, method: str | None = None
+    ) -> Pause | None:
+        """Keep Matomo's Retry-After of `seconds`; the later end wins."""
+        ...
 
 
 class ServerPause:

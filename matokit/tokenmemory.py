@@ -9,6 +9,11 @@ the token was rejected and how to fix it. A changed token is sent at once.
 The memory file holds a salted SHA-256 of the token, never the token, plus the time and
 Matomo's (redacted) message. Writes are atomic, so separate processes (cron runs overlapping)
 share the memory safely; a damaged file is treated as empty and replaced.
+
+With `redis_url` set, the memory is shared by every host of the profile
+(`matokit.redisstore.tokens.RedisTokenMemory`, which also lets only one process at a time send
+a token not yet known to be good); `matokit.shared.token_memory_for` picks the one the settings
+ask for. Both satisfy `RejectedTokens`.
 """
 
 from __future__ import annotations
@@ -21,7 +26,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from matokit.errors import StorageError, TokenCoolDownError
 from matokit.private_files import make_private_dir, write_atomic
@@ -32,6 +37,30 @@ DEFAULT_COOLDOWN = 600.0
 _FORMAT = 1
 _MAX_ENTRIES = 8
 _MAX_MESSAGE = 300
+
+
+class RejectedTokens(Protocol):
+    """The rejected-token memory the client consults: a file per host, or Redis per fleet."""
+
+    def check(self, token: str, *, tracking: bool = False) -> None:
+        """Raise `TokenCoolDownError` if `token` was rejected within the cool-down."""
+        ...
+
+    def record_rejection(self, token: str, message: str) -> None:
+        """Remember that Matomo rejected `token` now, with its message."""
+        ...
+
+    def record_acceptance(self, token: str, *, tracking: bool = False) -> None:
+        """Matomo answered a request carrying `token` without refusing it."""
+        ...
+
+    def release(self, token: str) -> None:
+        """A request carrying `token` got no verdict on it (network, proxy)."""
+        ...
+
+    def clear(self) -> None:
+        """Forget every rejection."""
+        ...
 
 
 @dataclass(frozen=True)
@@ -57,7 +86,7 @@ class TokenMemory:
         self.cooldown = cooldown
         self._clock = clock
 
-    def check(self, token: str) -> None:
+    def check(self, token: str, *, tracking: bool = False) -> None:
         """Raise `TokenCoolDownError` if this token was rejected less than `cooldown` ago."""
         salt, entries = self._load()
         if salt is None:
@@ -66,7 +95,7 @@ class TokenMemory:
         digest = _hash(salt, token)
         for entry in entries:
             if entry.token_hash == digest and self._active(entry, now):
-                raise _cool_down_error(entry, until=entry.rejected_at + self.cooldown)
+                raise cool_down_error(entry, until=entry.rejected_at + self.cooldown)
 
     def record_rejection(self, token: str, message: str) -> None:
         """Remember that Matomo rejected `token` now, with its (redacted) `message`."""
@@ -79,6 +108,12 @@ class TokenMemory:
         text = redact(message, [token])[:_MAX_MESSAGE]
         kept.insert(0, Rejection(token_hash=digest, rejected_at=now, message=text))
         self._write(salt, kept[:_MAX_ENTRIES])
+
+    def record_acceptance(self, token: str, *, tracking: bool = False) -> None:
+        """Nothing to do on one host: only a rejection is remembered."""
+
+    def release(self, token: str) -> None:
+        """Nothing to do on one host: no other process waits for this one's outcome."""
 
     def clear(self) -> None:
         """Forget every rejection (e.g. after the user fixed the token)."""
@@ -153,7 +188,8 @@ def _hash(salt: str, token: str) -> str:
     return hashlib.sha256((salt + token).encode("utf-8")).hexdigest()
 
 
-def _cool_down_error(entry: Rejection, *, until: float) -> TokenCoolDownError:
+def cool_down_error(entry: Rejection, *, until: float) -> TokenCoolDownError:
+    """The error for a request not sent because `entry` rejected its token until `until`."""
     said = f' ("{entry.message}")' if entry.message else ""
     return TokenCoolDownError(
         f"Matomo rejected this token at {utc_text(entry.rejected_at)}{said}; MatoKit will not send "

@@ -345,6 +345,29 @@ def test_unwritable_data_dir_exits_74_and_says_nothing_was_queued(
     assert "NOT delivered" in failed.stderr and "NOT queued" in failed.stderr
 
 
+def test_a_hit_neither_delivered_nor_queued_is_printed_as_one_importable_json_line(
+    capsys: pytest.CaptureFixture[str], env: FakeMatomo, monkeypatch, tmp_path: Path
+) -> None:
+    from matokit.hits import hit_from_record
+
+    blocker = tmp_path / "not-a-dir"
+    blocker.write_text("x")
+    monkeypatch.setenv("MATOKIT_DATA_DIR", str(blocker / "data"))
+    queued_run = invoke(capsys, *EVENT, "--queue", "--idempotency-key", "order-7")
+    env.add_fault(Fault(endpoint="tracking", status=503))
+    failed = invoke(capsys, *EVENT, "--visitor-id", "0123456789abcdef")
+    for run, kept in ((queued_run, "NOT queued"), (failed, "NOT delivered")):
+        assert run.code == 74, run
+        lines = [json.loads(t) for t in run.stderr.splitlines() if t.startswith("{")]
+        assert len(lines) == 1 and kept in run.stderr and "track import" in run.stderr, run
+        (line,) = lines
+        assert set(line) == {"id", "params"} and line["params"]["e_c"] == "shop"
+        assert SENTINEL_TOKEN not in run.stderr
+        hit = hit_from_record(line, site_id=None, now=time.time())  # `track import` takes it
+        assert hit.params["e_a"] == "buy"
+    assert json.loads(queued_run.stderr.splitlines()[0])["id"] == "order-7"
+
+
 def test_corrupt_journal_exits_74_and_is_left_untouched(
     capsys: pytest.CaptureFixture[str], env: FakeMatomo, tmp_path: Path
 ) -> None:

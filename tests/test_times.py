@@ -25,12 +25,12 @@ def test_utc_formats(seconds: float, text: str, iso: str) -> None:
 def test_messages_say_moments_in_the_same_form() -> None:
     """The server pause and the token cool-down say moments alike."""
     from matokit.serverpause import Pause
-    from matokit.tokenmemory import Rejection, _cool_down_error
+    from matokit.tokenmemory import Rejection, cool_down_error
 
     noon = 1769860800.0
     pause = Pause(until=noon + 60, recorded_at=noon, status=429)
     assert "at 2026-01-31 12:00:00 UTC" in pause.describe(now=noon)
     assert "before 2026-01-31 12:01:00 UTC" in pause.describe(now=noon)
-    error = _cool_down_error(Rejection("h", noon, ""), until=noon + 600)
+    error = cool_down_error(Rejection("h", noon, ""), until=noon + 600)
     assert "at 2026-01-31 12:00:00 UTC;" in error.message
     assert "until 2026-01-31 12:10:00 UTC," in error.message

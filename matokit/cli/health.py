@@ -27,7 +27,7 @@ app = typer.Typer(
 
 _CHECK_HELP = (
     "Comma-separated checks to run: config, api, site, replay-access, tracking, "
-    "tracking-failures, queue, cache (default: all)."
+    "tracking-failures, journal, queue, cache (default: all)."
 )
 
 

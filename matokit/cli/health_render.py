@@ -140,6 +140,27 @@ _KNOWN: dict[tuple[str, str], tuple[str, str]] = {
         "1 when the token can replay hits older than 24 h on the site.",
     ),
     ("cache", "size_bytes"): ("matokit_cache_size_bytes", "Size of the report cache database."),
+    ("journal", "usable"): (
+        "matokit_journal_usable",
+        "1 when the journal's backend (SQLite file or Redis) takes writes, 0 when it cannot.",
+    ),
+    ("journal", "durable"): (
+        "matokit_journal_durable",
+        "1 when every acknowledged write is on disk before the answer (SQLite; Redis with "
+        "appendonly and appendfsync always); NaN when the server does not tell.",
+    ),
+    ("journal", "evicts_keys"): (
+        "matokit_journal_evicts_keys",
+        "1 when Redis's maxmemory-policy may evict journal keys; NaN when unknown.",
+    ),
+    ("journal", "replicas"): (
+        "matokit_journal_replicas",
+        "Replicas connected to the Redis primary; NaN on SQLite.",
+    ),
+    ("journal", "latency_seconds"): (
+        "matokit_journal_latency_seconds",
+        "Time the journal's backend took to answer the check's probe.",
+    ),
 }
 
 

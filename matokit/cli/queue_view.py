@@ -118,9 +118,9 @@ def status_view(stats: JournalStats, *, exactly_once: str = "off") -> dict[str, 
 
 def pause_view(settings: Settings, now: float) -> dict[str, Any]:
     """Matomo's pause (Retry-After) in force for the profile: `paused_until` and its details."""
-    from matokit.serverpause import ServerPause
+    from matokit.shared import server_pause_for
 
-    pause = ServerPause(settings.server_pause_path, clock=lambda: now).current()
+    pause = server_pause_for(settings, clock=lambda: now).current()
     return {
         "paused_until": pause.until if pause else None,
         "pause": pause.as_dict(now) if pause else None,

@@ -246,13 +246,18 @@ def _track(
         _dry_run(settings, hit, fmt)
         return
     from matokit.delivery import Delivery
+    from matokit.errors import HitNotKeptError
 
     with Delivery.for_settings(settings) as delivery:
-        if options.queue:
-            outcome = delivery.queue(hit)
-        else:
-            settings.require_url()
-            outcome = delivery.send(hit)
+        try:
+            if options.queue:
+                outcome = delivery.queue(hit)
+            else:
+                settings.require_url()
+                outcome = delivery.send(hit)
+        except HitNotKeptError as exc:
+            _print_unsent(exc.hit_line)
+            raise
     raise typer.Exit(_report(outcome, fmt))
 
 
@@ -404,6 +409,24 @@ def _dry_run(settings: Settings, hit: Hit, fmt: str) -> None:
         emit_json({"dry_run": True, "request": dry_run_view(prepared)})
     else:
         emit_text(render_dry_run(prepared))
+
+
+def _print_unsent(hit_line: str) -> None:
+    """A hit neither delivered nor journaled, on stderr for the caller to keep (exit 74): the
+    JSON line as is (`track import` takes it back); in json log mode, inside the log object."""
+    import json
+
+    from matokit import logs
+
+    if logs.stderr_format() == "json":
+        line = logs.json_line(
+            "matokit: error: the hit was neither delivered nor queued",
+            unsent_hit=json.loads(hit_line),
+        )
+    else:
+        line = hit_line
+    sys.stderr.write(line + "\n")
+    sys.stderr.flush()
 
 
 def _report(outcome: TrackOutcome, fmt: str) -> int:

@@ -8,10 +8,11 @@ TLS, logging, and translation of every requests/urllib3 exception into a typed `
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import logging
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from matokit import writeguard
@@ -19,7 +20,7 @@ from matokit.client import reporting, tracking, transport
 from matokit.client.failures import Failures
 from matokit.client.tracking import TRACKING, PreparedRequest, TrackResult
 from matokit.closing import Closing
-from matokit.errors import MatomoError, StorageError
+from matokit.errors import MatomoError, PermissionDeniedError, StorageError
 from matokit.hits import USER_AGENT, Hit
 from matokit.policy import TokenBucket, parse_retry_after
 from matokit.redact import display_url, redact, register_secret
@@ -27,8 +28,8 @@ from matokit.redact import display_url, redact, register_secret
 if TYPE_CHECKING:
     import requests
 
-    from matokit.serverpause import ServerPause
-    from matokit.tokenmemory import TokenMemory
+    from matokit.serverpause import PauseKeeper
+    from matokit.tokenmemory import RejectedTokens
 
 
 class MatomoClient(Closing):
@@ -50,8 +51,8 @@ class MatomoClient(Closing):
         connect_retries: int = 2,
         ca_bundle: str | None = None,
         rate_limit: float | None = None,
-        token_memory: TokenMemory | None = None,
-        server_pause: ServerPause | None = None,
+        token_memory: RejectedTokens | None = None,
+        server_pause: PauseKeeper | None = None,
         clock: Callable[[], float] = time.time,
         sleep: Callable[[float], None] = time.sleep,
         user_agent: str = USER_AGENT,
@@ -134,7 +135,8 @@ class MatomoClient(Closing):
             session=self._tracking_session,
             respect_pause=True,
         )
-        return tracking.interpret_tracking(response, len(hits), prepared.url, self._failures)
+        with self._verdict(tracking=True):
+            return tracking.interpret_tracking(response, len(hits), prepared.url, self._failures)
 
     # -- reporting
 
@@ -146,7 +148,8 @@ class MatomoClient(Closing):
         self._check_write(method, params)
         url = reporting.api_url(self.base_url, method, "JSON")
         response = self._send(url, data=reporting.form(params, self._token), api_method=method)
-        return reporting.interpret_api(response, method, url, self._failures)
+        with self._verdict():
+            return reporting.interpret_api(response, method, url, self._failures)
 
     def call_raw(self, method: str, /, *, format: str = "CSV", **params: Any) -> str:
         """Call `method` in CSV, TSV or XML and return the text (UTF-8 decoded)."""
@@ -155,7 +158,8 @@ class MatomoClient(Closing):
         url = reporting.api_url(self.base_url, method, fmt)
         form = reporting.form({**params, "convertToUnicode": 0}, self._token)
         response = self._send(url, data=form, api_method=method)
-        return reporting.interpret_raw(response, method, url, fmt, self._failures)
+        with self._verdict():
+            return reporting.interpret_raw(response, method, url, fmt, self._failures)
 
     def bulk(self, calls: Sequence[tuple[str, Mapping[str, Any]]]) -> list[Any | MatomoError]:
         """Several API calls in one `API.getBulkRequest`; failed entries come back as errors.
@@ -171,7 +175,8 @@ class MatomoClient(Closing):
         url = reporting.api_url(self.base_url, reporting.BULK_METHOD, "JSON")
         form = reporting.form({"urls": urls}, self._token)
         response = self._send(url, data=form, api_method=reporting.BULK_METHOD)
-        return reporting.interpret_bulk(response, calls, url, self._failures)
+        with self._verdict():
+            return reporting.interpret_bulk(response, calls, url, self._failures)
 
     def _check_write(self, method: str, params: Mapping[str, Any]) -> None:
         if not self._allow_write:
@@ -196,16 +201,43 @@ class MatomoClient(Closing):
         Reporting requests are not held back (their answers may come from the report cache),
         but a Retry-After they get pauses tracking all the same: it is about the server.
         """
+        if self._token and self._memory is not None:
+            try:
+                self._memory.check(self._token, tracking=api_method == TRACKING)
+            except MatomoError as exc:
+                exc.method, exc.url = api_method, redact(url)
+                raise
+        with self._verdict_on_failure():
+            return self._post(
+                url,
+                data=data,
+                api_method=api_method,
+                headers=headers,
+                batch_size=batch_size,
+                session=session,
+                respect_pause=respect_pause,
+            )
+
+    def _post(
+        self,
+        url: str,
+        *,
+        data: bytes | list[tuple[str, str]],
+        api_method: str,
+        headers: Mapping[str, str] | None,
+        batch_size: int | None,
+        session: requests.Session | None,
+        respect_pause: bool,
+    ) -> requests.Response:
+        """`_send` once the token may go: the pause, the rate limit, the request."""
         import requests
 
-        try:
-            if self._token and self._memory is not None:
-                self._memory.check(self._token)
-            if respect_pause and self._pause is not None:
+        if respect_pause and self._pause is not None:
+            try:
                 self._pause.check()
-        except MatomoError as exc:
-            exc.method, exc.url = api_method, redact(url)
-            raise
+            except MatomoError as exc:
+                exc.method, exc.url = api_method, redact(url)
+                raise
         self._bucket.acquire()
         sender = session or self._session
         all_headers = {"User-Agent": self._user_agent, **(headers or {})}
@@ -234,6 +266,43 @@ class MatomoClient(Closing):
         elif response.status_code < 400:
             self._bucket.on_success()
         return response
+
+    # -- what an answer said about the token (the token memory shares it with other processes)
+
+    @contextlib.contextmanager
+    def _verdict(self, *, tracking: bool = False) -> Iterator[None]:
+        """Around interpreting an answer: an answer, or a refusal of access, means Matomo
+        accepted the token; a rejection is remembered by `Failures`; anything else (a proxy's
+        503, a page that is not Matomo's) says nothing about it."""
+        try:
+            yield
+        except PermissionDeniedError:
+            self._settle(accepted=True, tracking=tracking)
+            raise
+        except BaseException:
+            self._settle(accepted=False, tracking=tracking)
+            raise
+        self._settle(accepted=True, tracking=tracking)
+
+    @contextlib.contextmanager
+    def _verdict_on_failure(self) -> Iterator[None]:
+        """Around sending: a request that got no answer says nothing about the token."""
+        try:
+            yield
+        except BaseException:
+            self._settle(accepted=False)
+            raise
+
+    def _settle(self, *, accepted: bool, tracking: bool = False) -> None:
+        if not self._token or self._memory is None:
+            return
+        try:
+            if accepted:
+                self._memory.record_acceptance(self._token, tracking=tracking)
+            else:
+                self._memory.release(self._token)
+        except StorageError as exc:
+            self._log.warning("could not share the token's outcome: %s", exc)
 
     def _record_pause(self, response: requests.Response, api_method: str) -> None:
         if self._pause is None:

@@ -29,7 +29,7 @@ from matokit.redact import redact
 if TYPE_CHECKING:
     import requests
 
-    from matokit.tokenmemory import TokenMemory
+    from matokit.tokenmemory import RejectedTokens
 
 NOT_JSON = object()
 _TAGS = re.compile(r"<[^>]+>")
@@ -44,7 +44,7 @@ class Failures:
         *,
         token: str | None,
         clock: Callable[[], float],
-        memory: TokenMemory | None,
+        memory: RejectedTokens | None,
         log: logging.Logger,
     ) -> None:
         self.token = token

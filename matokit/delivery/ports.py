@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Protocol
 if TYPE_CHECKING:
     from matokit.delivery.matomo import TrackingClient
     from matokit.journal import Journal
-    from matokit.serverpause import ServerPause
+    from matokit.serverpause import PauseKeeper
 
 
 class Journaling(Protocol):
@@ -40,7 +40,7 @@ class Sending(Journaling, Protocol):
     """`track` and the flush: the journal, the client, Matomo's pause and whether a token is set."""
 
     @property
-    def pause(self) -> ServerPause: ...
+    def pause(self) -> PauseKeeper: ...
 
     @property
     def has_token(self) -> bool: ...

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import secrets
 from collections.abc import Mapping
 from dataclasses import replace
@@ -9,6 +10,7 @@ from typing import Any
 
 from matokit.hits import Hit, idempotency_key
 from matokit.journal import Entry, NewHit
+from matokit.redact import redact
 
 
 def hit_key(hit: Hit) -> str:
@@ -33,6 +35,14 @@ def import_key(hit: Hit, record: Mapping[str, Any]) -> str:
         return idempotency_key(hit)
     untimed = {k: v for k, v in hit.params.items() if k != "cdt"}
     return idempotency_key(replace(hit, params=untimed))
+
+
+def unsent_line(hit: Hit, key: str) -> str:
+    """`hit` as one redacted JSON line that `matokit track import` takes back: its parameters
+    (with its time) and its key as `id`, so replaying the line twice still counts it once."""
+    record = {"id": hit.key if hit.key is not None else key, "params": dict(hit.params)}
+    # ASCII only: the line goes to stderr as is, so no terminal control can hide in it.
+    return redact(json.dumps(record, ensure_ascii=True, separators=(",", ":")))
 
 
 def hit_time(hit: Hit) -> float:

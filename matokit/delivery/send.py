@@ -1,4 +1,9 @@
-"""Send-or-journal for `track`: one hit now as a bulk of one, journaled when it cannot be."""
+"""Send-or-journal for `track`: one hit now as a bulk of one, journaled when it cannot be.
+
+A journal that cannot be used (a damaged file, Redis down) never stops `track` from trying
+Matomo; when Matomo fails too, the hit leaves in a `HitNotKeptError` (exit 74) that carries it
+as one JSON line, which the command prints on stderr: a hit is never silently dropped.
+"""
 
 from __future__ import annotations
 
@@ -8,8 +13,8 @@ from typing import TYPE_CHECKING
 
 from matokit.delivery.matomo import admin_sites, maybe_stored, old_hit_refusal
 from matokit.delivery.outcomes import TrackOutcome, TrackState
-from matokit.delivery.records import hit_key, new_hit, short_error
-from matokit.errors import MatokitError, MatomoError, StorageError, UsageError
+from matokit.delivery.records import hit_key, new_hit, short_error, unsent_line
+from matokit.errors import HitNotKeptError, MatokitError, MatomoError, StorageError, UsageError
 from matokit.exactlyonce.lookup import stampable
 from matokit.exactlyonce.sites import KeySites
 from matokit.hits import Hit
@@ -25,7 +30,10 @@ log = logging.getLogger("matokit.delivery")
 def queue_hit(delivery: Journaling, hit: Hit, *, key: str | None = None) -> TrackOutcome:
     """Only journal `hit` (`track --queue`): queued, or duplicate when its key is known."""
     key = key or hit_key(hit)
-    added = delivery.journal.enqueue_one(new_hit(hit, key))
+    try:
+        added = delivery.journal.enqueue_one(new_hit(hit, key))
+    except StorageError as exc:
+        raise _not_kept(hit, key, exc, "NOT queued") from exc
     if not added:
         return TrackOutcome(key, TrackState.DUPLICATE, "already queued or delivered")
     return TrackOutcome(key, TrackState.QUEUED, "journaled; `matokit queue flush` sends it")
@@ -49,7 +57,7 @@ def send_hit(delivery: Sending, hit: Hit, *, key: str | None = None) -> TrackOut
     """
     keyed = hit.key is not None
     key = key or hit_key(hit)
-    if keyed and delivery.journal.has_key(key):
+    if keyed and _known(delivery, key):
         return TrackOutcome(key, TrackState.DUPLICATE, "already queued or delivered")
     send = _Send()
     try:
@@ -81,10 +89,25 @@ def send_hit(delivery: Sending, hit: Hit, *, key: str | None = None) -> TrackOut
     # Counts that do not add up: it may or may not be stored; re-sending could double it.
     note = result.note or "Matomo's answer did not account for the hit"
     if send.lookups and send.dimension is not None and send.sent_at is not None:
-        journaled = _journal_uncertain(delivery, hit, key, note, send)
+        try:
+            journaled = _journal_uncertain(delivery, hit, key, note, send)
+        except StorageError as exc:
+            # Not journaled, so not looked up: reported as unconfirmed, as without lookups.
+            log.warning("cannot journal the uncertain hit for a lookup: %s", exc)
+            journaled = None
         if journaled is not None:
             return journaled
     return TrackOutcome(key, TrackState.UNCONFIRMED, note)
+
+
+def _known(delivery: Sending, key: str) -> bool:
+    """Whether the journal already holds or delivered `key`; an unusable journal says no (the
+    hit is sent: a possible duplicate is better than a hit lost)."""
+    try:
+        return delivery.journal.has_key(key)
+    except StorageError as exc:
+        log.warning("cannot check the idempotency key in the journal; sending anyway: %s", exc)
+        return False
 
 
 def _stamp(delivery: Sending, client: object, hit: Hit, key: str, send: _Send) -> Hit:
@@ -145,14 +168,21 @@ def _journal_failed(
         if added and maybe:
             _mark_unconfirmed(delivery, key, error)
     except StorageError as exc:
-        raise StorageError(
-            f"{exc.message}. The hit was NOT delivered ({error.message}) and NOT queued.",
-            path=exc.path,
-            hint=exc.hint,
-        ) from exc
+        sent = "perhaps stored by Matomo" if maybe else "NOT delivered"
+        raise _not_kept(hit, key, exc, f"{sent} ({error.message}) and NOT queued") from exc
     if not added:
         return TrackOutcome(key, TrackState.DUPLICATE, "already queued or delivered")
     return TrackOutcome(key, TrackState.QUEUED, error.message, error, maybe_stored=maybe)
+
+
+def _not_kept(hit: Hit, key: str, exc: StorageError, what: str) -> HitNotKeptError:
+    return HitNotKeptError(
+        f"{exc.message}. The hit was {what}; it is printed on stderr as one JSON line: keep it "
+        "and replay it later with `matokit track import`.",
+        hit_line=unsent_line(hit, key),
+        path=exc.path,
+        hint=exc.hint,
+    )
 
 
 def _mark_unconfirmed(delivery: Journaling, key: str, error: MatokitError) -> None:

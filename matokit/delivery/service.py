@@ -27,10 +27,12 @@ from matokit.errors import FlushInProgressError
 from matokit.hits import Hit
 from matokit.journal import Journal, JournalStats
 from matokit.serverpause import FILE_NAME as PAUSE_FILE
-from matokit.serverpause import ServerPause
+from matokit.serverpause import PauseKeeper
+from matokit.shared import server_pause
 
 if TYPE_CHECKING:
     from matokit.config import Settings
+    from matokit.redisstore.connection import RedisTarget
     from matokit.stopping import StopRequest
 
 
@@ -49,6 +51,7 @@ class Delivery(Closing):
         rng: Callable[[], float] = random.random,
         exactly_once: str = "off",
         settle: float = DEFAULT_SETTLE,
+        redis: RedisTarget | None = None,
     ) -> None:
         self.journal_path = Path(journal_path)
         self._client_factory = client_factory
@@ -61,12 +64,17 @@ class Delivery(Closing):
         self.exactly_once = exactly_once
         self.settle = settle
         self._journal: Journal | None = None
+        # The profile's Redis (`redis_url`): the pause and the flush lock are shared there.
+        self.redis = redis
         # Matomo's Retry-After, shared by every process of the profile (the client records it).
-        self.pause = ServerPause(pause_path or self.journal_path.parent / PAUSE_FILE, clock=clock)
+        self.pause: PauseKeeper = server_pause(
+            pause_path or self.journal_path.parent / PAUSE_FILE, redis=redis, clock=clock
+        )
 
     @classmethod
     def for_settings(cls, settings: Settings, **kwargs: Any) -> Delivery:
         """The delivery service of a profile (its journal, URL, token and timeouts)."""
+        from matokit.redisstore.connection import RedisTarget
 
         def factory() -> TrackingClient:
             from matokit.connect import client_for
@@ -81,6 +89,7 @@ class Delivery(Closing):
             dedup_window=settings.dedup_window,
             exactly_once=settings.exactly_once,
             settle=settings.settle,
+            redis=RedisTarget.from_settings(settings),
             **kwargs,
         )
 
@@ -192,11 +201,7 @@ class Delivery(Closing):
         `wait_timeout` seconds when given (then FlushWaitTimeoutError). Waiting for the lock has
         nothing to drain: a `stop` then interrupts it at once.
         """
-        from matokit.locking import LOCK_NAME, flush_lock
-
-        lock = flush_lock(
-            self.journal_path.parent / LOCK_NAME, wait=wait, timeout=wait_timeout, on_wait=on_wait
-        )
+        lock = self._flush_lock(wait=wait, timeout=wait_timeout, on_wait=on_wait)
         with contextlib.ExitStack() as held:
             with stop.interruptible() if stop is not None else contextlib.nullcontext():
                 held.enter_context(lock)
@@ -213,10 +218,22 @@ class Delivery(Closing):
 
         FlushInProgressError when a flush holds the lock (it reconciles itself).
         """
-        from matokit.locking import LOCK_NAME, flush_lock
-
-        with flush_lock(self.journal_path.parent / LOCK_NAME, wait=False):
+        with self._flush_lock(wait=False):
             return reconcile_only(self, options, wait=wait, stop=stop)
+
+    def _flush_lock(
+        self,
+        *,
+        wait: bool,
+        timeout: float | None = None,
+        on_wait: Callable[[str], None] | None = None,
+    ) -> contextlib.AbstractContextManager[object]:
+        """The profile's flush lock: next to the journal file, or on Redis for every host."""
+        from matokit.shared import profile_flush_lock
+
+        return profile_flush_lock(
+            self.journal_path.parent, redis=self.redis, wait=wait, timeout=timeout, on_wait=on_wait
+        )
 
     def flush(
         self,

@@ -4,7 +4,8 @@
 reports); `matokit.health.runner` runs them. Each function gets the run's shared state
 (`HealthRun`: settings, token, client, the shared version call, the journal stats) and its
 own name, and may raise: `Skip` for "cannot run because a dependency failed", any other error
-is classified by `classify_error`. The queue check lives in `matokit.health.queue`.
+is classified by `classify_error`. The queue check lives in `matokit.health.queue`, the journal
+check (the backend: SQLite file or Redis) in `matokit.health.journal`.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from matokit.errors import (
     UsageError,
 )
 from matokit.health.classify import classify_error
+from matokit.health.journal import JOURNAL_METRICS, check_journal
 from matokit.health.model import VERSION_METHOD, Check, CheckResult, Status
 from matokit.health.queue import QUEUE_METRICS, check_queue
 from matokit.health.text import line, seconds_text
@@ -293,9 +295,9 @@ def check_tracking(run: HealthRun, name: str) -> CheckResult:
 
 def _paused(name: str, settings: Settings, clock: Callable[[], float]) -> CheckResult | None:
     """WARNING, probe not sent, while Matomo's Retry-After pause holds for the profile."""
-    from matokit.serverpause import ServerPause
+    from matokit.shared import server_pause_for
 
-    pause = ServerPause(settings.server_pause_path, clock=clock).current()
+    pause = server_pause_for(settings, clock=clock).current()
     if pause is None:
         return None
     error = pause.error(clock())
@@ -392,6 +394,7 @@ STANDARD_CHECKS: dict[str, Check] = {
     "replay-access": Check(check_replay_access, ("admin_access",)),
     "tracking": Check(check_tracking, ("latency_seconds", "paused_until_timestamp_seconds")),
     "tracking-failures": Check(check_tracking_failures, ("failures",)),
+    "journal": Check(check_journal, JOURNAL_METRICS),
     "queue": Check(check_queue, QUEUE_METRICS),
     "cache": Check(check_cache, ("size_bytes",)),
 }

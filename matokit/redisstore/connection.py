@@ -121,7 +121,8 @@ def redis_storage_error(target: RedisTarget, doing: str, exc: BaseException) -> 
             "the server is a read-only replica",
             "Point redis_url at the primary (or at a Sentinel/cluster endpoint that follows it).",
         )
-    elif text.startswith("OOM"):
+    elif isinstance(exc, rex.OutOfMemoryError) or text.startswith("OOM"):
+        # redis-py strips the "OOM" code from its OutOfMemoryError's message.
         problem, hint = (
             "Redis is out of memory and refuses writes",
             "Raise maxmemory on the server, or deliver the backlog (`matokit queue flush`).",

@@ -204,6 +204,7 @@ def test_prometheus_output_file_for_the_textfile_collector(
         "replay-access",
         "tracking",
         "tracking-failures",
+        "journal",
         "queue",
         "cache",
     }
