@@ -1,4 +1,5 @@
-"""The report cache: requests-cache on SQLite, one database per profile, never a token inside.
+"""The report cache: requests-cache on SQLite (one database per profile) or, with `redis_url`,
+on Redis under the profile's namespace (`matokit.redisstore.cache`); never a token inside.
 
 What is cached: only Reporting API answers that can be reused (a report with `period` and
 `date`, and `SitesManager.getSiteFromId` / `API.getReportMetadata` for a day). Never tracking
@@ -21,6 +22,8 @@ A cache hit of `matokit report` can be answered without importing requests or re
 requests-cache stores an answer (`save_response`), MatoKit writes a row keyed by (URL, method,
 format, parameters without the token) with the same expiry and the JSON text of the answer.
 `cache clear` empties both; `--refresh` replaces both. `cache stats` counts MatoKit's rows.
+On Redis, MatoKit's rows are keys expiring with the answer (`matokit.redisstore.answers`), and
+the lean path reads them with a standard-library client (`matokit.redisstore.resp`).
 """
 
 from __future__ import annotations
