@@ -307,7 +307,7 @@ def cached_session(
     if target is not None:
         from matokit.redisstore.cache import redis_backend
 
-        return cls(redis_backend(target), **options)
+        return cls(redis_backend(target, answer_of=answer_of), **options)
     path = settings.cache_path
     prepare_path(path)
     try:
@@ -524,9 +524,7 @@ def cached_answer(settings: Settings, report: Report, params: Mapping[str, str])
     if not report.cacheable:
         return None
     if settings.redis_url:
-        from matokit.redisstore.answers import lookup as redis_lookup
-
-        return redis_lookup(
+        return lookup_on_redis(
             settings, base_url=settings.require_url(), method=report.method, params=params
         )
     return lookup(
@@ -572,6 +570,21 @@ def lookup(
         return None
     finally:
         con.close()
+
+
+def lookup_on_redis(
+    settings: Settings,
+    *,
+    base_url: str,
+    method: str,
+    params: Mapping[str, str],
+    fmt: str = "JSON",
+    now: float | None = None,
+) -> Any | None:
+    """`lookup` on the profile's Redis (`redis_url`): standard library only, counts the hit."""
+    from matokit.redisstore.answers import lookup as read
+
+    return read(settings, fast_key(base_url, method, fmt, params.items()), now=now)
 
 
 # --- stats and clear ---------------------------------------------------------------------
@@ -636,9 +649,21 @@ def profile_stats(settings: Settings, *, now: float | None = None) -> CacheStats
     target = RedisTarget.from_settings(settings)
     if target is None:
         return stats(settings.cache_path, now=now)
+    from matokit.redisstore.cache import location as redis_location
     from matokit.redisstore.cache import stats as redis_stats
 
-    return redis_stats(target, now=now)
+    found = redis_stats(target, now=now)
+    return CacheStats(
+        redis_location(target),
+        found.exists,
+        entries=found.entries,
+        fresh=found.fresh,
+        expired=found.entries - found.fresh,
+        size_bytes=found.size_bytes,
+        hits=found.hits,
+        misses=found.misses,
+        backend="redis",
+    )
 
 
 def stats(path: Path, *, now: float | None = None) -> CacheStats:

@@ -22,7 +22,6 @@ from matokit import cache, reportfetch, reports
 from matokit.client import MatomoClient
 from matokit.config import Settings, resolve
 from matokit.errors import StorageError
-from matokit.redisstore import answers
 from matokit.redisstore.connection import forget_clients
 from tests.clirunner import invoke
 from tests.fakematomo import SUPERUSER_TOKEN, VIEW_TOKEN, FakeMatomo
@@ -54,6 +53,14 @@ def settings_for(
         **env,
     }
     return resolve({"--url": fake.url}, env=variables)
+
+
+def lean(settings: Settings, method: str, **options: Any) -> Any:
+    """The lean Redis lookup of `method` with PAST's parameters."""
+    params = {k: str(v) for k, v in PAST.items()}
+    return cache.lookup_on_redis(
+        settings, base_url=settings.require_url(), method=method, params=params, **options
+    )
 
 
 class Harness:
@@ -204,20 +211,16 @@ def test_past_periods_are_kept_a_day(harness: Harness, redis_url: str) -> None:
 
 def test_lean_lookup_serves_fresh_answers_only_and_counts_hits(harness: Harness) -> None:
     answer = harness.client.call("VisitsSummary.get", **PAST)
-    params = {k: str(v) for k, v in PAST.items()}
-    url = harness.fake.url
     settings = harness.settings
-    found = answers.lookup(settings, base_url=url, method="VisitsSummary.get", params=params)
+    found = lean(settings, "VisitsSummary.get")
     assert found == answer
     later = time.time() + DAY + 60
-    assert (
-        answers.lookup(settings, base_url=url, method="VisitsSummary.get", params=params, now=later)
-        is None
-    )
-    other = answers.lookup(settings, base_url=url, method="Actions.getPageUrls", params=params)
+    assert lean(settings, "VisitsSummary.get", now=later) is None
+    other = lean(settings, "Actions.getPageUrls")
     assert other is None
     report = reports.BY_NAME["visits"]
-    assert cache.cached_answer(settings, report, {**params, "flat": "1"}) == answer
+    params = {k: str(v) for k, v in PAST.items()}
+    assert cache.cached_answer(settings, report, params) == answer
     stats = cache.profile_stats(settings)
     assert (stats.backend, stats.entries, stats.hits, stats.misses) == ("redis", 1, 2, 1)
 
@@ -228,7 +231,7 @@ def test_an_answer_in_another_format_is_counted_but_never_served(
     harness.client.call_raw("VisitsSummary.get", format="xml", **PAST)
     params = {k: str(v) for k, v in PAST.items()}
     assert (
-        answers.lookup(
+        cache.lookup_on_redis(
             harness.settings,
             base_url=harness.fake.url,
             method="VisitsSummary.get",
@@ -246,16 +249,11 @@ def test_refresh_replaces_the_answer(harness: Harness, redis_url: str) -> None:
     (key,) = client.keys("matokit:{default}:cache:answer:*")
     head = client.get(key).partition(b"\n")[0]
     client.set(key, head + b'\n"stale"', keepttl=True)
-    params = {k: str(v) for k, v in PAST.items()}
-    url, settings = harness.fake.url, harness.settings
-    assert answers.lookup(settings, base_url=url, method="VisitsSummary.get", params=params) == (
-        "stale"
-    )
+    settings = harness.settings
+    assert lean(settings, "VisitsSummary.get") == "stale"
     harness.session.refresh = True
     harness.client.call("VisitsSummary.get", **PAST)
-    assert (
-        answers.lookup(settings, base_url=url, method="VisitsSummary.get", params=params) == answer
-    )
+    assert lean(settings, "VisitsSummary.get") == answer
 
 
 def test_stats_and_clear_touch_only_the_profile_cache(harness: Harness, redis_url: str) -> None:
@@ -291,21 +289,11 @@ def test_a_password_protected_server(fake_matomo: FakeMatomo, tmp_path: Path) ->
         h.client.call("VisitsSummary.get", **PAST)
         h.close()
         assert h.calls("VisitsSummary.get") == 1
-        params = {k: str(v) for k, v in PAST.items()}
-        url = fake_matomo.url
-        assert (
-            answers.lookup(settings, base_url=url, method="VisitsSummary.get", params=params)
-            == answer
-        )
+        assert lean(settings, "VisitsSummary.get") == answer
         in_url = settings_for(fake_matomo, server.url.replace("//", "//:s3cret-pass@"))
-        assert (
-            answers.lookup(in_url, base_url=url, method="VisitsSummary.get", params=params)
-            == answer
-        )
+        assert lean(in_url, "VisitsSummary.get") == answer
         wrong = settings_for(fake_matomo, server.url, MATOKIT_REDIS_PASSWORD="wrong-pass")
-        assert (
-            answers.lookup(wrong, base_url=url, method="VisitsSummary.get", params=params) is None
-        )
+        assert lean(wrong, "VisitsSummary.get") is None
         forget_clients()
         with pytest.raises(StorageError, match="refused the credentials") as caught:
             cache.profile_stats(wrong)
@@ -396,18 +384,18 @@ def test_the_lean_path_answers_from_redis_without_redis_py(
         "print(repr((code, heavy)), file=sys.stderr)\n"
     )
 
-    def lean() -> tuple[int | None, list[str]]:
+    def lean_run() -> tuple[int | None, list[str]]:
         done = subprocess.run(
             [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60
         )
         result: tuple[int | None, list[str]] = eval(done.stderr.strip().splitlines()[-1])
         return result
 
-    assert lean() == (None, [])  # a miss: the normal path will ask Matomo
+    assert lean_run() == (None, [])  # a miss: the normal path will ask Matomo
     normal = subprocess.run(
         [sys.executable, "-m", "matokit", *args], env=env, capture_output=True, text=True
     )
     assert normal.returncode == 0, normal.stderr
     before = len(fake_matomo.requests)
-    assert lean() == (0, [])
+    assert lean_run() == (0, [])
     assert len(fake_matomo.requests) == before

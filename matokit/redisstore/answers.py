@@ -11,7 +11,8 @@ Under the profile's namespace (`matokit:{PROFILE}`, one hash tag per profile):
 
 The fast key is canonical JSON of URL, method, format and parameters without the token
 (`matokit.cache.fast_key`), so neither a key nor a value holds the token. `lookup` reads one
-answer with `matokit.redisstore.resp`, without importing redis-py.
+answer with `matokit.redisstore.resp`, without importing redis-py. (Nothing here imports
+`matokit.cache`: it imports this module.)
 """
 
 from __future__ import annotations
@@ -19,7 +20,6 @@ from __future__ import annotations
 import contextlib
 import json
 import time
-from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, Final
 
 if TYPE_CHECKING:
@@ -71,28 +71,19 @@ def unpack(value: bytes, *, now: float) -> Any | None:
     return json.loads(body.decode("utf-8"))
 
 
-def lookup(
-    settings: Settings,
-    *,
-    base_url: str,
-    method: str,
-    params: Mapping[str, str],
-    fmt: str = "JSON",
-    now: float | None = None,
-) -> Any | None:
-    """The cached, fresh JSON answer on the profile's Redis, or None (then ask normally).
+def lookup(settings: Settings, fast: str, *, now: float | None = None) -> Any | None:
+    """The cached, fresh JSON answer under fast key `fast` on the profile's Redis, or None.
 
     Standard library only; counts the hit. Any doubt (Redis unreachable, a URL option the lean
     client does not know, no answer, expired, garbled) is a miss, and the normal path decides.
     """
-    from matokit.cache import fast_key
     from matokit.errors import MatokitError
     from matokit.redisstore.resp import LeanRedis, LeanUnsupported, RespError, parse
 
     if not settings.redis_url:
         return None
     moment = time.time() if now is None else now
-    key = answer_key(settings.redis_namespace, fast_key(base_url, method, fmt, params.items()))
+    key = answer_key(settings.redis_namespace, fast)
     try:
         endpoint = parse(settings.redis_url, settings.redis_password())
         ca_file = str(settings.ca_bundle) if settings.ca_bundle else None

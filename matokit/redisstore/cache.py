@@ -20,7 +20,8 @@ from __future__ import annotations
 import functools
 import logging
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Final
 
@@ -35,8 +36,9 @@ from matokit.redisstore.answers import (
 from matokit.redisstore.connection import redis_errors, redis_storage_error
 
 if TYPE_CHECKING:
-    from matokit.cache import CacheStats
     from matokit.redisstore.connection import RedisTarget
+
+AnswerOf = Callable[[Any], tuple[str, str | None] | None]
 
 log = logging.getLogger("matokit.cache")
 
@@ -50,9 +52,13 @@ def location(target: RedisTarget) -> str:
     return f"{target.display} {cache_prefix(target.namespace)}:*"
 
 
-def redis_backend(target: RedisTarget) -> Any:
-    """requests-cache's Redis backend for the profile, as MatoKit's session uses it."""
-    return _backend_class()(target)
+def redis_backend(target: RedisTarget, *, answer_of: AnswerOf) -> Any:
+    """requests-cache's Redis backend for the profile, as MatoKit's session uses it.
+
+    `answer_of(response)` gives (fast key, JSON text or None) of an answer to remember, or None
+    (`matokit.cache.answer_of`).
+    """
+    return _backend_class()(target, answer_of)
 
 
 @functools.cache
@@ -61,8 +67,6 @@ def _backend_class() -> type[Any]:
     import redis.exceptions as rex
     from requests_cache.backends.redis import RedisCache
 
-    from matokit.cache import answer_of
-
     class ReportRedisCache(RedisCache):
         """requests-cache's RedisCache; each answer it stores also gets MatoKit's own key.
 
@@ -70,7 +74,7 @@ def _backend_class() -> type[Any]:
         (a warning says why once): reports are then asked from Matomo, never refused.
         """
 
-        def __init__(self, target: RedisTarget) -> None:
+        def __init__(self, target: RedisTarget, answer_of: AnswerOf) -> None:
             super().__init__(
                 namespace=http_namespace(target.namespace),
                 connection=target.client(),
@@ -79,6 +83,7 @@ def _backend_class() -> type[Any]:
                 ttl_offset=TTL_OFFSET,
             )
             self.target = target
+            self.answer_of = answer_of
             self.down = False
 
         def _failed(self, doing: str, exc: rex.RedisError) -> None:
@@ -116,7 +121,7 @@ def _backend_class() -> type[Any]:
                 self._failed("delete from the report cache", exc)
 
         def _remember(self, response: Any, expires: datetime | None) -> None:
-            answer = answer_of(response)
+            answer = self.answer_of(response)
             if answer is None:
                 return
             fast, body = answer
@@ -167,10 +172,20 @@ def _expiry(head: bytes) -> float | None:
         return None
 
 
-def stats(target: RedisTarget, *, now: float | None = None) -> CacheStats:
-    """Entries (fresh/expired), memory used and hit counters of the profile's cache on Redis."""
-    from matokit.cache import CacheStats
+@dataclass(frozen=True)
+class RedisCacheCounts:
+    """What `stats` finds: answers (all, fresh), bytes used, counters, whether any key exists."""
 
+    exists: bool
+    entries: int
+    fresh: int
+    size_bytes: int
+    hits: int
+    misses: int
+
+
+def stats(target: RedisTarget, *, now: float | None = None) -> RedisCacheCounts:
+    """Entries (fresh/expired), memory used and hit counters of the profile's cache on Redis."""
     moment = time.time() if now is None else now
     client = target.client()
     prefix = glob_escape(cache_prefix(target.namespace))
@@ -183,16 +198,13 @@ def stats(target: RedisTarget, *, now: float | None = None) -> CacheStats:
     counters = {_text(k): int(v) for k, v in raw.items()}
     expiries = [_expiry(head) for head in heads if isinstance(head, bytes) and head]
     fresh = sum(1 for at in expiries if at is None or at > moment)
-    return CacheStats(
-        location(target),
-        bool(every),
+    return RedisCacheCounts(
+        exists=bool(every),
         entries=len(expiries),
         fresh=fresh,
-        expired=len(expiries) - fresh,
         size_bytes=sizes,
         hits=counters.get("hits", 0),
         misses=counters.get("misses", 0),
-        backend="redis",
     )
 
 
