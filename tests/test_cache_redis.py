@@ -22,6 +22,7 @@ from matokit import cache, reportfetch, reports
 from matokit.client import MatomoClient
 from matokit.config import Settings, resolve
 from matokit.errors import StorageError
+from matokit.redisstore import resp
 from matokit.redisstore.connection import forget_clients
 from tests.clirunner import invoke
 from tests.fakematomo import SUPERUSER_TOKEN, VIEW_TOKEN, FakeMatomo
@@ -399,3 +400,155 @@ def test_the_lean_path_answers_from_redis_without_redis_py(
     before = len(fake_matomo.requests)
     assert lean_run() == (0, [])
     assert len(fake_matomo.requests) == before
+
+
+# --- the lean client's URL handling, and TLS -------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("url", "password", "expected"),
+    [
+        ("redis://h:7000/3", None, resp.Endpoint("redis", host="h", port=7000, db=3)),
+        ("redis://h", "pw", resp.Endpoint("redis", host="h", password="pw")),
+        (
+            "redis://user:p%40ss@h/0",
+            "other",
+            resp.Endpoint("redis", host="h", username="user", password="p@ss"),
+        ),
+        ("unix:///run/redis.sock?db=2", None, resp.Endpoint("unix", path="/run/redis.sock", db=2)),
+        (
+            "rediss://h:6380/1?ssl_ca_certs=/ca.pem&ssl_cert_reqs=required",
+            None,
+            resp.Endpoint("rediss", host="h", port=6380, db=1, ca_file="/ca.pem"),
+        ),
+        (
+            "redis://h/0?socket_timeout=3&health_check_interval=10",
+            None,
+            resp.Endpoint("redis", "h"),
+        ),
+    ],
+)
+def test_lean_client_reads_the_url_like_redis_py(
+    url: str, password: str | None, expected: resp.Endpoint
+) -> None:
+    assert resp.parse(url, password) == expected
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "rediss://h/0?ssl_cert_reqs=none",  # weaker TLS than the default: never on the lean path
+        "rediss://h/0?ssl_check_hostname=false",
+        "rediss://h/0?ssl_certfile=/c.pem",
+        "redis://h/0?protocol=3",
+        "redis+sentinel://h/0",
+    ],
+)
+def test_lean_client_leaves_what_it_does_not_know_to_redis_py(url: str) -> None:
+    with pytest.raises(resp.LeanUnsupported):
+        resp.parse(url)
+
+
+def _openssl(*args: str) -> None:
+    subprocess.run(["openssl", *args], check=True, capture_output=True)
+
+
+@pytest.fixture
+def tls_server(tmp_path: Path) -> Iterator[tuple[RedisServer, int, Path]]:
+    """A redis-server with a TLS port, its certificate signed by a CA of the test's own."""
+    import shutil
+
+    if not shutil.which("openssl"):
+        pytest.skip("openssl is not installed")
+    certs = tmp_path / "certs"
+    certs.mkdir()
+    ca_key, ca, key, csr, cert = (
+        certs / n for n in ("ca.key", "ca.pem", "s.key", "s.csr", "s.pem")
+    )
+    _openssl(
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=test CA",
+        "-keyout",
+        str(ca_key),
+        "-out",
+        str(ca),
+    )
+    _openssl(
+        "req",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-subj",
+        "/CN=127.0.0.1",
+        "-keyout",
+        str(key),
+        "-out",
+        str(csr),
+    )
+    ext = certs / "ext.cnf"
+    ext.write_text("subjectAltName = IP:127.0.0.1\n")
+    _openssl(
+        "x509",
+        "-req",
+        "-in",
+        str(csr),
+        "-CA",
+        str(ca),
+        "-CAkey",
+        str(ca_key),
+        "-CAcreateserial",
+        "-days",
+        "2",
+        "-extfile",
+        str(ext),
+        "-out",
+        str(cert),
+    )
+    from tests.redisserver import _free_port
+
+    tls_port = _free_port()
+    server = RedisServer(
+        tmp_path / "tls",
+        **{
+            "tls-port": str(tls_port),
+            "tls-cert-file": str(cert),
+            "tls-key-file": str(key),
+            "tls-ca-cert-file": str(ca),
+            "tls-auth-clients": "no",
+        },
+    )
+    try:
+        server.start()
+    except RuntimeError as exc:
+        pytest.skip(f"redis-server without TLS: {exc}")
+    try:
+        yield server, tls_port, ca
+    finally:
+        forget_clients()
+        server.stop()
+
+
+def test_over_tls_the_lean_path_verifies_the_server_like_redis_py(
+    fake_matomo: FakeMatomo, tls_server: tuple[RedisServer, int, Path]
+) -> None:
+    _, port, ca = tls_server
+    url = f"rediss://127.0.0.1:{port}/0?ssl_ca_certs={ca}"
+    settings = settings_for(fake_matomo, url)
+    h = Harness(fake_matomo, settings)
+    answer = h.client.call("VisitsSummary.get", **PAST)
+    h.close()
+    assert lean(settings, "VisitsSummary.get") == answer
+    assert cache.profile_stats(settings).hits == 1
+    # Without the test CA the certificate is not trusted: a miss, then a clear StorageError.
+    untrusted = settings_for(fake_matomo, f"rediss://127.0.0.1:{port}/0")
+    assert lean(untrusted, "VisitsSummary.get") is None
+    forget_clients()
+    with pytest.raises(StorageError, match="TLS handshake failed"):
+        cache.profile_stats(untrusted)

@@ -86,8 +86,7 @@ def lookup(settings: Settings, fast: str, *, now: float | None = None) -> Any | 
     key = answer_key(settings.redis_namespace, fast)
     try:
         endpoint = parse(settings.redis_url, settings.redis_password())
-        ca_file = str(settings.ca_bundle) if settings.ca_bundle else None
-        with LeanRedis.connect(endpoint, ca_file=ca_file) as redis:
+        with LeanRedis.connect(endpoint) as redis:
             value = redis.call("GET", key)
             if not isinstance(value, bytes):
                 return None

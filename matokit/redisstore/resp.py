@@ -31,6 +31,9 @@ _HARMLESS: Final = frozenset(
         "client_name",
     }
 )
+# TLS options the lean client honours exactly as redis-py does (its defaults: verify the
+# certificate and the host name); any other value, or any other ssl_* option, is unsupported.
+_TLS_DEFAULTS: Final = {"ssl_cert_reqs": "required", "ssl_check_hostname": "true"}
 
 Reply = bytes | int | list["Reply"] | None
 
@@ -54,6 +57,7 @@ class Endpoint:
     db: int = 0
     username: str | None = None
     password: str | None = field(default=None, repr=False)
+    ca_file: str | None = None  # redis-py's ssl_ca_certs (None: the system's CAs)
 
 
 def parse(url: str, password: str | None = None) -> Endpoint:
@@ -62,12 +66,16 @@ def parse(url: str, password: str | None = None) -> Endpoint:
     scheme = parts.scheme.lower()
     if scheme not in ("redis", "rediss", "unix"):
         raise LeanUnsupported(f"scheme {scheme!r}")
-    query = parse_qs(parts.query, keep_blank_values=True)
+    query = {k: v[-1] for k, v in parse_qs(parts.query, keep_blank_values=True).items()}
+    for name, wanted in _TLS_DEFAULTS.items():
+        if query.pop(name, wanted).lower() != wanted:
+            raise LeanUnsupported(name)
+    ca_file = query.pop("ssl_ca_certs", None)
     if set(query) - _HARMLESS:
         raise LeanUnsupported("URL options")
     user = unquote(parts.username) if parts.username else None
     secret = unquote(parts.password) if parts.password is not None else password
-    db_text = query.get("db", [""])[0]
+    db_text = query.get("db", "")
     if scheme == "unix":
         if not parts.path:
             raise LeanUnsupported("no socket path")
@@ -84,6 +92,7 @@ def parse(url: str, password: str | None = None) -> Endpoint:
         db=_db(db_text or path_db),
         username=user or None,
         password=secret or None,
+        ca_file=ca_file or None,
     )
 
 
@@ -113,7 +122,7 @@ class LeanRedis:
         self._file = sock.makefile("rb")
 
     @classmethod
-    def connect(cls, endpoint: Endpoint, *, ca_file: str | None = None) -> LeanRedis:
+    def connect(cls, endpoint: Endpoint) -> LeanRedis:
         """Connect, authenticate and select the database."""
         sock: socket.socket
         if endpoint.scheme == "unix":
@@ -130,7 +139,8 @@ class LeanRedis:
             if endpoint.scheme == "rediss":
                 import ssl  # only for TLS: loading OpenSSL costs a few ms
 
-                context = ssl.create_default_context(cafile=ca_file)  # verifies cert and name
+                # Like redis-py's defaults: the certificate and the host name are verified.
+                context = ssl.create_default_context(cafile=endpoint.ca_file)
                 try:
                     sock = context.wrap_socket(sock, server_hostname=endpoint.host)
                 except OSError:
