@@ -552,3 +552,32 @@ def test_over_tls_the_lean_path_verifies_the_server_like_redis_py(
     forget_clients()
     with pytest.raises(StorageError, match="TLS handshake failed"):
         cache.profile_stats(untrusted)
+
+
+def test_an_acl_user_confined_to_the_prefix_is_enough_for_the_cache(
+    fake_matomo: FakeMatomo,
+    redis_server: RedisServer,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """The ACL line docs/fleet.md recommends."""
+    admin = raw(redis_server.url)
+    admin.execute_command(
+        "ACL", "SETUSER", "matokit", "on", ">acl-pass-1", "~matokit:*", "+@all", "-@dangerous"
+    )
+    admin.set("elsewhere", b"not ours")
+    monkeypatch.setenv("MATOMO_URL", fake_matomo.url)
+    monkeypatch.setenv("MATOMO_TOKEN", SUPERUSER_TOKEN)
+    monkeypatch.setenv("MATOMO_SITE_ID", "1")
+    monkeypatch.setenv("MATOKIT_REDIS_URL", f"redis://matokit@127.0.0.1:{redis_server.port}/0")
+    monkeypatch.setenv("MATOKIT_REDIS_PASSWORD", "acl-pass-1")
+    forget_clients()
+    for args in (("report", "visits"), ("report", "visits"), ("report", "summary")):
+        assert invoke(capsys, *args, "--format", "json").code == 0
+    stats = invoke(capsys, "cache", "stats", "--format", "json")
+    assert stats.code == 0, stats.stderr
+    assert json.loads(stats.stdout)["hits"] >= 2
+    assert invoke(capsys, "cache", "clear", "--expired").code == 0
+    cleared = invoke(capsys, "cache", "clear")
+    assert cleared.code == 0 and "Removed 3 entries" in cleared.stderr, cleared.stderr
+    assert admin.get("elsewhere") == b"not ours"

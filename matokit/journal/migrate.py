@@ -262,13 +262,19 @@ def migrate_profile(
                 f"the journal is already at {settings.journal_path}",
                 hint="Give another destination with --to (redis://..., sqlite:PATH).",
             )
-        return MigrationResult(str(settings.journal_path), describe(target), source_exists=False)
+        return MigrationResult(
+            describe(Destination(settings)), describe(target), source_exists=False
+        )
     with (
         flush_locks([source_lock_path(settings), target.lock_path]),
         open_journal(settings) as source,
         open_destination(target) as dest,
     ):
-        return migrate(source, dest, stop=stop, on_progress=on_progress)
+        result = migrate(source, dest, stop=stop, on_progress=on_progress)
+    # Both sides named alike, whatever the backends call themselves.
+    return dataclasses.replace(
+        result, source=describe(Destination(settings)), destination=describe(target)
+    )
 
 
 def _same_file(settings: Settings, target: Destination) -> bool:
