@@ -581,3 +581,32 @@ def test_an_acl_user_confined_to_the_prefix_is_enough_for_the_cache(
     cleared = invoke(capsys, "cache", "clear")
     assert cleared.code == 0 and "Removed 3 entries" in cleared.stderr, cleared.stderr
     assert admin.get("elsewhere") == b"not ours"
+
+
+def test_health_and_config_show_name_the_cache_on_redis(
+    fake_matomo: FakeMatomo,
+    redis_server: RedisServer,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    monkeypatch.setenv("MATOMO_URL", fake_matomo.url)
+    monkeypatch.setenv("MATOMO_TOKEN", SUPERUSER_TOKEN)
+    monkeypatch.setenv("MATOKIT_REDIS_URL", redis_server.url.replace("//", "//:pw-9-secret@"))
+    forget_clients()
+    shown = invoke(capsys, "config", "show", "--format", "json")
+    assert shown.code == 0, shown.stderr
+    where = f"redis://127.0.0.1:{redis_server.port}/0 matokit:{{default}}:cache:*"
+    assert json.loads(shown.stdout)["cache"] == where
+    healthy = invoke(capsys, "health", "--check", "cache", "--format", "json")
+    (check,) = json.loads(healthy.stdout)["checks"]
+    assert (healthy.code, check["status"]) == (0, "OK"), healthy.stdout
+    assert check["summary"].startswith("cache on Redis readable: 0 entries")
+    redis_server.kill()
+    forget_clients()
+    down = invoke(capsys, "health", "--check", "cache", "--format", "json")
+    (check,) = json.loads(down.stdout)["checks"]
+    assert (down.code, check["status"]) == (1, "WARNING"), down.stdout
+    assert "Redis is unreachable" in check["summary"]
+    assert check["metrics"] == {"size_bytes": 0}
+    for result in (shown, healthy, down):
+        assert "pw-9-secret" not in result.stdout + result.stderr
