@@ -66,8 +66,12 @@ def run(quick: bool) -> list[dict[str, Any]]:
                 },
             )
             sqlite_env.pop("PYTHONDONTWRITEBYTECODE", None)
+            # Another "host": its own HOME and directories, the same Redis.
+            own = isolated_env(Path(tmp) / "redis-host")
+            dirs = ("HOME", "XDG_CONFIG_HOME", "XDG_CACHE_HOME", "XDG_DATA_HOME")
             redis_env = {
-                **isolated_env(Path(tmp) / "redis-host", sqlite_env),
+                **sqlite_env,
+                **{k: v for k, v in own.items() if k in dirs or k.startswith("MATOKIT_")},
                 "MATOKIT_REDIS_URL": server.url,
             }
             for env in (sqlite_env, redis_env):

@@ -10,9 +10,8 @@ then leaves the work to the normal path and redis-py. It never raises anything e
 
 from __future__ import annotations
 
-import socket
-from dataclasses import dataclass, field
-from typing import Final
+import _socket
+from typing import TYPE_CHECKING, Final
 from urllib.parse import parse_qs, unquote, urlsplit
 
 DEFAULT_PORT: Final = 6379
@@ -37,6 +36,20 @@ _TLS_DEFAULTS: Final = {"ssl_cert_reqs": "required", "ssl_check_hostname": "true
 
 Reply = bytes | int | list["Reply"] | None
 
+if TYPE_CHECKING:
+    from typing import Protocol
+
+    class Connection(Protocol):
+        """What the client needs of a socket (a plain `_socket.socket` or a TLS one)."""
+
+        def sendall(self, data: bytes, /) -> None: ...
+
+        def recv(self, size: int, /) -> bytes: ...
+
+        def settimeout(self, value: float | None, /) -> None: ...
+
+        def close(self) -> None: ...
+
 
 class LeanUnsupported(Exception):
     """The URL asks for something this client does not do (the normal path will)."""
@@ -46,18 +59,49 @@ class RespError(Exception):
     """Redis answered with an error reply (`-ERR ...`, `-WRONGPASS ...`, `-MOVED ...`)."""
 
 
-@dataclass(frozen=True)
 class Endpoint:
-    """Where and how to connect, parsed from a `redis://`, `rediss://` or `unix://` URL."""
+    """Where and how to connect, parsed from a `redis://`, `rediss://` or `unix://` URL.
 
-    scheme: str
-    host: str = "127.0.0.1"
-    port: int = DEFAULT_PORT
-    path: str = ""
-    db: int = 0
-    username: str | None = None
-    password: str | None = field(default=None, repr=False)
-    ca_file: str | None = None  # redis-py's ssl_ca_certs (None: the system's CAs)
+    A plain class rather than a dataclass: building a dataclass costs more at import than
+    this whole module on the lean path.
+    """
+
+    __slots__ = ("ca_file", "db", "host", "password", "path", "port", "scheme", "username")
+
+    def __init__(
+        self,
+        scheme: str,
+        host: str = "127.0.0.1",
+        port: int = DEFAULT_PORT,
+        path: str = "",
+        db: int = 0,
+        username: str | None = None,
+        password: str | None = None,
+        ca_file: str | None = None,  # redis-py's ssl_ca_certs (None: the system's CAs)
+    ) -> None:
+        self.scheme = scheme
+        self.host = host
+        self.port = port
+        self.path = path
+        self.db = db
+        self.username = username
+        self.password = password
+        self.ca_file = ca_file
+
+    def _fields(self) -> tuple[object, ...]:
+        return tuple(getattr(self, name) for name in self.__slots__)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Endpoint) and self._fields() == other._fields()
+
+    def __hash__(self) -> int:
+        return hash(self._fields())
+
+    def __repr__(self) -> str:
+        shown = ", ".join(
+            f"{name}={getattr(self, name)!r}" for name in self.__slots__ if name != "password"
+        )
+        return f"Endpoint({shown})"  # never the password
 
 
 def parse(url: str, password: str | None = None) -> Endpoint:
@@ -114,38 +158,70 @@ def encode(args: tuple[bytes | str | int | float, ...]) -> bytes:
     return b"".join(out)
 
 
+def _open(endpoint: Endpoint) -> Connection:
+    """A connected socket. Plain TCP and Unix sockets come from `_socket` directly: the
+    `socket` module's enums and `selectors` (and the IDNA codec a str host name pulls in)
+    would cost more than the whole cache lookup."""
+    if endpoint.scheme == "unix":
+        sock = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
+        sock.settimeout(CONNECT_TIMEOUT)
+        try:
+            sock.connect(endpoint.path)
+        except OSError:
+            sock.close()
+            raise
+        return sock
+    try:
+        host = endpoint.host.encode("ascii")  # bytes: no IDNA codec import
+    except UnicodeEncodeError as exc:
+        raise LeanUnsupported("a non-ASCII host name") from exc
+    if endpoint.scheme == "rediss":
+        return _open_tls(endpoint, host)
+    return _tcp(host, endpoint.port)
+
+
+def _tcp(host: bytes, port: int) -> _socket.socket:
+    failure: OSError = OSError(f"cannot resolve {host!r}")
+    for family, kind, proto, _, address in _socket.getaddrinfo(host, port, 0, _socket.SOCK_STREAM):
+        sock = _socket.socket(family, kind, proto)
+        sock.settimeout(CONNECT_TIMEOUT)
+        try:
+            sock.connect(address)
+        except OSError as exc:
+            sock.close()
+            failure = exc
+            continue
+        sock.setsockopt(_socket.IPPROTO_TCP, _socket.TCP_NODELAY, 1)
+        return sock
+    raise failure
+
+
+def _open_tls(endpoint: Endpoint, host: bytes) -> Connection:
+    import socket  # only for TLS (ssl wraps socket.socket); loading OpenSSL costs more anyway
+    import ssl
+
+    plain = _tcp(host, endpoint.port)
+    sock = socket.socket(fileno=plain.detach())
+    # Like redis-py's defaults: the certificate and the host name are verified.
+    context = ssl.create_default_context(cafile=endpoint.ca_file)
+    try:
+        return context.wrap_socket(sock, server_hostname=endpoint.host)
+    except OSError:
+        sock.close()
+        raise
+
+
 class LeanRedis:
     """One connection; `call()` sends a command and returns its reply."""
 
-    def __init__(self, sock: socket.socket) -> None:
+    def __init__(self, sock: Connection) -> None:
         self._sock = sock
-        self._file = sock.makefile("rb")
+        self._buffer = b""
 
     @classmethod
     def connect(cls, endpoint: Endpoint) -> LeanRedis:
         """Connect, authenticate and select the database."""
-        sock: socket.socket
-        if endpoint.scheme == "unix":
-            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-            sock.settimeout(CONNECT_TIMEOUT)
-            try:
-                sock.connect(endpoint.path)
-            except OSError:
-                sock.close()
-                raise
-        else:
-            sock = socket.create_connection((endpoint.host, endpoint.port), CONNECT_TIMEOUT)
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            if endpoint.scheme == "rediss":
-                import ssl  # only for TLS: loading OpenSSL costs a few ms
-
-                # Like redis-py's defaults: the certificate and the host name are verified.
-                context = ssl.create_default_context(cafile=endpoint.ca_file)
-                try:
-                    sock = context.wrap_socket(sock, server_hostname=endpoint.host)
-                except OSError:
-                    sock.close()
-                    raise
+        sock = _open(endpoint)
         sock.settimeout(READ_TIMEOUT)
         client = cls(sock)
         try:
@@ -166,11 +242,27 @@ class LeanRedis:
         self._sock.sendall(encode(args))
         return self._read()
 
-    def _read(self) -> Reply:
-        line = self._file.readline()
-        if not line.endswith(b"\r\n"):
+    def _fill(self) -> None:
+        chunk = self._sock.recv(65536)
+        if not chunk:
             raise ConnectionError("Redis closed the connection")
-        kind, rest = line[:1], line[1:-2]
+        self._buffer += chunk
+
+    def _line(self) -> bytes:
+        while (end := self._buffer.find(b"\r\n")) < 0:
+            self._fill()
+        line, self._buffer = self._buffer[:end], self._buffer[end + 2 :]
+        return line
+
+    def _exactly(self, size: int) -> bytes:
+        while len(self._buffer) < size + 2:
+            self._fill()
+        data, self._buffer = self._buffer[:size], self._buffer[size + 2 :]
+        return data
+
+    def _read(self) -> Reply:
+        line = self._line()
+        kind, rest = line[:1], line[1:]
         if kind == b"+":
             return rest
         if kind == b"-":
@@ -179,23 +271,15 @@ class LeanRedis:
             return int(rest)
         if kind == b"$":
             size = int(rest)
-            if size < 0:
-                return None
-            data = self._file.read(size + 2)
-            if len(data) != size + 2:
-                raise ConnectionError("Redis closed the connection")
-            return data[:-2]
+            return None if size < 0 else self._exactly(size)
         if kind == b"*":
             count = int(rest)
             return None if count < 0 else [self._read() for _ in range(count)]
         raise RespError(f"unexpected reply {line[:20]!r}")
 
     def close(self) -> None:
-        """Close the socket (quietly)."""
-        try:
-            self._file.close()
-        finally:
-            self._sock.close()
+        """Close the socket."""
+        self._sock.close()
 
     def __enter__(self) -> LeanRedis:
         return self
