@@ -610,3 +610,18 @@ def test_health_and_config_show_name_the_cache_on_redis(
     assert check["metrics"] == {"size_bytes": 0}
     for result in (shown, healthy, down):
         assert "pw-9-secret" not in result.stdout + result.stderr
+
+
+def test_over_a_unix_socket(fake_matomo: FakeMatomo, tmp_path: Path) -> None:
+    sock = tmp_path / "r.sock"
+    server = RedisServer(tmp_path / "unix", unixsocket=str(sock), unixsocketperm="700").start()
+    try:
+        settings = settings_for(fake_matomo, f"unix://{sock}?db=2")
+        h = Harness(fake_matomo, settings)
+        answer = h.client.call("VisitsSummary.get", **PAST)
+        h.close()
+        assert lean(settings, "VisitsSummary.get") == answer
+        assert raw(server.url.replace("/0", "/2")).dbsize() > 0  # in the database the URL names
+    finally:
+        forget_clients()
+        server.stop()
