@@ -5,7 +5,7 @@ _matokit_complete() {
         w="${COMP_WORDS[i]}"
         [[ "$w" == -* ]] && continue
         case "${path:+$path }$w" in
-            "api"|"cache"|"cache clear"|"cache stats"|"completions"|"config"|"config init"|"config profiles"|"config show"|"config test"|"describe"|"health"|"health serve"|"queue"|"queue export"|"queue flush"|"queue list"|"queue purge"|"queue reconcile"|"queue retry-dead"|"queue retry-unattributed"|"queue status"|"report"|"report list"|"report show"|"report summary"|"setup"|"setup exactly-once"|"track"|"track event"|"track goal"|"track import"|"track order"|"track pageview") path="${path:+$path }$w" ;;
+            "api"|"cache"|"cache clear"|"cache stats"|"completions"|"config"|"config init"|"config profiles"|"config show"|"config test"|"describe"|"health"|"health serve"|"queue"|"queue export"|"queue flush"|"queue list"|"queue migrate"|"queue purge"|"queue reconcile"|"queue retry-dead"|"queue retry-unattributed"|"queue status"|"report"|"report list"|"report show"|"report summary"|"setup"|"setup exactly-once"|"track"|"track event"|"track goal"|"track import"|"track order"|"track pageview") path="${path:+$path }$w" ;;
         esac
     done
     case "$path" in
@@ -23,10 +23,11 @@ _matokit_complete() {
         "describe") words="--format" ;;
         "health") words="serve --check --format --output --warn-latency --crit-latency --warn-queue-age --crit-queue-age --warn-queue-depth --crit-queue-depth --max-time" ;;
         "health serve") words="--listen --interval --allow-remote --check --warn-latency --crit-latency --warn-queue-age --crit-queue-age --warn-queue-depth --crit-queue-depth --max-time" ;;
-        "queue") words="export flush list purge reconcile retry-dead retry-unattributed status" ;;
+        "queue") words="export flush list migrate purge reconcile retry-dead retry-unattributed status" ;;
         "queue export") words="--dead --unattributed" ;;
         "queue flush") words="--batch-size --max-time --max-events --all --wait --wait-timeout --format" ;;
         "queue list") words="--dead --unattributed --limit --format" ;;
+        "queue migrate") words="--to --format" ;;
         "queue purge") words="--dead --unattributed --older-than --format" ;;
         "queue reconcile") words="--wait --max-time --format" ;;
         "queue retry-dead") words="--all --format" ;;
@@ -58,6 +59,7 @@ _matokit_complete() {
         "health|--format") words="text json prometheus nagios" ;;
         "queue flush|--format") words="text json" ;;
         "queue list|--format") words="text json" ;;
+        "queue migrate|--format") words="text json" ;;
         "queue purge|--format") words="text json" ;;
         "queue reconcile|--format") words="text json" ;;
         "queue retry-dead|--format") words="text json" ;;

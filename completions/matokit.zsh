@@ -7,7 +7,7 @@ _matokit() {
         w="${words[i]}"
         [[ "$w" == -* ]] && continue
         case "${path:+$path }$w" in
-            "api"|"cache"|"cache clear"|"cache stats"|"completions"|"config"|"config init"|"config profiles"|"config show"|"config test"|"describe"|"health"|"health serve"|"queue"|"queue export"|"queue flush"|"queue list"|"queue purge"|"queue reconcile"|"queue retry-dead"|"queue retry-unattributed"|"queue status"|"report"|"report list"|"report show"|"report summary"|"setup"|"setup exactly-once"|"track"|"track event"|"track goal"|"track import"|"track order"|"track pageview") path="${path:+$path }$w" ;;
+            "api"|"cache"|"cache clear"|"cache stats"|"completions"|"config"|"config init"|"config profiles"|"config show"|"config test"|"describe"|"health"|"health serve"|"queue"|"queue export"|"queue flush"|"queue list"|"queue migrate"|"queue purge"|"queue reconcile"|"queue retry-dead"|"queue retry-unattributed"|"queue status"|"report"|"report list"|"report show"|"report summary"|"setup"|"setup exactly-once"|"track"|"track event"|"track goal"|"track import"|"track order"|"track pageview") path="${path:+$path }$w" ;;
         esac
     done
     case "$path" in
@@ -25,10 +25,11 @@ _matokit() {
         "describe") choices=(--format) ;;
         "health") choices=(serve --check --format --output --warn-latency --crit-latency --warn-queue-age --crit-queue-age --warn-queue-depth --crit-queue-depth --max-time) ;;
         "health serve") choices=(--listen --interval --allow-remote --check --warn-latency --crit-latency --warn-queue-age --crit-queue-age --warn-queue-depth --crit-queue-depth --max-time) ;;
-        "queue") choices=(export flush list purge reconcile retry-dead retry-unattributed status) ;;
+        "queue") choices=(export flush list migrate purge reconcile retry-dead retry-unattributed status) ;;
         "queue export") choices=(--dead --unattributed) ;;
         "queue flush") choices=(--batch-size --max-time --max-events --all --wait --wait-timeout --format) ;;
         "queue list") choices=(--dead --unattributed --limit --format) ;;
+        "queue migrate") choices=(--to --format) ;;
         "queue purge") choices=(--dead --unattributed --older-than --format) ;;
         "queue reconcile") choices=(--wait --max-time --format) ;;
         "queue retry-dead") choices=(--all --format) ;;
@@ -60,6 +61,7 @@ _matokit() {
         "health|--format") choices=(text json prometheus nagios) ;;
         "queue flush|--format") choices=(text json) ;;
         "queue list|--format") choices=(text json) ;;
+        "queue migrate|--format") choices=(text json) ;;
         "queue purge|--format") choices=(text json) ;;
         "queue reconcile|--format") choices=(text json) ;;
         "queue retry-dead|--format") choices=(text json) ;;

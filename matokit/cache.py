@@ -1,4 +1,5 @@
-"""The report cache: requests-cache on SQLite, one database per profile, never a token inside.
+"""The report cache: requests-cache on SQLite (one database per profile) or, with `redis_url`,
+on Redis under the profile's namespace (`matokit.redisstore.cache`); never a token inside.
 
 What is cached: only Reporting API answers that can be reused (a report with `period` and
 `date`, and `SitesManager.getSiteFromId` / `API.getReportMetadata` for a day). Never tracking
@@ -21,6 +22,8 @@ A cache hit of `matokit report` can be answered without importing requests or re
 requests-cache stores an answer (`save_response`), MatoKit writes a row keyed by (URL, method,
 format, parameters without the token) with the same expiry and the JSON text of the answer.
 `cache clear` empties both; `--refresh` replaces both. `cache stats` counts MatoKit's rows.
+On Redis, MatoKit's rows are keys expiring with the answer (`matokit.redisstore.answers`), and
+the lean path reads them with a standard-library client (`matokit.redisstore.resp`).
 """
 
 from __future__ import annotations
@@ -287,24 +290,33 @@ def cached_session(
     """The profile's caching requests session, to pass to MatomoClient as its `session`.
 
     `refresh=True` fetches every report afresh and stores the new answer (site settings are
-    still read from the cache). A corrupt database is deleted and rebuilt, with a warning.
+    still read from the cache). On SQLite a corrupt database is deleted and rebuilt, with a
+    warning; on Redis (`redis_url`) the session goes without the cache, with a warning, once
+    Redis fails (see `matokit.redisstore.cache`).
     """
-    path = settings.cache_path
+    from matokit.redisstore.connection import RedisTarget
+
     options: dict[str, Any] = {
         "ttl_today": settings.ttl_today,
         "ttl_past": settings.ttl_past,
         "clock": clock,
         "refresh": refresh,
     }
-    prepare_path(path)
     cls = _session_class()
+    target = RedisTarget.from_settings(settings)
+    if target is not None:
+        from matokit.redisstore.cache import redis_backend
+
+        return cls(redis_backend(target, answer_of=answer_of), **options)
+    path = settings.cache_path
+    prepare_path(path)
     try:
-        return cls(path, **options)
+        return cls(_sqlite_backend(path), path=path, **options)
     except sqlite3.DatabaseError as exc:
         log.warning("report cache %s was unreadable (%s); rebuilt it empty", path, exc)
         discard(path)
         prepare_path(path)
-        return cls(path, **options)
+        return cls(_sqlite_backend(path), path=path, **options)
 
 
 def _sqlite(storage: object) -> Any:
@@ -312,14 +324,15 @@ def _sqlite(storage: object) -> Any:
     return storage
 
 
-@functools.cache
-def _session_class() -> type[CachedSession]:
-    """The CachedSession subclass, built on first use so importing this module stays cheap."""
-    from requests_cache import CachedSession
-    from requests_cache.backends.sqlite import SQLiteCache  # typed here, not in the package root
-    from requests_cache.policy import DO_NOT_CACHE
+def _sqlite_backend(path: Path) -> Any:
+    """requests-cache's SQLite cache at `path`, with MatoKit's own table next to it."""
+    return _storage_class()(str(path), serializer="pickle", wal=True, busy_timeout=5000)
 
-    from matokit.client import mount_connect_retries
+
+@functools.cache
+def _storage_class() -> type[Any]:
+    """The SQLite storage class, built on first use so importing this module stays cheap."""
+    from requests_cache.backends.sqlite import SQLiteCache  # typed here, not in the package root
 
     class ReportCacheStorage(SQLiteCache):
         """requests-cache's SQLite storage; each answer it stores also gets MatoKit's own row."""
@@ -330,22 +343,49 @@ def _session_class() -> type[CachedSession]:
             super().save_response(response, cache_key, expires)
             _remember(self.responses, response, expires)
 
+        def prepare(self) -> None:
+            """Create MatoKit's own tables (idempotent)."""
+            _create_side_tables(self.responses)
+
+        def bump(self, name: str) -> None:
+            """Count a hit or a miss; counters are a convenience, never a failure."""
+            try:
+                with _sqlite(self.responses).connection(commit=True) as con:
+                    _bump(con, name)
+            except sqlite3.Error as exc:
+                log.debug("cache counters not updated: %s", exc)
+
+    return ReportCacheStorage
+
+
+@functools.cache
+def _session_class() -> type[CachedSession]:
+    """The CachedSession subclass, built on first use so importing this module stays cheap."""
+    from requests_cache import CachedSession
+    from requests_cache.policy import DO_NOT_CACHE
+
+    from matokit.client import mount_connect_retries
+
     class ReportCacheSession(CachedSession):
-        """Caches Reporting API answers with a TTL computed from each request's parameters."""
+        """Caches Reporting API answers with a TTL computed from each request's parameters.
+
+        `backend` is MatoKit's SQLite storage (`path` is its file) or its Redis one: either
+        stores MatoKit's copy of each answer with requests-cache's (`save_response`) and
+        counts hits and misses (`bump`).
+        """
 
         def __init__(
             self,
-            path: Path,
+            backend: Any,
             *,
+            path: Path | None = None,
             ttl_today: float,
             ttl_past: float,
             clock: Callable[[], float],
             refresh: bool = False,
         ) -> None:
             super().__init__(
-                backend=ReportCacheStorage(
-                    str(path), serializer="pickle", wal=True, busy_timeout=5000
-                ),
+                backend=backend,
                 expire_after=DO_NOT_CACHE,
                 allowable_methods=("GET", "POST"),
                 allowable_codes=(200,),
@@ -363,10 +403,12 @@ def _session_class() -> type[CachedSession]:
             self.timezones: dict[str, str] = {}
             # Like MatomoClient's own reporting session: retry connection failures only.
             mount_connect_retries(self)
-            self._side_tables()
+            self.store.prepare()
 
-        def _side_tables(self) -> None:
-            _create_side_tables(self.cache.responses)
+        @property
+        def store(self) -> Any:
+            """The backend as MatoKit's storage (with `prepare` and `bump`)."""
+            return self.cache
 
         def send(self, request: Any, **kwargs: Any) -> Any:  # type: ignore[override]
             described = api_request(request.url or "", request.body)
@@ -402,21 +444,18 @@ def _session_class() -> type[CachedSession]:
                 zone = site_timezone(response.content or b"")
                 if zone:  # what "today" means for this site's reports from now on
                     self.timezones[str(fields.get("idSite", ""))] = zone
-            hit = bool(getattr(response, "from_cache", False))
-            try:
-                with _sqlite(self.cache.responses).connection(commit=True) as con:
-                    _bump(con, "hits" if hit else "misses")
-            except sqlite3.Error as exc:  # counters are a convenience, never a failure
-                log.debug("cache counters not updated: %s", exc)
+            self.store.bump("hits" if getattr(response, "from_cache", False) else "misses")
 
         def _rebuild(self, exc: Exception) -> None:
+            if self.path is None:
+                raise exc
             log.warning("report cache %s is corrupt (%s); rebuilt it empty", self.path, exc)
             self.cache.close()
             discard(self.path)
             prepare_path(self.path)
             _sqlite(self.cache.responses).init_db()
             _sqlite(self.cache.redirects).init_db()
-            self._side_tables()
+            self.store.prepare()
 
     return ReportCacheSession
 
@@ -437,25 +476,31 @@ def _create_side_tables(storage: object) -> None:
             con.execute(statement)
 
 
-def _remember(storage: object, response: Any, expires: datetime | None) -> None:
-    """Write MatoKit's row of an answer requests-cache has just stored (same expiry)."""
+def answer_of(response: Any) -> tuple[str, str | None] | None:
+    """(fast key, JSON text or None for other formats) of an answer requests-cache stores;
+    None for a request that is not a Reporting API call."""
     request = response.request
     described = api_request(request.url or "", request.body)
     if described is None:
-        return
+        return None
     base, method, fmt, fields = described
     body = None
     if fmt == "JSON":
         with contextlib.suppress(UnicodeDecodeError):
             body = (response.content or b"").decode("utf-8-sig")
+    return fast_key(base, method, fmt, fields.items()), body
+
+
+def _remember(storage: object, response: Any, expires: datetime | None) -> None:
+    """Write MatoKit's row of an answer requests-cache has just stored (same expiry)."""
+    answer = answer_of(response)
+    if answer is None:
+        return
+    key, body = answer
     with _sqlite(storage).connection(commit=True) as con:
         con.execute(
             "INSERT OR REPLACE INTO matokit_answers (fast_key, expires, body) VALUES (?, ?, ?)",
-            (
-                fast_key(base, method, fmt, fields.items()),
-                None if expires is None else expires.timestamp(),
-                body,
-            ),
+            (key, None if expires is None else expires.timestamp(), body),
         )
 
 
@@ -478,6 +523,10 @@ def cached_answer(settings: Settings, report: Report, params: Mapping[str, str])
     """
     if not report.cacheable:
         return None
+    if settings.redis_url:
+        return lookup_on_redis(
+            settings, base_url=settings.require_url(), method=report.method, params=params
+        )
     return lookup(
         settings.cache_path,
         base_url=settings.require_url(),
@@ -523,12 +572,31 @@ def lookup(
         con.close()
 
 
+def lookup_on_redis(
+    settings: Settings,
+    *,
+    base_url: str,
+    method: str,
+    params: Mapping[str, str],
+    fmt: str = "JSON",
+    now: float | None = None,
+) -> Any | None:
+    """`lookup` on the profile's Redis (`redis_url`): standard library only, counts the hit."""
+    from matokit.redisstore.answers import lookup as read
+
+    return read(settings, fast_key(base_url, method, fmt, params.items()), now=now)
+
+
 # --- stats and clear ---------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
 class CacheStats:
-    """What `matokit cache stats` shows."""
+    """What `matokit cache stats` shows.
+
+    `path` is where the cache lives: the SQLite file, or on Redis the server (without its
+    password) and the profile's key prefix; `size_bytes` is its size on disk or in memory.
+    """
 
     path: str
     exists: bool
@@ -538,6 +606,7 @@ class CacheStats:
     size_bytes: int = 0
     hits: int = 0
     misses: int = 0
+    backend: str = "sqlite"
 
     @property
     def hit_rate(self) -> float | None:
@@ -548,6 +617,7 @@ class CacheStats:
     def as_dict(self) -> dict[str, Any]:
         """A JSON-ready view."""
         return {
+            "backend": self.backend,
             "path": self.path,
             "exists": self.exists,
             "entries": self.entries,
@@ -560,8 +630,44 @@ class CacheStats:
         }
 
 
+def location(settings: Settings) -> str:
+    """Where the profile's report cache lives, as shown to people (never a password)."""
+    from matokit.redisstore.connection import RedisTarget
+
+    target = RedisTarget.from_settings(settings)
+    if target is None:
+        return str(settings.cache_path)
+    from matokit.redisstore.cache import location as redis_location
+
+    return redis_location(target)
+
+
+def profile_stats(settings: Settings, *, now: float | None = None) -> CacheStats:
+    """The stats of the profile's report cache, on SQLite or Redis (never creates it)."""
+    from matokit.redisstore.connection import RedisTarget
+
+    target = RedisTarget.from_settings(settings)
+    if target is None:
+        return stats(settings.cache_path, now=now)
+    from matokit.redisstore.cache import location as redis_location
+    from matokit.redisstore.cache import stats as redis_stats
+
+    found = redis_stats(target, now=now)
+    return CacheStats(
+        redis_location(target),
+        found.exists,
+        entries=found.entries,
+        fresh=found.fresh,
+        expired=found.entries - found.fresh,
+        size_bytes=found.size_bytes,
+        hits=found.hits,
+        misses=found.misses,
+        backend="redis",
+    )
+
+
 def stats(path: Path, *, now: float | None = None) -> CacheStats:
-    """Entries, size on disk and hit counters of a profile's cache (never creates it)."""
+    """Entries, size on disk and hit counters of a profile's SQLite cache (never creates it)."""
     if not path.is_file():
         return CacheStats(str(path), False)
     moment = time.time() if now is None else now
@@ -602,8 +708,16 @@ def stats(path: Path, *, now: float | None = None) -> CacheStats:
 def clear(settings: Settings, *, expired_only: bool = False) -> int:
     """Delete the expired entries, or every entry and the counters; returns how many went.
 
-    A corrupt database is simply deleted. A missing one is left missing.
+    On SQLite a corrupt database is simply deleted, and a missing one is left missing; on
+    Redis every key under the profile's cache prefix goes (StorageError if Redis fails).
     """
+    from matokit.redisstore.connection import RedisTarget
+
+    target = RedisTarget.from_settings(settings)
+    if target is not None:
+        from matokit.redisstore.cache import clear as redis_clear
+
+        return redis_clear(target, expired_only=expired_only)
     path = settings.cache_path
     if not path.is_file():
         return 0

@@ -38,6 +38,8 @@ def describe_settings(settings: Settings) -> dict[str, Any]:
         value = getattr(settings, key.name)
         if key.name == "url":
             value = display_url(value)
+        elif key.name == "redis_url" and value:
+            value = display_url(value) or "(set, not shown)"  # never its password
         shown[key.name] = {
             "value": str(value) if isinstance(value, Path) else value,
             "source": settings.sources.get(key.name, DEFAULT),
@@ -54,8 +56,19 @@ def describe_settings(settings: Settings) -> dict[str, Any]:
         },
         "settings": shown,
         "journal": str(settings.journal_path),
-        "cache": str(settings.cache_path),
+        "cache": _cache_location(settings),
     }
+
+
+def _cache_location(settings: Settings) -> str:
+    """The report cache: its file, or on Redis the server (no password) and key prefix."""
+    if not settings.redis_url:
+        return str(settings.cache_path)
+    from matokit.redact import redact
+    from matokit.redisstore.answers import cache_prefix
+
+    server = display_url(settings.redis_url) or redact(settings.redis_url)
+    return f"{server} {cache_prefix(settings.redis_namespace)}:*"
 
 
 def list_profiles(settings: Settings) -> list[dict[str, Any]]:

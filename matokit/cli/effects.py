@@ -36,6 +36,7 @@ COMMANDS: dict[str, str] = {
     "queue export": READ_ONLY,
     "queue flush": WRITES_MATOMO,
     "queue list": READ_ONLY,
+    "queue migrate": WRITES_LOCAL,  # moves the journal between SQLite and Redis
     "queue purge": WRITES_LOCAL,
     "queue reconcile": WRITES_LOCAL,  # reads Matomo (lookups), changes only the journal
     "queue retry-dead": WRITES_LOCAL,

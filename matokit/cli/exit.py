@@ -3,8 +3,8 @@
 Every command returns one of these codes, decided here and nowhere else: errors (`exit_code_for`,
 `usage_exit_code`; several at once, one per site: `worst_exit_code`), and the outcomes of
 `track` (`track_exit_code`), `track import` (`import_exit_code`), `queue flush`
-(`flush_exit_code`), `queue reconcile` (`reconcile_exit_code`) and `health`
-(`health_exit_code`).
+(`flush_exit_code`), `queue reconcile` (`reconcile_exit_code`), `queue migrate`
+(`migrate_exit_code`) and `health` (`health_exit_code`).
 The rules, in README's words:
 
 - a value given on the command line that is invalid is a usage error (2); the same value from
@@ -35,6 +35,7 @@ from matokit.stopping import Interrupted
 
 if TYPE_CHECKING:
     from matokit.delivery import FlushResult, ImportResult, TrackOutcome
+    from matokit.journal.migrate import MigrationResult
 
 
 class ExitCode(IntEnum):
@@ -195,6 +196,14 @@ def reconcile_exit_code(result: FlushResult, *, waited: bool) -> int:
     if result.refused_access:
         return ExitCode.NOPERM
     if result.lookup_failed or (waited and result.awaiting_lookup):
+        return ExitCode.TEMPFAIL
+    return ExitCode.OK
+
+
+def migrate_exit_code(result: MigrationResult | None) -> int:
+    """`queue migrate`: 0 when the source holds no hit any more; 75 when hits stay there
+    (journaled or changed while it ran: run it again) or a flush held a lock (None)."""
+    if result is None or not result.complete:
         return ExitCode.TEMPFAIL
     return ExitCode.OK
 

@@ -1,4 +1,4 @@
-"""`matokit queue status|flush|reconcile|list|retry-dead|retry-unattributed|purge|export`.
+"""`matokit queue status|flush|reconcile|list|retry-dead|retry-unattributed|purge|export|migrate`.
 
 Read-only commands never create a journal: without one, `status` shows zeros and `list`/`export`
 print nothing. Only typer and the standard library at module level.
@@ -195,6 +195,43 @@ def reconcile(
 
             raise typer.Exit(int(exit_code_for_signal(stop.signum)))
     raise typer.Exit(reconcile_exit_code(result, waited=wait))
+
+
+# --- migrate ----------------------------------------------------------------------------------
+
+
+@app.command("migrate")
+def migrate(
+    ctx: typer.Context,
+    to: str = typer.Option(
+        ...,
+        "--to",
+        metavar="TARGET",
+        help="redis://HOST:PORT/DB, rediss://..., unix:///PATH, sqlite (the profile's file) or "
+        "sqlite:PATH.",
+    ),
+    fmt: TextFormat = FORMAT,
+) -> None:
+    """Move the journal (every hit with its history, delivered keys, flush records) to Redis or
+    SQLite; safe to run again after a crash; refused while a flush runs."""
+    from matokit.cli.exit import exit_code_for_signal, migrate_exit_code
+    from matokit.cli.migrate_view import migrate_output
+    from matokit.cli.output import progress, say
+    from matokit.errors import FlushInProgressError
+    from matokit.journal.migrate import migrate_profile
+    from matokit.stopping import stop_on_signals
+
+    settings = state(ctx).settings()
+    with stop_on_signals() as stop, progress(None, "Migrating") as advance:
+        try:
+            result = migrate_profile(settings, to, stop=stop, on_progress=advance)
+        except FlushInProgressError as exc:
+            say(f"matokit: {exc.message}: nothing was moved.", hint="Run it again once it ends.")
+            raise typer.Exit(migrate_exit_code(None)) from None
+    migrate_output(result, fmt, settings=settings, to=to)
+    if stop.signum is not None:
+        raise typer.Exit(int(exit_code_for_signal(stop.signum)))
+    raise typer.Exit(migrate_exit_code(result))
 
 
 # --- list / export ----------------------------------------------------------------------------

@@ -26,6 +26,7 @@ from matokit.errors import (
     MatomoError,
     PermissionDeniedError,
     ProtocolError,
+    StorageError,
     UsageError,
 )
 from matokit.health.classify import classify_error
@@ -356,8 +357,11 @@ def check_tracking_failures(run: HealthRun, name: str) -> CheckResult:
 
 
 def check_cache(run: HealthRun, name: str) -> CheckResult:
-    """The report cache database opens (read-only); its size."""
-    path = run.need_settings().cache_path
+    """The report cache database opens (read-only); its size. On Redis: its keys can be read."""
+    settings = run.need_settings()
+    if settings.redis_url:
+        return _check_redis_cache(run, name, settings)
+    path = settings.cache_path
     run.set_stage(name, "opening the cache database")
     if not path.exists():
         return CheckResult(
@@ -384,6 +388,29 @@ def check_cache(run: HealthRun, name: str) -> CheckResult:
         Status.OK,
         f"cache database opens ({byte_text(size)})",
         metrics={"size_bytes": size},
+    )
+
+
+def _check_redis_cache(run: HealthRun, name: str, settings: Settings) -> CheckResult:
+    """The report cache on Redis: WARNING when it cannot be read (reports then go to Matomo)."""
+    from matokit.cache import profile_stats
+
+    run.set_stage(name, "reading the report cache on Redis")
+    try:
+        found = profile_stats(settings)
+    except StorageError as exc:
+        return CheckResult(
+            name,
+            Status.WARNING,
+            line(exc.message),
+            metrics={"size_bytes": 0},
+            hint="Reports are asked from Matomo meanwhile. " + (exc.hint or ""),
+        )
+    return CheckResult(
+        name,
+        Status.OK,
+        f"cache on Redis readable: {found.entries} entries ({byte_text(found.size_bytes)})",
+        metrics={"size_bytes": found.size_bytes},
     )
 
 

@@ -14,10 +14,18 @@ Guarantees (the contract tests in tests/test_journal*.py run against every backe
 from __future__ import annotations
 
 from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 from matokit.journal.reconciling import SiteRecord
-from matokit.journal.records import EnqueueResult, Entry, EntryState, JournalStats, NewHit
+from matokit.journal.records import (
+    Adopted,
+    DeliveredKey,
+    EnqueueResult,
+    Entry,
+    EntryState,
+    JournalStats,
+    NewHit,
+)
 
 ENQUEUE_CHUNK = 1000
 FLUSH_HISTORY = 20
@@ -212,4 +220,44 @@ class JournalStore(Protocol):
 
     def site_dimensions(self) -> dict[int, SiteRecord]:
         """Every site's remembered key dimension record."""
+        ...
+
+
+@runtime_checkable
+class Transferable(JournalStore, Protocol):
+    """A journal `queue migrate` can copy from and into (`matokit.journal.migrate`).
+
+    Each method is idempotent, so a migration killed at any point and run again neither loses
+    nor duplicates a hit: entries are written only under keys the journal does not hold yet,
+    and deleted from the source only as they were copied.
+    """
+
+    def delivered_keys(self) -> Iterator[DeliveredKey]:
+        """Every delivery remembered within the dedup window, a page at a time."""
+        ...
+
+    def adopt_entries(self, entries: Sequence[Entry]) -> Adopted:
+        """Write `entries` exactly as given (id, key, state and history) in one atomic step,
+        skipping keys queued or delivered within the dedup window; an id already used by
+        another key gets a fresh one of the same time."""
+        ...
+
+    def adopt_delivered(self, records: Sequence[DeliveredKey]) -> int:
+        """Remember deliveries as given (the later of two for one key wins); how many keys
+        were new."""
+        ...
+
+    def adopt_flushes(self, records: Sequence[Mapping[str, Any]]) -> int:
+        """Add flush records (each with its `recorded_at`) not already kept, keeping the last
+        FLUSH_HISTORY by time; how many were added."""
+        ...
+
+    def adopt_sites(self, records: Sequence[SiteRecord]) -> int:
+        """Remember sites' key dimensions where the journal's own record is older or absent;
+        how many changed."""
+        ...
+
+    def discard(self, entries: Sequence[Entry]) -> int:
+        """Delete entries still as given (same id, key, state and attempts), once another
+        journal holds them; how many went."""
         ...

@@ -158,3 +158,32 @@ class JournalStats:
     def total(self) -> int:
         """Every entry in the journal, whatever its state."""
         return sum(self.counts.values())
+
+
+@dataclass(frozen=True, slots=True)
+class DeliveredKey:
+    """A delivery the journal remembers for the dedup window (`queue migrate` moves it).
+
+    `sent_unconfirmed` counts the sends of that hit whose answer was lost; `confirmed` says a
+    lookup found it in Matomo (exactly-once) rather than a send's answer.
+    """
+
+    key: str
+    delivered_at: float
+    sent_unconfirmed: int = 0
+    confirmed: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Adopted:
+    """What `adopt_entries` did with a page of entries from another journal.
+
+    `written` entries were added as given; `present` keys were already queued here (the same
+    hit: a re-run after a crash); `delivered` keys were delivered within the dedup window, so
+    the hit is not queued again. `held` is every key of the page this journal now accounts for.
+    """
+
+    written: int
+    present: int
+    delivered: int
+    held: frozenset[str]

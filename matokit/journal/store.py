@@ -32,6 +32,7 @@ from matokit.journal.reconciling import Reconciling
 from matokit.journal.records import EnqueueResult, Entry, EntryState, JournalStats, NewHit
 from matokit.journal.schema import ENTRY_COLUMNS
 from matokit.journal.stats import last_flushes, read_stats
+from matokit.journal.transfer import Transferring
 
 ENQUEUE_CHUNK: Final = 1000
 FLUSH_HISTORY: Final = 20
@@ -40,7 +41,7 @@ _MAX_ERROR_LENGTH = 2000
 _PAGE_SIZE = 500
 
 
-class Journal(Reconciling):
+class Journal(Reconciling, Transferring):
     """The retry journal of one profile, stored in the SQLite file at `path`."""
 
     # -- adding hits --
