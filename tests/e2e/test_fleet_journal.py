@@ -104,7 +104,7 @@ def test_kill_9_of_redis_during_a_large_import_loses_nothing_acknowledged(
             client.close()
         time.sleep(0.02)
     redis_server.kill()
-    out, err = proc.communicate(timeout=60)
+    _, err = proc.communicate(timeout=60)
     assert proc.returncode == 74, err
     redis_server.start()  # same directory: the append-only file is read back
     status = json.loads(run_matokit("queue", "status", "--format", "json", env=host).stdout)
