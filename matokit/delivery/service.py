@@ -25,12 +25,15 @@ from matokit.delivery.outcomes import (
 from matokit.delivery.send import queue_hit, send_hit
 from matokit.errors import FlushInProgressError
 from matokit.hits import Hit
-from matokit.journal import Journal, JournalStats
+from matokit.journal import JournalStats
+from matokit.journal.opening import open_store, store_exists
 from matokit.serverpause import FILE_NAME as PAUSE_FILE
 from matokit.serverpause import ServerPause
 
 if TYPE_CHECKING:
     from matokit.config import Settings
+    from matokit.journal.contract import JournalStore
+    from matokit.redisstore.connection import RedisTarget
     from matokit.stopping import StopRequest
 
 
@@ -49,8 +52,11 @@ class Delivery(Closing):
         rng: Callable[[], float] = random.random,
         exactly_once: str = "off",
         settle: float = DEFAULT_SETTLE,
+        redis: RedisTarget | None = None,
     ) -> None:
         self.journal_path = Path(journal_path)
+        # The journal lives on this Redis when set (`redis_url`), else in the file above.
+        self.redis = redis
         self._client_factory = client_factory
         self._client: TrackingClient | None = None
         self.has_token = has_token
@@ -60,7 +66,7 @@ class Delivery(Closing):
         # `track`'s exactly-once mode and settle time (a flush takes them from FlushOptions).
         self.exactly_once = exactly_once
         self.settle = settle
-        self._journal: Journal | None = None
+        self._journal: JournalStore | None = None
         # Matomo's Retry-After, shared by every process of the profile (the client records it).
         self.pause = ServerPause(pause_path or self.journal_path.parent / PAUSE_FILE, clock=clock)
 
@@ -68,12 +74,15 @@ class Delivery(Closing):
     def for_settings(cls, settings: Settings, **kwargs: Any) -> Delivery:
         """The delivery service of a profile (its journal, URL, token and timeouts)."""
 
+        from matokit.redisstore.connection import RedisTarget
+
         def factory() -> TrackingClient:
             from matokit.connect import client_for
 
             return client_for(settings, need_token=False)
 
         return cls(
+            redis=RedisTarget.from_settings(settings),
             journal_path=settings.journal_path,
             client_factory=factory,
             has_token=settings.has_token(),
@@ -95,11 +104,11 @@ class Delivery(Closing):
             close()
 
     @property
-    def journal(self) -> Journal:
-        """The profile's journal, opened (and created) on first use."""
+    def journal(self) -> JournalStore:
+        """The profile's journal (SQLite or Redis), opened (and created) on first use."""
         if self._journal is None:
-            self._journal = Journal(
-                self.journal_path, clock=self.clock, dedup_window=self.dedup_window
+            self._journal = open_store(
+                self.journal_path, self.redis, clock=self.clock, dedup_window=self.dedup_window
             )
         return self._journal
 
@@ -111,7 +120,7 @@ class Delivery(Closing):
 
     def stats(self) -> JournalStats | None:
         """The journal's stats, or None when there is no journal yet (nothing is created)."""
-        if self._journal is None and not self.journal_path.exists():
+        if self._journal is None and not store_exists(self.journal_path, self.redis):
             return None
         return self.journal.stats(now=self.clock())
 
