@@ -41,10 +41,10 @@ from matokit.errors import (
 )
 from matokit.hits import Hit
 from matokit.journal import EntryState, NewHit
-from matokit.redisstore.connection import RedisTarget
-from tests.journals import StoreOpener, journal_written
 from matokit.locking import LOCK_NAME, flush_lock
+from matokit.redisstore.connection import RedisTarget
 from matokit.stopping import Interrupted, StopRequest
+from tests.journals import StoreOpener, journal_written
 
 T0 = 1_800_000_000.0
 DAY = 86400.0
