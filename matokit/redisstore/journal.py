@@ -212,7 +212,7 @@ class RedisJournal:
         for attempt in range(2):
             pipe = self._client.pipeline(transaction=False)
             pipe.evalsha(script.sha, len(self._keys), *self._keys, *args)
-            pipe.execute_command("WAIT", wanted, WAIT_TIMEOUT_MS)
+            pipe.execute_command("WAIT", wanted, _wait_timeout_ms())
             result, acked = pipe.execute(raise_on_error=False)
             if isinstance(result, rex.NoScriptError) and attempt == 0:
                 self._client.script_load(script.source)
@@ -222,10 +222,11 @@ class RedisJournal:
             if isinstance(answer, Exception):
                 raise answer
         if int(acked) < wanted:
+            timeout = _wait_timeout_ms()
             raise StorageError(
                 f"cannot {doing} on Redis at {self.location}: only {int(acked)} of the "
                 f"{wanted} replica(s) redis_min_replicas asks for confirmed the write within "
-                f"{WAIT_TIMEOUT_MS // 1000} s (it is on the primary; a failover now could lose it)",
+                f"{timeout / 1000:g} s (it is on the primary; a failover now could lose it)",
                 path=self.location,
                 hint="Check the replicas (redis-cli INFO replication), or lower "
                 "redis_min_replicas. Re-running is safe: what was written is skipped.",
@@ -671,6 +672,10 @@ class RedisJournal:
         return {record.site: record for record in sorted(records, key=lambda r: r.site)}
 
 
+def _wait_timeout_ms() -> int:
+    return WAIT_TIMEOUT_MS  # read at call time, so tests can shorten it
+
+
 def _uncertain(
     dimension: int, sent_at: float, settle: float, error: str
 ) -> Callable[[NewHit, str, str], str]:
@@ -685,7 +690,7 @@ def _uncertain(
 
 
 def _pairs(flat: Sequence[Any]) -> dict[str, int]:
-    return {codec.text_of(flat[i]): int(flat[i + 1]) for i in range(0, len(flat), 2)}
+    return {codec.unclean(codec.text_of(flat[i])): int(flat[i + 1]) for i in range(0, len(flat), 2)}
 
 
 def _stats(out: Sequence[Any], *, at: float, location: str) -> JournalStats:

@@ -2,13 +2,15 @@
 
 An entry's record is its fields joined by \\x1f in the order of `journal_lua.RECORD_FIELDS`,
 the idempotency key last (so it may hold any character). Text fields are "" for None and
-"=" + text otherwise; the \\x1f of a text is replaced by a space. Floats travel as Python's
-repr, which Redis and Lua read back as the same double.
+"=" + text otherwise, a \\x1f in a text escaped as \\x1e1 (and \\x1e as \\x1e0), so any text
+comes back as it was. Floats travel as Python's repr, which Redis and Lua read back as the same
+double.
 """
 
 from __future__ import annotations
 
 import json
+import re
 from typing import Any, Final
 
 from matokit.journal.reconciling import SiteRecord
@@ -17,6 +19,7 @@ from matokit.redisstore.journal_lua import RECORD_FIELDS, SEPARATOR
 
 _US: Final = SEPARATOR
 _SPLITS: Final = len(RECORD_FIELDS) - 1
+_ESCAPED: Final = re.compile("\x1e([01])")
 
 
 def number(value: float) -> str:
@@ -25,19 +28,28 @@ def number(value: float) -> str:
 
 
 def text(value: str | None) -> str:
-    """A text field: "" for None, else "=" and the text (without the separator)."""
+    """A text field: "" for None, else "=" and the escaped text."""
     if value is None:
         return ""
-    return "=" + value.replace(_US, " ")
+    return "=" + clean(value)
 
 
 def clean(value: str) -> str:
-    """A text passed to a script, which adds the "=" itself."""
-    return value.replace(_US, " ")
+    """A text as stored (passed to a script, which adds the "="): the separator escaped."""
+    if "\x1e" in value or _US in value:
+        return value.replace("\x1e", "\x1e0").replace(_US, "\x1e1")
+    return value
+
+
+def unclean(value: str) -> str:
+    """A stored text as it was given."""
+    if "\x1e" in value:
+        return _ESCAPED.sub(lambda m: "\x1e" if m[1] == "0" else _US, value)
+    return value
 
 
 def _text(field: str) -> str | None:
-    return field[1:] if field else None
+    return unclean(field[1:]) if field else None
 
 
 def _float(field: str) -> float | None:
