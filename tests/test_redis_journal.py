@@ -68,19 +68,20 @@ def check_indexes(client: redis.Redis, target: RedisTarget) -> None:
     """Every index holds exactly what the entries' fields call for; counters add up."""
     k = {part: key_of(target, part) for part, _ in KEY_PARTS}
     records = {i.decode(): r for i, r in client.hgetall(k["entries"]).items()}
-    entries = {i: decode_entry(i, r) for i, r in records.items()}
+    entries = {i: decode_entry(i, r.decode()) for i, r in records.items()}
     want: dict[str, dict[str, float]] = {
         part: {} for part, kind in KEY_PARTS if kind == "zset" and "delivered" not in part
     }
     reasons: dict[str, dict[str, int]] = {"dead": {}, "unattributed": {}}
     for i, e in entries.items():
-        want[f"state:{e.state}"][i] = 0.0
         if e.verify:
             want["lookups"][i] = e.next_attempt_at
-        if e.state is EntryState.INFLIGHT:
+        if e.state is EntryState.INFLIGHT:  # indexed by its lease alone
             assert e.lease_expires_at is not None
             want["leases" if e.dimension is None else "stamped"][i] = e.lease_expires_at
-        elif e.state in (EntryState.PENDING, EntryState.SENT_UNCONFIRMED) and not e.verify:
+            continue
+        want[f"state:{e.state}"][i] = 0.0
+        if e.state in (EntryState.PENDING, EntryState.SENT_UNCONFIRMED) and not e.verify:
             want["sched"][i] = e.next_attempt_at
         elif e.state in (EntryState.DEAD, EntryState.UNATTRIBUTED):
             by_reason = reasons[str(e.state)]

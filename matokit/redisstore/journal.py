@@ -177,7 +177,7 @@ class RedisJournal:
             hint="a newer MatoKit wrote it: upgrade matokit",
         )
 
-    def _run(self, name: str, args: Sequence[str | int], *, doing: str) -> Any:
+    def _run(self, name: str, args: Sequence[str | bytes], *, doing: str) -> Any:
         """Run script `name`; writing scripts wait for `redis_min_replicas` replicas."""
         if self._closed:
             raise RuntimeError(f"the journal {self.location} is closed")
@@ -195,7 +195,7 @@ class RedisJournal:
                     raise self._newer(str(exc).split()[1]) from None
                 raise
 
-    def _evalsha(self, client: Any, script: _Script, args: Sequence[str | int]) -> Any:
+    def _evalsha(self, client: Any, script: _Script, args: Sequence[str | bytes]) -> Any:
         import redis.exceptions as rex
 
         try:
@@ -204,7 +204,7 @@ class RedisJournal:
             client.script_load(script.source)  # a new server, or one that lost its scripts
             return client.evalsha(script.sha, len(self._keys), *self._keys, *args)
 
-    def _run_and_wait(self, script: _Script, args: Sequence[str | int], *, doing: str) -> Any:
+    def _run_and_wait(self, script: _Script, args: Sequence[str | bytes], *, doing: str) -> Any:
         """The script and WAIT in one round trip; StorageError unless enough replicas have it."""
         import redis.exceptions as rex
 
@@ -281,13 +281,19 @@ class RedisJournal:
     ) -> int:
         now = self._clock()
         at = codec.number(now)
-        rows = [(hit, record(hit, params_json(hit.params), at)) for hit in chunk]
+        rows = [
+            (hit, record(hit, params_json(hit.params), at).encode(), len(hit.key.encode()))
+            for hit in chunk
+        ]
         cutoff = codec.number(now - self._dedup_window)
         for _ in range(3):
-            args: list[str] = [at, cutoff, mode]
-            for hit, rest in rows:
-                args += (self._ids(hit.created_at), hit.key, rest)
-            added = int(self._run("ENQUEUE", args, doing="journal hits"))
+            parts: list[bytes] = []
+            for hit, rest, key_length in rows:
+                entry_id = self._ids(hit.created_at).encode()
+                parts.append(b"%d:%d:%s\x1f%s" % (len(rest) + 27, key_length, entry_id, rest))
+            added = int(
+                self._run("ENQUEUE", [at, cutoff, mode, b"".join(parts)], doing="journal hits")
+            )
             if added >= 0:
                 return added
             self._ids.reseed()  # another process took one of these ids: draw fresh bits
@@ -490,8 +496,9 @@ class RedisJournal:
         page = max(1, min(page, PAGE))
         after = "-"
         while True:
-            flat = self._run("PAGE", [after, str(page), *wanted], doing="read entries")
-            batch = codec.entries(flat)
+            batch = codec.entries(
+                self._run("PAGE", [after, str(page), *wanted], doing="read entries")
+            )
             yield from batch
             if len(batch) < page:
                 return
@@ -529,8 +536,8 @@ class RedisJournal:
 
     def find(self, key: str) -> Entry | None:
         """The entry journaled under idempotency key `key`, or None."""
-        flat = self._run("FIND", [key], doing="look up a key")
-        return codec.entry(flat[0], flat[1]) if flat else None
+        found = codec.entries(self._run("FIND", [key], doing="look up a key"))
+        return found[0] if found else None
 
     def remember_delivered(self, keys: Sequence[str]) -> int:
         """Remember keys of hits delivered without being journaled (a direct `track`): within

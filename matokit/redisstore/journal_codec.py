@@ -15,7 +15,7 @@ from typing import Any, Final
 
 from matokit.journal.reconciling import SiteRecord
 from matokit.journal.records import Entry, EntryState, NewHit
-from matokit.redisstore.journal_lua import RECORD_FIELDS, SEPARATOR
+from matokit.redisstore.journal_lua import ID_LENGTH, RECORD_FIELDS, SEPARATOR
 
 _US: Final = SEPARATOR
 _SPLITS: Final = len(RECORD_FIELDS) - 1
@@ -90,12 +90,11 @@ def uncertain_record(
     )
 
 
-def entry(entry_id: bytes | str, record: bytes | str) -> Entry:
+_STATES: Final = {state.value: state for state in EntryState}
+
+
+def entry(entry_id: str, record: str) -> Entry:
     """The Entry stored as `record` under `entry_id`."""
-    if isinstance(entry_id, bytes):
-        entry_id = entry_id.decode()
-    if isinstance(record, bytes):
-        record = record.decode()
     f = record.split(_US, _SPLITS)
     return Entry(
         id=entry_id,
@@ -105,7 +104,7 @@ def entry(entry_id: bytes | str, record: bytes | str) -> Entry:
         enqueued_at=float(f[2]),
         attempts=int(f[3]),
         next_attempt_at=float(f[4]),
-        state=EntryState(f[5]),
+        state=_STATES[f[5]],
         last_error=_text(f[6]),
         lease_owner=_text(f[7]),
         lease_expires_at=_float(f[8]),
@@ -118,9 +117,19 @@ def entry(entry_id: bytes | str, record: bytes | str) -> Entry:
     )
 
 
-def entries(flat: list[Any]) -> list[Entry]:
-    """Entries from a script's flat (id, record, id, record...) answer, in id order."""
-    found = [entry(flat[i], flat[i + 1]) for i in range(0, len(flat), 2)]
+def entries(blob: bytes | str) -> list[Entry]:
+    """The entries of a script's answer ("<length>:<id><record>" after one another; the
+    length in bytes, of the id and the record), in id order."""
+    data = blob.encode() if isinstance(blob, str) else blob
+    found: list[Entry] = []
+    pos, size = 0, len(data)
+    while pos < size:
+        colon = data.index(b":", pos)
+        start = colon + 1
+        end = start + int(data[pos:colon])
+        middle = start + ID_LENGTH
+        found.append(entry(data[start:middle].decode(), data[middle:end].decode()))
+        pos = end
     found.sort(key=lambda e: e.id)
     return found
 

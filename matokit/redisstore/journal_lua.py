@@ -6,7 +6,8 @@ guard that refuses, before anything is written, a key of the wrong type or a jou
 a newer MatoKit. Writing scripts carry the `#!lua` shebang without `allow-oom`, so an
 out-of-memory server refuses them before they start rather than halfway. Floats that a script
 computes are written with `%.17g`, which reads back as the same double; every other float is
-passed in as Python's repr and stored as given.
+passed in as Python's repr and stored as given. Entries go back to Python as one string:
+"<length>:<id><record>" after one another (see `journal_codec.entries`).
 """
 
 from __future__ import annotations
@@ -14,29 +15,52 @@ from __future__ import annotations
 from typing import Final
 
 # The journal's keys, in the order of KEYS (1-based in Lua), with the Redis type each holds.
+# Lua names them by the first word of the comment.
 KEY_PARTS: Final = (
-    ("entries", "hash"),  # id -> record (see RECORD_FIELDS)
-    ("keys", "hash"),  # idempotency key -> id
-    ("state:pending", "zset"),  # ids by state, score 0: id (= time) order, prefixes by lex
-    ("state:inflight", "zset"),
-    ("state:sent_unconfirmed", "zset"),
-    ("state:unattributed", "zset"),
-    ("state:dead", "zset"),
-    ("sched", "zset"),  # claimable (pending/sent_unconfirmed, no lookup awaited) by next attempt
-    ("ready", "zset"),  # claimable and due as of the last claim, score 0: claimed in id order
-    ("waiting", "zset"),  # claimable, not yet due, by next attempt (moved to ready when due)
-    ("leases", "zset"),  # inflight without a key dimension, by lease expiry
-    ("stamped", "zset"),  # inflight carrying a key dimension, by lease expiry
-    ("lookups", "zset"),  # awaiting a lookup (verify), by when it is due
-    ("delivered", "zset"),  # idempotency key -> delivered at: the dedup window
-    ("delivered:unconfirmed", "zset"),  # the delivered keys whose delivery followed a lost answer
-    ("delivered:confirmed", "zset"),  # the delivered keys a lookup confirmed
-    ("reasons:dead", "hash"),  # reason -> how many dead letters give it
-    ("reasons:unattributed", "hash"),
-    ("counters", "hash"),  # seq (the last enqueued entry's), unconfirmed (sum of those counts)
-    ("sites", "hash"),  # idSite -> site record (see SITE_FIELDS)
-    ("flushes", "list"),  # the last FLUSH_HISTORY flush records, newest first
-    ("meta", "hash"),  # layout: the record layout's version
+    ("entries", "hash"),  # E: id -> record (see RECORD_FIELDS)
+    ("keys", "hash"),  # KY: idempotency key -> id
+    ("state:pending", "zset"),  # ST_PENDING: ids, score 0 (id = time order; prefixes by lex)
+    ("state:sent_unconfirmed", "zset"),  # ST_UNCONFIRMED
+    ("state:unattributed", "zset"),  # ST_UNATTRIBUTED
+    ("state:dead", "zset"),  # ST_DEAD
+    ("sched", "zset"),  # SCHED: claimable (pending/sent_unconfirmed, no lookup) by next attempt
+    ("ready", "zset"),  # READY: the claimable ones due (as of a claim), score 0: id order
+    ("waiting", "zset"),  # WAITING: the other claimable ones, by next attempt
+    ("leases", "zset"),  # LEASES: inflight without a key dimension, by lease expiry
+    ("stamped", "zset"),  # STAMPED: inflight carrying a key dimension, by lease expiry
+    ("lookups", "zset"),  # LOOKUPS: awaiting a lookup (verify), by when it is due
+    ("delivered", "zset"),  # DELIVERED: idempotency key -> delivered at (the dedup window)
+    ("delivered:unconfirmed", "zset"),  # D_UNCONFIRMED: delivered after a lost answer
+    ("delivered:confirmed", "zset"),  # D_CONFIRMED: delivered, as a lookup confirmed
+    ("reasons:dead", "hash"),  # R_DEAD: reason -> how many dead letters give it
+    ("reasons:unattributed", "hash"),  # R_UNATTRIBUTED
+    ("counters", "hash"),  # COUNTERS: seq (of the last journaled entry), unconfirmed (sum)
+    ("sites", "hash"),  # SITES: idSite -> "dimension \x1f checked \x1f why \x1f since"
+    ("flushes", "list"),  # FLUSHES: the last flush records, newest first
+    ("meta", "hash"),  # META: layout (of records and keys)
+)
+_LUA_NAMES: Final = (
+    "E",
+    "KY",
+    "ST_PENDING",
+    "ST_UNCONFIRMED",
+    "ST_UNATTRIBUTED",
+    "ST_DEAD",
+    "SCHED",
+    "READY",
+    "WAITING",
+    "LEASES",
+    "STAMPED",
+    "LOOKUPS",
+    "DELIVERED",
+    "D_UNCONFIRMED",
+    "D_CONFIRMED",
+    "R_DEAD",
+    "R_UNATTRIBUTED",
+    "COUNTERS",
+    "SITES",
+    "FLUSHES",
+    "META",
 )
 
 # An entry's record: these fields joined by \x1f, the key last (it may hold anything). Text
@@ -62,57 +86,52 @@ RECORD_FIELDS: Final = (
 )
 LAYOUT: Final = 1
 SEPARATOR: Final = "\x1f"
+ID_LENGTH: Final = 26  # journal.ids: ULID-shaped
 
-_KEY_NAMES = "\n".join(
-    f"local {name} = KEYS[{i}]"
-    for i, name in enumerate(
-        (
-            "E",
-            "KY",
-            "ST_PENDING",
-            "ST_INFLIGHT",
-            "ST_UNCONFIRMED",
-            "ST_UNATTRIBUTED",
-            "ST_DEAD",
-            "SCHED",
-            "READY",
-            "WAITING",
-            "LEASES",
-            "STAMPED",
-            "LOOKUPS",
-            "DELIVERED",
-            "D_UNCONFIRMED",
-            "D_CONFIRMED",
-            "R_DEAD",
-            "R_UNATTRIBUTED",
-            "COUNTERS",
-            "SITES",
-            "FLUSHES",
-            "META",
-        ),
-        start=1,
-    )
+_HEADER: Final = "\n".join(
+    [
+        "local US = '\\031'",
+        *(f"local {name} = KEYS[{i}]" for i, name in enumerate(_LUA_NAMES, start=1)),
+        *(f"local F_{name.upper()} = {i}" for i, name in enumerate(RECORD_FIELDS, start=1)),
+        f"local NFIELDS = {len(RECORD_FIELDS)}",
+        f"local ID_LENGTH = {ID_LENGTH}",
+        "local TYPES = {" + ", ".join(f"'{kind}'" for _, kind in KEY_PARTS) + "}",
+        "",
+    ]
 )
-_FIELD_NAMES = "\n".join(
-    f"local F_{name.upper()} = {i}" for i, name in enumerate(RECORD_FIELDS, start=1)
-)
-_TYPES = ", ".join(f"'{kind}'" for _, kind in KEY_PARTS)
 
-_HEADER = f"""
-local US = '\\031'
-{_KEY_NAMES}
-{_FIELD_NAMES}
-local NFIELDS = {len(RECORD_FIELDS)}
-local ST = {{pending = ST_PENDING, inflight = ST_INFLIGHT, sent_unconfirmed = ST_UNCONFIRMED,
-             unattributed = ST_UNATTRIBUTED, dead = ST_DEAD}}
-local REASONS = {{dead = R_DEAD, unattributed = R_UNATTRIBUTED}}
+_BODY: Final = r"""
+local ST = {pending = ST_PENDING, sent_unconfirmed = ST_UNCONFIRMED,
+            unattributed = ST_UNATTRIBUTED, dead = ST_DEAD}
+local STATES = {'pending', 'inflight', 'sent_unconfirmed', 'unattributed', 'dead'}
+local REASONS = {dead = R_DEAD, unattributed = R_UNATTRIBUTED}
 
-"""
-
-_BODY = """
--- One pattern match (in C) splits a record: much cheaper in Lua than a loop of finds.
-local RECORD = '^' .. string.rep('([^\\031]*)\\031', NFIELDS - 1) .. '(.*)$'
+-- One pattern match (in C) splits a record: much cheaper in Lua than a loop of finds. A
+-- pattern may capture only some fields (the others are skipped unread).
+local function pattern(wanted)
+  local p = {'^'}
+  for i = 1, NFIELDS - 1 do
+    p[#p + 1] = wanted[i] and '([^\031]*)\031' or '[^\031]*\031'
+  end
+  p[#p + 1] = '(.*)$'
+  return table.concat(p)
+end
+local ALL = {}
+for i = 1, NFIELDS - 1 do ALL[i] = true end
+local RECORD = pattern(ALL)
 local function parse(rec) return {string.match(rec, RECORD)} end
+
+-- What deleting an entry needs: where it is indexed, its lost-answer count, time and key.
+local GONE = {F_CREATED_AT, F_STATE, F_REASON, F_SENT_UNCONFIRMED, F_DIMENSION, F_VERIFY}
+local GONE_PATTERN = pattern({[F_CREATED_AT] = true, [F_STATE] = true, [F_REASON] = true,
+  [F_SENT_UNCONFIRMED] = true, [F_DIMENSION] = true, [F_VERIFY] = true})
+local function parse_gone(rec)
+  local c = {string.match(rec, GONE_PATTERN)}
+  local f = {}
+  for i, n in ipairs(GONE) do f[n] = c[i] end
+  f[F_KEY] = c[#GONE + 1]
+  return f
+end
 
 local function pack(f) return table.concat(f, US, 1, NFIELDS) end
 
@@ -132,6 +151,12 @@ local function reset()
        unconfirmed = 0, touched = {}, cache = {}}
 end
 reset()
+local EXISTS = {}
+
+local function exists(key)
+  if EXISTS[key] == nil then EXISTS[key] = redis.call('EXISTS', key) == 1 end
+  return EXISTS[key]
+end
 
 local function zrem(key, id)
   local t = B.rem[key]
@@ -140,6 +165,8 @@ local function zrem(key, id)
 end
 
 local function zadd(key, score, id, xx)
+  if xx and not exists(key) then return end  -- nothing there to update
+  EXISTS[key] = true
   local bucket = xx and B.addxx or B.add
   local t = bucket[key]
   if not t then t = {}; bucket[key] = t end
@@ -172,7 +199,7 @@ local function flush()
   for key, members in pairs(B.add) do chunked('ZADD', key, members) end
   for key, members in pairs(B.addxx) do chunked('ZADD', key, members, 'XX') end
   for key, fields in pairs(B.incr) do
-    for field, n in pairs(B.incr[key]) do
+    for field, n in pairs(fields) do
       if n ~= 0 and redis.call('HINCRBY', key, field, n) <= 0 then
         redis.call('HDEL', key, field)
       end
@@ -208,10 +235,15 @@ local function prefetch(ids)
   end
 end
 
-local function load(id)
+local function record(id)
   if B.touched[id] then flush() end  -- the same id twice in one call: write the first change
   local rec = B.cache[id]
   if rec == nil then rec = redis.call('HGET', E, id) end
+  return rec
+end
+
+local function load(id)
+  local rec = record(id)
   if rec then return parse(rec) end
   return nil
 end
@@ -233,13 +265,17 @@ end
 
 -- The indexes an entry is in follow from its fields alone: `index` adds them, `unindex`
 -- removes them, so every change is unindex(old), write, index(new) and no index goes stale.
+-- Inflight entries are in LEASES or STAMPED only: a state index of their own would cost two
+-- writes per hit sent, and they are few (a batch per running or dead flusher).
 local function index(id, f, now)
   local s = f[F_STATE]
-  zadd(ST[s], 0, id)
   if f[F_VERIFY] == '1' then zadd(LOOKUPS, f[F_NEXT_ATTEMPT_AT], id) end
   if s == 'inflight' then
     zadd(f[F_DIMENSION] == '' and LEASES or STAMPED, f[F_LEASE_EXPIRES_AT], id)
-  elseif claimable(f) then
+    return
+  end
+  zadd(ST[s], 0, id)
+  if claimable(f) then
     zadd(SCHED, f[F_NEXT_ATTEMPT_AT], id)
     if tonumber(f[F_NEXT_ATTEMPT_AT]) <= now then
       zadd(READY, 0, id)
@@ -251,24 +287,27 @@ local function index(id, f, now)
   end
 end
 
-local function unindex(id, f)
+-- `from` ('ready' or 'waiting'), when known, spares a removal from the other.
+local function unindex(id, f, from)
   local s = f[F_STATE]
-  zrem(ST[s], id)
   if f[F_VERIFY] == '1' then zrem(LOOKUPS, id) end
   if s == 'inflight' then
     zrem(f[F_DIMENSION] == '' and LEASES or STAMPED, id)
-  elseif claimable(f) then
+    return
+  end
+  zrem(ST[s], id)
+  if claimable(f) then
     zrem(SCHED, id)
-    zrem(READY, id)
-    zrem(WAITING, id)
+    if from ~= 'waiting' then zrem(READY, id) end
+    if from ~= 'ready' then zrem(WAITING, id) end
   elseif s == 'dead' or s == 'unattributed' then
     hincr(REASONS[s], reason_of(f), -1)
   end
 end
 
 -- One entry from `old` to `new` (both parsed records): indexes, record and counters.
-local function change(id, old, new, now)
-  unindex(id, old)
+local function change(id, old, new, now, from)
+  unindex(id, old, from)
   local n = #B.hset
   B.hset[n + 1], B.hset[n + 2] = id, pack(new)
   index(id, new, now)
@@ -277,6 +316,7 @@ local function change(id, old, new, now)
   B.touched[id] = true
 end
 
+-- Delete an entry (`f` may hold only the fields `parse_gone` reads).
 local function delete(id, f)
   unindex(id, f)
   B.edel[#B.edel + 1] = id
@@ -293,7 +333,7 @@ local function remember(key, at, unconfirmed, confirmed)
     zadd(D_UNCONFIRMED, at, key, true)
   elseif unconfirmed > 0 then
     zadd(D_UNCONFIRMED, at, key)
-  else
+  elseif exists(D_UNCONFIRMED) then
     zrem(D_UNCONFIRMED, key)
   end
   zadd(D_CONFIRMED, at, key, not confirmed)
@@ -318,12 +358,43 @@ local function requeue(f, now_s)
   f[F_ENQUEUED_AT] = now_s
   f[F_REASON] = ''
 end
+
+-- Entries for Python: "<length>:<id><record>" after one another, in one string.
+local function reply(ids, recs)
+  local parts = {}
+  for i, id in ipairs(ids) do
+    parts[#parts + 1] = (#id + #recs[i]) .. ':' .. id .. recs[i]
+  end
+  return table.concat(parts)
+end
+
+-- Every inflight id (they are few).
+local function inflight_ids()
+  local ids = redis.call('ZRANGE', LEASES, 0, -1)
+  for _, id in ipairs(redis.call('ZRANGE', STAMPED, 0, -1)) do ids[#ids + 1] = id end
+  return ids
+end
+
+-- Up to `limit` ids of `state` within the lex range (min, max), in id order.
+local function ids_in(state, min, max, limit)
+  if state ~= 'inflight' then
+    return redis.call('ZRANGEBYLEX', ST[state], min, max, 'LIMIT', 0, limit)
+  end
+  local lo, lo_open = string.sub(min, 2), string.sub(min, 1, 1) == '('
+  local hi, hi_open = string.sub(max, 2), string.sub(max, 1, 1) == '('
+  local out = {}
+  for _, id in ipairs(inflight_ids()) do
+    local above = min == '-' or id > lo or (id == lo and not lo_open)
+    local below = max == '+' or id < hi or (id == hi and not hi_open)
+    if above and below then out[#out + 1] = id end
+  end
+  table.sort(out)
+  while #out > limit do out[#out] = nil end
+  return out
+end
 """
 
-PRELUDE: Final = _HEADER + _BODY
-
-_GUARD = f"""
-local TYPES = {{{_TYPES}}}
+_GUARD: Final = """
 for i = 1, #KEYS do
   local t = redis.call('TYPE', KEYS[i])['ok']
   if t ~= 'none' and t ~= TYPES[i] then
@@ -332,11 +403,13 @@ for i = 1, #KEYS do
   end
 end
 local layout = redis.call('HGET', META, 'layout')
-if layout and tonumber(layout) > {LAYOUT} then
+if layout and tonumber(layout) > LAYOUT then
   return redis.error_reply('MATOKIT_LAYOUT ' .. layout)
 end
-if not layout then redis.call('HSET', META, 'layout', '{LAYOUT}') end
-"""
+if not layout then redis.call('HSET', META, 'layout', LAYOUT) end
+""".replace("LAYOUT then", f"{LAYOUT} then").replace("'layout', LAYOUT)", f"'layout', '{LAYOUT}')")
+
+PRELUDE: Final = _HEADER + _BODY
 
 
 def writing(body: str) -> str:
@@ -349,53 +422,59 @@ def reading(body: str) -> str:
     return "#!lua flags=no-writes\n" + PRELUDE + body
 
 
-# ARGV: now, cutoff (delivered before it is forgotten), mode, then (id, key, record-without-seq)
-# triples. Mode "pending" journals due hits; "uncertain" records whose fields say where they go.
-# Returns how many were added, or -1 (nothing written) when an id is taken: the caller retries
-# with fresh ids.
-ENQUEUE: Final = writing("""
-local now_s, cutoff, mode = ARGV[1], tonumber(ARGV[2]), ARGV[3]
+# ARGV: now, cutoff (delivered before it is forgotten), mode, then the hits as one string:
+# for each, "<record length>:<key length>:<id>\x1f<record without seq>" (lengths in bytes; the
+# record ends with the key). One large argument instead of three per hit: packing thousands of
+# small arguments costs the client more than the whole script costs Redis. Mode "pending"
+# journals due hits; "uncertain" records whose fields say where they go. Returns how many were
+# added, or -1 (nothing written) when an id is taken: the caller retries with fresh ids.
+ENQUEUE: Final = writing(r"""
+local now_s, cutoff, mode, blob = ARGV[1], tonumber(ARGV[2]), ARGV[3], ARGV[4]
 local now = tonumber(now_s)
-local seq = tonumber(redis.call('HGET', COUNTERS, 'seq') or '0')
-local added, seen, plan, keys = 0, {}, {}, {}
+local ids, wanted, rests = {}, {}, {}
+local pos, size = 1, #blob
+while pos <= size do
+  local c1 = string.find(blob, ':', pos, true)
+  local c2 = string.find(blob, ':', c1 + 1, true)
+  local last = c2 + tonumber(string.sub(blob, pos, c1 - 1))
+  local n = #ids + 1
+  ids[n] = string.sub(blob, c2 + 1, c2 + ID_LENGTH)
+  wanted[n] = string.sub(blob, last - tonumber(string.sub(blob, c1 + 1, c2 - 1)) + 1, last)
+  rests[n] = string.sub(blob, c2 + ID_LENGTH + 2, last)
+  pos = last + 1
+end
 -- First every check, a thousand hits per command; nothing is written if an id is taken.
-for first = 4, #ARGV, 3000 do
-  local last = math.min(first + 2999, #ARGV)
-  local ids, wanted = {}, {}
-  for i = first, last, 3 do
-    ids[#ids + 1] = ARGV[i]
-    wanted[#wanted + 1] = ARGV[i + 1]
-  end
-  for _, rec in ipairs(hmget(E, ids)) do
-    if rec then return -1 end
-  end
-  local known = redis.call('HMGET', KY, unpack(wanted))
-  local at = redis.call('ZMSCORE', DELIVERED, unpack(wanted))
-  for n, key in ipairs(wanted) do
-    local fresh = (not known[n]) and ((not at[n]) or tonumber(at[n]) < cutoff)
-    if fresh and not seen[key] then
+for _, rec in ipairs(hmget(E, ids)) do
+  if rec then return -1 end
+end
+local known = hmget(KY, wanted)
+local seq = tonumber(redis.call('HGET', COUNTERS, 'seq') or '0')
+local added, seen, keys = 0, {}, {}
+for first = 1, #wanted, 1000 do
+  local last = math.min(first + 999, #wanted)
+  local at = redis.call('ZMSCORE', DELIVERED, unpack(wanted, first, last))
+  for n = first, last do
+    local key, when = wanted[n], at[n - first + 1]
+    if not known[n] and ((not when) or tonumber(when) < cutoff) and not seen[key] then
       seen[key] = true
-      plan[#plan + 1] = first + 3 * (n - 1)
+      local id = ids[n]
+      seq = seq + 1
+      local rec = seq .. US .. rests[n]
+      local h = #B.hset
+      B.hset[h + 1], B.hset[h + 2] = id, rec
+      keys[h + 1], keys[h + 2] = key, id
+      if mode == 'pending' then
+        zadd(ST_PENDING, 0, id)
+        zadd(SCHED, now_s, id)
+        zadd(READY, 0, id)
+      else
+        local f = parse(rec)
+        index(id, f, now)
+        B.unconfirmed = B.unconfirmed + tonumber(f[F_SENT_UNCONFIRMED])
+      end
+      added = added + 1
     end
   end
-end
-for _, i in ipairs(plan) do
-  local id, key = ARGV[i], ARGV[i + 1]
-  seq = seq + 1
-  local rec = seq .. US .. ARGV[i + 2]
-  local n = #B.hset
-  B.hset[n + 1], B.hset[n + 2] = id, rec
-  keys[n + 1], keys[n + 2] = key, id
-  if mode == 'pending' then
-    zadd(ST_PENDING, 0, id)
-    zadd(SCHED, now_s, id)
-    zadd(READY, 0, id)
-  else
-    local f = parse(rec)
-    index(id, f, now)
-    B.unconfirmed = B.unconfirmed + tonumber(f[F_SENT_UNCONFIRMED])
-  end
-  added = added + 1
 end
 if #keys > 0 then chunked('HSET', KY, keys) end
 flush()
@@ -406,8 +485,8 @@ return added
 # ARGV: owner, lease expiry, now, limit, stamp (1: give each hit its site's key dimension).
 # Due: claimable with next attempt <= now, oldest id first, and inflight without a key
 # dimension whose lease expired (its flusher died: that send counts as unconfirmed). Returns
-# (id, record) pairs of the claimed entries.
-CLAIM: Final = writing("""
+# the claimed entries (see `reply`).
+CLAIM: Final = writing(r"""
 local owner, expires_s, now_s = ARGV[1], ARGV[2], ARGV[3]
 local now, limit, stamp = tonumber(now_s), tonumber(ARGV[4]), ARGV[5] == '1'
 -- Entries whose time has come move from waiting to ready, in bulk.
@@ -431,7 +510,7 @@ while #found < limit do
     if not f then
       redis.call('ZREM', READY, id)
     elseif tonumber(f[F_NEXT_ATTEMPT_AT]) <= now then
-      found[#found + 1] = {id, f}
+      found[#found + 1] = {id, f, 'ready'}
     else
       -- made ready by a claim whose clock was ahead of this one: not due for us yet
       redis.call('ZREM', READY, id)
@@ -460,7 +539,7 @@ local function dimension(f)
   end
   return sites[site]
 end
-local out = {}
+local ids, recs = {}, {}
 for i = 1, math.min(limit, #found) do
   local id, old = found[i][1], found[i][2]
   local new = copy(old)
@@ -475,23 +554,23 @@ for i = 1, math.min(limit, #found) do
   new[F_ATTEMPTS] = tostring(tonumber(old[F_ATTEMPTS]) + 1)
   new[F_SENT_AT] = now_s
   new[F_DIMENSION] = stamp and dimension(old) or ''
-  change(id, old, new, now)
-  out[#out + 1] = id
-  out[#out + 1] = B.hset[#B.hset]
+  change(id, old, new, now, found[i][3])
+  ids[i], recs[i] = id, B.hset[#B.hset]
 end
 flush()
-return out
+return reply(ids, recs)
 """)
 
 # ARGV: now, cutoff, ids. Delivered: deleted, keys remembered for the dedup window.
-ACK: Final = writing("""
+ACK: Final = writing(r"""
 local now_s, cutoff_s = ARGV[1], ARGV[2]
 local ids = from(3)
 prefetch(ids)
 local n = 0
 for _, id in ipairs(ids) do
-  local f = load(id)
-  if f then
+  local rec = record(id)
+  if rec then
+    local f = parse_gone(rec)
     delete(id, f)
     remember(f[F_KEY], now_s, tonumber(f[F_SENT_UNCONFIRMED]), false)
     n = n + 1
@@ -506,8 +585,9 @@ return n
 """)
 
 # ARGV: now, op, op's arguments..., then the entry ids (from ARGV[first]). One script for the
-# changes of single entries, so that each rule reads like its SQL twin in journal/store.py.
-UPDATE: Final = writing("""
+# changes of single entries, so that each rule reads like its SQL twin in journal/store.py and
+# journal/reconciling.py.
+UPDATE: Final = writing(r"""
 local now_s, op = ARGV[1], ARGV[2]
 local now = tonumber(now_s)
 local rule, first
@@ -646,7 +726,7 @@ return n
 
 # ARGV: now, from state, page size. Requeues up to a page of `state`'s entries (retry --all);
 # returns (how many changed, how many were looked at).
-REQUEUE_PAGE: Final = writing("""
+REQUEUE_PAGE: Final = writing(r"""
 local now_s, state = ARGV[1], ARGV[2]
 local now = tonumber(now_s)
 local ids = redis.call('ZRANGE', ST[state], 0, tonumber(ARGV[3]) - 1)
@@ -670,14 +750,15 @@ return {n, #ids}
 # ARGV: now, state, cutoff ('' for none: created_at < cutoff), after (a ZRANGEBYLEX bound),
 # page size, remember (1: keep the keys as delivered). Deletes a page of `state`'s entries;
 # returns (how many deleted, the last id looked at or '' when there are no more).
-PURGE_PAGE: Final = writing("""
+PURGE_PAGE: Final = writing(r"""
 local now_s, state, after = ARGV[1], ARGV[2], ARGV[4]
 local cutoff = ARGV[3] ~= '' and tonumber(ARGV[3]) or nil
 local ids = redis.call('ZRANGEBYLEX', ST[state], after, '+', 'LIMIT', 0, tonumber(ARGV[5]))
 prefetch(ids)
 local n = 0
 for _, id in ipairs(ids) do
-  local f = load(id)
+  local rec = record(id)
+  local f = rec and parse_gone(rec)
   if not f then
     zrem(ST[state], id)
   elseif cutoff == nil or tonumber(f[F_CREATED_AT]) < cutoff then
@@ -691,13 +772,14 @@ return {n, ids[#ids] or ''}
 """)
 
 # ARGV: now, then the ids of hits a lookup found in Matomo: delivered, never re-sent.
-CONFIRM: Final = writing("""
+CONFIRM: Final = writing(r"""
 local now_s = ARGV[1]
 local ids = from(2)
 prefetch(ids)
 local n = 0
 for _, id in ipairs(ids) do
-  local f = load(id)
+  local rec = record(id)
+  local f = rec and parse_gone(rec)
   if f and f[F_VERIFY] == '1' then
     delete(id, f)
     remember(f[F_KEY], now_s, math.max(tonumber(f[F_SENT_UNCONFIRMED]) - 1, 0), true)
@@ -709,7 +791,7 @@ return n
 """)
 
 # ARGV: now, keys delivered without being journaled.
-REMEMBER: Final = writing("""
+REMEMBER: Final = writing(r"""
 for i = 2, #ARGV do remember(ARGV[i], ARGV[1], nil, false) end
 flush()
 return #ARGV - 1
@@ -718,7 +800,7 @@ return #ARGV - 1
 # ARGV: site, now, dimension ('' for none) or nil, reason or nil. With a reason, lookups are
 # unavailable there (the dimension remembered is kept); without, the dimension is recorded and
 # an earlier "unavailable" forgotten.
-SITE: Final = writing("""
+SITE: Final = writing(r"""
 local site, now_s, dim, reason = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
 if reason == nil then
   redis.call('HSET', SITES, site, table.concat({dim, now_s, '', ''}, US))
@@ -736,7 +818,7 @@ return 1
 """)
 
 # ARGV: the record (recorded_at \x1f JSON), how many to keep.
-RECORD_FLUSH: Final = writing("""
+RECORD_FLUSH: Final = writing(r"""
 redis.call('LPUSH', FLUSHES, ARGV[1])
 redis.call('LTRIM', FLUSHES, 0, tonumber(ARGV[2]) - 1)
 return 1
@@ -744,37 +826,40 @@ return 1
 
 # -- reading --
 
-# ARGV: after (a ZRANGEBYLEX bound), limit, states... Returns (id, record) pairs in id order.
-PAGE: Final = reading("""
+# ARGV: after (a ZRANGEBYLEX bound), limit, states... The next entries in id order.
+PAGE: Final = reading(r"""
 local after, limit = ARGV[1], tonumber(ARGV[2])
 local ids = {}
 for i = 3, #ARGV do
-  for _, id in ipairs(redis.call('ZRANGEBYLEX', ST[ARGV[i]], after, '+', 'LIMIT', 0, limit)) do
-    ids[#ids + 1] = id
-  end
+  for _, id in ipairs(ids_in(ARGV[i], after, '+', limit)) do ids[#ids + 1] = id end
 end
 table.sort(ids)
-local out = {}
-for i = 1, math.min(limit, #ids) do
-  local rec = redis.call('HGET', E, ids[i])
-  if rec then
-    out[#out + 1] = ids[i]
-    out[#out + 1] = rec
+while #ids > limit do ids[#ids] = nil end
+local recs = hmget(E, ids)
+local found, values = {}, {}
+for i, id in ipairs(ids) do
+  if recs[i] then
+    found[#found + 1] = id
+    values[#values + 1] = recs[i]
   end
 end
-return out
+return reply(found, values)
 """)
 
 # ARGV: at, start of the dedup window. Everything `stats` shows, read in one snapshot.
-STATS: Final = reading("""
+STATS: Final = reading(r"""
 local at_s, window_s = ARGV[1], ARGV[2]
 local out = {}
-local states = {'pending', 'inflight', 'sent_unconfirmed', 'unattributed', 'dead'}
-for i, s in ipairs(states) do out[i] = redis.call('ZCARD', ST[s]) end
+local inflight = inflight_ids()
+for i, s in ipairs(STATES) do
+  out[i] = s == 'inflight' and #inflight or redis.call('ZCARD', ST[s])
+end
 out[6] = redis.call('HGET', COUNTERS, 'unconfirmed') or '0'
-for i, s in ipairs({'pending', 'inflight', 'sent_unconfirmed'}) do
-  local first = redis.call('ZRANGE', ST[s], 0, 0)[1]
-  local rec = first and redis.call('HGET', E, first)
+table.sort(inflight)
+local firsts = {redis.call('ZRANGE', ST_PENDING, 0, 0)[1], inflight[1],
+                redis.call('ZRANGE', ST_UNCONFIRMED, 0, 0)[1]}
+for i = 1, 3 do
+  local rec = firsts[i] and redis.call('HGET', E, firsts[i])
   out[6 + i] = rec and parse(rec)[F_CREATED_AT] or ''
 end
 local due, next_at = 0, nil
@@ -802,15 +887,16 @@ return out
 
 # ARGV: HSCAN cursor, mark, count. Counts a slice of the entries by (journaled after the mark,
 # state or awaiting_lookup); returns the next cursor, then (label, count) pairs.
-TALLY: Final = reading("""
+TALLY: Final = reading(r"""
 local mark = tonumber(ARGV[2])
 local scan = redis.call('HSCAN', E, ARGV[1], 'COUNT', tonumber(ARGV[3]))
 local counts = {}
 local records = scan[2]
+local p = pattern({[F_SEQ] = true, [F_STATE] = true, [F_VERIFY] = true})
 for i = 2, #records, 2 do
-  local f = parse(records[i])
-  local what = f[F_VERIFY] == '1' and 'awaiting_lookup' or f[F_STATE]
-  local label = (tonumber(f[F_SEQ]) > mark and '1:' or '0:') .. what
+  local seq, state, verify = string.match(records[i], p)
+  local what = verify == '1' and 'awaiting_lookup' or state
+  local label = (tonumber(seq) > mark and '1:' or '0:') .. what
   counts[label] = (counts[label] or 0) + 1
 end
 local out = {scan[1]}
@@ -823,10 +909,10 @@ return out
 
 # ARGV: a ZRANGEBYLEX range (min, max) and a limit. (id, state) pairs over every state, in id
 # order: the entries a typed prefix names.
-STARTING_WITH: Final = reading("""
+STARTING_WITH: Final = reading(r"""
 local found = {}
-for s, key in pairs(ST) do
-  for _, id in ipairs(redis.call('ZRANGEBYLEX', key, ARGV[1], ARGV[2], 'LIMIT', 0, ARGV[3])) do
+for _, s in ipairs(STATES) do
+  for _, id in ipairs(ids_in(s, ARGV[1], ARGV[2], tonumber(ARGV[3]))) do
     found[#found + 1] = {id, s}
   end
 end
@@ -840,15 +926,21 @@ return out
 """)
 
 # ARGV: ids. For each, the largest id below it and the smallest above it ('' when none).
-NEIGHBOURS: Final = reading("""
+NEIGHBOURS: Final = reading(r"""
+local inflight = inflight_ids()
 local out = {}
 for i = 1, #ARGV do
+  local id = ARGV[i]
   local before, after = '', ''
   for _, key in pairs(ST) do
-    local b = redis.call('ZREVRANGEBYLEX', key, '(' .. ARGV[i], '-', 'LIMIT', 0, 1)[1]
+    local b = redis.call('ZREVRANGEBYLEX', key, '(' .. id, '-', 'LIMIT', 0, 1)[1]
     if b and b > before then before = b end
-    local a = redis.call('ZRANGEBYLEX', key, '(' .. ARGV[i], '+', 'LIMIT', 0, 1)[1]
+    local a = redis.call('ZRANGEBYLEX', key, '(' .. id, '+', 'LIMIT', 0, 1)[1]
     if a and (after == '' or a < after) then after = a end
+  end
+  for _, other in ipairs(inflight) do
+    if other < id and other > before then before = other end
+    if other > id and (after == '' or other < after) then after = other end
   end
   out[#out + 1] = before
   out[#out + 1] = after
@@ -857,37 +949,38 @@ return out
 """)
 
 # ARGV: key, start of the dedup window. 1 when the key is journaled or recently delivered.
-HAS_KEY: Final = reading("""
+HAS_KEY: Final = reading(r"""
 if redis.call('HEXISTS', KY, ARGV[1]) == 1 then return 1 end
 local at = redis.call('ZSCORE', DELIVERED, ARGV[1])
 if at and tonumber(at) >= tonumber(ARGV[2]) then return 1 end
 return 0
 """)
 
-# ARGV: key. The (id, record) of the entry journaled under it, or nothing.
-FIND: Final = reading("""
+# ARGV: key. The entry journaled under it (see `reply`), or ''.
+FIND: Final = reading(r"""
 local id = redis.call('HGET', KY, ARGV[1])
 local rec = id and redis.call('HGET', E, id)
-if rec then return {id, rec} end
-return {}
+if rec then return reply({id}, {rec}) end
+return ''
 """)
 
-# ARGV: now, limit. (id, record) pairs of sent_unconfirmed hits awaiting a lookup that is due,
-# the earliest due first.
-DUE_LOOKUPS: Final = reading("""
+# ARGV: now, limit. The sent_unconfirmed hits awaiting a lookup that is due, the earliest due
+# first.
+DUE_LOOKUPS: Final = reading(r"""
 local limit = tonumber(ARGV[2])
-local out, offset = {}, 0
-while #out < 2 * limit do
-  local ids = redis.call('ZRANGEBYSCORE', LOOKUPS, '-inf', ARGV[1], 'LIMIT', offset, limit)
-  if #ids == 0 then break end
-  for _, id in ipairs(ids) do
-    local rec = redis.call('HGET', E, id)
-    if rec and #out < 2 * limit and parse(rec)[F_STATE] == 'sent_unconfirmed' then
-      out[#out + 1] = id
-      out[#out + 1] = rec
+local ids, recs, offset = {}, {}, 0
+while #ids < limit do
+  local batch = redis.call('ZRANGEBYSCORE', LOOKUPS, '-inf', ARGV[1], 'LIMIT', offset, limit)
+  if #batch == 0 then break end
+  local values = hmget(E, batch)
+  for i, id in ipairs(batch) do
+    local rec = values[i]
+    if rec and #ids < limit and parse(rec)[F_STATE] == 'sent_unconfirmed' then
+      ids[#ids + 1] = id
+      recs[#recs + 1] = rec
     end
   end
-  offset = offset + #ids
+  offset = offset + #batch
 end
-return out
+return reply(ids, recs)
 """)
