@@ -1,64 +1,68 @@
 """The retry journal on Redis: the same operations and guarantees as the SQLite journal, shared
-by every process and host that points `redis_url` at the same server (ADR-0009).
+by every process and host that points `redis_url` at the same server.
 
-Data structures (every key under `matokit:{PROFILE}:journal:`, one hash tag per profile, so one
-Redis Cluster slot holds them all and a script may touch any of them):
-- `entries`, a hash: entry id -> record. The record is the entry's fields joined by \\x1f
-  (`journal_codec`), parsed and rewritten by the scripts; Tracking API parameters are compact
-  JSON inside it, never holding a token. `keys`, a hash: idempotency key -> entry id.
-- Indexes, each a sorted set of entry ids, following from an entry's fields alone: one per
-  state (`state:pending` ...; score 0, so ids sort by their text, which is the hit's time, and
-  a typed prefix is a lexical range); `sched` (claimable: pending or sent_unconfirmed and not
-  awaiting a lookup, scored by the next attempt); `ready` (the claimable ones already due, score
-  0, claimed oldest id first) and `waiting` (the others, by next attempt, moved to `ready` by
-  the first claim after their time); `leases` and `stamped` (inflight without and with a key
-  dimension, by lease expiry); `lookups` (awaiting a lookup, by when it is due).
-- `delivered`, a sorted set: idempotency key -> when delivered (the dedup window; pruned by
-  every ack), with the subsets `delivered:unconfirmed` and `delivered:confirmed`;
-  `reasons:dead`/`reasons:unattributed` (reason -> count); `counters` (seq: the number of the
-  last journaled entry, the `mark`/`tally` watermark; unconfirmed: the sum of the entries'
-  lost-answer sends); `sites` (idSite -> its key dimension record); `flushes` (a list of the
-  last 20 flush records); `meta` (the layout version: a newer layout is refused, not misread).
+Data structures (every key under `matokit:{PROFILE}:journal:`: one hash tag per profile, so a
+Redis Cluster keeps them in one slot and a script may touch them all; `journal_lua.KEY_PARTS`):
+- `entries`, a hash: entry id -> record, the entry's fields joined by \\x1f (`journal_codec`),
+  parsed and rewritten by the scripts; the Tracking API parameters are compact JSON inside it,
+  never holding a token. `keys`, a hash: idempotency key -> entry id.
+- Indexes, sorted sets of entry ids that follow from an entry's fields alone: `state:pending`,
+  `state:sent_unconfirmed`, `state:unattributed`, `state:dead` (score 0, so ids sort by their
+  text, which is the hit's time, and a typed id prefix is a lexical range); `sched` (claimable:
+  pending or sent_unconfirmed, not awaiting a lookup; scored by the next attempt); `ready` (the
+  claimable ones already due, score 0: claimed oldest id first) and `waiting` (the others, by
+  next attempt; the first claim after their time moves them to `ready`); `leases` and `stamped`
+  (inflight without and with a key dimension, by lease expiry: inflight entries have no state
+  index of their own, which would cost two writes per hit sent, and they are few);
+  `lookups` (awaiting a lookup, by when it is due).
+- `delivered`, a sorted set: idempotency key -> when delivered (the dedup window, pruned by every
+  ack), with its subsets `delivered:unconfirmed` and `delivered:confirmed`;
+  `reasons:dead` and `reasons:unattributed` (reason -> count); `counters` (seq, the number of
+  the last journaled entry: the `mark`/`tally` watermark; unconfirmed, the sum of the entries'
+  lost-answer sends); `sites` (idSite -> its key dimension record); `flushes` (the last 20
+  flush records); `meta` (the layout's version: a newer layout is refused, never misread).
 
 Atomicity: every change of state is one Lua script (`journal_lua`), and Redis runs a script
-alone: no command of any client runs between its first and last. A script rewrites an entry
+alone: no command of any client runs between its first and its last. A script changes an entry
 as unindex(old fields), write, index(new fields), so an entry is in exactly the indexes its
-state calls for, never in two states or none. The failures that could stop a script halfway are
-ruled out before it writes: every writing script first checks the type of every key it may
-touch (a key of another type under the prefix is refused with WRONGTYPE, nothing written) and
-carries the `#!lua` shebang without `allow-oom` (an out-of-memory server refuses it before it
-starts; it is never cut off midway for memory); an enqueue checks all its new ids before
-writing any. A script's effects reach the AOF and the replicas wrapped in MULTI/EXEC, so a crash
-or a replica never shows half of one, and a truncated last block is dropped when the AOF loads.
+fields call for: never in two states or in none. What could stop a script halfway is ruled out
+before it writes: every writing script first checks the type of every key it may touch (a key
+of another type under the prefix is refused with WRONGTYPE, nothing written) and carries the
+`#!lua` shebang without `allow-oom` (a server out of memory refuses it before it starts, never
+midway); an enqueue checks all its new ids before writing any. A script's effects reach the AOF
+and the replicas wrapped in MULTI/EXEC: a crash or a replica never shows half of one, and a
+truncated last block is dropped when the AOF is loaded. Tests run random sequences of every
+operation on both backends and compare every result and state (tests/test_redis_journal.py).
 
-Claims never overlap: a claim is one script that takes due entries out of `ready` (and
-expired leases out of `leases`) and makes them inflight with its owner and lease in the same
-step, so whichever of two flushers runs second finds them gone, however many flushers on however
-many hosts claim at once. A flusher that dies leaves its entries in `leases`; once the lease
-expires any claim takes them back, counting that send as unconfirmed ("lease of X expired"),
-as on SQLite; stamped ones (sent with their key) are looked up rather than re-sent (ADR-0008).
-Leases and due times use the clocks of the hosts (as on SQLite): keep them synchronised (NTP);
-a host whose clock runs ahead sees leases expire early by that much. A claim that finds in
-`ready` an entry not yet due by its own clock puts it back in `waiting`.
+Claims never overlap: a claim is one script that takes due entries out of `ready` (and expired
+leases out of `leases`) and makes them inflight with its owner and lease in the same step, so
+of two flushers claiming at once, on one host or many, the second finds them gone. A flusher
+that dies leaves its entries in `leases`; once the lease expires any claim takes them back,
+counting that send as unconfirmed ("lease of X expired"), as on SQLite; entries sent with their
+key (`stamped`) are looked up rather than re-sent (ADR-0008). Leases and due times follow the
+clocks of the hosts, as on SQLite: keep them synchronised (NTP); a host whose clock runs ahead
+sees leases expire early by that much. A claim that finds in `ready` an entry not yet due by its
+own clock puts it back in `waiting`. (`delivery.flush` also treats every inflight entry it finds
+while holding the flush lock as orphaned: right when that lock is the profile's across hosts.)
 
 Durability and failover: a write is acknowledged once Redis has run the script; with
 `appendonly yes` and `appendfsync always` it is on disk by then (`health` warns otherwise).
 Replication is asynchronous: a primary that dies before its replicas received a write loses it
 when a replica takes over. With `redis_min_replicas = N`, every writing call is followed, in the
-same round trip, by `WAIT N`, and fails (StorageError, exit 74) when fewer replicas confirmed it
-in time; the write is then on the primary but not known to be anywhere else, and a re-run is
-safe (keys make it a duplicate). After a failover that lost writes, what is lost is what no
-replica had: a journaled hit (the caller was not told it was safe only if WAIT failed), a claim
-(its hits are due again: a second send of a hit whose first send succeeded, as after a lost
-answer), or an ack (the hit is sent again: counted twice, unless a lookup settles it). Scripts
-are loaded again on a new primary that lacks them (EVALSHA, then SCRIPT LOAD on NOSCRIPT).
-Eviction (`maxmemory-policy` other than `noeviction`) could drop any key and lose hits: `health`
-is CRITICAL then. Memory: about 1 KB per queued hit with typical parameters, about 150 bytes per
-delivered key kept for the dedup window.
+same round trip, by `WAIT N`, and fails (StorageError, exit 74) when fewer replicas confirm it
+in time: then the write is on the primary but not known to be anywhere else, and running again
+is safe (its keys make it a duplicate). Without it, a failover may lose the last writes: a
+journaled hit whose caller was told it was queued; a claim (its hits are due again on the new
+primary: sent twice if another flusher takes them while the first is sending); an ack (the hit
+is inflight again, recovered as maybe sent and sent again: counted twice unless a lookup settles
+it). Scripts are loaded again on a server that lacks them (EVALSHA, then SCRIPT LOAD on
+NOSCRIPT). Eviction (a `maxmemory-policy` other than `noeviction`) could drop any key and lose
+hits: `health` is CRITICAL then. Memory: about 1 KB per queued hit (170 bytes of parameters),
+about 150 bytes per delivered key kept for the dedup window (measured on Redis 7.0).
 
-Bulk operations over many entries (retry --all, purge, tally, listings) go a page per script:
-each page is atomic, and an entry that changes state meanwhile is seen once at most (as with
-the SQLite journal's paged reads).
+Operations over many entries (retry --all, purge, tally, listings) go a page per script: each
+page is atomic; an entry that changes state meanwhile is seen once at most (as with the SQLite
+journal's paged reads).
 """
 
 from __future__ import annotations
