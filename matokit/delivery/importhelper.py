@@ -3,9 +3,9 @@
 Parsing and validating is pure Python (one core), so two processes import nearly twice as
 fast. The helper (`_import_worker`, run as `python -c`) opens the same journal (the SQLite
 file, or the profile's journal on Redis), reports progress, invalid lines and its counts as
-JSON lines on its stdout; closing its stdin asks it to stop. Its arguments come as the first
-line on its stdin, never in its command line: a Redis URL or password there would be visible
-to every user of the host (`ps`).
+JSON lines on its stdout; closing its stdin asks it to stop. The Redis target comes as the first
+line on its stdin, never in its command line: a Redis URL or password there would be visible to
+every user of the host (`ps`).
 """
 
 from __future__ import annotations
@@ -44,7 +44,7 @@ _WORKER_CODE = (
     "import signal; signal.signal(signal.SIGINT, signal.SIG_IGN); "
     "signal.signal(signal.SIGTERM, signal.SIG_IGN); "
     "import sys; from matokit.delivery.importhelper import _import_worker; "
-    "sys.exit(_import_worker())"
+    "sys.exit(_import_worker(sys.argv[1]))"
 )
 
 
@@ -113,24 +113,24 @@ class ImportHelper:
         delivery: Importing,
         on_invalid: Callable[[int, str], None],
     ) -> ImportHelper:
-        redis = delivery.redis
         args = {
             "path": os.path.abspath(source.name),
             "start": split[0],
             "first_line": split[1],
             "site_id": site_id,
             "journal": str(delivery.journal_path),
-            "redis": None if redis is None else dataclasses.asdict(redis),
             "dedup_window": delivery.dedup_window,
             "clock_offset": delivery.clock() - time.time(),
         }
+        redis = delivery.redis
+        secret = {"redis": None if redis is None else dataclasses.asdict(redis)}
         delivery.journal  # noqa: B018 - created before the helper opens it
         # Blocked while it starts, the helper inherits the mask: a Ctrl-C that reaches it
         # while Python starts up cannot raise there (this process gets its own after that).
         blocked = signal.pthread_sigmask(signal.SIG_BLOCK, _STOP_SIGNALS)
         try:
             proc = subprocess.Popen(
-                [sys.executable, "-c", _WORKER_CODE],
+                [sys.executable, "-c", _WORKER_CODE, json.dumps(args)],
                 stdin=subprocess.PIPE,
                 stdout=subprocess.PIPE,
             )
@@ -139,7 +139,7 @@ class ImportHelper:
         helper = cls(proc, on_invalid)
         try:
             assert proc.stdin is not None
-            proc.stdin.write(json.dumps(args).encode() + b"\n")
+            proc.stdin.write(json.dumps(secret).encode() + b"\n")
             proc.stdin.flush()
         except OSError:
             helper.close()
@@ -253,9 +253,10 @@ def _read_line(fd: int) -> bytes:
     return data
 
 
-def _import_worker() -> int:
+def _import_worker(raw_args: str) -> int:
     """Entry point of the import helper process (see `ImportHelper`)."""
-    args = json.loads(_read_line(sys.stdin.fileno()))
+    args = json.loads(raw_args)
+    secret = json.loads(_read_line(sys.stdin.fileno()) or b"{}")
     out = sys.stdout.buffer
     offset = float(args["clock_offset"])
 
@@ -278,10 +279,10 @@ def _import_worker() -> int:
     )
     counts = {"added": 0, "duplicates": 0}
     redis = None
-    if args["redis"] is not None:
+    if secret.get("redis") is not None:
         from matokit.redisstore.connection import RedisTarget
 
-        redis = RedisTarget(**args["redis"])
+        redis = RedisTarget(**secret["redis"])
     try:
         with (
             open_store(
