@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-pytest_plugins = ["tests.fakematomo.fixtures", "tests.redisserver"]
+pytest_plugins = ["tests.fakematomo.fixtures", "tests.redisserver", "tests.journals"]
 
 # Sentinel used by leak tests: a token that must never appear anywhere MatoKit writes.
 SENTINEL_TOKEN = "5e" + "c0ffee" * 5

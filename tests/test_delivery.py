@@ -1,4 +1,8 @@
-"""Delivery logic with a fake client and a real journal: send-or-journal, import, flush."""
+"""Delivery logic with a fake client and a real journal: send-or-journal, import, flush.
+
+The `delivery` fixture runs each test on both journal backends (SQLite and Redis); tests of the
+flush lock use the SQLite one (`sqlite_delivery`): the lock is not the journal's.
+"""
 
 from __future__ import annotations
 
@@ -36,9 +40,11 @@ from matokit.errors import (
     UnavailableError,
 )
 from matokit.hits import Hit
-from matokit.journal import EntryState, Journal, NewHit
+from matokit.journal import EntryState, NewHit
 from matokit.locking import LOCK_NAME, flush_lock
+from matokit.redisstore.connection import RedisTarget
 from matokit.stopping import Interrupted, StopRequest
+from tests.journals import StoreOpener, journal_written
 
 T0 = 1_800_000_000.0
 DAY = 86400.0
@@ -120,18 +126,35 @@ def path(tmp_path: Path) -> Path:
     return tmp_path / "data" / "default" / "journal.sqlite"
 
 
-def make(path: Path, clock: FakeClock, client: FakeClient, *, token: bool = True) -> Delivery:
+def make(
+    path: Path,
+    clock: FakeClock,
+    client: FakeClient,
+    *,
+    token: bool = True,
+    redis: RedisTarget | None = None,
+) -> Delivery:
     return Delivery(
         journal_path=path,
         client_factory=lambda: client,
         has_token=token,
         clock=clock,
         rng=lambda: 0.5,
+        redis=redis,
     )
 
 
 @pytest.fixture
-def delivery(path: Path, clock: FakeClock, client: FakeClient) -> Iterator[Delivery]:
+def delivery(
+    path: Path, clock: FakeClock, client: FakeClient, redis_target: RedisTarget | None
+) -> Iterator[Delivery]:
+    """The delivery service on the journal backend under test (SQLite, then Redis)."""
+    with make(path, clock, client, redis=redis_target) as service:
+        yield service
+
+
+@pytest.fixture
+def sqlite_delivery(path: Path, clock: FakeClock, client: FakeClient) -> Iterator[Delivery]:
     with make(path, clock, client) as service:
         yield service
 
@@ -170,12 +193,12 @@ def test_queue_without_key_never_merges_identical_hits(delivery: Delivery) -> No
 
 
 def test_send_delivers_without_creating_a_journal(
-    delivery: Delivery, client: FakeClient, path: Path
+    delivery: Delivery, client: FakeClient, path: Path, redis_target: RedisTarget | None
 ) -> None:
     outcome = delivery.send(pv(1))
     assert outcome.state is TrackState.DELIVERED
     assert client.sizes == [1]
-    assert not path.exists()
+    assert not journal_written(path, redis_target)
 
 
 def test_send_with_key_is_remembered_and_a_retry_sends_nothing(
@@ -229,12 +252,12 @@ def test_send_queues_the_hit_on_token_and_rate_limit_failures(
 
 
 def test_send_does_not_queue_a_hit_matomo_rejects(
-    delivery: Delivery, client: FakeClient, path: Path
+    delivery: Delivery, client: FakeClient, path: Path, redis_target: RedisTarget | None
 ) -> None:
     outcome = delivery.send(pv("bad"))
     assert outcome.state is TrackState.REJECTED
     assert "refused" in (outcome.message or "")
-    assert not path.exists()
+    assert not journal_written(path, redis_target)
     client.answers.append(RejectedHitError("HTTP 400"))
     assert delivery.send(pv(2)).state is TrackState.REJECTED
 
@@ -263,9 +286,12 @@ def test_send_of_an_old_hit_with_an_invalid_token_sends_no_hit(
 
 
 def test_send_of_an_old_hit_without_token_is_a_config_error(
-    path: Path, clock: FakeClock, client: FakeClient
+    path: Path, clock: FakeClock, client: FakeClient, redis_target: RedisTarget | None
 ) -> None:
-    with make(path, clock, client, token=False) as service, pytest.raises(ConfigError):
+    with (
+        make(path, clock, client, token=False, redis=redis_target) as service,
+        pytest.raises(ConfigError),
+    ):
         service.send(pv(1, at=T0 - 2 * DAY))
     assert client.sent == []
 
@@ -517,9 +543,9 @@ def test_delivery_operations_take_narrow_protocols_not_the_service() -> None:
 
 
 def test_flush_without_token_makes_old_hits_dead_saying_so(
-    path: Path, clock: FakeClock, client: FakeClient
+    path: Path, clock: FakeClock, client: FakeClient, redis_target: RedisTarget | None
 ) -> None:
-    with make(path, clock, client, token=False) as service:
+    with make(path, clock, client, token=False, redis=redis_target) as service:
         queue_pages(service, 1, at=T0 - 2 * DAY)
         result = flush(service)
         assert result.dead == 1 and client.calls == []
@@ -611,10 +637,10 @@ def test_flush_of_an_empty_journal_records_nothing_due(delivery: Delivery) -> No
     assert result.requests == 0
 
 
-def test_flush_locked_refuses_a_second_flusher(delivery: Delivery, path: Path) -> None:
-    queue_pages(delivery, 1)
+def test_flush_locked_refuses_a_second_flusher(sqlite_delivery: Delivery, path: Path) -> None:
+    queue_pages(sqlite_delivery, 1)
     with flush_lock(path.parent / LOCK_NAME, wait=False), pytest.raises(FlushInProgressError):
-        delivery.flush_locked(FlushOptions())
+        sqlite_delivery.flush_locked(FlushOptions())
 
 
 # --- import --------------------------------------------------------------------------------
@@ -673,11 +699,11 @@ def test_import_lines_returns_the_complete_result(delivery: Delivery, client: Fa
 
 
 def test_import_lines_leaves_the_hits_to_a_running_flush(
-    delivery: Delivery, client: FakeClient, path: Path
+    sqlite_delivery: Delivery, client: FakeClient, path: Path
 ) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     with flush_lock(path.parent / LOCK_NAME, wait=False):
-        result = delivery.import_lines(jsonl(*LINES), site_id=1, flush=FlushOptions())
+        result = sqlite_delivery.import_lines(jsonl(*LINES), site_id=1, flush=FlushOptions())
     assert result.flush is None and result.flush_busy and client.sent == []
     assert (result.added, result.queued) == (3, 3)
 
@@ -762,8 +788,8 @@ def test_import_key_is_the_id_or_the_content() -> None:
 # --- the journal additions delivery relies on ---------------------------------------------------
 
 
-def test_journal_find_and_remember_delivered(path: Path, clock: FakeClock) -> None:
-    with Journal(path, clock=clock) as journal:
+def test_journal_find_and_remember_delivered(store_opener: StoreOpener, clock: FakeClock) -> None:
+    with store_opener(clock=clock) as journal:
         journal.enqueue_one(NewHit("k", {"idsite": "1"}, T0))
         found = journal.find("k")
         assert found is not None and found.key == "k"
@@ -819,8 +845,8 @@ def test_small_or_piped_sources_are_not_split(tmp_path: Path) -> None:
     assert _split_point(io.BytesIO(b"x\n" * 10)) is None
 
 
-def test_journal_enqueue_takes_a_chunk_size(path: Path, clock: FakeClock) -> None:
-    with Journal(path, clock=clock) as journal:
+def test_journal_enqueue_takes_a_chunk_size(store_opener: StoreOpener, clock: FakeClock) -> None:
+    with store_opener(clock=clock) as journal:
         hits_ = [NewHit(f"c{i}", {"idsite": "1"}, T0) for i in range(25)]
         assert journal.enqueue(hits_, chunk_size=10).added == 25
         with pytest.raises(ValueError):
@@ -860,13 +886,13 @@ def test_a_stop_asked_before_the_flush_sends_nothing(
 
 
 def test_a_stop_while_waiting_for_the_flush_lock_interrupts_at_once(
-    delivery: Delivery, path: Path
+    sqlite_delivery: Delivery, path: Path
 ) -> None:
-    queue_pages(delivery, 1)
+    queue_pages(sqlite_delivery, 1)
     stop = StopRequest()
     stop.request(signal.SIGTERM)
     with pytest.raises(Interrupted) as raised:
-        delivery.flush_locked(FlushOptions(), wait=True, stop=stop)
+        sqlite_delivery.flush_locked(FlushOptions(), wait=True, stop=stop)
     assert raised.value.signum == signal.SIGTERM
 
 

@@ -4,6 +4,7 @@
 endpoint, `CustomDimensions.getConfiguredCustomDimensions`, and `Live.getLastVisitsDetails`
 lookups in `bulk()`; `faults` make one send fail after (or before) storing. The end-to-end
 proof against the project's Matomo-compatible server is in tests/e2e/test_exactly_once.py.
+Every test using the `delivery` fixture runs on both journal backends (SQLite and Redis).
 """
 
 from __future__ import annotations
@@ -30,6 +31,8 @@ from matokit.errors import (
 from matokit.exactlyonce.lookup import LOOKUP_METHOD, Verdict, lookup_params, verdict
 from matokit.hits import Hit
 from matokit.journal import EntryState, Journal
+from matokit.redisstore.connection import RedisTarget
+from tests.journals import StoreOpener
 
 T0 = 1_800_000_000.0
 SETTLE = 300.0
@@ -134,15 +137,23 @@ def matomo() -> KeyMatomo:
 
 
 @pytest.fixture
-def delivery(tmp_path: Path, clock: Clock, matomo: KeyMatomo) -> Iterator[Delivery]:
+def path(tmp_path: Path) -> Path:
+    return tmp_path / "journal.sqlite"
+
+
+@pytest.fixture
+def delivery(
+    path: Path, clock: Clock, matomo: KeyMatomo, redis_target: RedisTarget | None
+) -> Iterator[Delivery]:
     service = Delivery(
-        journal_path=tmp_path / "journal.sqlite",
+        journal_path=path,
         client_factory=lambda: matomo,  # type: ignore[arg-type,return-value]
         has_token=True,
         clock=clock,
         rng=lambda: 0.5,
         exactly_once="auto",
         settle=SETTLE,
+        redis=redis_target,
     )
     with service:
         yield service
@@ -513,9 +524,11 @@ def test_verdicts(answer: Any, expected: Verdict) -> None:
     assert verdict(answer) is expected
 
 
-def test_journal_counts_an_uncertain_send_once_and_takes_it_back(tmp_path: Path) -> None:
+def test_journal_counts_an_uncertain_send_once_and_takes_it_back(
+    store_opener: StoreOpener,
+) -> None:
     clock = Clock()
-    with Journal(tmp_path / "j.sqlite", clock=clock) as journal:
+    with store_opener(clock=clock) as journal:
         journal.remember_dimension(1, DIM)
         hit = hits.pageview(1, url="https://example.org/x", clock=lambda: T0)
         from matokit.delivery.records import new_hit

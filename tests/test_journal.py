@@ -1,4 +1,5 @@
-"""The retry journal against real SQLite files: reopened, corrupted, killed and shared."""
+"""The retry journal's contract on every backend (SQLite and Redis: `journal_backend`), and the
+SQLite file's own guarantees: reopened, corrupted, killed and shared."""
 
 from __future__ import annotations
 
@@ -32,6 +33,9 @@ from matokit.journal import (
     NewHit,
     lookup,
 )
+from matokit.journal.contract import JournalStore
+from matokit.redisstore.connection import RedisTarget
+from tests.journals import OPEN_FROM_SPEC, StoreOpener, journal_spec, stored_bytes
 
 T0 = 1_700_000_000.0
 WINDOW = 7 * 86400.0
@@ -65,7 +69,14 @@ def path(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-def journal(path: Path, clock: FakeClock) -> Iterator[Journal]:
+def journal(store_opener: StoreOpener, clock: FakeClock) -> Iterator[JournalStore]:
+    """The test's journal on the backend under test (SQLite, then Redis)."""
+    with store_opener(clock=clock) as opened:
+        yield opened
+
+
+@pytest.fixture
+def sqlite_journal(path: Path, clock: FakeClock) -> Iterator[Journal]:
     with Journal(path, clock=clock) as opened:
         yield opened
 
@@ -102,15 +113,15 @@ def test_new_journal_makes_private_directories_and_file(path: Path, clock: FakeC
     assert mode(path) == 0o600
 
 
-def test_wal_and_shm_files_are_private_while_open(journal: Journal, path: Path) -> None:
-    journal.enqueue_one(hit("a"))
+def test_wal_and_shm_files_are_private_while_open(sqlite_journal: Journal, path: Path) -> None:
+    sqlite_journal.enqueue_one(hit("a"))
     sidecars = [Path(f"{path}-wal"), Path(f"{path}-shm")]
     assert all(file.exists() for file in sidecars)
     assert [mode(file) for file in sidecars] == [0o600, 0o600]
 
 
-def test_creation_leaves_no_temporary_file(journal: Journal, path: Path) -> None:
-    journal.close()
+def test_creation_leaves_no_temporary_file(sqlite_journal: Journal, path: Path) -> None:
+    sqlite_journal.close()
     assert sorted(p.name for p in path.parent.iterdir()) == ["journal.sqlite"]
 
 
@@ -122,9 +133,11 @@ def test_existing_directory_mode_is_left_alone(tmp_path: Path) -> None:
     assert mode(shared) == 0o755
 
 
-def test_journal_is_marked_with_application_id_and_schema_version(journal: Journal) -> None:
-    journal.close()
-    conn = sqlite3.connect(journal.path)
+def test_journal_is_marked_with_application_id_and_schema_version(
+    sqlite_journal: Journal,
+) -> None:
+    sqlite_journal.close()
+    conn = sqlite3.connect(sqlite_journal.path)
     try:
         assert conn.execute("PRAGMA application_id").fetchone()[0] == APPLICATION_ID
         assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
@@ -133,18 +146,20 @@ def test_journal_is_marked_with_application_id_and_schema_version(journal: Journ
         conn.close()
 
 
-def test_reopened_journal_keeps_entries_in_order(path: Path, clock: FakeClock) -> None:
-    with Journal(path, clock=clock) as journal:
+def test_reopened_journal_keeps_entries_in_order(
+    store_opener: StoreOpener, clock: FakeClock
+) -> None:
+    with store_opener(clock=clock) as journal:
         journal.enqueue([hit("b", at=T0 + 2), hit("a", at=T0 + 1), hit("c", at=T0 + 3)])
         claimed = journal.claim("f1", limit=1, lease_seconds=60)
-    with Journal.open(path, clock=clock) as journal:
+    with store_opener(clock=clock) as journal:
         entries = journal.entries()
     assert [e.key for e in entries] == ["a", "b", "c"]
     assert [e.state for e in entries] == [EntryState.INFLIGHT, EntryState.PENDING, "pending"]
     assert entries[0].id == claimed[0].id
 
 
-def test_closed_journal_refuses_work_and_closes_twice(journal: Journal) -> None:
+def test_closed_journal_refuses_work_and_closes_twice(journal: JournalStore) -> None:
     journal.close()
     journal.close()
     with pytest.raises(RuntimeError, match="closed"):
@@ -154,14 +169,14 @@ def test_closed_journal_refuses_work_and_closes_twice(journal: Journal) -> None:
 # --- enqueue and dedup --------------------------------------------------------------------
 
 
-def test_enqueue_counts_added_and_duplicates_in_one_call(journal: Journal) -> None:
+def test_enqueue_counts_added_and_duplicates_in_one_call(journal: JournalStore) -> None:
     result = journal.enqueue([hit("a"), hit("b"), hit("a")])
     assert (result.added, result.duplicates) == (2, 1)
     assert journal.enqueue_one(hit("b")) is False
     assert journal.enqueue_one(hit("c")) is True
 
 
-def test_entry_records_params_times_and_state(journal: Journal, clock: FakeClock) -> None:
+def test_entry_records_params_times_and_state(journal: JournalStore, clock: FakeClock) -> None:
     clock.advance(30)
     journal.enqueue_one(hit("a", at=T0 - 5, url="https://example.com/é"))
     (entry,) = journal.entries()
@@ -177,13 +192,16 @@ def test_entry_records_params_times_and_state(journal: Journal, clock: FakeClock
         entry.state = EntryState.DEAD  # type: ignore[misc]
 
 
-def test_token_auth_is_never_stored(journal: Journal, path: Path) -> None:
+def test_token_auth_is_never_stored(
+    journal: JournalStore, path: Path, redis_target: RedisTarget | None
+) -> None:
     secret = "5ec0ffee5ec0ffee5ec0ffee5ec0ffee"
     journal.enqueue_one(hit("a", token_auth=secret))
     assert "token_auth" not in journal.entries()[0].params
     journal.close()
-    for file in path.parent.iterdir():
-        assert secret.encode() not in file.read_bytes()
+    written = list(stored_bytes(path, redis_target))
+    assert written
+    assert not any(secret.encode() in data for data in written)
 
 
 def test_new_hit_refuses_empty_key_and_missing_time() -> None:
@@ -193,7 +211,7 @@ def test_new_hit_refuses_empty_key_and_missing_time() -> None:
         NewHit(key="a", params={}, created_at=float("nan"))
 
 
-def test_ids_sort_by_hit_time_then_enqueue_order(journal: Journal) -> None:
+def test_ids_sort_by_hit_time_then_enqueue_order(journal: JournalStore) -> None:
     journal.enqueue([hit("late", at=T0 + 10), hit("x1"), hit("x2"), hit("early", at=T0 - 10)])
     entries = journal.entries()
     assert [e.key for e in entries] == ["early", "x1", "x2", "late"]
@@ -201,9 +219,9 @@ def test_ids_sort_by_hit_time_then_enqueue_order(journal: Journal) -> None:
 
 
 def test_id_taken_by_another_process_is_retried_with_fresh_bits(
-    path: Path, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+    store_opener: StoreOpener, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    first, second = Journal(path, clock=clock), Journal(path, clock=clock)
+    first, second = store_opener(clock=clock), store_opener(clock=clock)
     bits = iter([5, 5, 7])
     monkeypatch.setattr("matokit.journal.ids.random.getrandbits", lambda _n: next(bits))
     try:
@@ -213,27 +231,29 @@ def test_id_taken_by_another_process_is_retried_with_fresh_bits(
     finally:
         first.close()
         second.close()
-    with Journal(path, clock=clock) as journal:
+    with store_opener(clock=clock) as journal:
         ids = [e.id for e in journal.entries()]
     assert len(ids) == len(set(ids)) == 2
 
 
-def test_enqueue_streams_and_commits_each_chunk(path: Path, clock: FakeClock) -> None:
+def test_enqueue_streams_and_commits_each_chunk(
+    store_opener: StoreOpener, clock: FakeClock
+) -> None:
     seen_committed: list[int] = []
 
     def hits() -> Iterator[NewHit]:
         for i in range(2500):
             if i == 2100:
-                with Journal(path, clock=clock) as other:
+                with store_opener(clock=clock) as other:
                     seen_committed.append(other.stats().queued)
             yield hit(f"k{i}")
 
-    with Journal(path, clock=clock) as journal:
+    with store_opener(clock=clock) as journal:
         assert journal.enqueue(hits()).added == 2500
     assert seen_committed == [2000]
 
 
-def test_keys_in_any_state_are_duplicates(journal: Journal) -> None:
+def test_keys_in_any_state_are_duplicates(journal: JournalStore) -> None:
     journal.enqueue([hit(k) for k in ("pending", "inflight", "dead", "unattributed")])
     by_key = {e.key: e.id for e in journal.entries()}
     journal.claim("f", limit=4, lease_seconds=60)
@@ -249,7 +269,9 @@ def test_keys_in_any_state_are_duplicates(journal: Journal) -> None:
     assert not journal.has_key("never")
 
 
-def test_delivered_key_is_a_duplicate_within_the_window(journal: Journal, clock: FakeClock) -> None:
+def test_delivered_key_is_a_duplicate_within_the_window(
+    journal: JournalStore, clock: FakeClock
+) -> None:
     journal.enqueue_one(hit("a"))
     journal.ack([e.id for e in journal.claim("f", limit=10, lease_seconds=60)])
     assert journal.entries() == []
@@ -259,7 +281,7 @@ def test_delivered_key_is_a_duplicate_within_the_window(journal: Journal, clock:
 
 
 def test_delivered_key_is_accepted_again_after_the_window(
-    journal: Journal, clock: FakeClock
+    journal: JournalStore, clock: FakeClock
 ) -> None:
     journal.enqueue_one(hit("a"))
     journal.ack([e.id for e in journal.claim("f", limit=10, lease_seconds=60)])
@@ -268,15 +290,17 @@ def test_delivered_key_is_accepted_again_after_the_window(
     assert journal.enqueue_one(hit("a")) is True
 
 
-def test_custom_dedup_window(path: Path, clock: FakeClock) -> None:
-    with Journal(path, clock=clock, dedup_window=60) as journal:
+def test_custom_dedup_window(store_opener: StoreOpener, clock: FakeClock) -> None:
+    with store_opener(clock=clock, dedup_window=60) as journal:
         journal.enqueue_one(hit("a"))
         journal.ack([journal.entries()[0].id])
         clock.advance(61)
         assert journal.enqueue_one(hit("a")) is True
 
 
-def test_old_delivered_keys_are_pruned_on_ack(journal: Journal, clock: FakeClock) -> None:
+def test_old_delivered_keys_are_pruned_on_ack(
+    journal: JournalStore, clock: FakeClock, path: Path, redis_target: RedisTarget | None
+) -> None:
     journal.enqueue([hit("old"), hit("new")])
     old, new = journal.entries()
     journal.ack([old.id])
@@ -284,7 +308,15 @@ def test_old_delivered_keys_are_pruned_on_ack(journal: Journal, clock: FakeClock
     journal.ack([new.id])
     assert journal.stats().delivered_keys == 1
     journal.close()
-    conn = sqlite3.connect(journal.path)
+    if redis_target is not None:
+        import redis
+
+        client = redis.Redis.from_url(redis_target.url)
+        key = redis_target.keys.journal("delivered")
+        assert client.zrange(key, 0, -1) == [b"new"]
+        client.close()
+        return
+    conn = sqlite3.connect(path)
     try:
         assert conn.execute("SELECT key FROM delivered").fetchall() == [("new",)]
     finally:
@@ -295,7 +327,7 @@ def test_old_delivered_keys_are_pruned_on_ack(journal: Journal, clock: FakeClock
 
 
 def test_claim_leases_oldest_due_hits_and_counts_an_attempt(
-    journal: Journal, clock: FakeClock
+    journal: JournalStore, clock: FakeClock
 ) -> None:
     journal.enqueue([hit(f"k{i}", at=T0 + i) for i in range(5)])
     first = journal.claim("f1", limit=3, lease_seconds=60)
@@ -307,7 +339,7 @@ def test_claim_leases_oldest_due_hits_and_counts_an_attempt(
     assert journal.claim("f3", limit=10, lease_seconds=60) == []
 
 
-def test_claim_skips_hits_not_yet_due(journal: Journal, clock: FakeClock) -> None:
+def test_claim_skips_hits_not_yet_due(journal: JournalStore, clock: FakeClock) -> None:
     journal.enqueue([hit("a"), hit("b", at=T0 + 1)])
     a = journal.claim("f", limit=1, lease_seconds=60)
     journal.reschedule([a[0].id], error="HTTP 503", next_attempt_at=T0 + 120)
@@ -317,14 +349,14 @@ def test_claim_skips_hits_not_yet_due(journal: Journal, clock: FakeClock) -> Non
     assert [(e.key, e.attempts, e.last_error) for e in again] == [("a", 2, "HTTP 503")]
 
 
-def test_claim_with_zero_limit_claims_nothing(journal: Journal) -> None:
+def test_claim_with_zero_limit_claims_nothing(journal: JournalStore) -> None:
     journal.enqueue_one(hit("a"))
     assert journal.claim("f", limit=0, lease_seconds=60) == []
     with pytest.raises(ValueError):
         journal.claim("f", limit=1, lease_seconds=0)
 
 
-def test_ack_deletes_entries_and_ignores_unknown_ids(journal: Journal) -> None:
+def test_ack_deletes_entries_and_ignores_unknown_ids(journal: JournalStore) -> None:
     journal.enqueue([hit("a"), hit("b")])
     a, b = journal.claim("f", limit=2, lease_seconds=60)
     assert journal.ack([a.id, "01NOSUCHID0000000000000000"]) == 1
@@ -334,7 +366,7 @@ def test_ack_deletes_entries_and_ignores_unknown_ids(journal: Journal) -> None:
         journal.ack(b.id)
 
 
-def test_reschedule_clears_lease_and_records_error(journal: Journal) -> None:
+def test_reschedule_clears_lease_and_records_error(journal: JournalStore) -> None:
     journal.enqueue_one(hit("a"))
     (a,) = journal.claim("f", limit=1, lease_seconds=60)
     assert journal.reschedule([a.id], error="connection refused", next_attempt_at=T0 + 30) == 1
@@ -347,7 +379,7 @@ def test_reschedule_clears_lease_and_records_error(journal: Journal) -> None:
     )
 
 
-def test_sent_unconfirmed_is_counted_and_sticks(journal: Journal, clock: FakeClock) -> None:
+def test_sent_unconfirmed_is_counted_and_sticks(journal: JournalStore, clock: FakeClock) -> None:
     journal.enqueue_one(hit("a"))
     (a,) = journal.claim("f", limit=1, lease_seconds=60)
     journal.reschedule([a.id], error="read timeout", next_attempt_at=T0, sent_unconfirmed=True)
@@ -365,7 +397,7 @@ def test_sent_unconfirmed_is_counted_and_sticks(journal: Journal, clock: FakeClo
     assert journal.stats().delivered_unconfirmed == 1
 
 
-def test_release_returns_hits_without_counting_the_attempt(journal: Journal) -> None:
+def test_release_returns_hits_without_counting_the_attempt(journal: JournalStore) -> None:
     journal.enqueue([hit("a"), hit("b")])
     claimed = journal.claim("f", limit=2, lease_seconds=60)
     assert journal.release([e.id for e in claimed]) == 2
@@ -376,14 +408,14 @@ def test_release_returns_hits_without_counting_the_attempt(journal: Journal) -> 
     assert len(journal.claim("g", limit=5, lease_seconds=60)) == 2
 
 
-def test_release_only_touches_inflight_hits(journal: Journal) -> None:
+def test_release_only_touches_inflight_hits(journal: JournalStore) -> None:
     journal.enqueue_one(hit("a"))
     assert journal.release([journal.entries()[0].id]) == 0
     assert journal.entries()[0].attempts == 0
 
 
 def test_expired_lease_makes_a_dead_flushers_batch_due_again(
-    journal: Journal, clock: FakeClock
+    journal: JournalStore, clock: FakeClock
 ) -> None:
     journal.enqueue([hit("a"), hit("b")])
     journal.claim("dead-flusher", limit=2, lease_seconds=30)
@@ -396,17 +428,17 @@ def test_expired_lease_makes_a_dead_flushers_batch_due_again(
     assert again[0].last_error == "lease of dead-flusher expired"
 
 
-def test_killed_flusher_process_releases_its_batch_by_lease_expiry(path: Path) -> None:
-    with Journal(path) as journal:
+def test_killed_flusher_process_releases_its_batch_by_lease_expiry(
+    store_opener: StoreOpener, path: Path, redis_target: RedisTarget | None
+) -> None:
+    with store_opener() as journal:
         journal.enqueue([hit(f"k{i}") for i in range(5)])
     flusher = run_python(
-        "import sys, time\n"
-        "from pathlib import Path\n"
-        "from matokit.journal import Journal\n"
-        "j = Journal(Path(sys.argv[1]))\n"
+        OPEN_FROM_SPEC + "import time\n"
+        "j = open_journal()\n"
         "print(len(j.claim('victim', limit=3, lease_seconds=2)), flush=True)\n"
         "time.sleep(60)\n",
-        str(path),
+        journal_spec(path, redis_target),
     )
     try:
         assert flusher.stdout is not None
@@ -414,7 +446,7 @@ def test_killed_flusher_process_releases_its_batch_by_lease_expiry(path: Path) -
     finally:
         flusher.send_signal(signal.SIGKILL)
         flusher.communicate(timeout=10)
-    with Journal(path) as journal:
+    with store_opener() as journal:
         now = time.time()
         assert [e.key for e in journal.claim("f", limit=10, lease_seconds=60, now=now)] == [
             "k3",
@@ -427,7 +459,7 @@ def test_killed_flusher_process_releases_its_batch_by_lease_expiry(path: Path) -
 # --- dead, unattributed and operator actions ------------------------------------------------
 
 
-def test_kill_makes_hits_dead_with_reason_and_unclaimable(journal: Journal) -> None:
+def test_kill_makes_hits_dead_with_reason_and_unclaimable(journal: JournalStore) -> None:
     journal.enqueue([hit("a"), hit("b")])
     a, b = journal.claim("f", limit=2, lease_seconds=60)
     assert journal.kill([(a.id, "rejected by Matomo"), (b.id, "max_attempts")]) == 2
@@ -440,7 +472,7 @@ def test_kill_makes_hits_dead_with_reason_and_unclaimable(journal: Journal) -> N
     assert journal.kill([(a.id, "again")]) == 0
 
 
-def test_unattributed_hits_are_kept_but_never_resent(journal: Journal) -> None:
+def test_unattributed_hits_are_kept_but_never_resent(journal: JournalStore) -> None:
     journal.enqueue([hit("a"), hit("b")])
     a, b = journal.claim("f", limit=2, lease_seconds=60)
     assert journal.mark_unattributed([a.id, b.id], reason="batch_invalid") == 2
@@ -450,7 +482,7 @@ def test_unattributed_hits_are_kept_but_never_resent(journal: Journal) -> None:
     assert journal.stats().unattributed_by_reason == {"batch_invalid": 2}
 
 
-def test_retry_dead_by_id_and_all(journal: Journal, clock: FakeClock) -> None:
+def test_retry_dead_by_id_and_all(journal: JournalStore, clock: FakeClock) -> None:
     journal.enqueue([hit("a"), hit("b"), hit("c")])
     claimed = journal.claim("f", limit=3, lease_seconds=60)
     journal.kill([(e.id, "max_attempts") for e in claimed])
@@ -468,7 +500,7 @@ def test_retry_dead_by_id_and_all(journal: Journal, clock: FakeClock) -> None:
     assert len(journal.claim("f", limit=10, lease_seconds=60)) == 3
 
 
-def test_retry_dead_restarts_the_max_age_clock(journal: Journal, clock: FakeClock) -> None:
+def test_retry_dead_restarts_the_max_age_clock(journal: JournalStore, clock: FakeClock) -> None:
     """A hit that died of old age must not die again at the next flush's age check."""
     journal.enqueue([hit("aged")])
     (entry,) = journal.claim("f", limit=1, lease_seconds=60)
@@ -480,7 +512,7 @@ def test_retry_dead_restarts_the_max_age_clock(journal: Journal, clock: FakeCloc
     assert retried.created_at == entry.created_at  # the hit's own time is never rewritten
 
 
-def test_purge_dead_all_or_older_than(journal: Journal, clock: FakeClock) -> None:
+def test_purge_dead_all_or_older_than(journal: JournalStore, clock: FakeClock) -> None:
     journal.enqueue([hit("old", at=T0 - 3 * 86400), hit("new", at=T0 - 60), hit("live")])
     old, new, _ = journal.entries()
     journal.kill([(old.id, "max_age"), (new.id, "rejected")])
@@ -490,7 +522,7 @@ def test_purge_dead_all_or_older_than(journal: Journal, clock: FakeClock) -> Non
     assert [e.key for e in journal.entries()] == ["live"]
 
 
-def test_entries_filters_limits_and_streams(journal: Journal) -> None:
+def test_entries_filters_limits_and_streams(journal: JournalStore) -> None:
     journal.enqueue([hit(f"k{i:04d}", at=T0 + i) for i in range(1203)])
     journal.kill([(e.id, "x") for e in journal.entries(limit=3)])
     assert [e.key for e in journal.entries(states={EntryState.DEAD})] == ["k0000", "k0001", "k0002"]
@@ -505,7 +537,9 @@ def test_entries_filters_limits_and_streams(journal: Journal) -> None:
 # --- stats and flush records ---------------------------------------------------------------
 
 
-def test_stats_reports_counts_ages_and_next_attempt(journal: Journal, clock: FakeClock) -> None:
+def test_stats_reports_counts_ages_and_next_attempt(
+    journal: JournalStore, clock: FakeClock
+) -> None:
     journal.enqueue([hit(f"k{i}", at=T0 - 100 + i) for i in range(6)])
     k0, k1, k2, k3, k4, _k5 = journal.entries()
     journal.claim("f", limit=5, lease_seconds=600)
@@ -535,14 +569,14 @@ def test_stats_reports_counts_ages_and_next_attempt(journal: Journal, clock: Fak
     assert k4.key == "k4"
 
 
-def test_stats_of_an_empty_journal(journal: Journal) -> None:
+def test_stats_of_an_empty_journal(journal: JournalStore) -> None:
     stats = journal.stats()
     assert (stats.total, stats.due, stats.oldest_created_at, stats.oldest_age) == (0, 0, None, None)
     assert stats.next_attempt_at is None
-    assert stats.path == journal.path
+    assert str(stats.path) == journal.location
 
 
-def test_record_flush_keeps_the_last_twenty(journal: Journal, clock: FakeClock) -> None:
+def test_record_flush_keeps_the_last_twenty(journal: JournalStore, clock: FakeClock) -> None:
     assert journal.last_flush() is None
     for i in range(FLUSH_HISTORY + 5):
         clock.advance(1)
@@ -792,11 +826,11 @@ def test_full_disk_raises_storage_error_and_keeps_committed_hits(path: Path) -> 
 
 # --- crashes and concurrency --------------------------------------------------------------------
 
-_WRITER_UNTIL_KILLED = """
-import sys
-from pathlib import Path
-from matokit.journal import Journal, NewHit
-journal = Journal(Path(sys.argv[1]))
+_WRITER_UNTIL_KILLED = (
+    OPEN_FROM_SPEC
+    + """
+from matokit.journal import NewHit
+journal = open_journal()
 count = 0
 while True:
     if count % 3:
@@ -808,10 +842,13 @@ while True:
         count += 50
     print(count, flush=True)
 """
+)
 
 
-def test_hits_acknowledged_before_kill_9_survive(path: Path) -> None:
-    writer = run_python(_WRITER_UNTIL_KILLED, str(path))
+def test_hits_acknowledged_before_kill_9_survive(
+    store_opener: StoreOpener, path: Path, redis_target: RedisTarget | None
+) -> None:
+    writer = run_python(_WRITER_UNTIL_KILLED, journal_spec(path, redis_target))
     assert writer.stdout is not None
     acknowledged = 0
     deadline = time.monotonic() + 10
@@ -828,9 +865,11 @@ def test_hits_acknowledged_before_kill_9_survive(path: Path) -> None:
     if lines:
         acknowledged = int(lines[-1])
     assert acknowledged > 0
-    with Journal(path) as journal:
+    with store_opener() as journal:
         keys = {e.key for e in journal.iter_entries()}
     assert {f"k{i}" for i in range(acknowledged)} <= keys
+    if redis_target is not None:
+        return
     conn = sqlite3.connect(path)
     try:
         assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
@@ -838,27 +877,28 @@ def test_hits_acknowledged_before_kill_9_survive(path: Path) -> None:
         conn.close()
 
 
-_WRITER = """
-import sys
-from pathlib import Path
-from matokit.journal import Journal, NewHit
-path, writer = Path(sys.argv[1]), sys.argv[2]
+_WRITER = (
+    OPEN_FROM_SPEC
+    + """
+from matokit.journal import NewHit
+writer = sys.argv[2]
 hits = [NewHit(key=f"w{writer}-{i}", params={"n": str(i)}, created_at=1.7e9 + i)
         for i in range(200)]
-with Journal(path) as journal:
+with open_journal() as journal:
     for one in hits[:100]:
         assert journal.enqueue_one(one)
     for start in range(100, 200, 20):
         assert journal.enqueue(hits[start:start + 20]).added == 20
 """
+)
 
-_CLAIMER = """
-import sys, time
-from pathlib import Path
-from matokit.journal import Journal
-path, name, stop = Path(sys.argv[1]), sys.argv[2], Path(sys.argv[3])
+_CLAIMER = (
+    OPEN_FROM_SPEC
+    + """
+import time
+name, stop = sys.argv[2], Path(sys.argv[3])
 deadline = time.monotonic() + 60
-with Journal(path) as journal:
+with open_journal() as journal:
     while time.monotonic() < deadline:
         batch = journal.claim(name, limit=25, lease_seconds=300)
         if batch:
@@ -869,13 +909,17 @@ with Journal(path) as journal:
         else:
             time.sleep(0.005)
 """
+)
 
 
-def test_eight_writers_and_two_claimers_deliver_every_hit_exactly_once(tmp_path: Path) -> None:
-    path = tmp_path / "common" / "journal.sqlite"  # created by whichever process comes first
+def test_eight_writers_and_two_claimers_deliver_every_hit_exactly_once(
+    tmp_path: Path, store_opener: StoreOpener, redis_target: RedisTarget | None
+) -> None:
+    path = tmp_path / "data" / "default" / "journal.sqlite"  # created by whichever comes first
+    spec = journal_spec(path, redis_target)
     stop = tmp_path / "stop"
-    claimers = [run_python(_CLAIMER, str(path), f"c{n}", str(stop)) for n in range(2)]
-    writers = [run_python(_WRITER, str(path), str(n)) for n in range(8)]
+    claimers = [run_python(_CLAIMER, spec, f"c{n}", str(stop)) for n in range(2)]
+    writers = [run_python(_WRITER, spec, str(n)) for n in range(8)]
     try:
         for writer in writers:
             _, errors = writer.communicate(timeout=60)
@@ -895,7 +939,7 @@ def test_eight_writers_and_two_claimers_deliver_every_hit_exactly_once(tmp_path:
     expected = {f"w{w}-{i}" for w in range(8) for i in range(200)}
     assert set(acked) == expected
     assert set(acked.values()) == {1}
-    with Journal(path) as journal:
+    with store_opener() as journal:
         stats = journal.stats()
     assert (stats.total, stats.delivered_keys) == (0, 1600)
 
@@ -903,7 +947,7 @@ def test_eight_writers_and_two_claimers_deliver_every_hit_exactly_once(tmp_path:
 # --- clearing unattributed hits --------------------------------------------------------------
 
 
-def set_aside(journal: Journal, *keys: str) -> list[str]:
+def set_aside(journal: JournalStore, *keys: str) -> list[str]:
     """Claim the hits under `keys` and mark them unattributed, as a flush would; their ids."""
     claimed = journal.claim("f", limit=len(keys), lease_seconds=60, now=T0 + 1e6)
     assert sorted(e.key for e in claimed) == sorted(keys)
@@ -912,7 +956,7 @@ def set_aside(journal: Journal, *keys: str) -> list[str]:
 
 
 def test_purge_unattributed_all_or_older_than_the_hit_time(
-    journal: Journal, clock: FakeClock
+    journal: JournalStore, clock: FakeClock
 ) -> None:
     journal.enqueue([hit("old", at=T0 - 3 * 86400), hit("new", at=T0 - 60)])
     set_aside(journal, "old", "new")
@@ -929,7 +973,7 @@ def test_purge_unattributed_all_or_older_than_the_hit_time(
 
 
 def test_purged_unattributed_keys_stay_duplicates_for_the_dedup_window(
-    journal: Journal, clock: FakeClock
+    journal: JournalStore, clock: FakeClock
 ) -> None:
     journal.enqueue([hit("a"), hit("b")])
     set_aside(journal, "a", "b")
@@ -943,7 +987,9 @@ def test_purged_unattributed_keys_stay_duplicates_for_the_dedup_window(
     assert journal.enqueue_one(hit("a"))
 
 
-def test_purging_unattributed_clears_the_stats_and_leaves_dead_letters(journal: Journal) -> None:
+def test_purging_unattributed_clears_the_stats_and_leaves_dead_letters(
+    journal: JournalStore,
+) -> None:
     journal.enqueue([hit("u"), hit("d")])
     u, d = journal.claim("f", limit=2, lease_seconds=60)
     journal.mark_unattributed([u.id], reason="batch_invalid")
@@ -956,7 +1002,7 @@ def test_purging_unattributed_clears_the_stats_and_leaves_dead_letters(journal: 
     assert journal.purge_dead() == 1
 
 
-def test_retry_unattributed_by_id_and_all(journal: Journal, clock: FakeClock) -> None:
+def test_retry_unattributed_by_id_and_all(journal: JournalStore, clock: FakeClock) -> None:
     journal.enqueue([hit("a"), hit("b"), hit("c")])
     ids = set_aside(journal, "a", "b", "c")
     clock.advance(8 * 86400)  # beyond max_age since the enqueue: the retry restarts that clock
@@ -970,7 +1016,7 @@ def test_retry_unattributed_by_id_and_all(journal: Journal, clock: FakeClock) ->
     assert len(journal.claim("f", limit=10, lease_seconds=60)) == 3
 
 
-def test_retry_unattributed_keeps_a_lost_answer_flagged(journal: Journal) -> None:
+def test_retry_unattributed_keeps_a_lost_answer_flagged(journal: JournalStore) -> None:
     journal.enqueue_one(hit("a"))
     (a,) = journal.claim("f", limit=1, lease_seconds=60)
     journal.reschedule([a.id], error="timeout", next_attempt_at=T0, sent_unconfirmed=True)
@@ -981,7 +1027,7 @@ def test_retry_unattributed_keeps_a_lost_answer_flagged(journal: Journal) -> Non
     assert (entry.state, entry.sent_unconfirmed) == (EntryState.SENT_UNCONFIRMED, 1)
 
 
-def test_retry_unattributed_touches_no_other_state(journal: Journal) -> None:
+def test_retry_unattributed_touches_no_other_state(journal: JournalStore) -> None:
     journal.enqueue([hit("d"), hit("p")])
     (d,) = journal.claim("f", limit=1, lease_seconds=60)
     journal.kill([(d.id, "rejected")])
@@ -1064,7 +1110,9 @@ def test_match_refuses_unknown_wrong_state_short_and_ambiguous_ids_naming_them(
     assert "queue list --dead" in (info.value.hint or "")  # type: ignore[attr-defined]
 
 
-def test_journal_short_ids_name_their_entries_for_retry(journal: Journal, clock: FakeClock) -> None:
+def test_journal_short_ids_name_their_entries_for_retry(
+    journal: JournalStore, clock: FakeClock
+) -> None:
     journal.enqueue([hit("a", at=T0), hit("b", at=T0 + 3600), hit("c", at=T0 + 3600)])
     claimed = journal.claim("f", limit=3, lease_seconds=60)
     journal.kill([(e.id, "rejected") for e in claimed])
@@ -1077,7 +1125,7 @@ def test_journal_short_ids_name_their_entries_for_retry(journal: Journal, clock:
 
 
 def test_tally_counts_entries_after_a_mark_by_state_without_reading_their_ids(
-    journal: Journal,
+    journal: JournalStore,
 ) -> None:
     journal.enqueue([hit("old-1", at=T0), hit("old-2", at=T0)])
     mark = journal.mark()

@@ -50,12 +50,11 @@ def _duration(value: str | None, option: str) -> float | None:
 
 def _journal(settings: Settings, *, create: bool = False) -> Any:
     """The profile's journal, or None when it does not exist and `create` is False."""
-    path = settings.journal_path
-    if not create and not path.exists():
-        return None
-    from matokit.journal import Journal
+    from matokit.journal.opening import journal_exists, open_journal
 
-    return Journal(path, dedup_window=settings.dedup_window)
+    if not create and not journal_exists(settings):
+        return None
+    return open_journal(settings)
 
 
 # --- status ---------------------------------------------------------------------------------
@@ -124,7 +123,9 @@ def flush(
         max_events=max_events,
         include_not_due=include_all,
     )
-    if not settings.journal_path.exists():
+    from matokit.journal.opening import journal_exists
+
+    if not journal_exists(settings):
         flush_output(None, fmt)
         return
     from matokit.stopping import stop_on_signals
@@ -175,7 +176,9 @@ def reconcile(
     settings = state(ctx).settings()
     limit = _duration(max_time, "--max-time")
     options = FlushOptions.from_settings(settings)
-    if not settings.journal_path.exists():
+    from matokit.journal.opening import journal_exists
+
+    if not journal_exists(settings):
         reconcile_output(None, fmt)
         return
     from matokit.stopping import stop_on_signals

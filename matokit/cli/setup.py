@@ -122,10 +122,10 @@ def _remember(settings: Settings, outcomes: list[SetupOutcome]) -> None:
         return
     from matokit.cli.output import say
     from matokit.errors import StorageError
-    from matokit.journal import Journal
+    from matokit.journal.opening import open_journal
 
     try:
-        with Journal(settings.journal_path, dedup_window=settings.dedup_window) as journal:
+        with open_journal(settings) as journal:
             for outcome in outcomes:
                 journal.remember_dimension(outcome.site, outcome.dimension.id)
     except StorageError as exc:

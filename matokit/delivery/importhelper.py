@@ -1,13 +1,17 @@
 """The helper process that journals the second half of a large import file.
 
 Parsing and validating is pure Python (one core), so two processes import nearly twice as
-fast. The helper (`_import_worker`, run as `python -c`) reports progress, invalid lines and
-its counts as JSON lines on its stdout; closing its stdin asks it to stop.
+fast. The helper (`_import_worker`, run as `python -c`) opens the same journal (the SQLite
+file, or the profile's journal on Redis), reports progress, invalid lines and its counts as
+JSON lines on its stdout; closing its stdin asks it to stop. The Redis target comes as the first
+line on its stdin, never in its command line: a Redis URL or password there would be visible to
+every user of the host (`ps`).
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import os
 import select
@@ -22,7 +26,7 @@ from typing import IO, TYPE_CHECKING, Any, Final
 from matokit.delivery.lines import IMPORT_CHUNK, LineParser, tell
 from matokit.delivery.outcomes import ImportResult, Progress
 from matokit.errors import StorageError
-from matokit.journal import Journal
+from matokit.journal.opening import open_store
 
 if TYPE_CHECKING:
     from matokit.delivery.ports import Importing
@@ -118,6 +122,8 @@ class ImportHelper:
             "dedup_window": delivery.dedup_window,
             "clock_offset": delivery.clock() - time.time(),
         }
+        redis = delivery.redis
+        secret = {"redis": None if redis is None else dataclasses.asdict(redis)}
         delivery.journal  # noqa: B018 - created before the helper opens it
         # Blocked while it starts, the helper inherits the mask: a Ctrl-C that reaches it
         # while Python starts up cannot raise there (this process gets its own after that).
@@ -130,7 +136,15 @@ class ImportHelper:
             )
         finally:
             signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
-        return cls(proc, on_invalid)
+        helper = cls(proc, on_invalid)
+        try:
+            assert proc.stdin is not None
+            proc.stdin.write(json.dumps(secret).encode() + b"\n")
+            proc.stdin.flush()
+        except OSError:
+            helper.close()
+            raise
+        return helper
 
     def poll(self, *, block: bool = False) -> bool:
         """Handle what the helper said so far; False once its output has ended."""
@@ -227,9 +241,22 @@ class ImportHelper:
                     stream.close()
 
 
+def _read_line(fd: int) -> bytes:
+    """One line from `fd`, read unbuffered: what follows it (the end of input) is left for
+    `select` to see."""
+    data = b""
+    while not data.endswith(b"\n"):
+        chunk = os.read(fd, 1)
+        if not chunk:
+            break
+        data += chunk
+    return data
+
+
 def _import_worker(raw_args: str) -> int:
     """Entry point of the import helper process (see `ImportHelper`)."""
     args = json.loads(raw_args)
+    secret = json.loads(_read_line(sys.stdin.fileno()) or b"{}")
     out = sys.stdout.buffer
     offset = float(args["clock_offset"])
 
@@ -251,10 +278,18 @@ def _import_worker(raw_args: str) -> int:
         site_id=args["site_id"], clock=clock, on_invalid=invalid, first_line=args["first_line"]
     )
     counts = {"added": 0, "duplicates": 0}
+    redis = None
+    if secret.get("redis") is not None:
+        from matokit.redisstore.connection import RedisTarget
+
+        redis = RedisTarget(**secret["redis"])
     try:
         with (
-            Journal(
-                Path(args["journal"]), clock=clock, dedup_window=float(args["dedup_window"])
+            open_store(
+                Path(args["journal"]),
+                redis,
+                clock=clock,
+                dedup_window=float(args["dedup_window"]),
             ) as journal,
             open(args["path"], "rb") as source,
         ):

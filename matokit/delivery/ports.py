@@ -12,7 +12,8 @@ from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
     from matokit.delivery.matomo import TrackingClient
-    from matokit.journal import Journal
+    from matokit.journal.contract import JournalStore
+    from matokit.redisstore.connection import RedisTarget
     from matokit.serverpause import PauseKeeper
 
 
@@ -20,7 +21,7 @@ class Journaling(Protocol):
     """A profile's journal and the clock its records are dated by."""
 
     @property
-    def journal(self) -> Journal: ...
+    def journal(self) -> JournalStore: ...
 
     @property
     def clock(self) -> Callable[[], float]: ...
@@ -31,6 +32,9 @@ class Importing(Journaling, Protocol):
 
     @property
     def journal_path(self) -> Path: ...
+
+    @property
+    def redis(self) -> RedisTarget | None: ...
 
     @property
     def dedup_window(self) -> float: ...

@@ -25,13 +25,15 @@ from matokit.delivery.outcomes import (
 from matokit.delivery.send import queue_hit, send_hit
 from matokit.errors import FlushInProgressError
 from matokit.hits import Hit
-from matokit.journal import Journal, JournalStats
+from matokit.journal import JournalStats
+from matokit.journal.opening import open_store, store_exists
 from matokit.serverpause import FILE_NAME as PAUSE_FILE
 from matokit.serverpause import PauseKeeper
 from matokit.shared import server_pause
 
 if TYPE_CHECKING:
     from matokit.config import Settings
+    from matokit.journal.contract import JournalStore
     from matokit.redisstore.connection import RedisTarget
     from matokit.stopping import StopRequest
 
@@ -54,6 +56,9 @@ class Delivery(Closing):
         redis: RedisTarget | None = None,
     ) -> None:
         self.journal_path = Path(journal_path)
+        # The profile's Redis (`redis_url`): the journal, Matomo's pause and the flush lock live
+        # there when it is set, else in the data directory's files.
+        self.redis = redis
         self._client_factory = client_factory
         self._client: TrackingClient | None = None
         self.has_token = has_token
@@ -63,9 +68,7 @@ class Delivery(Closing):
         # `track`'s exactly-once mode and settle time (a flush takes them from FlushOptions).
         self.exactly_once = exactly_once
         self.settle = settle
-        self._journal: Journal | None = None
-        # The profile's Redis (`redis_url`): the pause and the flush lock are shared there.
-        self.redis = redis
+        self._journal: JournalStore | None = None
         # Matomo's Retry-After, shared by every process of the profile (the client records it).
         self.pause: PauseKeeper = server_pause(
             pause_path or self.journal_path.parent / PAUSE_FILE, redis=redis, clock=clock
@@ -104,11 +107,11 @@ class Delivery(Closing):
             close()
 
     @property
-    def journal(self) -> Journal:
-        """The profile's journal, opened (and created) on first use."""
+    def journal(self) -> JournalStore:
+        """The profile's journal (SQLite or Redis), opened (and created) on first use."""
         if self._journal is None:
-            self._journal = Journal(
-                self.journal_path, clock=self.clock, dedup_window=self.dedup_window
+            self._journal = open_store(
+                self.journal_path, self.redis, clock=self.clock, dedup_window=self.dedup_window
             )
         return self._journal
 
@@ -120,7 +123,7 @@ class Delivery(Closing):
 
     def stats(self) -> JournalStats | None:
         """The journal's stats, or None when there is no journal yet (nothing is created)."""
-        if self._journal is None and not self.journal_path.exists():
+        if self._journal is None and not store_exists(self.journal_path, self.redis):
             return None
         return self.journal.stats(now=self.clock())
 

@@ -27,7 +27,8 @@ from matokit.exactlyonce.sites import ON
 
 if TYPE_CHECKING:
     from matokit.exactlyonce.sites import KeySites
-    from matokit.journal import Entry, Journal
+    from matokit.journal import Entry
+    from matokit.journal.contract import JournalStore
     from matokit.stopping import StopRequest
 
 # A failed lookup is asked again after this long; under `on`, unavailable lookups too.
@@ -57,7 +58,7 @@ class ReconcileResult:
 
 
 def reconcile(
-    journal: Journal,
+    journal: JournalStore,
     client: Callable[[], Any],
     sites: KeySites,
     *,
@@ -85,7 +86,7 @@ def reconcile(
 
 
 def _expire(
-    journal: Journal, entries: list[Entry], now: float, max_age: float, result: ReconcileResult
+    journal: JournalStore, entries: list[Entry], now: float, max_age: float, result: ReconcileResult
 ) -> list[Entry]:
     old = [e for e in entries if now - e.enqueued_at > max_age]
     if old:
@@ -105,7 +106,7 @@ def _expire(
 
 
 def _unavailable(
-    journal: Journal, entries: list[Entry], sites: KeySites, result: ReconcileResult
+    journal: JournalStore, entries: list[Entry], sites: KeySites, result: ReconcileResult
 ) -> list[Entry]:
     """Hits of sites where lookups are known not to work: fall back (auto) or wait (on)."""
     blocked = [e for e in entries if not sites.lookups_work(e.site)]
@@ -119,7 +120,7 @@ def _unavailable(
 
 
 def _cannot_look_up(
-    journal: Journal,
+    journal: JournalStore,
     entries: list[Entry],
     sites: KeySites,
     result: ReconcileResult,
@@ -140,7 +141,7 @@ def _cannot_look_up(
 
 
 def _lookup(
-    journal: Journal,
+    journal: JournalStore,
     client: Callable[[], Any],
     sites: KeySites,
     entries: list[Entry],

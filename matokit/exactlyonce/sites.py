@@ -22,7 +22,8 @@ from matokit.errors import (
 from matokit.exactlyonce.dimension import DIMENSION_NAME, DimensionUnavailable, discover
 
 if TYPE_CHECKING:
-    from matokit.journal import Journal, SiteRecord
+    from matokit.journal import SiteRecord
+    from matokit.journal.contract import JournalStore
 
 log = logging.getLogger("matokit.exactlyonce")
 
@@ -48,7 +49,7 @@ class KeySites:
 
     def __init__(
         self,
-        journal: Callable[[], Journal],
+        journal: Callable[[], JournalStore],
         client: Callable[[], Any],
         *,
         mode: str,

@@ -282,12 +282,12 @@ class HealthRun:
         return self._stats.get()
 
     def _read_journal(self) -> JournalStats | None:
-        path = self.settings().journal_path
-        if not path.exists():
-            return None  # never create a journal just to look at it
-        from matokit.journal import Journal
+        from matokit.journal.opening import journal_exists, open_journal
 
-        with Journal(path, clock=self.clock) as journal:
+        settings = self.settings()
+        if not journal_exists(settings):
+            return None  # never create a journal just to look at it
+        with open_journal(settings, clock=self.clock) as journal:
             return journal.stats(now=self.clock())
 
     # -- running one check

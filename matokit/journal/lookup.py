@@ -8,16 +8,20 @@ characters long, that names one entry among all entries of the journal.
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Final
 
 from matokit.errors import AmbiguousEntryError, UnknownEntryError
 
 SHORT_ID: Final = 8  # shortest id shown in tables, like git's 7-character short hashes
 MIN_PREFIX: Final = 4  # shortest prefix accepted, so one stray character retries nothing
-_ABOVE_ID: Final = "~"  # sorts after every Crockford base32 character
+ABOVE_ID: Final = "~"  # sorts after every Crockford base32 character
 _WHAT: Final = {"dead": "dead letter", "unattributed": "unattributed hit"}
 _SHOWN: Final = 3  # candidates named for an ambiguous prefix
+
+
+# (prefix, at most how many) -> (id, state) of the entries whose id starts with it, in id order.
+StartingWith = Callable[[str, int], Sequence[tuple[str, str]]]
 
 
 def match(conn: sqlite3.Connection, prefixes: Sequence[str], *, state: str) -> list[str]:
@@ -27,6 +31,13 @@ def match(conn: sqlite3.Connection, prefixes: Sequence[str], *, state: str) -> l
     given it. Raises UnknownEntryError for prefixes naming no entry, or an entry in another
     state, and AmbiguousEntryError for prefixes naming several; each message names them all.
     """
+    return match_with(
+        lambda prefix, limit: _starting_with(conn, prefix, limit=limit), prefixes, state=state
+    )
+
+
+def match_with(starting_with: StartingWith, prefixes: Sequence[str], *, state: str) -> list[str]:
+    """`match` over any journal: `starting_with` finds the entries a prefix names."""
     what = _WHAT.get(state, f"{state} entry")
     found: list[str] = []
     unknown: list[str] = []
@@ -36,7 +47,7 @@ def match(conn: sqlite3.Connection, prefixes: Sequence[str], *, state: str) -> l
         if len(prefix) < MIN_PREFIX:
             unknown.append(f"id prefix {typed!r} is shorter than {MIN_PREFIX} characters")
             continue
-        rows = _starting_with(conn, prefix, limit=_SHOWN + 1)
+        rows = list(starting_with(prefix, _SHOWN + 1))
         if len(rows) > 1:
             names = ", ".join(row[0] for row in rows[:_SHOWN])
             more = ", ..." if len(rows) > _SHOWN else ""
@@ -63,13 +74,25 @@ def match(conn: sqlite3.Connection, prefixes: Sequence[str], *, state: str) -> l
 
 def shortest_unique(conn: sqlite3.Connection, ids: Sequence[str]) -> dict[str, str]:
     """For each id, its shortest prefix (at least SHORT_ID long) naming no other entry."""
-    shorts: dict[str, str] = {}
     before = "SELECT max(id) FROM entries WHERE id < ?"
     after = "SELECT min(id) FROM entries WHERE id > ?"
-    for entry_id in ids:
+
+    def neighbours(entry_id: str) -> tuple[str | None, str | None]:
+        return (
+            conn.execute(before, (entry_id,)).fetchone()[0],
+            conn.execute(after, (entry_id,)).fetchone()[0],
+        )
+
+    return shortest_with({entry_id: neighbours(entry_id) for entry_id in ids})
+
+
+def shortest_with(neighbours: Mapping[str, tuple[str | None, str | None]]) -> dict[str, str]:
+    """`shortest_unique` over any journal, from each id's neighbours among all entries: (the
+    largest id below it, the smallest id above it), None where there is none."""
+    shorts: dict[str, str] = {}
+    for entry_id, around in neighbours.items():
         length = SHORT_ID
-        for sql in (before, after):
-            neighbour = conn.execute(sql, (entry_id,)).fetchone()[0]
+        for neighbour in around:
             if neighbour:
                 length = max(length, _common(entry_id, neighbour) + 1)
         shorts[entry_id] = entry_id[:length]
@@ -79,7 +102,7 @@ def shortest_unique(conn: sqlite3.Connection, ids: Sequence[str]) -> dict[str, s
 def _starting_with(conn: sqlite3.Connection, prefix: str, *, limit: int) -> list[tuple[str, str]]:
     # A range on the primary key: one index seek however large the journal.
     sql = "SELECT id, state FROM entries WHERE id >= ? AND id < ? ORDER BY id LIMIT ?"
-    return [(row[0], row[1]) for row in conn.execute(sql, (prefix, prefix + _ABOVE_ID, limit))]
+    return [(row[0], row[1]) for row in conn.execute(sql, (prefix, prefix + ABOVE_ID, limit))]
 
 
 def _common(a: str, b: str) -> int:

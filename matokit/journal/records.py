@@ -111,9 +111,11 @@ class JournalStats:
     sent_unconfirmed). `next_attempt_at` is when the next of them is (or was) due; `due` how
     many are due now. `sent_unconfirmed_total` sums the lost-answer sends of entries still in
     the journal; `delivered_unconfirmed` counts remembered deliveries that followed one.
+    `path` is where it lives: the SQLite file, or the Redis URL without its password;
+    `file_size` is the file's size, or the memory its keys take on Redis.
     """
 
-    path: Path
+    path: Path | str
     counts: Mapping[EntryState, int]
     due: int
     oldest_created_at: float | None

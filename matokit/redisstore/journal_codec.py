@@ -1,0 +1,166 @@
+"""The Redis journal's values as text: entry records, site records, flush records, floats.
+
+An entry's record is its fields joined by \\x1f in the order of `journal_lua.RECORD_FIELDS`,
+the idempotency key last (so it may hold any character). Text fields are "" for None and
+"=" + text otherwise, a \\x1f in a text escaped as \\x1e1 (and \\x1e as \\x1e0), so any text
+comes back as it was. Floats travel as Python's repr, which Redis and Lua read back as the same
+double.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any, Final
+
+from matokit.journal.reconciling import SiteRecord
+from matokit.journal.records import Entry, EntryState, NewHit
+from matokit.redisstore.journal_lua import ID_LENGTH, RECORD_FIELDS, SEPARATOR
+
+_US: Final = SEPARATOR
+_SPLITS: Final = len(RECORD_FIELDS) - 1
+_ESCAPED: Final = re.compile("\x1e([01])")
+
+
+def number(value: float) -> str:
+    """A float as Redis and Lua read it back exactly."""
+    return repr(float(value))
+
+
+def text(value: str | None) -> str:
+    """A text field: "" for None, else "=" and the escaped text."""
+    if value is None:
+        return ""
+    return "=" + clean(value)
+
+
+def clean(value: str) -> str:
+    """A text as stored (passed to a script, which adds the "="): the separator escaped."""
+    if "\x1e" in value or _US in value:
+        return value.replace("\x1e", "\x1e0").replace(_US, "\x1e1")
+    return value
+
+
+def unclean(value: str) -> str:
+    """A stored text as it was given."""
+    if "\x1e" in value:
+        return _ESCAPED.sub(lambda m: "\x1e" if m[1] == "0" else _US, value)
+    return value
+
+
+def _text(field: str) -> str | None:
+    return unclean(field[1:]) if field else None
+
+
+def _float(field: str) -> float | None:
+    return float(field) if field else None
+
+
+def pending_record(hit: NewHit, params: str, now: str) -> str:
+    """The record of a hit journaled due now, without its seq (the script prepends it)."""
+    created = number(hit.created_at)
+    return _US.join(
+        (created, now, "0", now, "pending", "", "", "", "", "0", "", "", "0", "0", params, hit.key)
+    )
+
+
+def uncertain_record(
+    hit: NewHit, params: str, now: str, *, dimension: int, sent_at: float, settle: float, error: str
+) -> str:
+    """The record of a hit whose one send is uncertain: awaiting its lookup once settled."""
+    return _US.join(
+        (
+            number(hit.created_at),
+            now,
+            "1",
+            number(sent_at + settle),
+            "sent_unconfirmed",
+            text(error),
+            "",
+            "",
+            "",
+            "1",
+            str(int(dimension)),
+            number(sent_at),
+            "1",
+            "0",
+            params,
+            hit.key,
+        )
+    )
+
+
+_STATES: Final = {state.value: state for state in EntryState}
+
+
+def entry(entry_id: str, record: str) -> Entry:
+    """The Entry stored as `record` under `entry_id`."""
+    f = record.split(_US, _SPLITS)
+    return Entry(
+        id=entry_id,
+        key=f[16],
+        params=json.loads(f[15]),
+        created_at=float(f[1]),
+        enqueued_at=float(f[2]),
+        attempts=int(f[3]),
+        next_attempt_at=float(f[4]),
+        state=_STATES[f[5]],
+        last_error=_text(f[6]),
+        lease_owner=_text(f[7]),
+        lease_expires_at=_float(f[8]),
+        reason=_text(f[9]),
+        sent_unconfirmed=int(f[10]),
+        dimension=int(f[11]) if f[11] else None,
+        sent_at=_float(f[12]),
+        verify=f[13] == "1",
+        alone=f[14] == "1",
+    )
+
+
+def entries(blob: bytes | str) -> list[Entry]:
+    """The entries of a script's answer ("<length>:<id><record>" after one another; the
+    length in bytes, of the id and the record), in id order."""
+    data = blob.encode() if isinstance(blob, str) else blob
+    found: list[Entry] = []
+    pos, size = 0, len(data)
+    while pos < size:
+        colon = data.index(b":", pos)
+        start = colon + 1
+        end = start + int(data[pos:colon])
+        middle = start + ID_LENGTH
+        found.append(entry(data[start:middle].decode(), data[middle:end].decode()))
+        pos = end
+    found.sort(key=lambda e: e.id)
+    return found
+
+
+def site_record(site: bytes | str, record: bytes | str) -> SiteRecord:
+    """A site's remembered key dimension from its record (dimension, checked, why, since)."""
+    if isinstance(record, bytes):
+        record = record.decode()
+    dimension, checked, unavailable, since = record.split(_US, 3)
+    return SiteRecord(
+        site=int(site),
+        dimension=int(dimension) if dimension else None,
+        checked_at=float(checked),
+        unavailable=_text(unavailable),
+        unavailable_at=_float(since),
+    )
+
+
+def flush_record(recorded_at: float, result: str) -> str:
+    """A flush record: when, then the result's JSON."""
+    return number(recorded_at) + _US + result
+
+
+def flush_result(record: bytes | str) -> dict[str, Any]:
+    """A recorded flush result with its `recorded_at` time."""
+    if isinstance(record, bytes):
+        record = record.decode()
+    recorded_at, blob = record.split(_US, 1)
+    return {"recorded_at": float(recorded_at), **json.loads(blob)}
+
+
+def text_of(value: bytes | str) -> str:
+    """A Redis answer as text."""
+    return value.decode() if isinstance(value, bytes) else str(value)

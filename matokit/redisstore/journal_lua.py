@@ -1,0 +1,986 @@
+"""The Lua scripts of the Redis journal: every change of state is one of these, run atomically.
+
+Each script gets the same KEYS (`KEY_PARTS`, all under the profile's hash tag) and starts with
+`PRELUDE`: the record layout, the index rules (`index`/`unindex`), and for writing scripts a
+guard that refuses, before anything is written, a key of the wrong type or a journal laid out by
+a newer MatoKit. Writing scripts carry the `#!lua` shebang without `allow-oom`, so an
+out-of-memory server refuses them before they start rather than halfway. Floats that a script
+computes are written with `%.17g`, which reads back as the same double; every other float is
+passed in as Python's repr and stored as given. Entries go back to Python as one string:
+"<length>:<id><record>" after one another (see `journal_codec.entries`).
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+# The journal's keys, in the order of KEYS (1-based in Lua), with the Redis type each holds.
+# Lua names them by the first word of the comment.
+KEY_PARTS: Final = (
+    ("entries", "hash"),  # E: id -> record (see RECORD_FIELDS)
+    ("keys", "hash"),  # KY: idempotency key -> id
+    ("state:pending", "zset"),  # ST_PENDING: ids, score 0 (id = time order; prefixes by lex)
+    ("state:sent_unconfirmed", "zset"),  # ST_UNCONFIRMED
+    ("state:unattributed", "zset"),  # ST_UNATTRIBUTED
+    ("state:dead", "zset"),  # ST_DEAD
+    ("sched", "zset"),  # SCHED: claimable (pending/sent_unconfirmed, no lookup) by next attempt
+    ("ready", "zset"),  # READY: the claimable ones due (as of a claim), score 0: id order
+    ("waiting", "zset"),  # WAITING: the other claimable ones, by next attempt
+    ("leases", "zset"),  # LEASES: inflight without a key dimension, by lease expiry
+    ("stamped", "zset"),  # STAMPED: inflight carrying a key dimension, by lease expiry
+    ("lookups", "zset"),  # LOOKUPS: awaiting a lookup (verify), by when it is due
+    ("delivered", "zset"),  # DELIVERED: idempotency key -> delivered at (the dedup window)
+    ("delivered:unconfirmed", "zset"),  # D_UNCONFIRMED: delivered after a lost answer
+    ("delivered:confirmed", "zset"),  # D_CONFIRMED: delivered, as a lookup confirmed
+    ("reasons:dead", "hash"),  # R_DEAD: reason -> how many dead letters give it
+    ("reasons:unattributed", "hash"),  # R_UNATTRIBUTED
+    ("counters", "hash"),  # COUNTERS: seq (of the last journaled entry), unconfirmed (sum)
+    ("sites", "hash"),  # SITES: idSite -> "dimension \x1f checked \x1f why \x1f since"
+    ("flushes", "list"),  # FLUSHES: the last flush records, newest first
+    ("meta", "hash"),  # META: layout (of records and keys)
+)
+_LUA_NAMES: Final = (
+    "E",
+    "KY",
+    "ST_PENDING",
+    "ST_UNCONFIRMED",
+    "ST_UNATTRIBUTED",
+    "ST_DEAD",
+    "SCHED",
+    "READY",
+    "WAITING",
+    "LEASES",
+    "STAMPED",
+    "LOOKUPS",
+    "DELIVERED",
+    "D_UNCONFIRMED",
+    "D_CONFIRMED",
+    "R_DEAD",
+    "R_UNATTRIBUTED",
+    "COUNTERS",
+    "SITES",
+    "FLUSHES",
+    "META",
+)
+
+# An entry's record: these fields joined by \x1f, the key last (it may hold anything). Text
+# fields are "" for None and "=" + text otherwise; numbers are "" for None.
+RECORD_FIELDS: Final = (
+    "seq",
+    "created_at",
+    "enqueued_at",
+    "attempts",
+    "next_attempt_at",
+    "state",
+    "last_error",
+    "lease_owner",
+    "lease_expires_at",
+    "reason",
+    "sent_unconfirmed",
+    "dimension",
+    "sent_at",
+    "verify",
+    "alone",
+    "params",
+    "key",
+)
+LAYOUT: Final = 1
+SEPARATOR: Final = "\x1f"
+ID_LENGTH: Final = 26  # journal.ids: ULID-shaped
+
+_HEADER: Final = "\n".join(
+    [
+        "local US = '\\031'",
+        *(f"local {name} = KEYS[{i}]" for i, name in enumerate(_LUA_NAMES, start=1)),
+        *(f"local F_{name.upper()} = {i}" for i, name in enumerate(RECORD_FIELDS, start=1)),
+        f"local NFIELDS = {len(RECORD_FIELDS)}",
+        f"local ID_LENGTH = {ID_LENGTH}",
+        "local TYPES = {" + ", ".join(f"'{kind}'" for _, kind in KEY_PARTS) + "}",
+        "",
+    ]
+)
+
+_BODY: Final = r"""
+local ST = {pending = ST_PENDING, sent_unconfirmed = ST_UNCONFIRMED,
+            unattributed = ST_UNATTRIBUTED, dead = ST_DEAD}
+local STATES = {'pending', 'inflight', 'sent_unconfirmed', 'unattributed', 'dead'}
+local REASONS = {dead = R_DEAD, unattributed = R_UNATTRIBUTED}
+
+-- One pattern match (in C) splits a record: much cheaper in Lua than a loop of finds. A
+-- pattern may capture only some fields (the others are skipped unread).
+local function pattern(wanted)
+  local p = {'^'}
+  for i = 1, NFIELDS - 1 do
+    p[#p + 1] = wanted[i] and '([^\031]*)\031' or '[^\031]*\031'
+  end
+  p[#p + 1] = '(.*)$'
+  return table.concat(p)
+end
+local ALL = {}
+for i = 1, NFIELDS - 1 do ALL[i] = true end
+local RECORD = pattern(ALL)
+local function parse(rec) return {string.match(rec, RECORD)} end
+
+-- What deleting an entry needs: where it is indexed, its lost-answer count, time and key.
+local GONE = {F_CREATED_AT, F_STATE, F_REASON, F_SENT_UNCONFIRMED, F_DIMENSION, F_VERIFY}
+local GONE_PATTERN = pattern({[F_CREATED_AT] = true, [F_STATE] = true, [F_REASON] = true,
+  [F_SENT_UNCONFIRMED] = true, [F_DIMENSION] = true, [F_VERIFY] = true})
+local function parse_gone(rec)
+  local c = {string.match(rec, GONE_PATTERN)}
+  local f = {}
+  for i, n in ipairs(GONE) do f[n] = c[i] end
+  f[F_KEY] = c[#GONE + 1]
+  return f
+end
+
+local function pack(f) return table.concat(f, US, 1, NFIELDS) end
+
+local function copy(f)
+  return {f[1], f[2], f[3], f[4], f[5], f[6], f[7], f[8], f[9], f[10], f[11], f[12], f[13],
+          f[14], f[15], f[16], f[17]}
+end
+
+local function fmt(x) return string.format('%.17g', x) end
+
+-- Changes are gathered in B and written by `flush()`, one command per key for the whole
+-- script (removals before additions) instead of several per entry: a batch of a hundred
+-- hits costs a few dozen commands. Redis runs the script alone, so nobody sees it halfway.
+local B
+local function reset()
+  B = {rem = {}, add = {}, addxx = {}, incr = {}, hset = {}, edel = {}, kdel = {},
+       unconfirmed = 0, touched = {}, cache = {}}
+end
+reset()
+local EXISTS = {}
+
+local function exists(key)
+  if EXISTS[key] == nil then EXISTS[key] = redis.call('EXISTS', key) == 1 end
+  return EXISTS[key]
+end
+
+local function zrem(key, id)
+  local t = B.rem[key]
+  if not t then t = {}; B.rem[key] = t end
+  t[#t + 1] = id
+end
+
+local function zadd(key, score, id, xx)
+  if xx and not exists(key) then return end  -- nothing there to update
+  EXISTS[key] = true
+  local bucket = xx and B.addxx or B.add
+  local t = bucket[key]
+  if not t then t = {}; bucket[key] = t end
+  t[#t + 1] = score
+  t[#t + 1] = id
+end
+
+local function hincr(key, field, n)
+  local t = B.incr[key]
+  if not t then t = {}; B.incr[key] = t end
+  t[field] = (t[field] or 0) + n
+end
+
+local function chunked(cmd, key, args, prefix)
+  for i = 1, #args, 4000 do
+    local j = math.min(i + 3999, #args)
+    if prefix then
+      redis.call(cmd, key, prefix, unpack(args, i, j))
+    else
+      redis.call(cmd, key, unpack(args, i, j))
+    end
+  end
+end
+
+local function flush()
+  for key, ids in pairs(B.rem) do chunked('ZREM', key, ids) end
+  if #B.edel > 0 then chunked('HDEL', E, B.edel) end
+  if #B.kdel > 0 then chunked('HDEL', KY, B.kdel) end
+  if #B.hset > 0 then chunked('HSET', E, B.hset) end
+  for key, members in pairs(B.add) do chunked('ZADD', key, members) end
+  for key, members in pairs(B.addxx) do chunked('ZADD', key, members, 'XX') end
+  for key, fields in pairs(B.incr) do
+    for field, n in pairs(fields) do
+      if n ~= 0 and redis.call('HINCRBY', key, field, n) <= 0 then
+        redis.call('HDEL', key, field)
+      end
+    end
+  end
+  if B.unconfirmed ~= 0 then redis.call('HINCRBY', COUNTERS, 'unconfirmed', B.unconfirmed) end
+  reset()
+end
+
+-- HMGET of any number of fields: the values in order (false where there is none).
+local function hmget(key, fields)
+  local out = {}
+  for i = 1, #fields, 4000 do
+    local j = math.min(i + 3999, #fields)
+    local values = redis.call('HMGET', key, unpack(fields, i, j))
+    for k = i, j do out[k] = values[k - i + 1] end
+  end
+  return out
+end
+
+-- ARGV from position `first` on, as a list.
+local function from(first)
+  local out = {}
+  for i = first, #ARGV do out[#out + 1] = ARGV[i] end
+  return out
+end
+
+-- Read the records of `ids` at once (before changing any of them).
+local function prefetch(ids)
+  local recs = hmget(E, ids)
+  for k, id in ipairs(ids) do
+    if recs[k] then B.cache[id] = recs[k] end
+  end
+end
+
+local function record(id)
+  if B.touched[id] then flush() end  -- the same id twice in one call: write the first change
+  local rec = B.cache[id]
+  if rec == nil then rec = redis.call('HGET', E, id) end
+  return rec
+end
+
+local function load(id)
+  local rec = record(id)
+  if rec then return parse(rec) end
+  return nil
+end
+
+local function queued(f)
+  local s = f[F_STATE]
+  return s == 'pending' or s == 'inflight' or s == 'sent_unconfirmed'
+end
+
+local function claimable(f)
+  local s = f[F_STATE]
+  return (s == 'pending' or s == 'sent_unconfirmed') and f[F_VERIFY] ~= '1'
+end
+
+local function reason_of(f)
+  if f[F_REASON] == '' then return '' end
+  return string.sub(f[F_REASON], 2)
+end
+
+-- The indexes an entry is in follow from its fields alone: `index` adds them, `unindex`
+-- removes them, so every change is unindex(old), write, index(new) and no index goes stale.
+-- Inflight entries are in LEASES or STAMPED only: a state index of their own would cost two
+-- writes per hit sent, and they are few (a batch per running or dead flusher).
+local function index(id, f, now)
+  local s = f[F_STATE]
+  if f[F_VERIFY] == '1' then zadd(LOOKUPS, f[F_NEXT_ATTEMPT_AT], id) end
+  if s == 'inflight' then
+    zadd(f[F_DIMENSION] == '' and LEASES or STAMPED, f[F_LEASE_EXPIRES_AT], id)
+    return
+  end
+  zadd(ST[s], 0, id)
+  if claimable(f) then
+    zadd(SCHED, f[F_NEXT_ATTEMPT_AT], id)
+    if tonumber(f[F_NEXT_ATTEMPT_AT]) <= now then
+      zadd(READY, 0, id)
+    else
+      zadd(WAITING, f[F_NEXT_ATTEMPT_AT], id)
+    end
+  elseif s == 'dead' or s == 'unattributed' then
+    hincr(REASONS[s], reason_of(f), 1)
+  end
+end
+
+-- `from` ('ready' or 'waiting'), when known, spares a removal from the other.
+local function unindex(id, f, from)
+  local s = f[F_STATE]
+  if f[F_VERIFY] == '1' then zrem(LOOKUPS, id) end
+  if s == 'inflight' then
+    zrem(f[F_DIMENSION] == '' and LEASES or STAMPED, id)
+    return
+  end
+  zrem(ST[s], id)
+  if claimable(f) then
+    zrem(SCHED, id)
+    if from ~= 'waiting' then zrem(READY, id) end
+    if from ~= 'ready' then zrem(WAITING, id) end
+  elseif s == 'dead' or s == 'unattributed' then
+    hincr(REASONS[s], reason_of(f), -1)
+  end
+end
+
+-- One entry from `old` to `new` (both parsed records): indexes, record and counters.
+local function change(id, old, new, now, from)
+  unindex(id, old, from)
+  local n = #B.hset
+  B.hset[n + 1], B.hset[n + 2] = id, pack(new)
+  index(id, new, now)
+  B.unconfirmed = B.unconfirmed + tonumber(new[F_SENT_UNCONFIRMED])
+    - tonumber(old[F_SENT_UNCONFIRMED])
+  B.touched[id] = true
+end
+
+-- Delete an entry (`f` may hold only the fields `parse_gone` reads).
+local function delete(id, f)
+  unindex(id, f)
+  B.edel[#B.edel + 1] = id
+  B.kdel[#B.kdel + 1] = f[F_KEY]
+  B.unconfirmed = B.unconfirmed - tonumber(f[F_SENT_UNCONFIRMED])
+  B.touched[id] = true
+end
+
+-- Remember `key` as delivered at `at`. With `unconfirmed` nil the flags it had are kept (a
+-- direct send, a purge); otherwise they are set from this delivery.
+local function remember(key, at, unconfirmed, confirmed)
+  zadd(DELIVERED, at, key)
+  if unconfirmed == nil then
+    zadd(D_UNCONFIRMED, at, key, true)
+  elseif unconfirmed > 0 then
+    zadd(D_UNCONFIRMED, at, key)
+  elseif exists(D_UNCONFIRMED) then
+    zrem(D_UNCONFIRMED, key)
+  end
+  zadd(D_CONFIRMED, at, key, not confirmed)
+end
+
+-- A hit once sent with its answer lost stays flagged: Matomo may hold a copy whatever follows.
+local function requeued_state(f)
+  if tonumber(f[F_SENT_UNCONFIRMED]) > 0 then return 'sent_unconfirmed' end
+  return 'pending'
+end
+
+local function clear_lease(f)
+  f[F_LEASE_OWNER] = ''
+  f[F_LEASE_EXPIRES_AT] = ''
+end
+
+-- retry-dead/-unattributed: due now, attempts reset, the max_age clock restarted.
+local function requeue(f, now_s)
+  f[F_STATE] = requeued_state(f)
+  f[F_ATTEMPTS] = '0'
+  f[F_NEXT_ATTEMPT_AT] = now_s
+  f[F_ENQUEUED_AT] = now_s
+  f[F_REASON] = ''
+end
+
+-- Entries for Python: "<length>:<id><record>" after one another, in one string.
+local function reply(ids, recs)
+  local parts = {}
+  for i, id in ipairs(ids) do
+    parts[#parts + 1] = (#id + #recs[i]) .. ':' .. id .. recs[i]
+  end
+  return table.concat(parts)
+end
+
+-- Every inflight id (they are few).
+local function inflight_ids()
+  local ids = redis.call('ZRANGE', LEASES, 0, -1)
+  for _, id in ipairs(redis.call('ZRANGE', STAMPED, 0, -1)) do ids[#ids + 1] = id end
+  return ids
+end
+
+-- Up to `limit` ids of `state` within the lex range (min, max), in id order.
+local function ids_in(state, min, max, limit)
+  if state ~= 'inflight' then
+    return redis.call('ZRANGEBYLEX', ST[state], min, max, 'LIMIT', 0, limit)
+  end
+  local lo, lo_open = string.sub(min, 2), string.sub(min, 1, 1) == '('
+  local hi, hi_open = string.sub(max, 2), string.sub(max, 1, 1) == '('
+  local out = {}
+  for _, id in ipairs(inflight_ids()) do
+    local above = min == '-' or id > lo or (id == lo and not lo_open)
+    local below = max == '+' or id < hi or (id == hi and not hi_open)
+    if above and below then out[#out + 1] = id end
+  end
+  table.sort(out)
+  while #out > limit do out[#out] = nil end
+  return out
+end
+"""
+
+_GUARD: Final = """
+for i = 1, #KEYS do
+  local t = redis.call('TYPE', KEYS[i])['ok']
+  if t ~= 'none' and t ~= TYPES[i] then
+    return redis.error_reply('WRONGTYPE ' .. KEYS[i] .. ' holds a ' .. t .. ', not the ' ..
+      TYPES[i] .. ' the MatoKit journal keeps there')
+  end
+end
+local layout = redis.call('HGET', META, 'layout')
+if layout and tonumber(layout) > LAYOUT then
+  return redis.error_reply('MATOKIT_LAYOUT ' .. layout)
+end
+if not layout then redis.call('HSET', META, 'layout', LAYOUT) end
+""".replace("LAYOUT then", f"{LAYOUT} then").replace("'layout', LAYOUT)", f"'layout', '{LAYOUT}')")
+
+PRELUDE: Final = _HEADER + _BODY
+
+
+def writing(body: str) -> str:
+    """A script that may write: refused when the server is out of memory, guarded first."""
+    return "#!lua\n" + PRELUDE + _GUARD + body
+
+
+def reading(body: str) -> str:
+    """A script that only reads (runs on a replica and when the server is out of memory)."""
+    return "#!lua flags=no-writes\n" + PRELUDE + body
+
+
+# ARGV: now, cutoff (delivered before it is forgotten), mode, then the hits as one string:
+# for each, "<record length>:<key length>:<id>\x1f<record without seq>" (lengths in bytes; the
+# record ends with the key). One large argument instead of three per hit: packing thousands of
+# small arguments costs the client more than the whole script costs Redis. Mode "pending"
+# journals due hits; "uncertain" records whose fields say where they go. Returns how many were
+# added, or -1 (nothing written) when an id is taken: the caller retries with fresh ids.
+ENQUEUE: Final = writing(r"""
+local now_s, cutoff, mode, blob = ARGV[1], tonumber(ARGV[2]), ARGV[3], ARGV[4]
+local now = tonumber(now_s)
+local ids, wanted, rests = {}, {}, {}
+local pos, size = 1, #blob
+while pos <= size do
+  local c1 = string.find(blob, ':', pos, true)
+  local c2 = string.find(blob, ':', c1 + 1, true)
+  local last = c2 + tonumber(string.sub(blob, pos, c1 - 1))
+  local n = #ids + 1
+  ids[n] = string.sub(blob, c2 + 1, c2 + ID_LENGTH)
+  wanted[n] = string.sub(blob, last - tonumber(string.sub(blob, c1 + 1, c2 - 1)) + 1, last)
+  rests[n] = string.sub(blob, c2 + ID_LENGTH + 2, last)
+  pos = last + 1
+end
+-- First every check, a thousand hits per command; nothing is written if an id is taken.
+for _, rec in ipairs(hmget(E, ids)) do
+  if rec then return -1 end
+end
+local known = hmget(KY, wanted)
+local seq = tonumber(redis.call('HGET', COUNTERS, 'seq') or '0')
+local added, seen, keys = 0, {}, {}
+for first = 1, #wanted, 1000 do
+  local last = math.min(first + 999, #wanted)
+  local at = redis.call('ZMSCORE', DELIVERED, unpack(wanted, first, last))
+  for n = first, last do
+    local key, when = wanted[n], at[n - first + 1]
+    if not known[n] and ((not when) or tonumber(when) < cutoff) and not seen[key] then
+      seen[key] = true
+      local id = ids[n]
+      seq = seq + 1
+      local rec = seq .. US .. rests[n]
+      local h = #B.hset
+      B.hset[h + 1], B.hset[h + 2] = id, rec
+      keys[h + 1], keys[h + 2] = key, id
+      if mode == 'pending' then
+        zadd(ST_PENDING, 0, id)
+        zadd(SCHED, now_s, id)
+        zadd(READY, 0, id)
+      else
+        local f = parse(rec)
+        index(id, f, now)
+        B.unconfirmed = B.unconfirmed + tonumber(f[F_SENT_UNCONFIRMED])
+      end
+      added = added + 1
+    end
+  end
+end
+if #keys > 0 then chunked('HSET', KY, keys) end
+flush()
+redis.call('HSET', COUNTERS, 'seq', seq)
+return added
+""")
+
+# ARGV: owner, lease expiry, now, limit, stamp (1: give each hit its site's key dimension).
+# Due: claimable with next attempt <= now, oldest id first, and inflight without a key
+# dimension whose lease expired (its flusher died: that send counts as unconfirmed). Returns
+# the claimed entries (see `reply`).
+CLAIM: Final = writing(r"""
+local owner, expires_s, now_s = ARGV[1], ARGV[2], ARGV[3]
+local now, limit, stamp = tonumber(now_s), tonumber(ARGV[4]), ARGV[5] == '1'
+-- Entries whose time has come move from waiting to ready, in bulk.
+local due = redis.call('ZRANGEBYSCORE', WAITING, '-inf', now_s)
+if #due > 0 then
+  local members = {}
+  for _, id in ipairs(due) do
+    members[#members + 1] = 0
+    members[#members + 1] = id
+  end
+  chunked('ZADD', READY, members)
+  redis.call('ZREMRANGEBYSCORE', WAITING, '-inf', now_s)
+end
+local found, cursor = {}, '-'
+while #found < limit do
+  local ids = redis.call('ZRANGEBYLEX', READY, cursor, '+', 'LIMIT', 0, limit - #found)
+  if #ids == 0 then break end
+  local recs = hmget(E, ids)
+  for n, id in ipairs(ids) do
+    local f = recs[n] and parse(recs[n])
+    if not f then
+      redis.call('ZREM', READY, id)
+    elseif tonumber(f[F_NEXT_ATTEMPT_AT]) <= now then
+      found[#found + 1] = {id, f, 'ready'}
+    else
+      -- made ready by a claim whose clock was ahead of this one: not due for us yet
+      redis.call('ZREM', READY, id)
+      redis.call('ZADD', WAITING, f[F_NEXT_ATTEMPT_AT], id)
+    end
+  end
+  cursor = '(' .. ids[#ids]
+end
+local expired = redis.call('ZRANGEBYSCORE', LEASES, '-inf', now_s, 'LIMIT', 0, limit)
+if #expired > 0 then
+  local recs = hmget(E, expired)
+  for n, id in ipairs(expired) do
+    if recs[n] then found[#found + 1] = {id, parse(recs[n])} end
+  end
+end
+table.sort(found, function(a, b) return a[1] < b[1] end)
+local sites = {}
+local function dimension(f)
+  local params = cjson.decode(f[F_PARAMS])
+  local goal = params['idgoal']
+  if goal ~= nil and goal ~= cjson.null then return '' end
+  local site = tostring(math.floor(tonumber(params['idsite']) or 0))
+  if sites[site] == nil then
+    local rec = redis.call('HGET', SITES, site)
+    sites[site] = rec and string.sub(rec, 1, string.find(rec, US, 1, true) - 1) or ''
+  end
+  return sites[site]
+end
+local ids, recs = {}, {}
+for i = 1, math.min(limit, #found) do
+  local id, old = found[i][1], found[i][2]
+  local new = copy(old)
+  if old[F_STATE] == 'inflight' then
+    new[F_SENT_UNCONFIRMED] = tostring(tonumber(old[F_SENT_UNCONFIRMED]) + 1)
+    local previous = old[F_LEASE_OWNER] == '' and '?' or string.sub(old[F_LEASE_OWNER], 2)
+    new[F_LAST_ERROR] = '=lease of ' .. previous .. ' expired'
+  end
+  new[F_STATE] = 'inflight'
+  new[F_LEASE_OWNER] = '=' .. owner
+  new[F_LEASE_EXPIRES_AT] = expires_s
+  new[F_ATTEMPTS] = tostring(tonumber(old[F_ATTEMPTS]) + 1)
+  new[F_SENT_AT] = now_s
+  new[F_DIMENSION] = stamp and dimension(old) or ''
+  change(id, old, new, now, found[i][3])
+  ids[i], recs[i] = id, B.hset[#B.hset]
+end
+flush()
+return reply(ids, recs)
+""")
+
+# ARGV: now, cutoff, ids. Delivered: deleted, keys remembered for the dedup window.
+ACK: Final = writing(r"""
+local now_s, cutoff_s = ARGV[1], ARGV[2]
+local ids = from(3)
+prefetch(ids)
+local n = 0
+for _, id in ipairs(ids) do
+  local rec = record(id)
+  if rec then
+    local f = parse_gone(rec)
+    delete(id, f)
+    remember(f[F_KEY], now_s, tonumber(f[F_SENT_UNCONFIRMED]), false)
+    n = n + 1
+  end
+end
+flush()
+-- Pruning is a range removal at the low end, nearly free when nothing has expired.
+for _, key in ipairs({DELIVERED, D_UNCONFIRMED, D_CONFIRMED}) do
+  redis.call('ZREMRANGEBYSCORE', key, '-inf', '(' .. cutoff_s)
+end
+return n
+""")
+
+# ARGV: now, op, op's arguments..., then the entry ids (from ARGV[first]). One script for the
+# changes of single entries, so that each rule reads like its SQL twin in journal/store.py and
+# journal/reconciling.py.
+UPDATE: Final = writing(r"""
+local now_s, op = ARGV[1], ARGV[2]
+local now = tonumber(now_s)
+local rule, first
+if op == 'reschedule' then  -- bump, error, next
+  first = 6
+  rule = function(f)
+    if not queued(f) then return false end
+    f[F_SENT_UNCONFIRMED] = tostring(tonumber(f[F_SENT_UNCONFIRMED]) + tonumber(ARGV[3]))
+    f[F_STATE] = requeued_state(f)
+    f[F_LAST_ERROR] = '=' .. ARGV[4]
+    f[F_NEXT_ATTEMPT_AT] = ARGV[5]
+    clear_lease(f)
+    return true
+  end
+elseif op == 'release' or op == 'hold' then  -- hold: error, until
+  first = op == 'hold' and 5 or 3
+  rule = function(f)
+    if f[F_STATE] ~= 'inflight' then return false end
+    f[F_ATTEMPTS] = tostring(math.max(tonumber(f[F_ATTEMPTS]) - 1, 0))
+    f[F_STATE] = requeued_state(f)
+    if op == 'hold' then
+      f[F_LAST_ERROR] = '=' .. ARGV[3]
+      f[F_NEXT_ATTEMPT_AT] = ARGV[4]
+    end
+    clear_lease(f)
+    return true
+  end
+elseif op == 'unattributed' then  -- reason
+  first = 4
+  rule = function(f)
+    if not queued(f) then return false end
+    f[F_STATE] = 'unattributed'
+    f[F_REASON] = '=' .. ARGV[3]
+    clear_lease(f)
+    return true
+  end
+elseif op == 'await' then  -- alone, error, settle
+  first = 6
+  rule = function(f)
+    if not queued(f) then return false end
+    local sent = f[F_SENT_AT] == '' and now or tonumber(f[F_SENT_AT])
+    f[F_STATE] = 'sent_unconfirmed'
+    f[F_SENT_UNCONFIRMED] = tostring(tonumber(f[F_SENT_UNCONFIRMED]) + 1)
+    f[F_VERIFY] = '1'
+    if ARGV[3] == '1' then f[F_ALONE] = '1' end
+    f[F_LAST_ERROR] = '=' .. ARGV[4]
+    f[F_NEXT_ATTEMPT_AT] = fmt(sent + tonumber(ARGV[5]))
+    clear_lease(f)
+    return true
+  end
+elseif op == 'missing' then
+  first = 3
+  rule = function(f)
+    if f[F_VERIFY] ~= '1' then return false end
+    f[F_VERIFY] = '0'
+    f[F_SENT_UNCONFIRMED] = tostring(math.max(tonumber(f[F_SENT_UNCONFIRMED]) - 1, 0))
+    f[F_STATE] = requeued_state(f)
+    f[F_NEXT_ATTEMPT_AT] = now_s
+    f[F_LAST_ERROR] = '=not in Matomo (looked up by key): sent again'
+    return true
+  end
+elseif op == 'failed' then  -- error, next
+  first = 5
+  rule = function(f)
+    if f[F_VERIFY] ~= '1' then return false end
+    f[F_LAST_ERROR] = '=' .. ARGV[3]
+    f[F_NEXT_ATTEMPT_AT] = ARGV[4]
+    return true
+  end
+elseif op == 'give_up' then  -- error, reason
+  first = 5
+  rule = function(f)
+    if f[F_VERIFY] ~= '1' then return false end
+    f[F_VERIFY] = '0'
+    f[F_LAST_ERROR] = '=' .. ARGV[3]
+    if f[F_ALONE] == '1' then
+      f[F_STATE] = 'unattributed'
+      f[F_REASON] = '=' .. ARGV[4]
+    else
+      f[F_STATE] = 'sent_unconfirmed'
+    end
+    f[F_NEXT_ATTEMPT_AT] = now_s
+    return true
+  end
+elseif op == 'dimension' then  -- dimension ('' for none)
+  first = 4
+  rule = function(f)
+    if f[F_STATE] ~= 'inflight' then return false end
+    f[F_DIMENSION] = ARGV[3]
+    return true
+  end
+elseif op == 'requeue' then  -- from state
+  first = 4
+  rule = function(f)
+    if f[F_STATE] ~= ARGV[3] then return false end
+    requeue(f, now_s)
+    return true
+  end
+elseif op == 'kill' then  -- then (id, reason) pairs
+  local n = 0
+  local ids = {}
+  for i = 3, #ARGV, 2 do ids[#ids + 1] = ARGV[i] end
+  prefetch(ids)
+  for i = 3, #ARGV, 2 do
+    local old = load(ARGV[i])
+    if old and old[F_STATE] ~= 'dead' then
+      local new = copy(old)
+      new[F_STATE] = 'dead'
+      new[F_REASON] = '=' .. ARGV[i + 1]
+      clear_lease(new)
+      change(ARGV[i], old, new, now)
+      n = n + 1
+    end
+  end
+  flush()
+  return n
+else
+  return redis.error_reply('ERR unknown journal update ' .. op)
+end
+local ids = from(first)
+prefetch(ids)
+local n = 0
+for _, id in ipairs(ids) do
+  local old = load(id)
+  if old then
+    local new = copy(old)
+    if rule(new) then
+      change(id, old, new, now)
+      n = n + 1
+    end
+  end
+end
+flush()
+return n
+""")
+
+# ARGV: now, from state, page size. Requeues up to a page of `state`'s entries (retry --all);
+# returns (how many changed, how many were looked at).
+REQUEUE_PAGE: Final = writing(r"""
+local now_s, state = ARGV[1], ARGV[2]
+local now = tonumber(now_s)
+local ids = redis.call('ZRANGE', ST[state], 0, tonumber(ARGV[3]) - 1)
+prefetch(ids)
+local n = 0
+for _, id in ipairs(ids) do
+  local old = load(id)
+  if old then
+    local new = copy(old)
+    requeue(new, now_s)
+    change(id, old, new, now)
+    n = n + 1
+  else
+    zrem(ST[state], id)
+  end
+end
+flush()
+return {n, #ids}
+""")
+
+# ARGV: now, state, cutoff ('' for none: created_at < cutoff), after (a ZRANGEBYLEX bound),
+# page size, remember (1: keep the keys as delivered). Deletes a page of `state`'s entries;
+# returns (how many deleted, the last id looked at or '' when there are no more).
+PURGE_PAGE: Final = writing(r"""
+local now_s, state, after = ARGV[1], ARGV[2], ARGV[4]
+local cutoff = ARGV[3] ~= '' and tonumber(ARGV[3]) or nil
+local ids = redis.call('ZRANGEBYLEX', ST[state], after, '+', 'LIMIT', 0, tonumber(ARGV[5]))
+prefetch(ids)
+local n = 0
+for _, id in ipairs(ids) do
+  local rec = record(id)
+  local f = rec and parse_gone(rec)
+  if not f then
+    zrem(ST[state], id)
+  elseif cutoff == nil or tonumber(f[F_CREATED_AT]) < cutoff then
+    delete(id, f)
+    if ARGV[6] == '1' then remember(f[F_KEY], now_s, nil, false) end
+    n = n + 1
+  end
+end
+flush()
+return {n, ids[#ids] or ''}
+""")
+
+# ARGV: now, then the ids of hits a lookup found in Matomo: delivered, never re-sent.
+CONFIRM: Final = writing(r"""
+local now_s = ARGV[1]
+local ids = from(2)
+prefetch(ids)
+local n = 0
+for _, id in ipairs(ids) do
+  local rec = record(id)
+  local f = rec and parse_gone(rec)
+  if f and f[F_VERIFY] == '1' then
+    delete(id, f)
+    remember(f[F_KEY], now_s, math.max(tonumber(f[F_SENT_UNCONFIRMED]) - 1, 0), true)
+    n = n + 1
+  end
+end
+flush()
+return n
+""")
+
+# ARGV: now, keys delivered without being journaled.
+REMEMBER: Final = writing(r"""
+for i = 2, #ARGV do remember(ARGV[i], ARGV[1], nil, false) end
+flush()
+return #ARGV - 1
+""")
+
+# ARGV: site, now, dimension ('' for none) or nil, reason or nil. With a reason, lookups are
+# unavailable there (the dimension remembered is kept); without, the dimension is recorded and
+# an earlier "unavailable" forgotten.
+SITE: Final = writing(r"""
+local site, now_s, dim, reason = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
+if reason == nil then
+  redis.call('HSET', SITES, site, table.concat({dim, now_s, '', ''}, US))
+  return 1
+end
+local rec = redis.call('HGET', SITES, site)
+local dimension, checked = '', now_s
+if rec then
+  local j = string.find(rec, US, 1, true)
+  local k = string.find(rec, US, j + 1, true)
+  dimension, checked = string.sub(rec, 1, j - 1), string.sub(rec, j + 1, k - 1)
+end
+redis.call('HSET', SITES, site, table.concat({dimension, checked, '=' .. reason, now_s}, US))
+return 1
+""")
+
+# ARGV: the record (recorded_at \x1f JSON), how many to keep.
+RECORD_FLUSH: Final = writing(r"""
+redis.call('LPUSH', FLUSHES, ARGV[1])
+redis.call('LTRIM', FLUSHES, 0, tonumber(ARGV[2]) - 1)
+return 1
+""")
+
+# -- reading --
+
+# ARGV: after (a ZRANGEBYLEX bound), limit, states... The next entries in id order.
+PAGE: Final = reading(r"""
+local after, limit = ARGV[1], tonumber(ARGV[2])
+local ids = {}
+for i = 3, #ARGV do
+  for _, id in ipairs(ids_in(ARGV[i], after, '+', limit)) do ids[#ids + 1] = id end
+end
+table.sort(ids)
+while #ids > limit do ids[#ids] = nil end
+local recs = hmget(E, ids)
+local found, values = {}, {}
+for i, id in ipairs(ids) do
+  if recs[i] then
+    found[#found + 1] = id
+    values[#values + 1] = recs[i]
+  end
+end
+return reply(found, values)
+""")
+
+# ARGV: at, start of the dedup window. Everything `stats` shows, read in one snapshot.
+STATS: Final = reading(r"""
+local at_s, window_s = ARGV[1], ARGV[2]
+local out = {}
+local inflight = inflight_ids()
+for i, s in ipairs(STATES) do
+  out[i] = s == 'inflight' and #inflight or redis.call('ZCARD', ST[s])
+end
+out[6] = redis.call('HGET', COUNTERS, 'unconfirmed') or '0'
+table.sort(inflight)
+local firsts = {redis.call('ZRANGE', ST_PENDING, 0, 0)[1], inflight[1],
+                redis.call('ZRANGE', ST_UNCONFIRMED, 0, 0)[1]}
+for i = 1, 3 do
+  local rec = firsts[i] and redis.call('HGET', E, firsts[i])
+  out[6 + i] = rec and parse(rec)[F_CREATED_AT] or ''
+end
+local due, next_at = 0, nil
+for _, key in ipairs({SCHED, LEASES, STAMPED}) do
+  due = due + redis.call('ZCOUNT', key, '-inf', at_s)
+  local first = redis.call('ZRANGE', key, 0, 0, 'WITHSCORES')[2]
+  if first and (next_at == nil or tonumber(first) < tonumber(next_at)) then next_at = first end
+end
+out[10], out[11] = due, next_at or ''
+out[12] = redis.call('ZCARD', LOOKUPS)
+out[13] = redis.call('ZCOUNT', LOOKUPS, '-inf', at_s)
+out[14] = redis.call('ZRANGE', LOOKUPS, 0, 0, 'WITHSCORES')[2] or ''
+out[15] = redis.call('HGETALL', R_UNATTRIBUTED)
+out[16] = redis.call('HGETALL', R_DEAD)
+out[17] = redis.call('ZCOUNT', DELIVERED, window_s, '+inf')
+out[18] = redis.call('ZCOUNT', D_UNCONFIRMED, window_s, '+inf')
+out[19] = redis.call('ZCOUNT', D_CONFIRMED, window_s, '+inf')
+out[20] = redis.call('HGETALL', SITES)
+out[21] = redis.call('LINDEX', FLUSHES, 0) or ''
+local bytes = 0
+for i = 1, #KEYS do bytes = bytes + (redis.call('MEMORY', 'USAGE', KEYS[i]) or 0) end
+out[22] = bytes
+return out
+""")
+
+# ARGV: HSCAN cursor, mark, count. Counts a slice of the entries by (journaled after the mark,
+# state or awaiting_lookup); returns the next cursor, then (label, count) pairs.
+TALLY: Final = reading(r"""
+local mark = tonumber(ARGV[2])
+local scan = redis.call('HSCAN', E, ARGV[1], 'COUNT', tonumber(ARGV[3]))
+local counts = {}
+local records = scan[2]
+local p = pattern({[F_SEQ] = true, [F_STATE] = true, [F_VERIFY] = true})
+for i = 2, #records, 2 do
+  local seq, state, verify = string.match(records[i], p)
+  local what = verify == '1' and 'awaiting_lookup' or state
+  local label = (tonumber(seq) > mark and '1:' or '0:') .. what
+  counts[label] = (counts[label] or 0) + 1
+end
+local out = {scan[1]}
+for label, n in pairs(counts) do
+  out[#out + 1] = label
+  out[#out + 1] = n
+end
+return out
+""")
+
+# ARGV: a ZRANGEBYLEX range (min, max) and a limit. (id, state) pairs over every state, in id
+# order: the entries a typed prefix names.
+STARTING_WITH: Final = reading(r"""
+local found = {}
+for _, s in ipairs(STATES) do
+  for _, id in ipairs(ids_in(s, ARGV[1], ARGV[2], tonumber(ARGV[3]))) do
+    found[#found + 1] = {id, s}
+  end
+end
+table.sort(found, function(a, b) return a[1] < b[1] end)
+local out = {}
+for i = 1, math.min(#found, tonumber(ARGV[3])) do
+  out[#out + 1] = found[i][1]
+  out[#out + 1] = found[i][2]
+end
+return out
+""")
+
+# ARGV: ids. For each, the largest id below it and the smallest above it ('' when none).
+NEIGHBOURS: Final = reading(r"""
+local inflight = inflight_ids()
+local out = {}
+for i = 1, #ARGV do
+  local id = ARGV[i]
+  local before, after = '', ''
+  for _, key in pairs(ST) do
+    local b = redis.call('ZREVRANGEBYLEX', key, '(' .. id, '-', 'LIMIT', 0, 1)[1]
+    if b and b > before then before = b end
+    local a = redis.call('ZRANGEBYLEX', key, '(' .. id, '+', 'LIMIT', 0, 1)[1]
+    if a and (after == '' or a < after) then after = a end
+  end
+  for _, other in ipairs(inflight) do
+    if other < id and other > before then before = other end
+    if other > id and (after == '' or other < after) then after = other end
+  end
+  out[#out + 1] = before
+  out[#out + 1] = after
+end
+return out
+""")
+
+# ARGV: key, start of the dedup window. 1 when the key is journaled or recently delivered.
+HAS_KEY: Final = reading(r"""
+if redis.call('HEXISTS', KY, ARGV[1]) == 1 then return 1 end
+local at = redis.call('ZSCORE', DELIVERED, ARGV[1])
+if at and tonumber(at) >= tonumber(ARGV[2]) then return 1 end
+return 0
+""")
+
+# ARGV: key. The entry journaled under it (see `reply`), or ''.
+FIND: Final = reading(r"""
+local id = redis.call('HGET', KY, ARGV[1])
+local rec = id and redis.call('HGET', E, id)
+if rec then return reply({id}, {rec}) end
+return ''
+""")
+
+# ARGV: now, limit. The sent_unconfirmed hits awaiting a lookup that is due, the earliest due
+# first.
+DUE_LOOKUPS: Final = reading(r"""
+local limit = tonumber(ARGV[2])
+local ids, recs, offset = {}, {}, 0
+while #ids < limit do
+  local batch = redis.call('ZRANGEBYSCORE', LOOKUPS, '-inf', ARGV[1], 'LIMIT', offset, limit)
+  if #batch == 0 then break end
+  local values = hmget(E, batch)
+  for i, id in ipairs(batch) do
+    local rec = values[i]
+    if rec and #ids < limit and parse(rec)[F_STATE] == 'sent_unconfirmed' then
+      ids[#ids + 1] = id
+      recs[#recs + 1] = rec
+    end
+  end
+  offset = offset + #batch
+end
+return reply(ids, recs)
+""")
