@@ -88,7 +88,7 @@ def migrate(
     """
     src = _transferable(source, "source")
     dst = _transferable(destination, "destination")
-    if src.location == dst.location:
+    if _identity(src) == _identity(dst):
         raise UsageError(
             f"the journal is already at {dst.location}",
             hint="Give another destination with --to (redis://..., sqlite or sqlite:PATH).",
@@ -218,16 +218,24 @@ def source_lock_path(settings: Settings) -> Path:
 
 
 @contextlib.contextmanager
-def flush_locks(paths: list[Path]) -> Iterator[None]:
-    """Hold the flush lock of each side (each file once); FlushInProgressError if one is held.
-
-    (With the Redis lock of issue 13, a Redis side's lock is the one its settings choose.)
-    """
-    from matokit.locking import flush_lock
+def flush_locks(sides: list[tuple[Settings, Path]]) -> Iterator[None]:
+    """Hold the flush lock of each side (each one once): the file lock in its directory, or the
+    profile's Redis lock (shared by every host) when the side is on Redis; FlushInProgressError
+    if one is held."""
+    from matokit.redisstore.connection import RedisTarget
+    from matokit.shared import profile_flush_lock
 
     with contextlib.ExitStack() as held:
-        for path in dict.fromkeys(p.resolve() for p in paths):
-            held.enter_context(flush_lock(path, wait=False))
+        seen: set[object] = set()
+        for settings, directory in sides:
+            redis = RedisTarget.from_settings(settings)
+            identity: object = (
+                (redis.url, redis.namespace) if redis is not None else directory.resolve()
+            )
+            if identity in seen:
+                continue
+            seen.add(identity)
+            held.enter_context(profile_flush_lock(directory, redis=redis, wait=False))
         yield
 
 
@@ -266,7 +274,12 @@ def migrate_profile(
             describe(Destination(settings)), describe(target), source_exists=False
         )
     with (
-        flush_locks([source_lock_path(settings), target.lock_path]),
+        flush_locks(
+            [
+                (settings, source_lock_path(settings).parent),
+                (target.settings, target.lock_path.parent),
+            ]
+        ),
         open_journal(settings) as source,
         open_destination(target) as dest,
     ):
@@ -280,3 +293,11 @@ def migrate_profile(
 def _same_file(settings: Settings, target: Destination) -> bool:
     path = target.path or target.settings.journal_path
     return path.absolute() == settings.journal_path.absolute()
+
+
+def _identity(journal: object) -> tuple[str, str]:
+    """Where a journal lives: its location, and on Redis the profile's namespace too (two
+    profiles may share one server)."""
+    target = getattr(journal, "target", None)
+    namespace = str(getattr(target, "namespace", ""))
+    return str(getattr(journal, "location", "")), namespace

@@ -81,7 +81,15 @@ from matokit.journal.contract import ENQUEUE_CHUNK, FLUSH_HISTORY
 from matokit.journal.ids import IdGenerator
 from matokit.journal.queries import chunks, id_list, params_json
 from matokit.journal.reconciling import SiteRecord
-from matokit.journal.records import EnqueueResult, Entry, EntryState, JournalStats, NewHit
+from matokit.journal.records import (
+    Adopted,
+    DeliveredKey,
+    EnqueueResult,
+    Entry,
+    EntryState,
+    JournalStats,
+    NewHit,
+)
 from matokit.redisstore import journal_codec as codec
 from matokit.redisstore import journal_lua as lua
 from matokit.redisstore.connection import RedisTarget, redis_errors
@@ -126,6 +134,10 @@ _SCRIPTS: Final = {
         "HAS_KEY",
         "FIND",
         "DUE_LOOKUPS",
+        "DISCARD",
+        "ADOPT_DELIVERED",
+        "ADOPT_FLUSHES",
+        "ADOPT_SITES",
     )
 }
 
@@ -681,6 +693,146 @@ class RedisJournal:
             rows = self._client.hgetall(self._keys[_KEY["sites"]])
         records = [codec.site_record(site, record) for site, record in rows.items()]
         return {record.site: record for record in sorted(records, key=lambda r: r.site)}
+
+    # -- `queue migrate` (contract.Transferable) --
+
+    def delivered_keys(self) -> Iterator[DeliveredKey]:
+        """Every delivery remembered within the dedup window, a page at a time."""
+        cutoff = codec.number(self._clock() - self._dedup_window)
+        delivered, unconfirmed, confirmed = (
+            self._keys[_KEY[part]]
+            for part in ("delivered", "delivered:unconfirmed", "delivered:confirmed")
+        )
+        start = 0
+        while True:
+            with redis_errors(self.target, "read the delivered keys"):
+                page = self._client.zrangebyscore(
+                    delivered, cutoff, "+inf", start=start, num=_TRANSFER_PAGE, withscores=True
+                )
+                keys = [key for key, _ in page]
+                flags_u = self._client.zmscore(unconfirmed, keys) if keys else []
+                flags_c = self._client.zmscore(confirmed, keys) if keys else []
+            for (key, at), was_u, was_c in zip(page, flags_u, flags_c, strict=True):
+                yield DeliveredKey(
+                    codec.text_of(key), float(at), int(was_u is not None), was_c is not None
+                )
+            if len(page) < _TRANSFER_PAGE:
+                return
+            start += len(page)
+
+    def adopt_entries(self, entries: Sequence[Entry]) -> Adopted:
+        """Write `entries` as given in one script, skipping keys held (see Transferable); when
+        an id is taken, the page takes fresh ids of the same times."""
+        if not entries:
+            return Adopted(0, 0, 0, frozenset())
+        keys = [e.key for e in entries]
+        cutoff = self._clock() - self._dedup_window
+        with redis_errors(self.target, "read the journal's keys"):
+            held = self._client.hmget(self._keys[_KEY["keys"]], keys)
+            when = self._client.zmscore(self._keys[_KEY["delivered"]], keys)
+        present = {k for k, h in zip(keys, held, strict=True) if h is not None}
+        delivered = {
+            k
+            for k, at in zip(keys, when, strict=True)
+            if at is not None and float(at) >= cutoff and k not in present
+        }
+        now = self._clock()
+        at = codec.number(now)
+        rows = [(e, _entry_record(e).encode(), len(e.key.encode())) for e in entries]
+        written = -1
+        for attempt in range(4):
+            parts = []
+            for entry, rest, key_length in rows:
+                entry_id = (entry.id if attempt == 0 else self._ids(entry.created_at)).encode()
+                parts.append(b"%d:%d:%s\x1f%s" % (len(rest) + 27, key_length, entry_id, rest))
+            written = int(
+                self._run(
+                    "ENQUEUE",
+                    [at, codec.number(cutoff), "uncertain", b"".join(parts)],
+                    doing="copy hits into the journal",
+                )
+            )
+            if written >= 0:
+                break
+            self._ids.reseed()
+        if written < 0:
+            raise StorageError(
+                f"could not find unused ids for copied hits on Redis at {self.location}",
+                path=self.location,
+            )
+        return Adopted(written, len(present), len(delivered), frozenset(keys))
+
+    def adopt_delivered(self, records: Sequence[DeliveredKey]) -> int:
+        """Remember deliveries as given, the later of two winning; how many keys were new."""
+        args: list[str] = []
+        for r in records:
+            args += [r.key, codec.number(r.delivered_at), str(int(r.sent_unconfirmed > 0))]
+            args.append(str(int(r.confirmed)))
+        if not args:
+            return 0
+        return int(self._run("ADOPT_DELIVERED", args, doing="copy delivered keys"))
+
+    def adopt_flushes(self, records: Sequence[Mapping[str, Any]]) -> int:
+        """Merge flush records by time, keeping the last FLUSH_HISTORY; how many were added."""
+        encoded = []
+        for record in records:
+            fields = dict(record)
+            at = float(fields.pop("recorded_at"))
+            encoded.append(codec.flush_record(at, json.dumps(fields, default=str, sort_keys=True)))
+        if not encoded:
+            return 0
+        args = [str(FLUSH_HISTORY), *encoded]
+        return int(self._run("ADOPT_FLUSHES", args, doing="copy flush records"))
+
+    def adopt_sites(self, records: Sequence[SiteRecord]) -> int:
+        """Remember sites' key dimensions where this journal's record is older or absent."""
+        args: list[str] = []
+        for r in records:
+            dimension = "" if r.dimension is None else str(int(r.dimension))
+            since = "" if r.unavailable_at is None else codec.number(r.unavailable_at)
+            record = lua.SEPARATOR.join(
+                (dimension, codec.number(r.checked_at), codec.text(r.unavailable), since)
+            )
+            args += [str(int(r.site)), codec.number(r.checked_at), record]
+        if not args:
+            return 0
+        return int(self._run("ADOPT_SITES", args, doing="copy site records"))
+
+    def discard(self, entries: Sequence[Entry]) -> int:
+        """Delete entries still as given (id, key, state, attempts); how many went."""
+        args: list[str] = []
+        for e in entries:
+            args += [e.id, e.key, e.state.value, str(int(e.attempts))]
+        if not args:
+            return 0
+        return int(self._run("DISCARD", args, doing="delete copied hits"))
+
+
+_TRANSFER_PAGE: Final = 1000
+
+
+def _entry_record(entry: Entry) -> str:
+    """An entry's record exactly as given, without its seq (the script prepends one)."""
+    return lua.SEPARATOR.join(
+        (
+            codec.number(entry.created_at),
+            codec.number(entry.enqueued_at),
+            str(int(entry.attempts)),
+            codec.number(entry.next_attempt_at),
+            entry.state.value,
+            codec.text(entry.last_error),
+            codec.text(entry.lease_owner),
+            "" if entry.lease_expires_at is None else codec.number(entry.lease_expires_at),
+            codec.text(entry.reason),
+            str(int(entry.sent_unconfirmed)),
+            "" if entry.dimension is None else str(int(entry.dimension)),
+            "" if entry.sent_at is None else codec.number(entry.sent_at),
+            "1" if entry.verify else "0",
+            "1" if entry.alone else "0",
+            params_json(entry.params),
+            entry.key,
+        )
+    )
 
 
 def _wait_timeout_ms() -> int:

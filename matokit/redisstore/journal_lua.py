@@ -824,6 +824,80 @@ redis.call('LTRIM', FLUSHES, 0, tonumber(ARGV[2]) - 1)
 return 1
 """)
 
+# -- `queue migrate` (the Transferable side) --
+
+# ARGV: quadruples id, key, state, attempts: delete each entry still as given; how many went.
+DISCARD: Final = writing(r"""
+local n = 0
+for i = 1, #ARGV, 4 do
+  local id = ARGV[i]
+  local rec = record(id)
+  if rec then
+    local f = parse(rec)
+    if f[F_KEY] == ARGV[i + 1] and f[F_STATE] == ARGV[i + 2] and f[F_ATTEMPTS] == ARGV[i + 3] then
+      delete(id, parse_gone(rec))
+      n = n + 1
+    end
+  end
+end
+flush()
+return n
+""")
+
+# ARGV: quadruples key, delivered at, unconfirmed (0/1), confirmed (0/1): the later of two
+# deliveries of one key wins. Returns how many keys were new.
+ADOPT_DELIVERED: Final = writing(r"""
+local n = 0
+for i = 1, #ARGV, 4 do
+  local key, at = ARGV[i], ARGV[i + 1]
+  local old = redis.call('ZSCORE', DELIVERED, key)
+  if not old then n = n + 1 end
+  if (not old) or tonumber(at) > tonumber(old) then
+    remember(key, at, tonumber(ARGV[i + 2]), ARGV[i + 3] == '1')
+  end
+end
+flush()
+return n
+""")
+
+# ARGV: how many to keep, then flush records (recorded_at \x1f JSON): merged with the kept ones,
+# newest first. Returns how many were added.
+ADOPT_FLUSHES: Final = writing(r"""
+local keep = tonumber(ARGV[1])
+local all, seen = {}, {}
+for _, rec in ipairs(redis.call('LRANGE', FLUSHES, 0, -1)) do
+  if not seen[rec] then seen[rec] = true; all[#all + 1] = rec end
+end
+local new = {}
+for i = 2, #ARGV do
+  if not seen[ARGV[i]] then seen[ARGV[i]] = true; new[ARGV[i]] = true; all[#all + 1] = ARGV[i] end
+end
+local function at(rec) return tonumber(string.sub(rec, 1, string.find(rec, US, 1, true) - 1)) end
+table.sort(all, function(a, b) return at(a) > at(b) end)
+redis.call('DEL', FLUSHES)
+local last = math.min(#all, keep)
+if last > 0 then redis.call('RPUSH', FLUSHES, unpack(all, 1, last)) end
+local added = 0
+for i = 1, last do if new[all[i]] then added = added + 1 end end
+return added
+""")
+
+# ARGV: triples site, checked at, record: kept where the site has none or an older one.
+ADOPT_SITES: Final = writing(r"""
+local n = 0
+for i = 1, #ARGV, 3 do
+  local rec = redis.call('HGET', SITES, ARGV[i])
+  local older = true
+  if rec then
+    local j = string.find(rec, US, 1, true)
+    local k = string.find(rec, US, j + 1, true)
+    older = tonumber(string.sub(rec, j + 1, k - 1)) < tonumber(ARGV[i + 1])
+  end
+  if older then redis.call('HSET', SITES, ARGV[i], ARGV[i + 2]); n = n + 1 end
+end
+return n
+""")
+
 # -- reading --
 
 # ARGV: after (a ZRANGEBYLEX bound), limit, states... The next entries in id order.
