@@ -12,11 +12,13 @@ import contextlib
 import os
 import secrets
 import socket
+import threading
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import replace
 from typing import TYPE_CHECKING, Final, TypeVar
 
+from matokit.delivery.lanes import LaneWidth, bulks, item_size, partition
 from matokit.delivery.matomo import (
     AT_RISK_AGE,
     NoAdminAccess,
@@ -32,8 +34,11 @@ from matokit.errors import (
     ConfigError,
     MatokitError,
     MatomoError,
+    RateLimitedError,
+    RolledBackError,
     ServerPausedError,
     StorageError,
+    UnavailableError,
 )
 from matokit.exactlyonce.lookup import stampable
 from matokit.exactlyonce.reconcile import HOLD_DELAY, reconcile
@@ -56,6 +61,9 @@ BACKOFF_CAP: Final = 300.0
 MAX_DELAY: Final = 3600.0
 # Lookup rounds after the journal ran dry: hits found missing are sent in the same flush.
 RECONCILE_ROUNDS: Final = 3
+# A bulk Matomo rolled back (a deadlock between lanes) is sent again at once, this many times.
+ROLLBACK_RETRIES: Final = 3
+ROLLBACK_DELAY: Final = 0.2
 
 
 def flush(
@@ -139,6 +147,13 @@ class _Flusher:
         )
         self.verified = 0  # uncertain sends of this flush set aside for a lookup
         self.fell_back = 0  # hits re-sent at least once because lookups cannot work
+        # Lanes (several bulks in flight): the width, one lock for every journal update and
+        # count, the first stop any lane met (the others stop before their next request), and
+        # whether Matomo showed strain in this window (429/503, timeout, rollback).
+        self.lanes = LaneWidth(fixed=options.concurrency)
+        self._lock = threading.RLock()
+        self._halt: _Stop | None = None
+        self._strained = False
 
     # -- the loop
 
@@ -204,7 +219,10 @@ class _Flusher:
             self._check_stop()
             if deadline is not None and self.clock() >= deadline:
                 raise _Stop(StopReason.MAX_TIME)
-            limit = options.batch_size if budget is None else min(options.batch_size, budget)
+            # The flush's first request goes alone (a refused token is sent once, not N times).
+            width = self.lanes.width if self.result.requests else 1
+            window = options.batch_size * width
+            limit = window if budget is None else min(window, budget)
             if limit <= 0:
                 raise _Stop(StopReason.MAX_EVENTS)
             entries = self.journal.claim(
@@ -221,7 +239,10 @@ class _Flusher:
                 return
             if budget is not None:
                 budget -= len(entries)
-            self._batch(entries)
+            if width == 1:
+                self._batch(entries)
+            else:
+                self._window(entries, width)
 
     def _record_stop(self, stop: _Stop) -> None:
         result = self.result
@@ -357,22 +378,95 @@ class _Flusher:
 
     def _batch(self, entries: list[Entry]) -> None:
         """Send one claimed batch: dead letters first, then risky hits alone, then the rest."""
+        live = self._prepare(entries)
+        self._lane(live, retry_rollbacks=False)
+
+    def _prepare(self, entries: list[Entry]) -> list[Entry]:
+        """Dead letters for expired and refused old hits, keys stamped: what is to be sent."""
         now = self.clock()
         live = self._expire(entries, now)
         try:
             live = self._check_old(live, now)
-            live = self._stamp(live)
+            return self._stamp(live)
+        except BaseException:
+            with contextlib.suppress(StorageError):
+                self._release(live)
+            raise
+
+    def _lane(self, live: list[Entry], *, retry_rollbacks: bool) -> None:
+        """Send hits in order, at most one request at a time: risky ones alone, the rest in
+        bulks of `batch_size` and `max_payload_bytes`."""
+        now = self.clock()
+        options = self.options
+        try:
             while live:
                 risky = [e for e in live if self._risky(e, now)]
-                group = risky[:1] if risky else live
-                live = [e for e in live if e not in group] if risky else []
-                self._send(group)
+                if risky:
+                    group = risky[:1]
+                else:
+                    sizes = [item_size(e.params) for e in live]
+                    group = next(
+                        bulks(
+                            live,
+                            sizes,
+                            max_count=options.batch_size,
+                            max_bytes=options.max_payload_bytes,
+                        )
+                    )
+                sending = {e.id for e in group}
+                live = [e for e in live if e.id not in sending]
+                self._send(group, retry_rollbacks=retry_rollbacks)
         except BaseException:
             # Hits not yet handed to a request go back untouched; a request cut short (Ctrl-C)
             # leaves its own hits inflight, recovered by the next flush as maybe sent.
             with contextlib.suppress(StorageError):
                 self._release(live)
             raise
+
+    def _window(self, entries: list[Entry], width: int) -> None:
+        """Send a claimed window on `width` lanes at once, a lane per share of the visitors;
+        the first stop any lane meets stops them all (each finishes its request in flight)."""
+        live = self._prepare(entries)
+        lanes = partition(live, [e.params for e in live], width)
+        delivered = self.result.delivered + self.result.confirmed
+        started = time.monotonic()
+        self._strained = False
+        errors: list[BaseException] = []
+
+        def run(part: list[Entry]) -> None:
+            try:
+                self._lane(part, retry_rollbacks=True)
+            except _Stop as stop:
+                with self._lock:
+                    if self._halt is None:
+                        self._halt = stop
+            except BaseException as exc:  # a bug or a storage failure: the caller re-raises
+                with self._lock:
+                    errors.append(exc)
+                    if self._halt is None:
+                        self._halt = _Stop(StopReason.ERROR)
+
+        threads = [
+            threading.Thread(target=run, args=(part,), name=f"matokit-lane-{i}", daemon=True)
+            for i, part in enumerate(lanes)
+        ]
+        with self._lock:
+            self.result.concurrency = max(self.result.concurrency, len(threads))
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            while thread.is_alive():
+                thread.join(0.2)
+        if errors:
+            raise errors[0]
+        if self._halt is not None:
+            halt, self._halt = self._halt, None
+            raise halt
+        self.lanes.observe(
+            self.result.delivered + self.result.confirmed - delivered,
+            time.monotonic() - started,
+            strained=self._strained,
+        )
 
     def _stamp(self, entries: list[Entry]) -> list[Entry]:
         """Give each hit its site's key dimension (asking Matomo when the remembered map is
@@ -462,12 +556,19 @@ class _Flusher:
     # -- one request
 
     def _check_stop(self, unsent: list[Entry] | None = None) -> None:
-        """Stop before the next request once asked to: `unsent` goes back untouched."""
+        """Stop before the next request once asked to (or once another lane stopped):
+        `unsent` goes back untouched."""
         if self.stop is not None and self.stop.requested:
             self._release(unsent or [])
             raise _Stop(StopReason.INTERRUPTED)
+        halt = self._halt
+        if halt is not None:
+            self._release(unsent or [])
+            raise _Stop(halt.reason, halt.error)
 
-    def _send(self, group: list[Entry]) -> None:
+    def _send(self, group: list[Entry], *, retry_rollbacks: bool = False) -> None:
+        """One request for `group`, its answer applied to the journal (under the lock: lanes
+        send at once, but journal updates and counts are one at a time)."""
         self._check_stop(group)
         hits = [entry_hit(e) for e in group]
         try:
@@ -475,16 +576,40 @@ class _Flusher:
         except ConfigError:
             self._release(group)
             raise
-        self.result.requests += 1
-        self.result.sent += len(group)
-        try:
-            answer = client.track(hits)
-        except MatomoError as exc:
-            self._failed(group, exc)
-            return
-        self._apply(group, answer)
-        if self.on_progress is not None:
-            self.on_progress(len(group))
+        with self._lock:
+            self.result.requests += 1
+            self.result.sent += len(group)
+        rollbacks = 0
+        while True:
+            try:
+                answer = client.track(hits)
+                break
+            except RolledBackError as exc:
+                # Nothing was stored: sending it again cannot count a hit twice.
+                with self._lock:
+                    self.result.rollbacks += 1
+                    self._strained = True
+                rollbacks += 1
+                if not retry_rollbacks or rollbacks > ROLLBACK_RETRIES or self._stopping():
+                    with self._lock:
+                        self._failed(group, exc)
+                    return
+                time.sleep(ROLLBACK_DELAY * rollbacks)
+                with self._lock:
+                    self.result.requests += 1
+            except MatomoError as exc:
+                with self._lock:
+                    if isinstance(exc, RateLimitedError | UnavailableError):
+                        self._strained = True
+                    self._failed(group, exc)
+                return
+        with self._lock:
+            self._apply(group, answer)
+            if self.on_progress is not None:
+                self.on_progress(len(group))
+
+    def _stopping(self) -> bool:
+        return self._halt is not None or (self.stop is not None and self.stop.requested)
 
     def _apply(self, group: list[Entry], answer: TrackResult) -> None:
         if answer.invalid_indices is not None:
