@@ -203,7 +203,7 @@ class RolledBackError(UnavailableError):
     database deadlock): nothing was stored, so re-sending it cannot count a hit twice."""
 
 
-class PayloadTooLargeError(MatomoError):
+class PayloadTooLargeError(RejectedHitError):
     """The server (or a proxy) refused the request body as too large (HTTP 413); nothing was
     stored. A smaller bulk may pass."""
 

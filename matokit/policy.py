@@ -23,7 +23,6 @@ from matokit.errors import (
     MatomoError,
     NoMatomoError,
     NotFoundError,
-    PayloadTooLargeError,
     PermissionDeniedError,
     ProtocolError,
     RateLimitedError,
@@ -110,7 +109,7 @@ def decide(error: MatomoError, *, attempt: int, max_attempts: int | None = None)
     later, until `max_attempts` (None: no limit, the journal starts counting) makes it dead;
     either way the flush stops, so a failing Matomo is not hammered.
     """
-    if isinstance(error, RejectedHitError | PayloadTooLargeError):
+    if isinstance(error, RejectedHitError):  # PayloadTooLargeError too
         return Decision(Action.DEAD_LETTER, None)  # (a bulk of several is split before this)
     reason = stop_reason(error)
     if isinstance(error, _RELEASED):

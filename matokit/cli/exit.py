@@ -80,7 +80,6 @@ _MAPPING: tuple[tuple[type[BaseException], ExitCode], ...] = (
     (errors.NotFoundError, ExitCode.DATA),
     (errors.InvalidRequestError, ExitCode.DATA),
     (errors.RejectedHitError, ExitCode.DATA),
-    (errors.PayloadTooLargeError, ExitCode.DATA),
     (errors.RateLimitedError, ExitCode.UNAVAILABLE),
     (errors.UnavailableError, ExitCode.UNAVAILABLE),
     (errors.ProtocolError, ExitCode.UNAVAILABLE),
