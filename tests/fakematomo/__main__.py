@@ -63,6 +63,32 @@ def main(argv: list[str] | None = None) -> int:
         metavar="NAME",
         help="answer the plugin's API methods with 'The plugin NAME is not enabled' (e.g. Live)",
     )
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=None,
+        metavar="N",
+        help="PHP workers: at most N requests processed at once, more wait (default: unlimited)",
+    )
+    parser.add_argument(
+        "--hit-cost",
+        type=float,
+        default=0.0,
+        metavar="SECONDS",
+        help="work per tracked hit, on a worker, holding the visit's lock (default: 0)",
+    )
+    parser.add_argument(
+        "--deadlock-on-contention",
+        action="store_true",
+        help="a request that would wait for a locked visit is rolled back (500, tracked 0)",
+    )
+    parser.add_argument(
+        "--max-body-bytes",
+        type=int,
+        default=None,
+        metavar="N",
+        help="a proxy's 413 for request bodies above N bytes (default: no limit)",
+    )
     args = parser.parse_args(argv)
 
     done = threading.Event()
@@ -79,6 +105,10 @@ def main(argv: list[str] | None = None) -> int:
         verbose=args.verbose,
         visitor_log_maximum_actions_per_visit=args.visitor_log_maximum_actions_per_visit,
         visible_after=args.visible_after,
+        workers=args.workers,
+        hit_cost=args.hit_cost,
+        deadlock_on_contention=args.deadlock_on_contention,
+        max_body_bytes=args.max_body_bytes,
     ).start()
     for spec in args.custom_dimension:
         idsite, _, rest = spec.partition(":")
