@@ -14,7 +14,8 @@ from tests.fakematomo.server import FakeMatomo
 from tests.fakematomo.state import MAX_ACTIONS_PER_VISIT
 
 
-def main(argv: list[str] | None = None) -> int:
+def build(argv: list[str] | None = None) -> FakeMatomo:
+    """The server the command line describes, configured and not started."""
     parser = argparse.ArgumentParser(prog="python -m tests.fakematomo", description=__doc__)
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=0, help="0 picks a free port")
@@ -90,14 +91,6 @@ def main(argv: list[str] | None = None) -> int:
         help="a proxy's 413 for request bodies above N bytes (default: no limit)",
     )
     args = parser.parse_args(argv)
-
-    done = threading.Event()
-
-    def on_signal(signum: int, frame: FrameType | None) -> None:
-        done.set()
-
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
     srv = FakeMatomo(
         host=args.host,
         port=args.port,
@@ -109,7 +102,7 @@ def main(argv: list[str] | None = None) -> int:
         hit_cost=args.hit_cost,
         deadlock_on_contention=args.deadlock_on_contention,
         max_body_bytes=args.max_body_bytes,
-    ).start()
+    )
     for spec in args.custom_dimension:
         idsite, _, rest = spec.partition(":")
         name, _, scope = rest.partition(":")
@@ -122,6 +115,19 @@ def main(argv: list[str] | None = None) -> int:
         srv.load_hits(args.hits)
     if args.latency > 0:
         srv.add_fault(Fault(endpoint="any", latency=args.latency))
+    return srv
+
+
+def main(argv: list[str] | None = None) -> int:
+    srv = build(argv)
+    done = threading.Event()
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        done.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    srv.start()
     # The first stdout line is the contract with whoever started us.
     print(srv.url, flush=True)
     print(

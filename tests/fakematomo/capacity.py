@@ -102,6 +102,12 @@ class Capacity:
         with self._cond:
             return self._queued
 
+    @property
+    def locked_visits(self) -> int:
+        """Visits locked by open transactions now."""
+        with self._cond:
+            return len(self._held)
+
     def counters(self) -> dict[str, int]:
         with self._cond:
             return {
@@ -113,6 +119,7 @@ class Capacity:
                 "rejected_too_large": self.rejected_too_large,
                 "workers_busy": self._busy,
                 "workers_queued": self._queued,
+                "locked_visits": len(self._held),
             }
 
     def count_too_large(self) -> None:

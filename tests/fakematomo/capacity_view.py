@@ -104,6 +104,11 @@ class CapacityView:
         return self.state.capacity.workers_queued
 
     @property
+    def locked_visits(self) -> int:
+        """Visits locked by open tracking transactions now."""
+        return self.state.capacity.locked_visits
+
+    @property
     def counters(self) -> dict[str, int]:
         """Every counter above by name (also served as JSON at GET /_fakematomo/counters)."""
         return self.state.capacity.counters()
