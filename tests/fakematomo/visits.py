@@ -238,13 +238,13 @@ def visit_keys(idsite: int, params: dict[str, Any], meta: HitMeta) -> tuple[Hash
 def sender_identity(params: dict[str, Any], meta: HitMeta) -> str:
     """Who sent a hit, the way a client groups hits into lanes: "cid:..." (forced visitor id),
     else "_id:..." (visitor id cookie), else "uid:..." (user id), else "ip+ua:IP UA"."""
-    cid = params.get("cid")
+    cid = str(params.get("cid") or "")
     if cid:
         return "cid:" + cid.lower()
-    raw_id = params.get("_id", "")
+    raw_id = str(params.get("_id") or "")
     if raw_id:
         return "_id:" + raw_id[:16].lower()
-    uid = params.get("uid")
+    uid = str(params.get("uid") or "")
     if uid:
         return "uid:" + uid
     return f"ip+ua:{meta.ip} {meta.ua}"
