@@ -562,6 +562,13 @@ def _import_report(result: ImportResult, fmt: str, *, queue: bool) -> None:
         f"{data['invalid']} invalid",
         f"{data['duplicates']} skipped as duplicates",
     ]
+    flush = result.flush
+    if flush is not None and flush.delivered and flush.finished_at > flush.started_at:
+        rate = flush.delivered / (flush.finished_at - flush.started_at)
+        lanes = f" on up to {flush.concurrency} lanes" if flush.concurrency > 1 else ""
+        parts.append(f"sending at {rate:,.0f} hits/s{lanes}")
+        if flush.rollbacks:
+            parts.append(f"{flush.rollbacks} rolled-back bulk(s) sent again")
     say("matokit: import: " + ", ".join(parts) + ".")
     older = data["older"]
     if any(older[k] for k in ("sent", "dead", "unattributed", "recovered")):

@@ -14,11 +14,12 @@ import secrets
 import socket
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import replace
 from typing import TYPE_CHECKING, Final, TypeVar
 
-from matokit.delivery.lanes import LaneWidth, bulks, item_size, partition
+from matokit.delivery.lanes import AUTO_EPOCH, LaneWidth, bulks, item_size, lane_key
 from matokit.delivery.matomo import (
     AT_RISK_AGE,
     NoAdminAccess,
@@ -219,9 +220,12 @@ class _Flusher:
             self._check_stop()
             if deadline is not None and self.clock() >= deadline:
                 raise _Stop(StopReason.MAX_TIME)
-            # The flush's first request goes alone (a refused token is sent once, not N times).
+            # The flush's first request goes alone, one hit (a refused token is sent once, not
+            # N times); then the lanes.
             width = self.lanes.width if self.result.requests else 1
             window = options.batch_size * width
+            if not self.result.requests and self.lanes.width > 1:
+                window = 1
             limit = window if budget is None else min(window, budget)
             if limit <= 0:
                 raise _Stop(StopReason.MAX_EVENTS)
@@ -242,7 +246,7 @@ class _Flusher:
             if width == 1:
                 self._batch(entries)
             else:
-                self._window(entries, width)
+                budget = self._pipeline(entries, width, budget)
 
     def _record_stop(self, stop: _Stop) -> None:
         result = self.result
@@ -423,50 +427,128 @@ class _Flusher:
                 self._release(live)
             raise
 
-    def _window(self, entries: list[Entry], width: int) -> None:
-        """Send a claimed window on `width` lanes at once, a lane per share of the visitors;
-        the first stop any lane meets stops them all (each finishes its request in flight)."""
-        live = self._prepare(entries)
-        lanes = partition(live, [e.params for e in live], width)
+    def _pipeline(self, entries: list[Entry], width: int, budget: int | None) -> int | None:
+        """Send on `width` lanes at once, claiming more while they send: each lane has its own
+        queue (its share of the visitors, in order) and one request in flight. Returns what
+        is left of the `max_events` budget.
+
+        Under `auto` it runs an epoch of AUTO_EPOCH windows, then measures and resizes. The
+        first stop any lane meets stops them all (each finishes the request in flight); hits
+        still queued go back to the journal untouched.
+        """
+        options = self.options
+        window = options.batch_size * width
+        queues: list[deque[Entry]] = [deque() for _ in range(width)]
+        cond = threading.Condition()
+        producing = [True]
+        errors: list[BaseException] = []
+        pending: list[_Stop] = []  # a stop met by the producer (max_time, max_events)
+
+        owner: dict[str, int] = {}  # identity -> lane, for the whole run: a visit stays in one
+        load = [0] * width  # hits given to each lane so far: a new identity goes to the least
+
+        def feed(batch: list[Entry]) -> None:
+            live = self._prepare(batch)
+            with cond:
+                for entry in live:
+                    key = lane_key(entry.params)
+                    lane = owner.get(key)
+                    if lane is None:
+                        lane = owner[key] = load.index(min(load))
+                    load[lane] += 1
+                    queues[lane].append(entry)
+                cond.notify_all()
+
+        def halted() -> bool:
+            return self._stopping() or bool(errors)
+
+        def run(index: int) -> None:
+            queue = queues[index]
+            while True:
+                with cond:
+                    while not queue and producing[0] and not halted():
+                        cond.wait(0.1)
+                    if halted() or not queue:
+                        return
+                    chunk = [queue.popleft() for _ in range(min(len(queue), options.batch_size))]
+                    cond.notify_all()
+                try:
+                    self._lane(chunk, retry_rollbacks=True)
+                except _Stop as stop:
+                    with self._lock:
+                        if self._halt is None:
+                            self._halt = stop
+                    with cond:
+                        cond.notify_all()
+                    return
+                except BaseException as exc:  # a storage failure or a bug: re-raised below
+                    with cond:
+                        errors.append(exc)
+                        cond.notify_all()
+                    return
+
+        feed(entries)
+        threads = [
+            threading.Thread(target=run, args=(i,), name=f"matokit-lane-{i}", daemon=True)
+            for i in range(width)
+        ]
+        with self._lock:
+            self.result.concurrency = max(self.result.concurrency, width)
         delivered = self.result.delivered + self.result.confirmed
         started = time.monotonic()
         self._strained = False
-        errors: list[BaseException] = []
-
-        def run(part: list[Entry]) -> None:
-            try:
-                self._lane(part, retry_rollbacks=True)
-            except _Stop as stop:
-                with self._lock:
-                    if self._halt is None:
-                        self._halt = stop
-            except BaseException as exc:  # a bug or a storage failure: the caller re-raises
-                with self._lock:
-                    errors.append(exc)
-                    if self._halt is None:
-                        self._halt = _Stop(StopReason.ERROR)
-
-        threads = [
-            threading.Thread(target=run, args=(part,), name=f"matokit-lane-{i}", daemon=True)
-            for i, part in enumerate(lanes)
-        ]
-        with self._lock:
-            self.result.concurrency = max(self.result.concurrency, len(threads))
         for thread in threads:
             thread.start()
-        for thread in threads:
-            while thread.is_alive():
-                thread.join(0.2)
+        windows = 1
+        try:
+            while not halted():
+                with cond:  # keep a window claimed ahead, so no lane waits for a claim
+                    while sum(map(len, queues)) >= 2 * window and not halted():
+                        cond.wait(0.1)
+                if halted() or (self.lanes.auto and windows >= AUTO_EPOCH):
+                    break
+                if self.deadline is not None and self.clock() >= self.deadline:
+                    pending.append(_Stop(StopReason.MAX_TIME))
+                    break
+                limit = window if budget is None else min(window, budget)
+                if limit <= 0:
+                    pending.append(_Stop(StopReason.MAX_EVENTS))
+                    break
+                more = self.journal.claim(
+                    self.owner,
+                    limit=limit,
+                    lease_seconds=options.lease_seconds,
+                    stamp=self.sites.enabled,
+                )
+                if not more:
+                    break
+                if budget is not None:
+                    budget -= len(more)
+                feed(more)
+                windows += 1
+        finally:
+            with cond:
+                producing[0] = False
+                cond.notify_all()
+            for thread in threads:
+                while thread.is_alive():
+                    thread.join(0.2)
+            unsent = [entry for queue in queues for entry in queue]
+            with contextlib.suppress(StorageError):
+                self._release(unsent)
         if errors:
             raise errors[0]
         if self._halt is not None:
             halt, self._halt = self._halt, None
             raise halt
+        if pending:
+            raise pending[0]
         self.lanes.observe(
             self.result.delivered + self.result.confirmed - delivered,
             time.monotonic() - started,
             strained=self._strained,
         )
+        return budget
 
     def _stamp(self, entries: list[Entry]) -> list[Entry]:
         """Give each hit its site's key dimension (asking Matomo when the remembered map is
@@ -485,7 +567,8 @@ class _Flusher:
                 held = self.journal.hold(
                     [e.id for e in group], error=error, until=self.clock() + HOLD_DELAY
                 )
-                self.result.held += held
+                with self._lock:
+                    self.result.held += held
                 continue
             wanted = {e.id: dimension if stampable(e.params) else None for e in group}
             changed = [e for e in group if e.dimension != wanted[e.id]]
@@ -603,44 +686,51 @@ class _Flusher:
                         self._strained = True
                     self._failed(group, exc)
                 return
-        with self._lock:
-            self._apply(group, answer)
-            if self.on_progress is not None:
+        self._apply(group, answer)
+        if self.on_progress is not None:
+            with self._lock:
                 self.on_progress(len(group))
 
     def _stopping(self) -> bool:
         return self._halt is not None or (self.stop is not None and self.stop.requested)
 
     def _apply(self, group: list[Entry], answer: TrackResult) -> None:
-        if answer.invalid_indices is not None:
-            self.superuser = True
-        elif answer.tracked + answer.invalid > 0 and self.superuser is None:
-            self.superuser = False
+        """Matomo's per-hit answer into the journal. Lanes call it at once: the journal
+        serialises its own writes, the lock guards the counts and what the flush learned."""
+        with self._lock:
+            if answer.invalid_indices is not None:
+                self.superuser = True
+            elif answer.tracked + answer.invalid > 0 and self.superuser is None:
+                self.superuser = False
         by_outcome = _group_by(zip(group, answer.outcomes, strict=True), lambda p: str(p[1]))
         delivered = [e for e, _ in by_outcome.get("delivered", [])]
         rejected = [e for e, _ in by_outcome.get("rejected", [])]
         invalid = [e for e, _ in by_outcome.get("batch_invalid", [])]
         lost = [e for e, _ in by_outcome.get("unconfirmed", [])]
         note = answer.note or "Matomo's answer did not account for these hits"
-        for group, alone in ((invalid, True), (lost, False)):
-            checked = self._lookup_first(group)
+        for part, alone in ((invalid, True), (lost, False)):
+            checked = self._lookup_first(part)
             if checked:
                 self.journal.await_lookup(
                     [e.id for e in checked], error=note, settle=self.options.settle, alone=alone
                 )
-                self.result.sent_unconfirmed += len(checked)
-                self.verified += len(checked)
+                with self._lock:
+                    self.result.sent_unconfirmed += len(checked)
+                    self.verified += len(checked)
         aside = [e for e in invalid + lost if e not in self._lookup_first(invalid + lost)]
         if delivered:
             self.journal.ack([e.id for e in delivered])
-            self.result.delivered += len(delivered)
-            self.seen_sites.update(entry_site(e) for e in delivered)
+            with self._lock:
+                self.result.delivered += len(delivered)
+                self.seen_sites.update(entry_site(e) for e in delivered)
         if rejected:
             self._kill([(e, _rejected_reason(e, self.clock())) for e in rejected])
-            self.result.rejected += len(rejected)
+            with self._lock:
+                self.result.rejected += len(rejected)
         if aside:
             self.journal.mark_unattributed([e.id for e in aside], reason=note[:500])
-            self.result.unattributed += len(aside)
+            with self._lock:
+                self.result.unattributed += len(aside)
 
     # -- journal updates
 
@@ -714,7 +804,9 @@ class _Flusher:
 
     def _release(self, entries: list[Entry]) -> None:
         if entries:
-            self.result.released += self.journal.release([e.id for e in entries])
+            released = self.journal.release([e.id for e in entries])
+            with self._lock:
+                self.result.released += released
 
     def _kill_each(self, entries: list[Entry], reason: Callable[[Entry], str]) -> None:
         self._kill([(e, reason(e)) for e in entries])
@@ -722,7 +814,8 @@ class _Flusher:
     def _kill(self, items: list[tuple[Entry, str]]) -> None:
         if items:
             self.journal.kill([(e.id, reason[:1000]) for e, reason in items])
-            self.result.dead += len(items)
+            with self._lock:
+                self.result.dead += len(items)
 
 
 def _old_hit_reason(refusal: MatokitError) -> str:

@@ -25,6 +25,7 @@ T = TypeVar("T")
 MAX_CONCURRENCY: Final = 32
 AUTO_START: Final = 2
 AUTO_MAX: Final = 8
+AUTO_EPOCH: Final = 8  # windows of bulks between two measurements under `auto`
 # A bulk's JSON body stays under this by default: nginx's default client_max_body_size is 1 MiB.
 DEFAULT_MAX_PAYLOAD: Final = 1_000_000
 _BODY_OVERHEAD: Final = 64  # {"requests":[...],"token_auth":"..."} around the items
