@@ -97,13 +97,18 @@ def test_one_visitor_on_4_lanes_never_deadlocks(
     assert in_order_within_each_visitor(busy_matomo)
 
 
+@pytest.mark.parametrize("exactly_once", [False, True], ids=["at-least-once", "exactly-once"])
 def test_kill_9_with_lanes_loses_nothing_and_duplicates_at_most_n_bulks_per_kill(
     run_matokit: RunMatokit,
     spawn_matokit: SpawnMatokit,
     busy_matomo: FakeMatomo,
     env: dict[str, str],
     tmp_path: Path,
+    exactly_once: bool,
 ) -> None:
+    if exactly_once:
+        env = {**env, "MATOKIT_SETTLE_TIME": "1s"}
+        assert run_matokit("setup", "exactly-once", env=env).code == 0
     source = tmp_path / "hits.jsonl"
     source.write_text(visitor_lines(200, 10))
     assert run_matokit("track", "import", str(source), "--queue", env=env).code == 0
@@ -118,15 +123,21 @@ def test_kill_9_with_lanes_loses_nothing_and_duplicates_at_most_n_bulks_per_kill
         proc.send_signal(signal.SIGKILL)
         proc.wait(timeout=10)
     busy_matomo.hit_cost = 0.0
-    for _ in range(20):
-        if run_matokit("queue", "flush", "--all", env=env).code == 0:
+    for _ in range(30):
+        run_matokit("queue", "flush", "--all", env=env)
+        status = json.loads(run_matokit("queue", "status", "--format", "json", env=env).stdout)
+        if status["queued"] == 0:
             break
+        time.sleep(1.1)  # hits awaiting a lookup settle
+    assert status["queued"] == 0
     counts = stored_actions(busy_matomo)
     missing = 2000 - len(counts)
     duplicates = sum(n - 1 for n in counts.values())
     print(f"\n[lanes kill -9 x{kills}] missing {missing}, duplicates {duplicates}")
     assert missing == 0
     assert duplicates <= kills * lanes * batch
+    if exactly_once:
+        assert duplicates == 0
     assert busy_matomo.rollbacks == 0
 
 
