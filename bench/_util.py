@@ -6,6 +6,7 @@ so `tests.fakematomo` is importable and `python -m tests.fakematomo` works.
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import select
@@ -103,7 +104,8 @@ def standalone_server(
     """Run `python -m tests.fakematomo --port 0` in its own process; yield its base URL.
 
     A separate process keeps the server off the benchmark's GIL. The request log is off by
-    default so long runs do not grow its memory.
+    default so long runs do not grow its memory. `extra_args` go to the server as they are,
+    e.g. ["--workers", "4", "--hit-cost", "0.002"]; read its counters with server_counters().
     """
     cmd = [sys.executable, "-m", "tests.fakematomo", "--port", "0"]
     if latency > 0:
@@ -130,6 +132,16 @@ def standalone_server(
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+
+
+def server_counters(url: str) -> dict[str, int]:
+    """The capacity counters of a fake Matomo (standalone_server's URL): rollbacks,
+    max_concurrent_bulks, max_concurrent_bulks_per_visit, visit_lock_waits, ..."""
+    from urllib.request import urlopen
+
+    with urlopen(url.rstrip("/") + "/_fakematomo/counters", timeout=10) as resp:
+        counters: dict[str, int] = json.load(resp)
+    return counters
 
 
 def figure(

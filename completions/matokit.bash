@@ -25,7 +25,7 @@ _matokit_complete() {
         "health serve") words="--listen --interval --allow-remote --check --warn-latency --crit-latency --warn-queue-age --crit-queue-age --warn-queue-depth --crit-queue-depth --max-time" ;;
         "queue") words="export flush list migrate purge reconcile retry-dead retry-unattributed status" ;;
         "queue export") words="--dead --unattributed" ;;
-        "queue flush") words="--batch-size --max-time --max-events --all --wait --wait-timeout --format" ;;
+        "queue flush") words="--batch-size --max-time --max-events --all --wait --wait-timeout --concurrency --format" ;;
         "queue list") words="--dead --unattributed --limit --format" ;;
         "queue migrate") words="--to --format" ;;
         "queue purge") words="--dead --unattributed --older-than --format" ;;
@@ -42,7 +42,7 @@ _matokit_complete() {
         "track") words="event goal import order pageview" ;;
         "track event") words="--category --action --name --value --site --visitor-id --user-id --at --dimension --param --idempotency-key --queue --dry-run --format" ;;
         "track goal") words="--goal --revenue --site --visitor-id --user-id --at --dimension --param --idempotency-key --queue --dry-run --format" ;;
-        "track import") words="--batch-size --strict --site --queue --format" ;;
+        "track import") words="--batch-size --strict --site --queue --concurrency --format" ;;
         "track order") words="--order-id --revenue --item --site --visitor-id --user-id --at --dimension --param --idempotency-key --queue --dry-run --format" ;;
         "track pageview") words="--url --title --site --visitor-id --user-id --at --dimension --param --idempotency-key --queue --dry-run --format" ;;
     esac

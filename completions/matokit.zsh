@@ -27,7 +27,7 @@ _matokit() {
         "health serve") choices=(--listen --interval --allow-remote --check --warn-latency --crit-latency --warn-queue-age --crit-queue-age --warn-queue-depth --crit-queue-depth --max-time) ;;
         "queue") choices=(export flush list migrate purge reconcile retry-dead retry-unattributed status) ;;
         "queue export") choices=(--dead --unattributed) ;;
-        "queue flush") choices=(--batch-size --max-time --max-events --all --wait --wait-timeout --format) ;;
+        "queue flush") choices=(--batch-size --max-time --max-events --all --wait --wait-timeout --concurrency --format) ;;
         "queue list") choices=(--dead --unattributed --limit --format) ;;
         "queue migrate") choices=(--to --format) ;;
         "queue purge") choices=(--dead --unattributed --older-than --format) ;;
@@ -44,7 +44,7 @@ _matokit() {
         "track") choices=(event goal import order pageview) ;;
         "track event") choices=(--category --action --name --value --site --visitor-id --user-id --at --dimension --param --idempotency-key --queue --dry-run --format) ;;
         "track goal") choices=(--goal --revenue --site --visitor-id --user-id --at --dimension --param --idempotency-key --queue --dry-run --format) ;;
-        "track import") choices=(--batch-size --strict --site --queue --format) ;;
+        "track import") choices=(--batch-size --strict --site --queue --concurrency --format) ;;
         "track order") choices=(--order-id --revenue --item --site --visitor-id --user-id --at --dimension --param --idempotency-key --queue --dry-run --format) ;;
         "track pageview") choices=(--url --title --site --visitor-id --user-id --at --dimension --param --idempotency-key --queue --dry-run --format) ;;
     esac

@@ -147,6 +147,26 @@ def _non_negative_int(value: Any) -> int:
     return number
 
 
+def _concurrency(value: Any) -> str:
+    text = str(value).strip().lower()
+    if text == "auto":
+        return text
+    try:
+        number = int(text)
+    except ValueError:
+        raise ValueError("must be auto or a number of lanes from 1 to 32") from None
+    if not 1 <= number <= 32:
+        raise ValueError("must be auto or a number of lanes from 1 to 32")
+    return str(number)
+
+
+def _payload_bytes(value: Any) -> int:
+    number = _positive_int(value)
+    if number < 1024:
+        raise ValueError("must be at least 1024 bytes")
+    return number
+
+
 def _path(value: Any) -> Path:
     text = str(value).strip()
     if not text:
@@ -169,6 +189,14 @@ KEYS: tuple[Key, ...] = (
     Key("token_cooldown", parse_duration, 600.0, help="pause after Matomo rejects the token"),
     Key("token_command_timeout", parse_duration, 10.0, help="time limit of token_command"),
     Key("batch_size", _positive_int, 100, help="hits per bulk request"),
+    Key(
+        "concurrency",
+        _concurrency,
+        "auto",
+        "MATOKIT_CONCURRENCY",
+        help="bulks in flight (lanes by visitor): auto or 1-32",
+    ),
+    Key("max_payload_bytes", _payload_bytes, 1_000_000, help="largest bulk request body"),
     Key("max_attempts", _positive_int, 20, help="sends before a hit becomes a dead letter"),
     Key("max_age", parse_duration, 7 * 86400.0, help="age at which a queued hit becomes dead"),
     Key("dedup_window", parse_duration, 7 * 86400.0, help="how long delivered keys are kept"),
@@ -250,6 +278,8 @@ class Settings:
     token_cooldown: float
     token_command_timeout: float
     batch_size: int
+    concurrency: str
+    max_payload_bytes: int
     max_attempts: int
     max_age: float
     dedup_window: float
@@ -307,6 +337,11 @@ class Settings:
 
         register_secret(password)
         return password
+
+    @property
+    def lanes(self) -> int | None:
+        """The number of lanes a flush runs (None: `auto`)."""
+        return None if self.concurrency == "auto" else int(self.concurrency)
 
     @property
     def settle(self) -> float:

@@ -209,5 +209,15 @@ class UnavailableError(MatomoError):
         self.maybe_stored = maybe_stored
 
 
+class RolledBackError(UnavailableError):
+    """Matomo failed a whole bulk and rolled it back (HTTP 5xx with `tracked: 0`, e.g. a
+    database deadlock): nothing was stored, so re-sending it cannot count a hit twice."""
+
+
+class PayloadTooLargeError(RejectedHitError):
+    """The server (or a proxy) refused the request body as too large (HTTP 413); nothing was
+    stored. A smaller bulk may pass."""
+
+
 class ProtocolError(MatomoError):
     """Matomo's answer is not what Matomo sends (a proxy's HTML page, truncated JSON)."""

@@ -73,6 +73,8 @@ class FlushRecord:
     sent_unconfirmed: int = 0
     dead: int = 0
     recovered: int = 0
+    concurrency: int = 1
+    rollbacks: int = 0
     looked_up: int = 0
     confirmed: int = 0
     missing: int = 0
@@ -108,6 +110,7 @@ class FlushRecord:
 
     def to_json(self) -> dict[str, Any]:
         """The JSON-able record (the `--format json` output; README documents its keys)."""
+        duration = max(self.finished_at - self.started_at, 0.0)
         data: dict[str, Any] = {
             "started_at": round(self.started_at, 3),
             "finished_at": round(self.finished_at, 3),
@@ -121,6 +124,9 @@ class FlushRecord:
             "sent_unconfirmed": self.sent_unconfirmed,
             "dead": self.dead,
             "recovered": self.recovered,
+            "concurrency": self.concurrency,
+            "rollbacks": self.rollbacks,
+            "rate": round(self.delivered / duration, 1) if duration > 0 else None,
             "looked_up": self.looked_up,
             "confirmed": self.confirmed,
             "missing": self.missing,
@@ -177,6 +183,8 @@ _INTS = frozenset(
         "sent_unconfirmed",
         "dead",
         "recovered",
+        "concurrency",
+        "rollbacks",
         "looked_up",
         "confirmed",
         "missing",

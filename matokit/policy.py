@@ -109,8 +109,8 @@ def decide(error: MatomoError, *, attempt: int, max_attempts: int | None = None)
     later, until `max_attempts` (None: no limit, the journal starts counting) makes it dead;
     either way the flush stops, so a failing Matomo is not hammered.
     """
-    if isinstance(error, RejectedHitError):
-        return Decision(Action.DEAD_LETTER, None)
+    if isinstance(error, RejectedHitError):  # PayloadTooLargeError too
+        return Decision(Action.DEAD_LETTER, None)  # (a bulk of several is split before this)
     reason = stop_reason(error)
     if isinstance(error, _RELEASED):
         return Decision(Action.RELEASE, reason)

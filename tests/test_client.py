@@ -35,10 +35,12 @@ from matokit.errors import (
     MatomoError,
     NoMatomoError,
     NotFoundError,
+    PayloadTooLargeError,
     PermissionDeniedError,
     ProtocolError,
     RateLimitedError,
     RejectedHitError,
+    RolledBackError,
     ServerPausedError,
     TokenCoolDownError,
     UnavailableError,
@@ -230,7 +232,7 @@ TRACK_FAILURES: list[tuple[str, dict[str, Any], type[MatomoError], dict[str, Any
     (
         "database down: rolled back, safe to resend",
         {"status": 500, "json": {"status": "error", "tracked": 0, "invalid": 0}},
-        UnavailableError,
+        RolledBackError,
         {"maybe_stored": False},
     ),
     (
@@ -293,7 +295,7 @@ TRACK_FAILURES: list[tuple[str, dict[str, Any], type[MatomoError], dict[str, Any
         {},
     ),
     ("truncated json", {"status": 200, "body": '{"status":"succ'}, ProtocolError, {}),
-    ("too large", {"status": 413, "body": "Request Entity Too Large"}, RejectedHitError, {}),
+    ("too large", {"status": 413, "body": "Request Entity Too Large"}, PayloadTooLargeError, {}),
     ("wrong url", {"status": 404, "body": "Not Found"}, NoMatomoError, {}),
     (
         "redirect",
@@ -899,3 +901,12 @@ def test_connection_error_names_the_host_without_url_credentials() -> None:
             client.call("API.getMatomoVersion")
     assert caught.value.message.startswith(f"Cannot connect to 127.0.0.1:{port}:")
     assert "hunter2" not in str(caught.value.url) and "bob" not in caught.value.message
+
+
+def test_a_413_is_payload_too_large(client: MatomoClient, rsps: responses.RequestsMock) -> None:
+    from matokit.errors import PayloadTooLargeError
+
+    rsps.post(TRACKER, status=413, body="<html>413 Request Entity Too Large</html>")
+    with pytest.raises(PayloadTooLargeError) as info:
+        client.track(make_hits(3))
+    assert info.value.status == 413 and "max_payload_bytes" in (info.value.hint or "")

@@ -930,23 +930,34 @@ class Pipe(io.BytesIO):
 @pytest.mark.parametrize(
     ("profile", "overrides", "expected"),
     [
-        ("", {}, FlushOptions(exactly_once="auto")),
+        ("", {}, FlushOptions(exactly_once="auto", concurrency=None)),
         (
             "batch_size = 7\nmax_attempts = 3\nmax_age = '2h'\n",
             {},
-            FlushOptions(batch_size=7, max_attempts=3, max_age=7200.0, exactly_once="auto"),
+            FlushOptions(
+                batch_size=7,
+                max_attempts=3,
+                max_age=7200.0,
+                exactly_once="auto",
+                concurrency=None,
+            ),
         ),
         (
             "batch_size = 7\nexactly_once = 'on'\nsettle_time = '1m'\n",
             {"batch_size": 50, "max_time": 30.0, "include_not_due": True},
             FlushOptions(
-                batch_size=50, max_time=30.0, include_not_due=True, exactly_once="on", settle=60.0
+                batch_size=50,
+                max_time=30.0,
+                include_not_due=True,
+                exactly_once="on",
+                settle=60.0,
+                concurrency=None,
             ),
         ),
         (
-            "batch_size = 7\nqueuedtracking = true\nexactly_once = 'off'\n",
+            "batch_size = 7\nqueuedtracking = true\nexactly_once = 'off'\nconcurrency = 4\n",
             {"batch_size": None, "max_events": None},
-            FlushOptions(batch_size=7, settle=1800.0),
+            FlushOptions(batch_size=7, settle=1800.0, concurrency=4),
         ),
     ],
 )

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 import typer
 
 from matokit.cli.context import state
+from matokit.cli.flushopts import CONCURRENCY
 from matokit.cli.formats import TextFormat
 from matokit.cli.queue_view import (
     busy_output,
@@ -106,6 +107,7 @@ def flush(
         "--wait-timeout",
         help="Wait at most this long for a running flush (e.g. 5m; implies --wait), then exit 75.",
     ),
+    concurrency: str | None = CONCURRENCY,
     fmt: TextFormat = FORMAT,
 ) -> None:
     """Send queued hits that are due (one flusher per profile)."""
@@ -123,6 +125,12 @@ def flush(
         max_events=max_events,
         include_not_due=include_all,
     )
+    if concurrency is not None:
+        from dataclasses import replace
+
+        from matokit.delivery.lanes import parse_concurrency
+
+        options = replace(options, concurrency=parse_concurrency(concurrency))
     from matokit.journal.opening import journal_exists
 
     if not journal_exists(settings):

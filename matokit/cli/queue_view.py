@@ -256,8 +256,15 @@ def flush_output(result: FlushResult | None, fmt: str) -> None:
         return
     if fmt == "json":
         emit_json(result.record().to_json())
+    pace = ""
+    if result.delivered and result.finished_at > result.started_at:
+        rate = result.delivered / (result.finished_at - result.started_at)
+        lanes = f" on up to {result.concurrency} lanes" if result.concurrency > 1 else ""
+        pace = f" ({rate:,.0f} hits/s{lanes})"
+    if result.rollbacks:
+        pace += f", {result.rollbacks} rolled-back bulk(s) sent again"
     line = (
-        f"matokit: flush: {result.delivered} delivered in {result.requests} request(s)"
+        f"matokit: flush: {result.delivered} delivered in {result.requests} request(s){pace}"
         f", {result.rejected} rejected, {result.unattributed} unattributed"
         f", {result.rescheduled} rescheduled, {result.dead} dead"
         f"; {result.remaining_queued} queued ({result.remaining_due} due)."

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import dataclasses
 import functools
 import io
 import os
@@ -20,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 import typer
 
 from matokit.cli.context import state
+from matokit.cli.flushopts import CONCURRENCY
 from matokit.cli.formats import TextFormat
 
 if TYPE_CHECKING:
@@ -56,6 +58,7 @@ KEY = typer.Option(
     help="Your key for this hit: re-running the command with it never counts the hit twice.",
 )
 QUEUE = typer.Option(False, "--queue", help="Only journal the hit; `queue flush` sends it.")
+
 DRY_RUN = typer.Option(False, "--dry-run", help="Print the request (token masked); send nothing.")
 FORMAT = typer.Option(
     TextFormat.TEXT, "--format", help="Output: text or json (the outcome on stdout)."
@@ -311,6 +314,7 @@ def import_command(
     ),
     site: int | None = typer.Option(None, "--site", help="idSite for lines that give none."),
     queue: bool = typer.Option(False, "--queue", help="Only journal the hits; send nothing."),
+    concurrency: str | None = CONCURRENCY,
     fmt: TextFormat = FORMAT,
 ) -> None:
     """Import hits from JSON Lines: journal them in batches, then send them (bulk)."""
@@ -344,7 +348,7 @@ def import_command(
             stream,
             site_id=site_id,
             strict=strict,
-            flush=None if queue else _flush_options(settings, batch_size),
+            flush=None if queue else _flush_options(settings, batch_size, concurrency),
             on_invalid=invalid,
             on_progress=bars.journaled,
             on_flush_start=bars.sending,
@@ -524,10 +528,16 @@ def _size(stream: Any) -> int | None:
     return info.st_size if stat.S_ISREG(info.st_mode) else None
 
 
-def _flush_options(settings: Settings, batch_size: int | None) -> FlushOptions:
+def _flush_options(
+    settings: Settings, batch_size: int | None, concurrency: str | None
+) -> FlushOptions:
     from matokit.delivery import FlushOptions
+    from matokit.delivery.lanes import parse_concurrency
 
-    return FlushOptions.from_settings(settings, batch_size=batch_size)
+    options = FlushOptions.from_settings(settings, batch_size=batch_size)
+    if concurrency is not None:
+        options = dataclasses.replace(options, concurrency=parse_concurrency(concurrency))
+    return options
 
 
 class _ImportProgress(contextlib.ExitStack):
@@ -575,6 +585,13 @@ def _import_report(result: ImportResult, fmt: str, *, queue: bool) -> None:
         f"{data['invalid']} invalid",
         f"{data['duplicates']} skipped as duplicates",
     ]
+    flush = result.flush
+    if flush is not None and flush.delivered and flush.finished_at > flush.started_at:
+        rate = flush.delivered / (flush.finished_at - flush.started_at)
+        lanes = f" on up to {flush.concurrency} lanes" if flush.concurrency > 1 else ""
+        parts.append(f"sending at {rate:,.0f} hits/s{lanes}")
+        if flush.rollbacks:
+            parts.append(f"{flush.rollbacks} rolled-back bulk(s) sent again")
     say("matokit: import: " + ", ".join(parts) + ".")
     older = data["older"]
     if any(older[k] for k in ("sent", "dead", "unattributed", "recovered")):

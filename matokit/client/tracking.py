@@ -19,8 +19,9 @@ from matokit.errors import (
     AuthenticationError,
     LockedOutError,
     MatomoError,
+    PayloadTooLargeError,
     RejectedHitError,
-    UnavailableError,
+    RolledBackError,
 )
 from matokit.hits import USER_AGENT, Hit
 from matokit.policy import classify_api_error, parse_retry_after
@@ -192,8 +193,16 @@ def _bulk_error(
         error_class = classify_api_error(status, message)
         if error_class in (LockedOutError, AuthenticationError):
             return failures.api_error(error_class, message, where)
+    if status == 413:
+        return PayloadTooLargeError(
+            f"The server refused the bulk of {count} hits as too large (HTTP 413); nothing "
+            "was stored.",
+            hint="Lower max_payload_bytes (or batch_size), or raise the proxy's body limit "
+            "(nginx: client_max_body_size).",
+            **where,
+        )
     if isinstance(data, dict) and data.get("status") == "error" and status != 400:
-        return UnavailableError(
+        return RolledBackError(
             f"Matomo failed the whole batch of {count} hits (HTTP {status}) and rolled it "
             "back: nothing was stored.",
             retry_after=retry_after,

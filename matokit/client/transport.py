@@ -88,7 +88,10 @@ def tracking_session() -> requests.Session:
     from urllib3.util.retry import Retry
 
     session = requests.Session()
-    adapter = HTTPAdapter(max_retries=Retry(total=0, read=False, redirect=0))
+    # One keep-alive connection per lane of a flush (at most 32 bulks in flight).
+    adapter = HTTPAdapter(
+        max_retries=Retry(total=0, read=False, redirect=0), pool_connections=4, pool_maxsize=32
+    )
     session.mount("https://", adapter)
     session.mount("http://", adapter)
     return session

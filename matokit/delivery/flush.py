@@ -12,11 +12,14 @@ import contextlib
 import os
 import secrets
 import socket
+import threading
 import time
+from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import replace
 from typing import TYPE_CHECKING, Final, TypeVar
 
+from matokit.delivery.lanes import AUTO_EPOCH, LaneWidth, bulks, item_size, lane_key
 from matokit.delivery.matomo import (
     AT_RISK_AGE,
     NoAdminAccess,
@@ -32,8 +35,11 @@ from matokit.errors import (
     ConfigError,
     MatokitError,
     MatomoError,
+    RateLimitedError,
+    RolledBackError,
     ServerPausedError,
     StorageError,
+    UnavailableError,
 )
 from matokit.exactlyonce.lookup import stampable
 from matokit.exactlyonce.reconcile import HOLD_DELAY, reconcile
@@ -56,6 +62,9 @@ BACKOFF_CAP: Final = 300.0
 MAX_DELAY: Final = 3600.0
 # Lookup rounds after the journal ran dry: hits found missing are sent in the same flush.
 RECONCILE_ROUNDS: Final = 3
+# A bulk Matomo rolled back (a deadlock between lanes) is sent again at once, this many times.
+ROLLBACK_RETRIES: Final = 3
+ROLLBACK_DELAY: Final = 0.2
 
 
 def flush(
@@ -139,6 +148,13 @@ class _Flusher:
         )
         self.verified = 0  # uncertain sends of this flush set aside for a lookup
         self.fell_back = 0  # hits re-sent at least once because lookups cannot work
+        # Lanes (several bulks in flight): the width, one lock for every journal update and
+        # count, the first stop any lane met (the others stop before their next request), and
+        # whether Matomo showed strain in this window (429/503, timeout, rollback).
+        self.lanes = LaneWidth(fixed=options.concurrency)
+        self._lock = threading.RLock()
+        self._halt: _Stop | None = None
+        self._strained = False
 
     # -- the loop
 
@@ -204,7 +220,13 @@ class _Flusher:
             self._check_stop()
             if deadline is not None and self.clock() >= deadline:
                 raise _Stop(StopReason.MAX_TIME)
-            limit = options.batch_size if budget is None else min(options.batch_size, budget)
+            # The flush's first request goes alone, one hit (a refused token is sent once, not
+            # N times); then the lanes.
+            width = self.lanes.width if self.result.requests else 1
+            window = options.batch_size * width
+            if not self.result.requests and self.lanes.width > 1:
+                window = 1
+            limit = window if budget is None else min(window, budget)
             if limit <= 0:
                 raise _Stop(StopReason.MAX_EVENTS)
             entries = self.journal.claim(
@@ -221,7 +243,10 @@ class _Flusher:
                 return
             if budget is not None:
                 budget -= len(entries)
-            self._batch(entries)
+            if width == 1:
+                self._batch(entries)
+            else:
+                budget = self._pipeline(entries, width, budget)
 
     def _record_stop(self, stop: _Stop) -> None:
         result = self.result
@@ -357,22 +382,173 @@ class _Flusher:
 
     def _batch(self, entries: list[Entry]) -> None:
         """Send one claimed batch: dead letters first, then risky hits alone, then the rest."""
+        live = self._prepare(entries)
+        self._lane(live, retry_rollbacks=False)
+
+    def _prepare(self, entries: list[Entry]) -> list[Entry]:
+        """Dead letters for expired and refused old hits, keys stamped: what is to be sent."""
         now = self.clock()
         live = self._expire(entries, now)
         try:
             live = self._check_old(live, now)
-            live = self._stamp(live)
+            return self._stamp(live)
+        except BaseException:
+            with contextlib.suppress(StorageError):
+                self._release(live)
+            raise
+
+    def _lane(self, live: list[Entry], *, retry_rollbacks: bool) -> None:
+        """Send hits in order, at most one request at a time: risky ones alone, the rest in
+        bulks of `batch_size` and `max_payload_bytes`."""
+        now = self.clock()
+        options = self.options
+        try:
             while live:
                 risky = [e for e in live if self._risky(e, now)]
-                group = risky[:1] if risky else live
-                live = [e for e in live if e not in group] if risky else []
-                self._send(group)
+                if risky:
+                    group = risky[:1]
+                else:
+                    sizes = [item_size(e.params) for e in live]
+                    group = next(
+                        bulks(
+                            live,
+                            sizes,
+                            max_count=options.batch_size,
+                            max_bytes=options.max_payload_bytes,
+                        )
+                    )
+                sending = {e.id for e in group}
+                live = [e for e in live if e.id not in sending]
+                self._send(group, retry_rollbacks=retry_rollbacks)
         except BaseException:
             # Hits not yet handed to a request go back untouched; a request cut short (Ctrl-C)
             # leaves its own hits inflight, recovered by the next flush as maybe sent.
             with contextlib.suppress(StorageError):
                 self._release(live)
             raise
+
+    def _pipeline(self, entries: list[Entry], width: int, budget: int | None) -> int | None:
+        """Send on `width` lanes at once, claiming more while they send: each lane has its own
+        queue (its share of the visitors, in order) and one request in flight. Returns what
+        is left of the `max_events` budget.
+
+        Under `auto` it runs an epoch of AUTO_EPOCH windows, then measures and resizes. The
+        first stop any lane meets stops them all (each finishes the request in flight); hits
+        still queued go back to the journal untouched.
+        """
+        options = self.options
+        window = options.batch_size * width
+        queues: list[deque[Entry]] = [deque() for _ in range(width)]
+        cond = threading.Condition()
+        producing = [True]
+        errors: list[BaseException] = []
+        pending: list[_Stop] = []  # a stop met by the producer (max_time, max_events)
+
+        owner: dict[str, int] = {}  # identity -> lane, for the whole run: a visit stays in one
+        load = [0] * width  # hits given to each lane so far: a new identity goes to the least
+
+        def feed(batch: list[Entry]) -> None:
+            live = self._prepare(batch)
+            with cond:
+                for entry in live:
+                    key = lane_key(entry.params)
+                    lane = owner.get(key)
+                    if lane is None:
+                        lane = owner[key] = load.index(min(load))
+                    load[lane] += 1
+                    queues[lane].append(entry)
+                cond.notify_all()
+
+        def halted() -> bool:
+            return self._stopping() or bool(errors)
+
+        def run(index: int) -> None:
+            queue = queues[index]
+            while True:
+                with cond:
+                    while not queue and producing[0] and not halted():
+                        cond.wait(0.1)
+                    if halted() or not queue:
+                        return
+                    chunk = [queue.popleft() for _ in range(min(len(queue), options.batch_size))]
+                    cond.notify_all()
+                try:
+                    self._lane(chunk, retry_rollbacks=True)
+                except _Stop as stop:
+                    with self._lock:
+                        if self._halt is None:
+                            self._halt = stop
+                    with cond:
+                        cond.notify_all()
+                    return
+                except BaseException as exc:  # a storage failure or a bug: re-raised below
+                    with cond:
+                        errors.append(exc)
+                        cond.notify_all()
+                    return
+
+        feed(entries)
+        threads = [
+            threading.Thread(target=run, args=(i,), name=f"matokit-lane-{i}", daemon=True)
+            for i in range(width)
+        ]
+        with self._lock:
+            self.result.concurrency = max(self.result.concurrency, width)
+        delivered = self.result.delivered + self.result.confirmed
+        started = time.monotonic()
+        self._strained = False
+        for thread in threads:
+            thread.start()
+        windows = 1
+        try:
+            while not halted():
+                with cond:  # keep a window claimed ahead, so no lane waits for a claim
+                    while sum(map(len, queues)) >= 2 * window and not halted():
+                        cond.wait(0.1)
+                if halted() or (self.lanes.auto and windows >= AUTO_EPOCH):
+                    break
+                if self.deadline is not None and self.clock() >= self.deadline:
+                    pending.append(_Stop(StopReason.MAX_TIME))
+                    break
+                limit = window if budget is None else min(window, budget)
+                if limit <= 0:
+                    pending.append(_Stop(StopReason.MAX_EVENTS))
+                    break
+                more = self.journal.claim(
+                    self.owner,
+                    limit=limit,
+                    lease_seconds=options.lease_seconds,
+                    stamp=self.sites.enabled,
+                )
+                if not more:
+                    break
+                if budget is not None:
+                    budget -= len(more)
+                feed(more)
+                windows += 1
+        finally:
+            with cond:
+                producing[0] = False
+                cond.notify_all()
+            for thread in threads:
+                while thread.is_alive():
+                    thread.join(0.2)
+            unsent = [entry for queue in queues for entry in queue]
+            with contextlib.suppress(StorageError):
+                self._release(unsent)
+        if errors:
+            raise errors[0]
+        if self._halt is not None:
+            halt, self._halt = self._halt, None
+            raise halt
+        if pending:
+            raise pending[0]
+        self.lanes.observe(
+            self.result.delivered + self.result.confirmed - delivered,
+            time.monotonic() - started,
+            strained=self._strained,
+        )
+        return budget
 
     def _stamp(self, entries: list[Entry]) -> list[Entry]:
         """Give each hit its site's key dimension (asking Matomo when the remembered map is
@@ -391,7 +567,8 @@ class _Flusher:
                 held = self.journal.hold(
                     [e.id for e in group], error=error, until=self.clock() + HOLD_DELAY
                 )
-                self.result.held += held
+                with self._lock:
+                    self.result.held += held
                 continue
             wanted = {e.id: dimension if stampable(e.params) else None for e in group}
             changed = [e for e in group if e.dimension != wanted[e.id]]
@@ -462,12 +639,19 @@ class _Flusher:
     # -- one request
 
     def _check_stop(self, unsent: list[Entry] | None = None) -> None:
-        """Stop before the next request once asked to: `unsent` goes back untouched."""
+        """Stop before the next request once asked to (or once another lane stopped):
+        `unsent` goes back untouched."""
         if self.stop is not None and self.stop.requested:
             self._release(unsent or [])
             raise _Stop(StopReason.INTERRUPTED)
+        halt = self._halt
+        if halt is not None:
+            self._release(unsent or [])
+            raise _Stop(halt.reason, halt.error)
 
-    def _send(self, group: list[Entry]) -> None:
+    def _send(self, group: list[Entry], *, retry_rollbacks: bool = False) -> None:
+        """One request for `group`, its answer applied to the journal (under the lock: lanes
+        send at once, but journal updates and counts are one at a time)."""
         self._check_stop(group)
         hits = [entry_hit(e) for e in group]
         try:
@@ -475,47 +659,78 @@ class _Flusher:
         except ConfigError:
             self._release(group)
             raise
-        self.result.requests += 1
-        self.result.sent += len(group)
-        try:
-            answer = client.track(hits)
-        except MatomoError as exc:
-            self._failed(group, exc)
-            return
+        with self._lock:
+            self.result.requests += 1
+            self.result.sent += len(group)
+        rollbacks = 0
+        while True:
+            try:
+                answer = client.track(hits)
+                break
+            except RolledBackError as exc:
+                # Nothing was stored: sending it again cannot count a hit twice.
+                with self._lock:
+                    self.result.rollbacks += 1
+                    self._strained = True
+                rollbacks += 1
+                if not retry_rollbacks or rollbacks > ROLLBACK_RETRIES or self._stopping():
+                    with self._lock:
+                        self._failed(group, exc)
+                    return
+                time.sleep(ROLLBACK_DELAY * rollbacks)
+                with self._lock:
+                    self.result.requests += 1
+            except MatomoError as exc:
+                with self._lock:
+                    if isinstance(exc, RateLimitedError | UnavailableError):
+                        self._strained = True
+                    self._failed(group, exc)
+                return
         self._apply(group, answer)
         if self.on_progress is not None:
-            self.on_progress(len(group))
+            with self._lock:
+                self.on_progress(len(group))
+
+    def _stopping(self) -> bool:
+        return self._halt is not None or (self.stop is not None and self.stop.requested)
 
     def _apply(self, group: list[Entry], answer: TrackResult) -> None:
-        if answer.invalid_indices is not None:
-            self.superuser = True
-        elif answer.tracked + answer.invalid > 0 and self.superuser is None:
-            self.superuser = False
+        """Matomo's per-hit answer into the journal. Lanes call it at once: the journal
+        serialises its own writes, the lock guards the counts and what the flush learned."""
+        with self._lock:
+            if answer.invalid_indices is not None:
+                self.superuser = True
+            elif answer.tracked + answer.invalid > 0 and self.superuser is None:
+                self.superuser = False
         by_outcome = _group_by(zip(group, answer.outcomes, strict=True), lambda p: str(p[1]))
         delivered = [e for e, _ in by_outcome.get("delivered", [])]
         rejected = [e for e, _ in by_outcome.get("rejected", [])]
         invalid = [e for e, _ in by_outcome.get("batch_invalid", [])]
         lost = [e for e, _ in by_outcome.get("unconfirmed", [])]
         note = answer.note or "Matomo's answer did not account for these hits"
-        for group, alone in ((invalid, True), (lost, False)):
-            checked = self._lookup_first(group)
+        for part, alone in ((invalid, True), (lost, False)):
+            checked = self._lookup_first(part)
             if checked:
                 self.journal.await_lookup(
                     [e.id for e in checked], error=note, settle=self.options.settle, alone=alone
                 )
-                self.result.sent_unconfirmed += len(checked)
-                self.verified += len(checked)
+                with self._lock:
+                    self.result.sent_unconfirmed += len(checked)
+                    self.verified += len(checked)
         aside = [e for e in invalid + lost if e not in self._lookup_first(invalid + lost)]
         if delivered:
             self.journal.ack([e.id for e in delivered])
-            self.result.delivered += len(delivered)
-            self.seen_sites.update(entry_site(e) for e in delivered)
+            with self._lock:
+                self.result.delivered += len(delivered)
+                self.seen_sites.update(entry_site(e) for e in delivered)
         if rejected:
             self._kill([(e, _rejected_reason(e, self.clock())) for e in rejected])
-            self.result.rejected += len(rejected)
+            with self._lock:
+                self.result.rejected += len(rejected)
         if aside:
             self.journal.mark_unattributed([e.id for e in aside], reason=note[:500])
-            self.result.unattributed += len(aside)
+            with self._lock:
+                self.result.unattributed += len(aside)
 
     # -- journal updates
 
@@ -589,7 +804,9 @@ class _Flusher:
 
     def _release(self, entries: list[Entry]) -> None:
         if entries:
-            self.result.released += self.journal.release([e.id for e in entries])
+            released = self.journal.release([e.id for e in entries])
+            with self._lock:
+                self.result.released += released
 
     def _kill_each(self, entries: list[Entry], reason: Callable[[Entry], str]) -> None:
         self._kill([(e, reason(e)) for e in entries])
@@ -597,7 +814,8 @@ class _Flusher:
     def _kill(self, items: list[tuple[Entry, str]]) -> None:
         if items:
             self.journal.kill([(e.id, reason[:1000]) for e, reason in items])
-            self.result.dead += len(items)
+            with self._lock:
+                self.result.dead += len(items)
 
 
 def _old_hit_reason(refusal: MatokitError) -> str:

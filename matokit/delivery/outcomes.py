@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any, Final
 
+from matokit.delivery.lanes import DEFAULT_MAX_PAYLOAD
 from matokit.errors import MatokitError
 from matokit.flushrecord import FlushRecord, StopReason
 
@@ -61,6 +62,8 @@ class FlushOptions:
     max_attempts: int = 20
     max_age: float = 7 * 86400.0
     lease_seconds: float = DEFAULT_LEASE
+    concurrency: int | None = 1  # lanes of bulks in flight; None: auto (delivery/lanes.py)
+    max_payload_bytes: int = DEFAULT_MAX_PAYLOAD  # a bulk's body stays under this
     exactly_once: str = "off"  # auto|on|off (the profile's `exactly_once`; see exactlyonce/)
     settle: float = 300.0  # seconds before an uncertain send is looked up
 
@@ -70,6 +73,8 @@ class FlushOptions:
         override that is None keeps the profile's value (or the default)."""
         keys = ("batch_size", "max_attempts", "max_age", "exactly_once", "settle")
         values = {k: getattr(settings, k) for k in keys}
+        values["concurrency"] = settings.lanes
+        values["max_payload_bytes"] = settings.max_payload_bytes
         return cls(**{**values, **{k: v for k, v in overrides.items() if v is not None}})
 
 
@@ -90,6 +95,8 @@ class FlushResult:
     dead: int = 0
     recovered: int = 0
     released: int = 0
+    concurrency: int = 1  # the most lanes that sent at once
+    rollbacks: int = 0  # bulks Matomo rolled back (deadlock), sent again
     # Exactly-once: keys looked up, found (delivered without a re-send), missing (sent again),
     # lookups that failed (asked again later), hits held under exactly_once = on, and hits
     # left awaiting a lookup; `lookups_unavailable`: site -> why lookups cannot work there.
@@ -139,6 +146,8 @@ class FlushResult:
             sent_unconfirmed=self.sent_unconfirmed,
             dead=self.dead,
             recovered=self.recovered,
+            concurrency=self.concurrency,
+            rollbacks=self.rollbacks,
             looked_up=self.looked_up,
             confirmed=self.confirmed,
             missing=self.missing,

@@ -14,7 +14,8 @@ from tests.fakematomo.server import FakeMatomo
 from tests.fakematomo.state import MAX_ACTIONS_PER_VISIT
 
 
-def main(argv: list[str] | None = None) -> int:
+def build(argv: list[str] | None = None) -> FakeMatomo:
+    """The server the command line describes, configured and not started."""
     parser = argparse.ArgumentParser(prog="python -m tests.fakematomo", description=__doc__)
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=0, help="0 picks a free port")
@@ -63,15 +64,33 @@ def main(argv: list[str] | None = None) -> int:
         metavar="NAME",
         help="answer the plugin's API methods with 'The plugin NAME is not enabled' (e.g. Live)",
     )
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=None,
+        metavar="N",
+        help="PHP workers: at most N requests processed at once, more wait (default: unlimited)",
+    )
+    parser.add_argument(
+        "--hit-cost",
+        type=float,
+        default=0.0,
+        metavar="SECONDS",
+        help="work per tracked hit, on a worker, holding the visit's lock (default: 0)",
+    )
+    parser.add_argument(
+        "--deadlock-on-contention",
+        action="store_true",
+        help="a request that would wait for a locked visit is rolled back (500, tracked 0)",
+    )
+    parser.add_argument(
+        "--max-body-bytes",
+        type=int,
+        default=None,
+        metavar="N",
+        help="a proxy's 413 for request bodies above N bytes (default: no limit)",
+    )
     args = parser.parse_args(argv)
-
-    done = threading.Event()
-
-    def on_signal(signum: int, frame: FrameType | None) -> None:
-        done.set()
-
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
     srv = FakeMatomo(
         host=args.host,
         port=args.port,
@@ -79,7 +98,11 @@ def main(argv: list[str] | None = None) -> int:
         verbose=args.verbose,
         visitor_log_maximum_actions_per_visit=args.visitor_log_maximum_actions_per_visit,
         visible_after=args.visible_after,
-    ).start()
+        workers=args.workers,
+        hit_cost=args.hit_cost,
+        deadlock_on_contention=args.deadlock_on_contention,
+        max_body_bytes=args.max_body_bytes,
+    )
     for spec in args.custom_dimension:
         idsite, _, rest = spec.partition(":")
         name, _, scope = rest.partition(":")
@@ -92,6 +115,19 @@ def main(argv: list[str] | None = None) -> int:
         srv.load_hits(args.hits)
     if args.latency > 0:
         srv.add_fault(Fault(endpoint="any", latency=args.latency))
+    return srv
+
+
+def main(argv: list[str] | None = None) -> int:
+    srv = build(argv)
+    done = threading.Event()
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        done.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    srv.start()
     # The first stdout line is the contract with whoever started us.
     print(srv.url, flush=True)
     print(

@@ -21,7 +21,11 @@ class Fault:
     hang (never answer), drop="before" (close the socket unanswered, nothing stored),
     maintenance (503 HTML maintenance page), status/body (answer that status, default 200 when
     only a body is given, with an optional Retry-After), database_down (Matomo's own answers
-    to a dead database), lose_items (a bulk silently skips its last K items), and after the
+    to a dead database), lose_items (a bulk silently skips its last K items), deadlock (the
+    tracking transaction is rolled back as on MariaDB error 1213: a bulk answers 500 with
+    `tracked: 0`, a single hit 400, nothing stored, counted in FakeMatomo.rollbacks), hold (a
+    threading.Event: tracking waits until it is set, on a worker and holding its visits'
+    locks, so tests can pin a request in the middle of its transaction), and after the
     request was processed (hits stored): stall_after (sleep that many seconds before
     answering, so a client times out after Matomo stored its hits), garble_after (answer 200
     with a body that is not JSON, e.g. a truncated answer behind a broken proxy), drop="after"
@@ -44,6 +48,8 @@ class Fault:
     content_type: str | None = None
     stall_after: float = 0.0
     garble_after: bool = False
+    deadlock: bool = False
+    hold: threading.Event | None = None
     # Bookkeeping, guarded by FaultBook's lock.
     seen: int = field(default=0, init=False, repr=False, compare=False)
     applied: int = field(default=0, init=False, repr=False, compare=False)
@@ -83,6 +89,8 @@ class Effects:
     lose_items: int = 0
     stall_after: float = 0.0
     garble_after: bool = False
+    deadlock: bool = False
+    holds: list[threading.Event] = field(default_factory=list)
 
     @property
     def empty(self) -> bool:
@@ -137,6 +145,9 @@ def _merge(effects: Effects, fault: Fault) -> None:
     effects.lose_items = max(effects.lose_items, fault.lose_items)
     effects.stall_after = max(effects.stall_after, fault.stall_after)
     effects.garble_after |= fault.garble_after
+    effects.deadlock |= fault.deadlock
+    if fault.hold is not None:
+        effects.holds.append(fault.hold)
     # The first fault that supplies an answer wins; later ones only add delays.
     if effects.answer is None and (fault.status is not None or fault.body is not None):
         effects.answer = fault

@@ -88,9 +88,9 @@ def text_reply(status: int, text: str, content_type: str = "text/plain; charset=
     return Reply(status, text.encode("utf-8"), content_type)
 
 
-def proxy_page(status: int) -> str:
+def proxy_page(status: int, phrase: str | None = None) -> str:
     """What nginx or a load balancer sends for a status of its own."""
-    title = f"{status} {reason(status)}"
+    title = f"{status} {phrase or reason(status)}"
     return (
         f"<html>\r\n<head><title>{title}</title></head>\r\n<body>\r\n"
         f"<center><h1>{title}</h1></center>\r\n<hr><center>nginx</center>\r\n</body>\r\n</html>\r\n"

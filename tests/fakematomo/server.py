@@ -19,6 +19,8 @@ from urllib.parse import parse_qsl
 
 from tests.fakematomo import api, dimensions, tracking
 from tests.fakematomo.access import Access, Site
+from tests.fakematomo.capacity import Capacity, Stopped
+from tests.fakematomo.capacity_view import CapacityView
 from tests.fakematomo.faults import Effects, Fault
 from tests.fakematomo.replies import (
     MAINTENANCE_HTML,
@@ -26,6 +28,7 @@ from tests.fakematomo.replies import (
     Reply,
     garbled,
     guess_type,
+    json_reply,
     proxy_page,
     reason,
     text_reply,
@@ -42,6 +45,8 @@ MAX_BODY = 20 * 1024 * 1024
 # Bodies up to this size are read and discarded before a 413, so the client sees the answer.
 _DRAIN_LIMIT = 64 * 1024 * 1024
 _TRACKER_PATHS = ("matomo.php", "piwik.php")
+# Not Matomo: the capacity counters as JSON, for benchmarks that run the server in a process.
+COUNTERS_PATH = "/_fakematomo/counters"
 
 
 class _Server(ThreadingHTTPServer):
@@ -100,7 +105,7 @@ class _Handler(BaseHTTPRequestHandler):
         fake = self.server.fake
         try:
             reply = self._process(fake)
-        except _Drop:
+        except (_Drop, Stopped):
             self.close_connection = True
             return
         except Exception as exc:  # a bug in the fake must never take the server down
@@ -145,7 +150,7 @@ class _Handler(BaseHTTPRequestHandler):
             length = int(raw)
         except ValueError:
             return Reply(400, b"Bad Content-Length\n", "text/plain", close=True)
-        if length > MAX_BODY:
+        if length > self._body_limit():
             if length <= _DRAIN_LIMIT:
                 remaining = length
                 while remaining > 0:
@@ -153,12 +158,26 @@ class _Handler(BaseHTTPRequestHandler):
                     if not chunk:
                         break
                     remaining -= len(chunk)
-            return Reply(413, b"Request Entity Too Large\n", "text/plain", close=True)
+            return self._too_large()
         return self.rfile.read(length) if length > 0 else b""
+
+    def _body_limit(self) -> int:
+        limit = self.server.fake.state.capacity.max_body_bytes
+        return MAX_BODY if limit is None else min(limit, MAX_BODY)
+
+    def _too_large(self) -> Reply:
+        """413 before anything reaches Matomo: nginx's page under max_body_bytes."""
+        capacity = self.server.fake.state.capacity
+        capacity.count_too_large()
+        if capacity.max_body_bytes is None or capacity.max_body_bytes >= MAX_BODY:
+            return Reply(413, b"Request Entity Too Large\n", "text/plain", close=True)
+        page = proxy_page(413, "Request Entity Too Large").encode()
+        return Reply(413, page, "text/html; charset=utf-8", close=True)
 
     def _read_chunked(self) -> bytes | Reply:
         parts: list[bytes] = []
         total = 0
+        limit = self._body_limit()
         while True:
             line = self.rfile.readline(1024)
             try:
@@ -170,14 +189,16 @@ class _Handler(BaseHTTPRequestHandler):
                     pass  # trailers
                 return b"".join(parts)
             total += size
-            if total > MAX_BODY:
-                return Reply(413, b"Request Entity Too Large\n", "text/plain", close=True)
+            if total > limit:
+                return self._too_large()
             parts.append(self.rfile.read(size))
             self.rfile.readline(1024)
 
     def _process(self, fake: FakeMatomo) -> Reply:
         path, _, query = self.path.partition("?")
         query = query.partition("#")[0]
+        if path == COUNTERS_PATH and self.command == "GET":
+            return json_reply(200, fake.state.capacity.counters())
         body = self._read_body()
         ip = self.client_address[0]
         headers = dict(self.headers.items())
@@ -206,11 +227,12 @@ class _Handler(BaseHTTPRequestHandler):
         early = self._apply_effects(fake, effects, endpoint)
         if early is not None:
             return early
-        if endpoint == "tracking":
-            reply = self._tracking(fake, body, query_params, params, effects)
-        else:
-            pairs = query_pairs + form_pairs
-            reply = self._api(fake, query_params, form, params, pairs, ip, effects)
+        with fake.state.capacity.worker():
+            if endpoint == "tracking":
+                reply = self._tracking(fake, body, query_params, params, effects)
+            else:
+                pairs = query_pairs + form_pairs
+                reply = self._api(fake, query_params, form, params, pairs, ip, effects)
         # Everything below happens after the hits were stored.
         if effects.stall_after > 0 and fake._stopping.wait(effects.stall_after):
             raise _Drop()
@@ -267,7 +289,8 @@ class _Handler(BaseHTTPRequestHandler):
             fake.state.clock(),
         )
         if self.command == "POST" and b'"requests"' in body:
-            return tracking.handle_bulk(body, query_params, self._bearer(), ctx, effects)
+            with fake.state.capacity.bulk():
+                return tracking.handle_bulk(body, query_params, self._bearer(), ctx, effects)
         if not params:
             # Answers 200 even with the database down: not a health signal.
             return Reply(200, TRACKER_TEXT.encode(), "text/html; charset=utf-8")
@@ -300,11 +323,15 @@ class _Handler(BaseHTTPRequestHandler):
         return api.handle(fake.state, fake.visit_cache, req, effects.database_down)
 
 
-class FakeMatomo:
+class FakeMatomo(CapacityView):
     """A Matomo 5.11 look-alike: reporting API, tracking API, faults, and a request log.
 
     >>> with FakeMatomo() as srv:
     ...     requests.post(srv.url + "matomo.php", data={"idsite": "1", "rec": "1"})
+
+    Capacity (all off by default, see capacity.py and CapacityView): `workers` PHP workers,
+    `hit_cost` seconds per tracked hit, a lock per visit with `deadlock_on_contention`, and a
+    proxy's 413 above `max_body_bytes`.
     """
 
     def __init__(
@@ -320,8 +347,20 @@ class FakeMatomo:
         verbose: bool = False,
         visitor_log_maximum_actions_per_visit: int = MAX_ACTIONS_PER_VISIT,
         visible_after: float = 0.0,
+        workers: int | None = None,
+        hit_cost: float = 0.0,
+        deadlock_on_contention: bool = False,
+        max_body_bytes: int | None = None,
     ) -> None:
-        self.state = ServerState(tokens, sites, clock or default_clock)
+        self._stopping = threading.Event()
+        capacity = Capacity(
+            self._stopping,
+            workers=workers,
+            hit_cost=hit_cost,
+            deadlock_on_contention=deadlock_on_contention,
+            max_body_bytes=max_body_bytes,
+        )
+        self.state = ServerState(tokens, sites, clock or default_clock, capacity)
         self.state.bulk_requests_require_authentication = bulk_requests_require_authentication
         self.state.max_actions_per_visit = visitor_log_maximum_actions_per_visit
         self.state.visible_after = visible_after
@@ -331,7 +370,6 @@ class FakeMatomo:
         self._address = (host, port)
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
-        self._stopping = threading.Event()
         self._lifecycle = threading.Lock()
 
     # --- lifecycle ----------------------------------------------------------------------------
@@ -357,6 +395,7 @@ class FakeMatomo:
             if server is None:
                 return
             self._stopping.set()
+            self.state.capacity.wake()
             server.shutdown()
             server.server_close()
             with server.connections_lock:
@@ -456,7 +495,8 @@ class FakeMatomo:
         self.state.faults.clear()
 
     def reset(self) -> None:
-        """Forget hits, the request log, faults, failed logins and tracking failures."""
+        """Forget hits, the request log, faults, failed logins, tracking failures and the
+        capacity counters (not the capacity settings)."""
         self.state.reset()
 
     def unblock_ips(self) -> None:

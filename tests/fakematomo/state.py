@@ -12,6 +12,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from tests.fakematomo.access import Access, Site, default_sites, default_tokens
+from tests.fakematomo.capacity import Capacity
 from tests.fakematomo.faults import FaultBook
 
 # Matomo's brute-force detection defaults: 20 failed logins per IP within 60 minutes.
@@ -54,16 +55,19 @@ class HitMeta:
 
 
 class ServerState:
-    """Tokens, sites, stored hits, request log, failed logins and tracking failures."""
+    """Tokens, sites, stored hits, request log, failed logins, tracking failures, capacity."""
 
     def __init__(
         self,
         tokens: Mapping[str, Access | Mapping[str, Any]] | None,
         sites: Mapping[int, Site | Mapping[str, Any]] | None,
         clock: Callable[[], float],
+        capacity: Capacity | None = None,
     ) -> None:
         self.lock = threading.Lock()
         self.clock = clock
+        # Workers, per-hit cost, visit locks and their counters (all off by default).
+        self.capacity = capacity or Capacity(threading.Event())
         self.tokens: dict[str, Access] = (
             default_tokens()
             if tokens is None
@@ -178,6 +182,7 @@ class ServerState:
             self.tracking_failures.clear()
             self.generation += 1
         self.faults.clear()
+        self.capacity.reset_counters()
 
 
 _PROBLEMS = {

@@ -17,10 +17,11 @@ from urllib.parse import parse_qsl, urlencode
 
 from tests.fakematomo import dimensions
 from tests.fakematomo.access import Access
+from tests.fakematomo.capacity import Rollback
 from tests.fakematomo.faults import Effects
 from tests.fakematomo.replies import GIF, TRACKER_TEXT, Reply, json_reply
 from tests.fakematomo.state import HitMeta, ServerState
-from tests.fakematomo.visits import RECORDS_ACTION, classify
+from tests.fakematomo.visits import RECORDS_ACTION, classify, visit_keys
 
 # Older than this a custom timestamp needs a write/admin/superuser token
 # (tracking_requests_require_authentication_when_custom_timestamp_newer_than).
@@ -157,6 +158,24 @@ def _failure(ctx: TrackContext, idsite: int, idfailure: int, params: dict[str, s
     ctx.state.add_tracking_failure(idsite, idfailure, "?" + urlencode(params))
 
 
+def commit(
+    batch: list[tuple[dict[str, Any], HitMeta]], hits: int, state: ServerState, effects: Effects
+) -> bool:
+    """Store a batch as one transaction (its visits locked, `hits` hits' cost spent).
+
+    False when it was rolled back (a deadlock, injected or on contention): nothing stored.
+    """
+    keys = {
+        key for params, meta in batch for key in visit_keys(int(params["idsite"]), params, meta)
+    }
+    try:
+        with state.capacity.transaction(keys, hits, deadlock=effects.deadlock, holds=effects.holds):
+            state.store(batch)
+    except Rollback:
+        return False
+    return True
+
+
 def _clean(params: dict[str, str]) -> dict[str, Any]:
     # Matomo never stores the token; neither do we, so dumps of hits cannot leak it.
     params.pop("token_auth", None)
@@ -195,8 +214,10 @@ def handle_single(
     outcome, meta = evaluate(params, ctx)
     if outcome == INVALID:
         return single_reply(400, send_image, method)
-    if outcome == STORED and meta is not None:
-        ctx.state.store([(_clean(params), meta)])
+    batch = [(_clean(params), meta)] if outcome == STORED and meta is not None else []
+    if not commit(batch, 1, ctx.state, effects):
+        # A rolled-back transaction is an exception inside the tracker: 400, as above.
+        return single_reply(400, send_image, method)
     return single_reply(200, send_image, method)
 
 
@@ -281,7 +302,9 @@ def handle_bulk(
             batch.append((_clean(params), meta))
     if invalid and state.bulk_requests_require_authentication:
         return _bulk_error(400)
-    state.store(batch)
+    if not commit(batch, tracked, state, effects):
+        # MariaDB error 1213: the whole batch is rolled back.
+        return _bulk_error(500)
     if state.queued_tracking and query.get("queuedtracking") != "0":
         # QueuedTracking answers like a single hit and hides the counts.
         return Reply(200, GIF, "image/gif") if send_image else Reply(204)

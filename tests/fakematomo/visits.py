@@ -15,6 +15,7 @@ import json
 import re
 import threading
 from collections import Counter
+from collections.abc import Hashable
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from functools import cached_property
@@ -210,6 +211,43 @@ def visitor_of(params: dict[str, Any], meta: HitMeta) -> tuple[str, str, tuple[s
         vid = raw_id[:16].lower()
         return "cfg:" + config, vid, ("vid:" + vid, "cfg:" + config)
     return "cfg:" + config, config, ("cfg:" + config,)
+
+
+def visit_keys(idsite: int, params: dict[str, Any], meta: HitMeta) -> tuple[Hashable, ...]:
+    """The visits a stored hit may update, as lock keys: the open visits it may join.
+
+    The same candidates as visitor_of, without hashing: a `cid` hit updates only that
+    visitor's visit; a `uid` hit its user's; a hit with a valid `_id` its visitor's OR its
+    configuration's (IP + User-Agent), so it takes both; a hit without any id its
+    configuration's. Not modelled: a hit without `cid` joining a `cid` visit of the same
+    configuration (hits of one visit should not mix the two anyway).
+    """
+    cid = params.get("cid")
+    if cid:
+        return ((idsite, "vid", cid.lower()),)
+    uid = params.get("uid")
+    if uid:
+        return ((idsite, "uid", uid),)
+    config = (idsite, "cfg", meta.ip, meta.ua)
+    raw_id = params.get("_id", "")
+    if len(raw_id) >= 16 and _HEX16.fullmatch(raw_id[:16]):
+        return ((idsite, "vid", raw_id[:16].lower()), config)
+    return (config,)
+
+
+def sender_identity(params: dict[str, Any], meta: HitMeta) -> str:
+    """Who sent a hit, the way a client groups hits into lanes: "cid:..." (forced visitor id),
+    else "_id:..." (visitor id cookie), else "uid:..." (user id), else "ip+ua:IP UA"."""
+    cid = str(params.get("cid") or "")
+    if cid:
+        return "cid:" + cid.lower()
+    raw_id = str(params.get("_id") or "")
+    if raw_id:
+        return "_id:" + raw_id[:16].lower()
+    uid = str(params.get("uid") or "")
+    if uid:
+        return "uid:" + uid
+    return f"ip+ua:{meta.ip} {meta.ua}"
 
 
 def referrer_of(params: dict[str, Any], site_host: str) -> Referrer:
