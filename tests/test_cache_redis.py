@@ -317,9 +317,9 @@ def test_redis_down_reports_still_answer_from_matomo(
         again = reportfetch.fetch(settings, report, params)
     assert again == first
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
-    assert len(warnings) == 1, warnings
-    assert "Redis is unreachable" in warnings[0]
-    assert "Continuing without the report cache" in warnings[0]
+    about_cache = [w for w in warnings if "Continuing without the report cache" in w]
+    assert len(about_cache) == 1, warnings  # (the token memory may warn too: a file fallback)
+    assert "Redis is unreachable" in about_cache[0]
     with pytest.raises(StorageError, match="Redis is unreachable"):
         cache.profile_stats(settings)
     with pytest.raises(StorageError, match="Redis is unreachable"):

@@ -140,7 +140,16 @@ class _Lease:
 
     def _try(self) -> bool:
         with redis_errors(self.target, "take the flush lock"):
-            return bool(self.target.client().set(self.key, self.value, nx=True, px=self.lease_ms))
+            client = self.target.client()
+            if client.set(self.key, self.value, nx=True, px=self.lease_ms):
+                return True
+            # A holder on this host whose process is gone (kill -9) left its lease: take it
+            # over at once rather than after the lease, deleting only that very value.
+            raw = client.get(self.key)
+            if raw is None or not _dead_here(raw):
+                return False
+            client.register_script(_RELEASE)(keys=[self.key], args=[raw])
+            return bool(client.set(self.key, self.value, nx=True, px=self.lease_ms))
 
     def _holder(self) -> str:
         """Who holds it: "pid 42 on host web-1, running since ..."; "" when unknown or free."""
@@ -197,3 +206,22 @@ def _seconds(value: float) -> str:
 
 def _paren(holder: str) -> str:
     return f" ({holder})" if holder else ""
+
+
+def _dead_here(raw: bytes | str) -> bool:
+    """Whether a lock value names a process of this host that no longer exists."""
+    try:
+        holder = json.loads(raw)
+        pid = int(holder["pid"])
+        host = str(holder["host"])
+    except (ValueError, KeyError, TypeError):
+        return False
+    if host != socket.gethostname() or pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except OSError:
+        return False
+    return False

@@ -168,7 +168,8 @@ def test_killed_flushers_on_redis_lose_nothing_and_duplicate_at_most_a_batch_per
     keys = [f"k{i}" for i in range(1500)]
     source = tmp_path / "hits.jsonl"
     source.write_text(records(keys))
-    on_redis = {**env, "MATOKIT_REDIS_URL": redis_url}
+    # One lane: the flush keeps its old pace, so the kills land mid-flight.
+    on_redis = {**env, "MATOKIT_REDIS_URL": redis_url, "MATOKIT_CONCURRENCY": "1"}
     assert run_matokit("track", "import", str(source), "--queue", env=on_redis).code == 0
     fake_matomo.add_fault(Fault(endpoint="tracking", latency=0.1))
     batch, kills, rng = 20, 8, random.Random(20261126)
