@@ -12,17 +12,17 @@ being the limit.
 from __future__ import annotations
 
 import json
-import subprocess
 import sys
 import tempfile
 import time
 from collections.abc import Callable
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from _bulkserver import TOKEN, bulk_server
 
 from matokit import hits as hitlib
 from matokit.client import MatomoClient
@@ -31,44 +31,6 @@ from matokit.tokenmemory import TokenMemory
 BULK_TARGET = 20_000.0  # hits/s, bulk of 100
 MATOMO_SINGLE_INGEST = 63.0  # hits/s, one request per hit, measured on Matomo 5.11 (2 cores)
 BUILD_TARGET = 50_000.0  # hits/s built and validated
-TOKEN = "5e" * 16  # sentinel, never a real token
-
-
-class _BulkCounter(BaseHTTPRequestHandler):
-    """Answers a bulk POST like Matomo does when every item is valid."""
-
-    protocol_version = "HTTP/1.1"
-    disable_nagle_algorithm = True
-
-    def do_POST(self) -> None:
-        body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
-        count = len(json.loads(body).get("requests", []))
-        answer = json.dumps({"status": "success", "tracked": count, "invalid": 0}).encode()
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(answer)))
-        self.end_headers()
-        self.wfile.write(answer)
-
-    def log_message(self, format: str, *args: Any) -> None:
-        pass
-
-
-def _serve() -> None:
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _BulkCounter)
-    print(server.server_address[1], flush=True)
-    server.serve_forever()
-
-
-def _start_server() -> tuple[subprocess.Popen[str], str]:
-    process = subprocess.Popen(
-        [sys.executable, str(Path(__file__).resolve()), "--serve"],
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    assert process.stdout is not None
-    port = int(process.stdout.readline())
-    return process, f"http://127.0.0.1:{port}/"
 
 
 def _make_hits(count: int) -> list[hitlib.Hit]:
@@ -125,16 +87,11 @@ def _row(
 def run(quick: bool) -> list[dict[str, Any]]:
     """Measure bulk vs one-per-request tracking and hit building; one dict per figure."""
     bulk_count, single_count = (5_000, 500) if quick else (20_000, 2_000)
-    process, url = _start_server()
-    try:
-        with tempfile.TemporaryDirectory() as tmp:
-            memory = TokenMemory(Path(tmp) / "token-memory.json")
-            with MatomoClient(base_url=url, token=TOKEN, token_memory=memory) as client:
-                bulk = _track_rate(client, _make_hits(bulk_count), 100)
-                single = _track_rate(client, _make_hits(single_count), 1)
-    finally:
-        process.terminate()
-        process.wait(5)
+    with bulk_server() as url, tempfile.TemporaryDirectory() as tmp:
+        memory = TokenMemory(Path(tmp) / "token-memory.json")
+        with MatomoClient(base_url=url, token=TOKEN, token_memory=memory) as client:
+            bulk = _track_rate(client, _make_hits(bulk_count), 100)
+            single = _track_rate(client, _make_hits(single_count), 1)
     build = _rate(bulk_count, lambda: _make_hits(bulk_count))
     rows = [
         _row(
@@ -196,8 +153,5 @@ def _fakematomo_rate(count: int) -> float | None:
 
 
 if __name__ == "__main__":
-    if "--serve" in sys.argv:
-        _serve()
-    else:
-        for row in run(quick="--quick" in sys.argv):
-            print(json.dumps(row))
+    for row in run(quick="--quick" in sys.argv):
+        print(json.dumps(row))

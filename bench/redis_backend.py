@@ -35,7 +35,6 @@ import tempfile
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -43,55 +42,12 @@ if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
     sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from _bulkserver import TOKEN, bulk_server
 from _util import figure
 
 ENQUEUE_TARGET = 20_000.0  # lines/s on Redis (import and enqueue)
 FLUSH_TARGET = 10_000.0  # hits/s on Redis
 ENQUEUE_LINES = 100_000
-TOKEN = "5e" * 16  # sentinel, never a real token
-
-
-class _BulkCounter(BaseHTTPRequestHandler):
-    """Answers a bulk POST like Matomo does when every item is valid."""
-
-    protocol_version = "HTTP/1.1"
-    disable_nagle_algorithm = True
-
-    def do_POST(self) -> None:
-        body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
-        count = len(json.loads(body).get("requests", []))
-        answer = json.dumps({"status": "success", "tracked": count, "invalid": 0}).encode()
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(answer)))
-        self.end_headers()
-        self.wfile.write(answer)
-
-    def log_message(self, format: str, *args: Any) -> None:
-        pass
-
-
-def _serve() -> None:
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _BulkCounter)
-    print(server.server_address[1], flush=True)
-    server.serve_forever()
-
-
-@contextmanager
-def bulk_server() -> Iterator[str]:
-    """A Matomo stand-in in its own process (off this process's core time); its base URL."""
-    process = subprocess.Popen(
-        [sys.executable, str(Path(__file__).resolve()), "--serve"],
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        assert process.stdout is not None
-        port = int(process.stdout.readline())
-        yield f"http://127.0.0.1:{port}/"
-    finally:
-        process.terminate()
-        process.wait(timeout=10)
 
 
 @contextmanager
@@ -317,12 +273,9 @@ def run(quick: bool) -> list[dict[str, Any]]:
 
 
 if __name__ == "__main__":
-    if "--serve" in sys.argv:
-        _serve()
-    else:
-        for row in run("--quick" in sys.argv):
-            print(
-                f"{row['name']}: {row['value']:,.0f} {row['unit']} "
-                f"(baseline {row['baseline']:,.0f}, {row['ratio']:.2f}x; target {row['target']})"
-            )
-        os._exit(0)
+    for row in run("--quick" in sys.argv):
+        print(
+            f"{row['name']}: {row['value']:,.0f} {row['unit']} "
+            f"(baseline {row['baseline']:,.0f}, {row['ratio']:.2f}x; target {row['target']})"
+        )
+    os._exit(0)
