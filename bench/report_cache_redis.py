@@ -15,7 +15,6 @@ Figures:
 
 from __future__ import annotations
 
-import json
 import statistics
 import subprocess
 import sys
@@ -23,27 +22,15 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from _util import MATOKIT, REPO, _wall, figure, isolated_env, standalone_server
+from _util import MATOKIT, _wall, figure, isolated_env, standalone_server
 
 TARGET_RATIO = 1.5
 LATENCY = 0.2
 REPORT = ["report", "visits", "--format", "json"]
 
 
-def _stats(env: dict[str, str]) -> dict[str, Any]:
-    out = subprocess.run(
-        [str(MATOKIT), "cache", "stats", "--format", "json"],
-        env=env,
-        capture_output=True,
-        text=True,
-        check=True,
-        cwd=REPO,
-    )
-    return dict(json.loads(out.stdout))
-
-
 def run(quick: bool) -> list[dict[str, Any]]:
-    from report_cache import _track
+    from report_cache import _stats, _track
 
     from tests.fakematomo import SUPERUSER_TOKEN
     from tests.redisserver import RedisServer
