@@ -13,13 +13,11 @@ import time
 from collections import Counter
 from pathlib import Path
 
-import pytest
-
 from matokit.journal import JournalStats
 from matokit.redisstore.connection import RedisTarget, forget_clients
 from matokit.redisstore.journal import RedisJournal
 from tests.e2e.conftest import RunMatokit, SpawnMatokit
-from tests.e2e.test_guarantees import records, stored
+from tests.e2e.test_guarantees import flush_until_empty, records, stored
 from tests.fakematomo import FakeMatomo, Fault
 from tests.redisserver import RedisServer
 
@@ -49,16 +47,6 @@ def host(tmp_path: Path, name: str, env: dict[str, str], **extra: str) -> dict[s
         "MATOKIT_DATA_DIR": str(home / ".local" / "share" / "matokit"),
         **extra,
     }
-
-
-def flush_until_empty(run: RunMatokit, env: dict[str, str], *args: str) -> None:
-    for _ in range(30):
-        result = run("queue", "flush", "--all", *args, env=env)
-        if result.code == 0:
-            return
-        assert result.code == 75, result
-        time.sleep(0.2)
-    pytest.fail("the journal never emptied")
 
 
 def test_two_flushers_share_one_redis_journal_and_deliver_every_hit_once(
@@ -180,7 +168,7 @@ def test_killed_flushers_on_redis_lose_nothing_and_duplicate_at_most_a_batch_per
         proc.wait(timeout=10)
         assert proc.returncode == -signal.SIGKILL, "the flusher ended before it was killed"
     fake_matomo.clear_faults()
-    flush_until_empty(run_matokit, on_redis, "--batch-size", str(batch))
+    flush_until_empty(run_matokit, on_redis, "--batch-size", str(batch), rounds=30)
     counts = stored(fake_matomo)
     missing = [k for k in keys if counts[k] == 0]
     duplicates = sum(c - 1 for c in counts.values() if c > 1)
