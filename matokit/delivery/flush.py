@@ -15,11 +15,12 @@ import socket
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import replace
 from typing import TYPE_CHECKING, Final, TypeVar
 
-from matokit.delivery.lanes import AUTO_EPOCH, LaneWidth, bulks, item_size, lane_key
+from matokit.delivery.groupack import GroupAck
+from matokit.delivery.lanes import AUTO_EPOCH, LaneWidth, lane_key, next_bulk
 from matokit.delivery.matomo import (
     AT_RISK_AGE,
     NoAdminAccess,
@@ -155,6 +156,7 @@ class _Flusher:
         self._lock = threading.RLock()
         self._halt: _Stop | None = None
         self._strained = False
+        self._acks = GroupAck(self.journal.ack)  # lanes answered at once: one journal write
 
     # -- the loop
 
@@ -408,14 +410,11 @@ class _Flusher:
                 if risky:
                     group = risky[:1]
                 else:
-                    sizes = [item_size(e.params) for e in live]
-                    group = next(
-                        bulks(
-                            live,
-                            sizes,
-                            max_count=options.batch_size,
-                            max_bytes=options.max_payload_bytes,
-                        )
+                    group = next_bulk(
+                        live,
+                        _params,
+                        max_count=options.batch_size,
+                        max_bytes=options.max_payload_bytes,
                     )
                 sending = {e.id for e in group}
                 live = [e for e in live if e.id not in sending]
@@ -719,7 +718,7 @@ class _Flusher:
                     self.verified += len(checked)
         aside = [e for e in invalid + lost if e not in self._lookup_first(invalid + lost)]
         if delivered:
-            self.journal.ack([e.id for e in delivered])
+            self._acks.ack([e.id for e in delivered])
             with self._lock:
                 self.result.delivered += len(delivered)
                 self.seen_sites.update(entry_site(e) for e in delivered)
@@ -835,6 +834,10 @@ def _rejected_reason(entry: Entry, now: float) -> str:
             f"that has admin access on site {entry_site(entry)}"
         )
     return reason
+
+
+def _params(entry: Entry) -> Mapping[str, str]:
+    return entry.params
 
 
 def _group_by(items: Iterable[T], key: Callable[[T], K]) -> dict[K, list[T]]:
