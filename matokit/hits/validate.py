@@ -96,17 +96,18 @@ def _bad_time(value: object, field: str) -> HitValidationError:
 
 def _check_params(params: dict[str, str], *, now: float) -> dict[str, str]:
     """Checks that apply to every hit, whichever way it was built."""
-    for name, hint in _FORBIDDEN.items():
-        if name in params:
-            raise HitValidationError(
-                f"Parameter {name!r} is not allowed in a hit.", field=name, hint=hint
-            )
+    if not params.keys().isdisjoint(_FORBIDDEN):
+        for name, hint in _FORBIDDEN.items():
+            if name in params:
+                raise HitValidationError(
+                    f"Parameter {name!r} is not allowed in a hit.", field=name, hint=hint
+                )
     params["idsite"] = str(_check_positive_int(params["idsite"], "idsite"))
     if "cid" in params:
         params["cid"] = _check_visitor_id(params["cid"], "cid")
     if "uid" in params:
         params["uid"] = _check_user_id(params["uid"], "uid")
-    for name in list(params):
+    for name in [name for name in params if name.startswith("dimension")]:
         match = _DIMENSION_RE.match(name)
         if match and int(match.group(1)) < 1:
             raise HitValidationError(
