@@ -255,8 +255,8 @@ def test_prometheus_families_help_labels_and_values_are_exactly_these() -> None:
         ),
         (
             "matokit_matomo_info",
-            'Matomo\'s version as reported by API.getMatomoVersion (version="unknown" when it '
-            "did not answer).",
+            "Matomo's version as reported by API.getMatomoVersion; the version label is "
+            "unknown when Matomo did not answer.",
             "gauge",
             [({**profile, "version": "5.11.2"}, 1.0)],
         ),

@@ -78,8 +78,8 @@ CHECK_SERIES: Final[Mapping[str, tuple[Series, ...]]] = {
         ),
         Series(
             "matokit_matomo_info",
-            'Matomo\'s version as reported by API.getMatomoVersion (version="unknown" '
-            "when it did not answer).",
+            "Matomo's version as reported by API.getMatomoVersion; the version label is "
+            "unknown when Matomo did not answer.",
             labels=("version",),
             info="matomo_version",
         ),
