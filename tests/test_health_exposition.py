@@ -15,53 +15,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
-from prometheus_client.openmetrics.parser import (
-    text_string_to_metric_families as openmetrics_families,
-)
 from prometheus_client.parser import text_string_to_metric_families
 
 from matokit.cli.health_render import prometheus_exposition, render_prometheus
 from matokit.config import Settings, resolve
 from matokit.health import CHECKS, HealthReport, Status, Thresholds, run_health
-from matokit.health.series import CHECK_SERIES, RUN_SERIES, UNKNOWN_LABEL
+from matokit.health.series import UNKNOWN_LABEL
 from matokit.journal import Journal, NewHit
 from tests.clirunner import invoke
 from tests.fakematomo import SUPERUSER_TOKEN, FakeMatomo, Fault
 from tests.promtool import check_metrics
-
-OPENMETRICS = "application/openmetrics-text; version=1.0.0"
-# Labels whose value is data, not identity: an info metric's version.
-INFO_LABELS = {"matokit_matomo_info": "version", "matokit_build_info": "version"}
-
-Series = tuple[str, tuple[tuple[str, str], ...]]
-
-
-def series_of(text: str, *, openmetrics: bool = False) -> set[Series]:
-    """(sample name, sorted labels) of every sample; an info metric's version as "*"."""
-    parse = openmetrics_families if openmetrics else text_string_to_metric_families
-    found: set[Series] = set()
-    for family in parse(text):
-        for sample in family.samples:
-            labels = dict(sample.labels)
-            if sample.name in INFO_LABELS:
-                labels[INFO_LABELS[sample.name]] = "*"
-            found.add((sample.name, tuple(sorted(labels.items()))))
-    return found
-
-
-def expected_series(checks: tuple[str, ...] = CHECKS, profile: str = "default") -> set[Series]:
-    """What the series table promises for a run of `checks`."""
-    found: set[Series] = set()
-    run = [*RUN_SERIES, *(s for check in checks for s in CHECK_SERIES[check])]
-    for series in run:
-        base = {"profile": profile} | {label: "*" for label in series.labels}
-        if "check" in series.labels:
-            found |= {
-                (series.name, tuple(sorted((base | {"check": check}).items()))) for check in checks
-            }
-        else:
-            found.add((series.name, tuple(sorted(base.items()))))
-    return found
+from tests.series import OPENMETRICS, expected_series, series_of
 
 
 def _loader(fake: FakeMatomo, *, token: str | None = SUPERUSER_TOKEN, **flags: str) -> Callable:

@@ -364,6 +364,10 @@ PROMETHEUS_3_ACCEPT = (
         # OpenMetrics before 1.0.0 is not a format prometheus_client writes.
         ("application/openmetrics-text;version=0.0.1", "text/plain; version=0.0.4; charset=utf-8"),
         ("application/openmetrics-text", "application/openmetrics-text; version=1.0.0"),
+        (
+            "application/openmetrics-text; version=1.0.0",
+            "application/openmetrics-text; version=1.0.0",
+        ),
         (PROMETHEUS_2_ACCEPT, "application/openmetrics-text; version=1.0.0"),
         (PROMETHEUS_3_ACCEPT, "application/openmetrics-text; version=1.0.0"),
     ],
