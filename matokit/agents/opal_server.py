@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hmac
 import logging
+import signal
 import socket
 from collections.abc import Awaitable, Callable, MutableMapping, Sequence
 from typing import TYPE_CHECKING, Any
@@ -170,7 +171,15 @@ def serve(app: FastAPI, sock: socket.socket, *, announce: Callable[[str], None])
     )
     server = uvicorn.Server(config)
     announce(f"matokit: tools service listening on http://{shown}:{port}/ (discovery: /discovery)")
-    server.run(sockets=[sock])
+    # uvicorn stops gracefully on SIGTERM/SIGINT, then raises the signal again for the handler
+    # it found: a no-op here, so that a clean stop exits 0 as `health serve` does.
+    signals = (signal.SIGTERM, signal.SIGINT)
+    previous = {sig: signal.signal(sig, lambda *_: None) for sig in signals}
+    try:
+        server.run(sockets=[sock])
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
     announce("matokit: tools service stopped")
 
 

@@ -84,12 +84,11 @@ NOT_AGENT_TOOLS: dict[str, str] = {
 # Options an agent tool never takes, whatever flag the operator gives: a file on this machine
 # (health --output), or a rendering choice that JSON has no use for (--chart refuses it).
 # `--format` is never a parameter either: a tool always asks for JSON.
-_RENDERING = frozenset({"--chart", "--csv-safe"})
 AGENT_HIDDEN_FLAGS: dict[str, frozenset[str]] = {
     "health": frozenset({"--output"}),
-    "report list": _RENDERING,
-    "report show": _RENDERING,
-    "report summary": _RENDERING,
+    "report list": frozenset({"--csv-safe"}),
+    "report show": frozenset({"--chart", "--csv-safe"}),
+    "report summary": frozenset({"--csv-safe"}),
 }
 
 # Commands that never contact Matomo (only local state): MCP's openWorldHint is false for them.
