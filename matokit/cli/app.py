@@ -20,7 +20,7 @@ def _flag(*names: str, help: str) -> Any:
 
 def build_app() -> typer.Typer:
     """The Typer application with every command group registered."""
-    from matokit.cli import api, config, describe, health, queue, report, setup, track
+    from matokit.cli import agents, api, config, describe, health, queue, report, setup, track
     from matokit.cli import cache as cache_cli
 
     app = typer.Typer(
@@ -44,6 +44,8 @@ def build_app() -> typer.Typer:
     app.add_typer(setup.app, name="setup")
     app.command("describe")(describe.describe_command)
     app.command("completions")(describe.completions_command)
+    app.command("mcp")(agents.mcp_command)
+    app.add_typer(agents.app, name="tools")
     return app
 
 
