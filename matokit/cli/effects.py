@@ -46,6 +46,7 @@ COMMANDS: dict[str, str] = {
     "report show": READ_ONLY,
     "report summary": READ_ONLY,
     "setup exactly-once": WRITES_MATOMO,  # creates or activates a custom dimension
+    "track access-log": WRITES_MATOMO,
     "track event": WRITES_MATOMO,
     "track goal": WRITES_MATOMO,
     "track import": WRITES_MATOMO,
@@ -57,6 +58,7 @@ COMMANDS: dict[str, str] = {
 FLAGS: dict[str, dict[str, str]] = {
     "api": {"--allow-write": WRITES_MATOMO},
     "health": {"--output": WRITES_LOCAL},
+    "track access-log": {"--queue": WRITES_LOCAL, "--dry-run": READ_ONLY},
     "track event": _TRACK_FLAGS,
     "track goal": _TRACK_FLAGS,
     "track import": {"--queue": WRITES_LOCAL},
