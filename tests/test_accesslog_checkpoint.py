@@ -60,17 +60,19 @@ class Runner:
 
     def __call__(self, *paths: Path, **options: Any) -> AccessLogResult:
         opts = AccessLogOptions(site=1, site_url="https://www.example.com", queue=True, **options)
-        with self.delivery() as delivery:
-            with AccessLogImport(
+        with (
+            self.delivery() as delivery,
+            AccessLogImport(
                 opts,
                 delivery=delivery,
                 client=delivery.client,
                 data_dir=self.data,
                 clock=self.clock,
-            ) as run:
-                run.prepare()
-                run.run([str(p) for p in paths])
-                return run.finish(None)
+            ) as run,
+        ):
+            run.prepare()
+            run.run([str(p) for p in paths])
+            return run.finish(None)
 
     def journaled(self) -> int:
         with self.delivery() as delivery:
@@ -111,9 +113,7 @@ def test_a_grown_file_is_read_from_where_the_last_run_stopped(
     assert runner.journaled() == hits_in(0, 150)
 
 
-def test_rotation_and_compression_import_only_the_new_lines(
-    runner: Runner, tmp_path: Path
-) -> None:
+def test_rotation_and_compression_import_only_the_new_lines(runner: Runner, tmp_path: Path) -> None:
     log, rotated = tmp_path / "access.log", tmp_path / "access.log.1"
     log.write_text(lines(0, 100))
     runner(log)

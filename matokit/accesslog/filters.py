@@ -26,21 +26,19 @@ from typing import Final
 
 from matokit.accesslog.formats import LogRecord
 
-STATIC_EXTENSIONS: Final = frozenset(
-    (
-        "gif jpg jpeg png bmp ico svg svgz ttf otf eot woff woff2 class swf css js xml webp avif"
-    ).split()
-)
+STATIC_EXTENSIONS: Final = frozenset({
+    "gif", "jpg", "jpeg", "png", "bmp", "ico", "svg", "svgz", "ttf", "otf", "eot", "woff",
+    "woff2", "class", "swf", "css", "js", "xml", "webp", "avif",
+})  # fmt: skip
 STATIC_FILES: Final = frozenset({"robots.txt"})
-DOWNLOAD_EXTENSIONS: Final = frozenset(
-    (
-        "7z aac arc arj asf asx avi bin csv deb dmg doc docx exe flac flv gz gzip hqx "
-        "ibooks jar json mpg mp2 mp3 mp4 mpeg mov movie msi msp odb odf odg odp "
-        "ods odt ogg ogv pdf phps ppt pptx qt qtm ra ram rar rpm rtf sea sit tar tbz "
-        "bz2 tbz tgz torrent txt wav webm wma wmv wpd xls xlsx xml xsd z zip "
-        "azw3 epub mobi apk md5 sig"
-    ).split()
-)
+DOWNLOAD_EXTENSIONS: Final = frozenset({
+    "7z", "aac", "arc", "arj", "asf", "asx", "avi", "bin", "csv", "deb", "dmg", "doc", "docx",
+    "exe", "flac", "flv", "gz", "gzip", "hqx", "ibooks", "jar", "json", "mpg", "mp2", "mp3",
+    "mp4", "mpeg", "mov", "movie", "msi", "msp", "odb", "odf", "odg", "odp", "ods", "odt", "ogg",
+    "ogv", "pdf", "phps", "ppt", "pptx", "qt", "qtm", "ra", "ram", "rar", "rpm", "rtf", "sea",
+    "sit", "tar", "tbz", "bz2", "tgz", "torrent", "txt", "wav", "webm", "wma", "wmv", "wpd",
+    "xls", "xlsx", "xml", "xsd", "z", "zip", "azw3", "epub", "mobi", "apk", "md5", "sig",
+})  # fmt: skip
 # Lower-case substrings of user agents Matomo's importer treats as bots: `curl` is one,
 # `Wget` and `python-requests` are not.
 BOT_SUBSTRINGS: Final = (
@@ -135,7 +133,9 @@ class Filters:
     def __init__(self, options: FilterOptions) -> None:
         self.options = options
         self._excluded = [re.compile(fnmatch.translate(g)).match for g in options.exclude_paths]
-        self._hosts = [re.compile(fnmatch.translate(g.lower())).match for g in options.include_hosts]
+        self._hosts = [
+            re.compile(fnmatch.translate(g.lower())).match for g in options.include_hosts
+        ]
         self._agents: dict[str, bool] = {}
         self._statuses: dict[str, Reason | bool] = {}
 
@@ -177,7 +177,7 @@ class Filters:
         except KeyError:
             error = self._statuses[record.status] = self._status(record.status)
         if error.__class__ is Reason:
-            return error  # type: ignore[return-value]
+            return error
         if self._excluded:
             for match in self._excluded:
                 if match(path):

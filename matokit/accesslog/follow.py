@@ -172,7 +172,7 @@ def _close(run: AccessLogImport, importer: FileImport) -> None:
 
 
 def _changed(name: str, importer: FileImport) -> str | None:
-    """"rotated" when `name` is now another file (or gone), "truncated" when the file got
+    """ "rotated" when `name` is now another file (or gone), "truncated" when the file got
     shorter or its first bytes changed, else None."""
     identity = importer.identity
     if identity is None:

@@ -14,7 +14,7 @@ import bz2
 import os
 import re
 import zlib
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from typing import IO, Final, Protocol
 
 MAX_LINE: Final = 64 * 1024
@@ -46,7 +46,7 @@ def _new_decoder(kind: str) -> _Decoder:
 
 
 def compression_of(head: bytes) -> str | None:
-    """"gzip", "bzip2" or None (plain), from a file's first bytes."""
+    """ "gzip", "bzip2" or None (plain), from a file's first bytes."""
     if head.startswith(b"\x1f\x8b"):
         return "gzip"
     if head.startswith(b"BZh") and len(head) > 3 and head[3:4].isdigit():
@@ -198,7 +198,7 @@ class LineReader:
                 self.line += 1
                 yield rest if len(rest) <= MAX_LINE else TOO_LONG
 
-    def _skip_long(self, block: bytes) -> Iterator[bytes]:
+    def _skip_long(self, block: bytes) -> Generator[bytes, None, bytes]:
         """Drop the rest of a too-long line; what follows its end is returned."""
         match = _LINE_END.search(block)
         if match is None or (match.group() == b"\r" and match.end() == len(block)):

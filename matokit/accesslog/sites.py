@@ -80,7 +80,9 @@ class Sites:
         except MatomoError as exc:
             if remembered is None:
                 raise
-            log.warning("cannot ask Matomo for the site of %s (%s); using its last answer", host, exc)
+            log.warning(
+                "cannot ask Matomo for the site of %s (%s); using its last answer", host, exc
+            )
             return remembered[0]
         site = _first_site(answer)
         if self._state is not None:
@@ -135,6 +137,8 @@ def _first_site(answer: Any) -> int | None:
     if isinstance(answer, list):
         for row in answer:
             value = row.get("idsite") if isinstance(row, dict) else row
+            if value is None:
+                continue
             try:
                 return int(value)
             except (TypeError, ValueError):

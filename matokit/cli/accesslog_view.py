@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import sys
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -30,7 +31,6 @@ def run_files(
 ) -> int:
     """One run over `names`; returns the exit code."""
     from matokit.accesslog import AccessLogImport
-    from matokit.cli.track_accesslog import stdin_stream
     from matokit.stopping import stop_on_signals
 
     total = _total_size(names)
@@ -100,6 +100,16 @@ def run_follow(
             signum=stop.signum,
             background=flusher,
         )
+
+
+def stdin_stream() -> Any:
+    """stdin as bytes (a text stream standing in for it in tests is encoded)."""
+    stream = getattr(sys.stdin, "buffer", None)
+    if stream is not None:
+        return stream
+    import io
+
+    return io.BytesIO(sys.stdin.read().encode("utf-8"))
 
 
 def _delivery(settings: Settings) -> Delivery:
@@ -219,8 +229,10 @@ def totals_line(result: AccessLogResult, options: AccessLogOptions) -> str:
     )
     if options.dry_run:
         return text + f" {verb}."
-    return text + f": {summary.total('imported'):,} {verb}, {summary.total('duplicates'):,} " + (
-        "already imported."
+    return (
+        text
+        + f": {summary.total('imported'):,} {verb}, {summary.total('duplicates'):,} "
+        + ("already imported.")
     )
 
 
@@ -232,7 +244,9 @@ def _file_problems(file: FileSummary) -> None:
     if file.unparsable:
         shown = ", ".join(f"{n} ({why})" for n, why in file.unparsable)
         total = file.skipped[Reason.UNPARSABLE]
-        extra = f" and {total - len(file.unparsable):,} more" if total > len(file.unparsable) else ""
+        extra = (
+            f" and {total - len(file.unparsable):,} more" if total > len(file.unparsable) else ""
+        )
         say(f"matokit: {file.name}: unparsable line(s) {shown}{extra}")
 
 

@@ -20,8 +20,17 @@ def _flag(*names: str, help: str) -> Any:
 
 def build_app() -> typer.Typer:
     """The Typer application with every command group registered."""
-    from matokit.cli import api, config, describe, health, queue, report, setup, track
-    from matokit.cli import track_accesslog
+    from matokit.cli import (
+        api,
+        config,
+        describe,
+        health,
+        queue,
+        report,
+        setup,
+        track,
+        track_accesslog,
+    )
     from matokit.cli import cache as cache_cli
 
     app = typer.Typer(

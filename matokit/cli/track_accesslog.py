@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import sys
 from typing import TYPE_CHECKING, Any
 
 import typer
@@ -67,7 +66,10 @@ def access_log_command(
         False, "--enable-http-redirects", help="Track 3xx answers (304 always is)."
     ),
     exclude_path: list[str] | None = typer.Option(
-        None, "--exclude-path", help="Skip paths matching this glob (repeatable).", show_default=False
+        None,
+        "--exclude-path",
+        help="Skip paths matching this glob (repeatable).",
+        show_default=False,
     ),
     include_host: list[str] | None = typer.Option(
         None,
@@ -230,13 +232,3 @@ def _flush_options(
     if concurrency is not None:
         options = dataclasses.replace(options, concurrency=parse_concurrency(concurrency))
     return options
-
-
-def stdin_stream() -> Any:
-    """stdin as bytes (a text stream standing in for it in tests is encoded)."""
-    stream = getattr(sys.stdin, "buffer", None)
-    if stream is not None:
-        return stream
-    import io
-
-    return io.BytesIO(sys.stdin.read().encode("utf-8"))
