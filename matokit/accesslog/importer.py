@@ -166,6 +166,9 @@ class AccessLogImport(Closing):
         summary = self.summary.add(name)
         try:
             raw = open(name, "rb")  # noqa: SIM115 - closed below
+        except FileNotFoundError:
+            summary.vanished = True  # rotated away since it was named: its lines are elsewhere
+            return
         except OSError as exc:
             summary.error = f"cannot read it: {exc.strerror or exc}"
             return

@@ -201,6 +201,8 @@ def file_line(file: FileSummary) -> str:
 
     if file.busy:
         return f"matokit: {file.name}: another matokit is importing it; left alone"
+    if file.vanished:
+        return f"matokit: {file.name}: gone before it could be read (rotated away?)"
     parts = [f"{file.lines:,} line(s)"]
     if file.start_line:
         parts[0] += f" after line {file.start_line:,}"
