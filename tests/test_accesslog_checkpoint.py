@@ -228,3 +228,34 @@ def test_the_state_file_is_private(runner: Runner, tmp_path: Path) -> None:
     runner(log)
     assert os.stat(runner.data / FILE_NAME).st_mode & 0o777 == 0o600
     assert os.stat(runner.data).st_mode & 0o777 == 0o700
+
+
+def test_many_chunks_journal_every_hit_and_resume_between_them(
+    runner: Runner, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from matokit.accesslog.fileimport import FileImport
+    from matokit.stopping import StopRequest
+
+    monkeypatch.setattr(FileImport, "chunk", 16)
+    log = tmp_path / "access.log"
+    log.write_text(lines(0, 300))
+    stop = StopRequest()  # asked (as by SIGTERM) once the first chunk is committed
+    opts = AccessLogOptions(site=1, site_url="https://www.example.com", queue=True)
+    with (
+        runner.delivery() as delivery,
+        AccessLogImport(
+            opts,
+            delivery=delivery,
+            client=delivery.client,
+            data_dir=runner.data,
+            stop=stop,
+            on_progress=lambda position: stop.request(),
+        ) as run,
+    ):
+        run.prepare()
+        run.run([str(log)])
+        stopped = run.finish(None)
+    assert stopped.interrupted and stopped.summary.files[0].imported == 16
+    rest = runner(log).summary.files[0]
+    assert rest.start_line > 0 and rest.imported == hits_in(0, 300) - 16
+    assert runner.journaled() == hits_in(0, 300)

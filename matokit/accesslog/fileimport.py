@@ -31,6 +31,8 @@ CHECKPOINT_LINES: Final = 200_000  # lines without a hit between checkpoints
 class FileImport:
     """Reads one Source into the journal; `pump()` may be called again as the file grows."""
 
+    chunk = CHUNK  # hits per journal transaction (tests make it small)
+
     def __init__(
         self,
         run: AccessLogImport,
@@ -86,68 +88,79 @@ class FileImport:
         batch = self._batch
         stop = run.stop
         name = self.fmt.name
-        for raw in reader.lines():
-            if raw is TOO_LONG:
-                summary.lines += 1
-                summary.skip(Reason.UNPARSABLE, reader.line, f"longer than {MAX_LINE} bytes")
-                continue
-            if not raw or raw.isspace():
-                continue
-            try:
-                text = raw.decode("utf-8")
-            except UnicodeDecodeError:
-                text = raw.decode("utf-8", "replace")
-            record = parse(text)
-            if record is HEADER:
-                continue
-            summary.lines += 1
-            if record is None:
-                summary.skip(Reason.UNPARSABLE, reader.line, f"not a line of the {name} format")
-                continue
-            verdict = check(record)
-            if isinstance(verdict, Reason):
-                skipped[verdict] += 1
-                continue
-            try:
-                when = timestamp(record)
-            except (ValueError, OverflowError):
-                summary.skip(Reason.UNPARSABLE, reader.line, f"invalid time {record.stamp!r}")
-                continue
-            if when < oldest:
-                skipped[Reason.TOO_OLD] += 1
-                continue
-            site = fixed if fixed is not None else sites.site_for(record.host)
-            if site is None:
-                skipped[Reason.UNKNOWN_HOST] += 1
-                continue
-            summary.hits += 1
-            if verdict.download:
-                summary.downloads += 1
-            if dry:
-                continue
-            digest = line_digest(raw)
-            key = line_key(site, digest, occurrences.next(digest, when))
-            at = when if when < now else now  # Matomo records future times as "now"
-            params = hit_params(
-                record,
-                site=site,
-                when=at,
-                base=sites.base(site, record.host),
-                verdict=verdict,
-                key=key,
-                options=hit_options,
-            )
-            batch.append((day_of(when), key, params, at))
-            if len(batch) >= CHUNK or reader.line - self._committed[1] >= CHECKPOINT_LINES:
-                self.commit()
-                if stop is not None and stop.requested:
-                    self.done = True
-                    return
+        chunk = self.chunk
+        read = 0  # lines of the format's kind (not blank, not directives)
+        try:
+            for raw in reader.lines():
+                if raw is TOO_LONG:
+                    read += 1
+                    summary.skip(Reason.UNPARSABLE, reader.line, f"longer than {MAX_LINE} bytes")
+                    continue
+                try:
+                    text = raw.decode("utf-8")
+                except UnicodeDecodeError:
+                    text = raw.decode("utf-8", "replace")
+                record = parse(text)
+                if record is None:
+                    if not text or text.isspace():
+                        continue  # blank lines are no lines
+                    read += 1
+                    why = f"not a line of the {name} format"
+                    summary.skip(Reason.UNPARSABLE, reader.line, why)
+                    continue
+                if record is HEADER:
+                    continue
+                read += 1
+                verdict = check(record)
+                if isinstance(verdict, Reason):
+                    skipped[verdict] += 1
+                    continue
+                try:
+                    when = timestamp(record)
+                except (ValueError, OverflowError):
+                    why = f"invalid time {record.stamp!r}"
+                    summary.skip(Reason.UNPARSABLE, reader.line, why)
+                    continue
+                if when < oldest:
+                    skipped[Reason.TOO_OLD] += 1
+                    continue
+                site = fixed if fixed is not None else sites.site_for(record.host)
+                if site is None:
+                    skipped[Reason.UNKNOWN_HOST] += 1
+                    continue
+                summary.hits += 1
+                if verdict.download:
+                    summary.downloads += 1
+                if dry:
+                    continue
+                digest = line_digest(raw)
+                key = line_key(site, digest, occurrences.next(digest, when))
+                at = when if when < now else now  # Matomo records future times as "now"
+                params = hit_params(
+                    record,
+                    site=site,
+                    when=at,
+                    base=sites.base(site, record.host),
+                    verdict=verdict,
+                    key=key,
+                    options=hit_options,
+                )
+                batch.append((day_of(when), key, params, at))
+                if len(batch) >= chunk or reader.line - self._committed[1] >= CHECKPOINT_LINES:
+                    summary.lines += read
+                    read = 0
+                    self.commit()
+                    if stop is not None and stop.requested:
+                        self.done = True
+                        return
+        finally:
+            summary.lines += read
         self.commit()
 
     def commit(self) -> None:
         """Journal the hits read so far and move the file's checkpoint past their lines."""
-        batch, self._batch = self._batch, []
+        batch = self._batch[:]
+        self._batch.clear()  # in place: pump() holds this list
         run = self.run
         state = run.state
         position = (self.reader.offset, self.reader.line)

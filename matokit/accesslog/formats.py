@@ -163,35 +163,35 @@ class ClfFormat:
     def parse(self, line: str) -> LogRecord | None:
         """The record of `line`, or None when it is not in this format."""
         match = self._fast(line)
-        if match is not None:
-            groups = match.groups()
-            host: str | None = None
-            if self.has_host:
-                host = groups[0].lower().strip(".")
-                groups = groups[1:]
-            if self._agent:
-                ip, user, stamp, method, path, query, status, length, ref, agent = groups
-                if ref is None:
-                    ref = agent = ""
-                elif ref == "-":
-                    ref = ""
-            else:
-                ip, user, stamp, method, path, query, status, length = groups
+        if match is None:
+            return self._parse_slow(line)
+        groups = match.groups()
+        host: str | None = None
+        if self.has_host:
+            host = groups[0].lower().strip(".")
+            groups = groups[1:]
+        if self._agent:
+            ip, user, stamp, method, path, query, status, length, ref, agent = groups
+            if ref is None:
                 ref = agent = ""
-            return LogRecord(
-                ip,
-                None if user == "-" else user,
-                stamp,
-                method,
-                path,
-                query or "",
-                status,
-                length,
-                ref,
-                agent,
-                host,
-            )
-        return self._parse_slow(line)
+            elif ref == "-":
+                ref = ""
+        else:
+            ip, user, stamp, method, path, query, status, length = groups
+            ref = agent = ""
+        return LogRecord(
+            ip,
+            None if user == "-" else user,
+            stamp,
+            method,
+            path,
+            query or "",
+            status,
+            length,
+            ref,
+            agent,
+            host,
+        )
 
     def _parse_slow(self, line: str) -> LogRecord | None:
         match = self._slow(line)
@@ -240,9 +240,35 @@ def common() -> ClfFormat:
     return ClfFormat("common", host=False, agent=False)
 
 
+class CombinedFormat(ClfFormat):
+    """`combined`, with a parse specialised for it (the format of most logs)."""
+
+    def __init__(self) -> None:
+        super().__init__("combined", host=False, agent=True)
+
+    def parse(self, line: str) -> LogRecord | None:
+        """The record of `line`, or None when it is not in this format."""
+        match = self._fast(line)
+        if match is None:
+            return self._parse_slow(line)
+        ip, user, stamp, method, path, query, status, length, ref, agent = match.groups()
+        return LogRecord(
+            ip,
+            None if user == "-" else user,
+            stamp,
+            method,
+            path,
+            query or "",
+            status,
+            length,
+            "" if ref == "-" else ref,
+            agent,
+        )
+
+
 def combined() -> ClfFormat:
     """`%h %l %u %t "%r" %>s %b "%{Referer}i" "%{User-agent}i"` (extra fields may follow)."""
-    return ClfFormat("combined", host=False, agent=True)
+    return CombinedFormat()
 
 
 def vhost_combined() -> ClfFormat:

@@ -185,7 +185,23 @@ class LineReader:
                 if not block:
                     continue
             data = self._rest + block if self._rest else block
-            yield from self._split(data)
+            carriage = b"\r" in data
+            if carriage and data.count(b"\r") != data.count(b"\r\n"):
+                yield from self._split_carriage(data)
+                continue
+            # The common case, inline (a generator less per line): lines end at \n or \r\n.
+            parts = data.split(b"\n")
+            rest = parts.pop()
+            offset, line = self.offset, self.line
+            for part in parts:
+                offset += len(part) + 1
+                line += 1
+                self.offset = offset
+                self.line = line
+                if carriage and part[-1:] == b"\r":
+                    part = part[:-1]
+                yield part if len(part) <= MAX_LINE else TOO_LONG
+            self._keep(rest)
         if source.final and not source.truncated:
             if self._skipping >= 0:
                 self.offset += self._skipping
@@ -209,23 +225,6 @@ class LineReader:
         self.line += 1
         yield TOO_LONG
         return block[match.end() :]
-
-    def _split(self, data: bytes) -> Iterator[bytes]:
-        carriage = b"\r" in data
-        if carriage and data.count(b"\r") != data.count(b"\r\n"):
-            yield from self._split_carriage(data)
-            return
-        parts = data.split(b"\n")
-        rest = parts.pop()
-        offset, line = self.offset, self.line
-        for part in parts:
-            offset += len(part) + 1
-            line += 1
-            self.offset, self.line = offset, line
-            if carriage and part.endswith(b"\r"):
-                part = part[:-1]
-            yield part if len(part) <= MAX_LINE else TOO_LONG
-        self._keep(rest)
 
     def _split_carriage(self, data: bytes) -> Iterator[bytes]:
         """Lines ended by lone `\\r` too (old Mac, some tools); slower, rare."""
