@@ -201,10 +201,24 @@ def test_queue_only_journals_and_site_url_needs_no_matomo(
     assert status["queued"] == 2
 
 
+def test_a_missing_file_is_skipped_with_a_note(
+    env: FakeMatomo, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    log = tmp_path / "access.log"
+    log.write_text(line("/here"))
+    result = invoke(capsys, "track", "access-log", str(tmp_path / "access.log.1"), str(log))
+    assert result.code == 0, result.stderr
+    assert "access.log.1: no such file (not rotated yet, or rotated away); skipped" in (
+        result.stderr
+    )
+    assert urls(env) == {"https://example.org/here": 1}
+    quiet = invoke(capsys, "-q", "track", "access-log", str(tmp_path / "access.log.1"))
+    assert quiet.code == 0 and quiet.stderr == ""
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (("missing.log",), "missing.log does not exist"),
         ((".",), ". is a directory"),
         (("a.log", "--follow", "b.log"), "--follow takes exactly one FILE"),
         (("-", "--follow"), "--follow takes exactly one FILE"),
@@ -232,3 +246,17 @@ def test_usage_errors_exit_2_before_reading(
     assert result.code == 2, result.stderr
     assert message in result.stderr
     assert env.hits == []
+
+
+def test_quiet_runs_print_only_problems(
+    env: FakeMatomo, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    log = tmp_path / "access.log"
+    log.write_text(line("/a"))
+    assert invoke(capsys, "-q", "track", "access-log", str(log)).stderr == ""
+    log.write_text(line("/a") + "not a log line\n")
+    noisy = invoke(capsys, "-q", "track", "access-log", str(log))
+    assert noisy.code == 65
+    assert noisy.stderr == (
+        f"matokit: {log}: unparsable line(s) 2 (not a line of the combined format)\n"
+    )

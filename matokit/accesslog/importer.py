@@ -167,7 +167,7 @@ class AccessLogImport(Closing):
         try:
             raw = open(name, "rb")  # noqa: SIM115 - closed below
         except FileNotFoundError:
-            summary.vanished = True  # rotated away since it was named: its lines are elsewhere
+            summary.vanished = True  # not rotated yet, or rotated away: its lines are elsewhere
             return
         except OSError as exc:
             summary.error = f"cannot read it: {exc.strerror or exc}"

@@ -93,7 +93,7 @@ class Sites:
         """What the line's URL starts with: scheme://host (the line's host, when it has one)."""
         prefix = self._prefix(site)
         if host:
-            return urlsplit(prefix).scheme + "://" + host
+            return prefix[: prefix.index("://") + 3] + host
         return prefix
 
     def _prefix(self, site: int) -> str:

@@ -27,7 +27,7 @@ class FileSummary:
     unparsable: list[tuple[int, str]] = field(default_factory=list)  # first line numbers
     error: str | None = None  # why the file stopped early (cut short, binary, no format)
     busy: bool = False  # another matokit was importing it: left alone
-    vanished: bool = False  # gone between being named and being opened (rotated away)
+    vanished: bool = False  # no such file (not rotated yet, or rotated away since named)
 
     def skip(self, reason: Reason, line: int = 0, why: str = "") -> None:
         """Count a line that did not become a hit (noting the first unparsable ones)."""

@@ -46,7 +46,7 @@ def run_files(
                 data_dir=settings.data_dir,
                 stop=stop,
                 on_progress=bars.read,
-                on_open=_say_format,
+                on_open=None if _quiet(settings) else _say_format,
             )
         )
         run.prepare()
@@ -79,7 +79,7 @@ def run_follow(
                 client=delivery.client,
                 data_dir=settings.data_dir,
                 stop=stop,
-                on_open=_say_format,
+                on_open=None if _quiet(settings) else _say_format,
             )
         )
         run.prepare()
@@ -202,7 +202,7 @@ def file_line(file: FileSummary) -> str:
     if file.busy:
         return f"matokit: {file.name}: another matokit is importing it; left alone"
     if file.vanished:
-        return f"matokit: {file.name}: gone before it could be read (rotated away?)"
+        return f"matokit: {file.name}: no such file (not rotated yet, or rotated away); skipped"
     parts = [f"{file.lines:,} line(s)"]
     if file.start_line:
         parts[0] += f" after line {file.start_line:,}"

@@ -160,13 +160,14 @@ def _check_usage(
             raise typer.BadParameter("--follow cannot be combined with --dry-run")
         return
     for name in files:
-        if name == "-":
+        # A missing file is skipped with a note, as Matomo's importer does: `access.log.1`
+        # named in a crontab does not exist until the first rotation.
+        if name == "-" or not os.path.exists(name):
             continue
         if os.path.isdir(name):
             raise typer.BadParameter(f"{name} is a directory", param_hint="FILE")
         if not os.access(name, os.R_OK):
-            reason = "does not exist" if not os.path.exists(name) else "is not readable"
-            raise typer.BadParameter(f"{name} {reason}", param_hint="FILE")
+            raise typer.BadParameter(f"{name} is not readable", param_hint="FILE")
 
 
 def _options(

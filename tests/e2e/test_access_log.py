@@ -143,8 +143,7 @@ def test_cron_runs_while_the_log_grows_and_rotates_store_every_line_once(
                 "track", "access-log", *log.files(), "--format", "json", env=al_env
             )
             runs += 1
-            gone = "does not exist" in result.stderr  # rotated between listing and starting
-            assert result.code == 0 or (result.code == 2 and gone), result
+            assert result.code == 0, result  # a file rotated away meanwhile is skipped
     finally:
         thread.join()
     final = run_matokit("track", "access-log", *log.files(), "--format", "json", env=al_env)
