@@ -259,3 +259,39 @@ def test_many_chunks_journal_every_hit_and_resume_between_them(
     rest = runner(log).summary.files[0]
     assert rest.start_line > 0 and rest.imported == hits_in(0, 300) - 16
     assert runner.journaled() == hits_in(0, 300)
+
+
+def test_a_file_that_only_starts_alike_is_read_from_its_start(
+    runner: Runner, tmp_path: Path
+) -> None:
+    sample = tmp_path / "sample.log"
+    sample.write_text(lines(0, 100) + "a line of something else entirely\n")
+    runner(sample)
+    other = tmp_path / "other.log"  # same first 4 KiB, other bytes before sample's offset
+    other.write_text(lines(0, 100) + lines(100, 50))
+    found = runner(other).summary.files[0]
+    assert (found.start_line, found.imported) == (0, hits_in(100, 50))
+    assert found.duplicates == hits_in(0, 100)
+    assert runner.journaled() == hits_in(0, 150)
+
+
+def test_an_unchanged_compressed_file_is_not_even_decompressed_again(
+    runner: Runner, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from matokit.accesslog.reader import Source
+
+    packed = tmp_path / "access.log.2.gz"
+    packed.write_bytes(gzip.compress(lines(0, 80).encode()))
+    first = runner(packed).summary.files[0]
+    assert first.imported == hits_in(0, 80)
+
+    def no_skipping(self: object, offset: int, *, keep: int = 0) -> None:
+        raise AssertionError("decompressed again")
+
+    monkeypatch.setattr(Source, "skip_to", no_skipping)
+    again = runner(packed).summary.files[0]
+    assert (again.start_line, again.lines, again.imported) == (hits_in(0, 80), 0, 0)
+    os.utime(packed, ns=(1, 1))  # touched: read again (and every line found imported)
+    monkeypatch.undo()
+    touched = runner(packed).summary.files[0]
+    assert (touched.start_line, touched.lines) == (hits_in(0, 80), 0)

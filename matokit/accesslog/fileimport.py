@@ -43,7 +43,10 @@ class FileImport:
         identity: checkpoints.FileIdentity | None,
         resume: Checkpoint | None,
         own: Checkpoint | None,
+        unchanged: bool = False,
     ) -> None:
+        """`source` is already at `resume`'s offset (when resuming); `unchanged`: a compressed
+        file read to its end before, so there is nothing to read."""
         self.run = run
         self.source = source
         self.fmt = fmt
@@ -53,9 +56,7 @@ class FileImport:
         self.occurrences = Occurrences()
         offset = line = 0
         if resume is not None:
-            # A compressed copy shorter than the checkpoint ends before it: nothing new there.
-            offset = source.skip_to(resume.offset)
-            line = resume.line
+            offset, line = resume.offset, resume.line
             self.occurrences = Occurrences.load(resume.window)
             if resume.format == fmt.name:
                 fmt.restore(resume.format_state)
@@ -63,7 +64,8 @@ class FileImport:
         self.reader = LineReader(source, offset=offset, line=line)
         self._batch: list[tuple[int, str, dict[str, str], int]] = []
         self._committed = (offset, line)
-        self.done = False
+        self.unchanged = unchanged
+        self.done = unchanged  # stopped (by a signal), or nothing to read
 
     @property
     def offset(self) -> int:
@@ -72,6 +74,8 @@ class FileImport:
 
     def pump(self) -> None:
         """Import every complete line available now; commit what was read."""
+        if self.unchanged:
+            return
         run = self.run
         summary = self.summary
         skipped = summary.skipped
@@ -173,7 +177,7 @@ class FileImport:
         self.summary.duplicates += len(batch) - len(fresh)
         run.result.duplicates += len(batch) - len(fresh)
         if fresh:
-            run.check_old_lines([(site_of(p), at) for _, _, p, at in fresh])
+            run.check_old_lines([(site_of(p), at) for _, _, p, at in fresh], self.summary.name)
             state.begin_keys(fresh_pairs)
             added = run.journal_hits([NewHit(key, p, float(at)) for _, key, p, at in fresh])
             self.summary.imported += added.added
@@ -185,18 +189,32 @@ class FileImport:
         self._committed = position
         run.progress()
 
-    def _checkpoint(self) -> Checkpoint | None:
+    def finish(self) -> None:
+        """After the last pump: a compressed file read to its very end is marked complete, so
+        that runs over it while it is unchanged do not even decompress it."""
+        state = self.run.state
+        source = self.source
+        if self.done or state is None or source.compression is None or source.truncated:
+            return
+        saved = self._checkpoint(complete=True)
+        if saved is not None:
+            self._own = dataclasses.replace(saved, id=state.save_checkpoint(saved))
+
+    def _checkpoint(self, *, complete: bool = False) -> Checkpoint | None:
         if self.identity is None:
             return None
+        offset = self.reader.offset
         return checkpoints.at(
             self.identity,
-            offset=self.reader.offset,
+            offset=offset,
             line=self.reader.line,
+            tail=self.source.before(offset, checkpoints.TAIL_BYTES),
             window=self.occurrences.dump(),
             format_name=self.fmt.name,
             format_state=self.fmt.state(),
             path=self.summary.name,
             previous=self._own,
+            complete=complete,
         )
 
 

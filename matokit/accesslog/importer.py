@@ -26,14 +26,16 @@ from matokit.accesslog.hits import HitOptions
 from matokit.accesslog.locks import file_lock
 from matokit.accesslog.reader import HEAD, BinaryFileError, Source, check_text
 from matokit.accesslog.sites import Sites
-from matokit.accesslog.state import FILE_NAME, AccessLogState
+from matokit.accesslog.state import FILE_NAME, AccessLogState, Checkpoint
 from matokit.accesslog.summary import FileSummary, Summary
 from matokit.closing import Closing
 from matokit.delivery.matomo import OLD_HIT_AGE, TrackingClient, admin_sites, old_hit_refusal
 from matokit.delivery.outcomes import FlushOptions, ImportResult, Progress
 from matokit.errors import (
+    ConfigError,
     FlushInProgressError,
     MatokitError,
+    PermissionDeniedError,
     ProtocolError,
     RateLimitedError,
     StorageError,
@@ -211,18 +213,46 @@ class AccessLogImport(Closing):
         if fmt is None:
             return None
         identity = resume = own = None
+        unchanged = False
         if checkpointed and self.state is not None:
             identity = checkpoints.FileIdentity.of(
                 raw.fileno(), head, compressed=source.compression is not None
             )
-            resume = checkpoints.find(self.state, identity)
             mine = self.state.checkpoints(device=identity.device, inode=identity.inode)
             own = mine[0] if mine else None
+            resume = checkpoints.find(self.state, identity, source.before)
+            if resume is not None and checkpoints.unchanged(resume, identity):
+                unchanged = True
+            elif resume is not None:
+                source, resume = self._resume(raw, source, resume)
         self._source = source
-        return FileImport(self, source, fmt, summary, identity=identity, resume=resume, own=own)
+        return FileImport(
+            self,
+            source,
+            fmt,
+            summary,
+            identity=identity,
+            resume=resume,
+            own=own,
+            unchanged=unchanged,
+        )
+
+    def _resume(
+        self, raw: IO[bytes], source: Source, resume: Checkpoint
+    ) -> tuple[Source, Checkpoint | None]:
+        """The source moved to the checkpoint; from the start again when the bytes before it
+        are not the ones the checkpoint saw (another file that starts alike)."""
+        reached, tail = source.skip_to(resume.offset, keep=resume.tail_len)
+        if reached == resume.offset and checkpoints.tail_fits(resume, tail):
+            return source, resume
+        raw.seek(0)
+        fresh = Source(raw, name=source.name, final=source.final)
+        fresh.head()
+        return fresh, None
 
     def finish_file(self, importer: FileImport) -> None:
         """Note how a file ended (a compressed file cut short), and count its bytes as done."""
+        importer.finish()
         source = importer.source
         if source.truncated:
             importer.summary.error = (
@@ -272,10 +302,10 @@ class AccessLogImport(Closing):
         self.result.duplicates += added.duplicates
         return added
 
-    def check_old_lines(self, hits: Sequence[tuple[int, float]]) -> None:
+    def check_old_lines(self, hits: Sequence[tuple[int, float]], name: str) -> None:
         """Refuse (raise) before journaling lines older than 24 h that Matomo would refuse:
-        no token, or no admin access on their site. Unknown for now (Matomo out of reach):
-        journaled, and the flush checks again."""
+        no token (ConfigError), or no admin access on their site (PermissionDeniedError).
+        Unknown for now (Matomo out of reach): journaled, and the flush checks again."""
         if self.options.queue or self.delivery is None:
             return
         now = self.clock()
@@ -290,7 +320,7 @@ class AccessLogImport(Closing):
                 log.info("cannot check admin access for old lines now (%s)", exc)
                 refusal = None
             if refusal is not None:
-                raise refusal
+                raise _old_lines_error(refusal, site, name)
             self._old_ok.add(site)
 
     def _admin_sites(self) -> frozenset[int]:
@@ -339,6 +369,25 @@ class AccessLogImport(Closing):
             interrupted=result.interrupted,
             settled=self.settled,
         )
+
+
+def _old_lines_error(refusal: MatokitError, site: int, name: str) -> MatokitError:
+    """The refusal of old lines, said for a log: where it stopped and how to go on."""
+    where = (
+        f"{name} has lines older than 24 h for site {site}: Matomo records them only with a "
+        "token that has admin access on the site"
+    )
+    later = "lines before them were imported; the next run starts with them"
+    leave_out = "or leave such lines out with --horizon 1d"
+    if isinstance(refusal, PermissionDeniedError):
+        return PermissionDeniedError(
+            f"{where}, and this token has none ({later})",
+            hint=f"use a token with admin access on site {site}, {leave_out}",
+        )
+    return ConfigError(
+        f"{where}, and no token is configured ({later})",
+        hint=f"set MATOMO_TOKEN or --token-file (an admin or superuser token), {leave_out}",
+    )
 
 
 def _head_lines(head: bytes, *, complete: bool) -> list[str]:

@@ -64,16 +64,15 @@ class Source:
         first = raw.read(BLOCK)
         self.compression = compression_of(first)
         self._decoder = None if self.compression is None else _new_decoder(self.compression)
-        self._pending = b""
-        self._raw_done = False
+        self._raw_done = not first
         self.truncated = False  # a compressed stream that ended before its end marker
         self.position = 0  # decompressed bytes handed out by read()
         self.raw_read = len(first)  # bytes of the file read so far (progress)
         if self._decoder is not None:
             self.final = True
         self._pending = self._decode(first) if self._decoder is not None else first
-        if not first:
-            self._raw_done = True
+        # The last two pieces handed out, (start offset, bytes): what `before()` looks at.
+        self._recent: list[tuple[int, bytes]] = []
 
     def _decode(self, data: bytes) -> bytes:
         decoder = self._decoder
@@ -85,11 +84,10 @@ class Source:
             out.append(decoder.decompress(rest))
         return b"".join(out)
 
-    def read(self) -> bytes:
-        """The next decompressed bytes available now; b"" at the (current) end."""
+    def _next(self) -> bytes:
+        """The next decompressed bytes, not yet counted as handed out; b"" at the end."""
         if self._pending:
             data, self._pending = self._pending, b""
-            self.position += len(data)
             return data
         while True:
             block = self.raw.read(BLOCK)
@@ -101,48 +99,75 @@ class Source:
             self.raw_read += len(block)
             data = self._decode(block) if self._decoder is not None else block
             if data:
-                self.position += len(data)
                 return data
+
+    def read(self) -> bytes:
+        """The next decompressed bytes available now; b"" at the (current) end."""
+        data = self._next()
+        if data:
+            self._recent = [*self._recent[-1:], (self.position, data)]
+            self.position += len(data)
+        return data
 
     def head(self) -> bytes:
         """The first HEAD decompressed bytes (without consuming them)."""
-        while len(self._pending) < HEAD and self.position == 0:
+        if self.position:
+            raise RuntimeError("head() after reading")
+        while len(self._pending) < HEAD:
             block = self.raw.read(BLOCK)
             if not block:
                 break
             self.raw_read += len(block)
             self._pending += self._decode(block) if self._decoder is not None else block
-        if self.position == 0:
-            return self._pending[:HEAD]
-        raise RuntimeError("head() after reading")
+        return self._pending[:HEAD]
 
-    def skip_to(self, offset: int) -> int:
+    def before(self, end: int, length: int) -> bytes | None:
+        """The `length` decompressed bytes before offset `end` (fewer at the start), or None
+        when they are no longer at hand."""
+        start = max(0, end - length)
+        if self._decoder is None and _seekable(self.raw):
+            try:
+                return os.pread(self.raw.fileno(), end - start, start)
+            except (OSError, ValueError):
+                return None
+        if not self._recent or self._recent[0][0] > start:
+            return None
+        base = self._recent[0][0]
+        data = b"".join(piece for _, piece in self._recent)
+        if base + len(data) < end:
+            return None
+        return data[start - base : end - base]
+
+    def skip_to(self, offset: int, *, keep: int = 0) -> tuple[int, bytes]:
         """Move to decompressed `offset` (seek when plain, else decompress and drop); where it
-        ended up (less than `offset` when the data is shorter)."""
-        if self._decoder is None and self.position == 0 and _seekable(self.raw):
+        ended up (less than `offset` when the data is shorter) and the `keep` bytes before."""
+        if self.position:
+            raise RuntimeError("skip_to() after reading")
+        if self._decoder is None and _seekable(self.raw):
             size = os.fstat(self.raw.fileno()).st_size
             target = min(offset, size)
-            if target > len(self._pending):
-                self.raw.seek(target)
-                self.raw_read = target
-                self._pending = b""
-            else:
-                self._pending = self._pending[target:]
+            tail = self.before(target, keep) or b""
+            self.raw.seek(target)
+            self.raw_read = target
+            self._pending = b""
             self.position = target
-            return target
-        while self.position + len(self._pending) < offset:
-            if self._pending:
-                self.position += len(self._pending)
-                self._pending = b""
-            data = self.read()
+            self._recent = [(target - len(tail), tail)]
+            return target, tail
+        tail = b""
+        while True:
+            data = self._next()
             if not data:
-                return self.position
-            self.position -= len(data)
-            self._pending = data
-        cut = offset - self.position
-        self._pending = self._pending[cut:]
-        self.position = offset
-        return offset
+                break
+            if self.position + len(data) >= offset:
+                cut = offset - self.position
+                tail = (tail + data[:cut])[-keep:] if keep else b""
+                self._pending = data[cut:]
+                self.position = offset
+                break
+            tail = (tail + data)[-keep:] if keep else b""
+            self.position += len(data)
+        self._recent = [(self.position - len(tail), tail)]
+        return self.position, tail
 
 
 def _seekable(raw: IO[bytes]) -> bool:

@@ -112,11 +112,12 @@ class Sites:
             return remembered[0]
         try:
             answer = self._client().call(SITE_FROM_ID, idSite=site)
-        except MatomoError as exc:
+        except (MatomoError, ConfigError) as exc:
             if remembered is None:
-                exc.hint = (
-                    exc.hint or ""
-                ) + " (or give --site-url: the site's main URL is needed to build page URLs)"
+                # Same error (same exit code), with the way around it.
+                exc.hint = (exc.hint + " " if exc.hint else "") + (
+                    "Or give --site-url https://HOST: page URLs need the site's scheme and host."
+                )
                 raise
             return remembered[0]
         url = str(answer.get("main_url") or "") if isinstance(answer, dict) else ""

@@ -21,7 +21,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Final, TypeVar
+from typing import Any, Final, TypeVar
 
 from matokit.closing import Closing
 from matokit.errors import StorageError
@@ -49,6 +49,11 @@ _SCHEMA: Final = (
         head TEXT NOT NULL,
         offset INTEGER NOT NULL,
         line INTEGER NOT NULL,
+        tail_len INTEGER NOT NULL,
+        tail TEXT NOT NULL,
+        raw_size INTEGER NOT NULL,
+        mtime_ns INTEGER NOT NULL,
+        complete INTEGER NOT NULL,
         window TEXT NOT NULL,
         format TEXT NOT NULL,
         format_state TEXT NOT NULL,
@@ -72,6 +77,11 @@ class Checkpoint:
     head: str
     offset: int
     line: int
+    tail_len: int  # the tail_len bytes before `offset` hash to `tail` (0: not known)
+    tail: str
+    raw_size: int  # the file's size on disk and mtime when it was saved
+    mtime_ns: int
+    complete: bool  # a compressed file read to its end (unchanged since: nothing to read)
     window: str  # the occurrence counts (keys.Occurrences.dump)
     format: str
     format_state: str
@@ -341,26 +351,32 @@ class AccessLogState(Closing):
 
 
 _CHECKPOINT_COLUMNS: Final = (
-    "device, inode, head_len, head, offset, line, window, format, format_state, path,"
-    " updated_at, id"
+    "device, inode, head_len, head, offset, line, tail_len, tail, raw_size, mtime_ns, complete,"
+    " window, format, format_state, path, updated_at, id"
 )
 
 
-def _checkpoint(row: Sequence[object]) -> Checkpoint:
-    (device, inode, head_len, head, offset, line, window, fmt, state, path, at, ident) = row
+def _checkpoint(row: Sequence[Any]) -> Checkpoint:
+    (device, inode, head_len, head, offset, line, tail_len, tail, raw_size, mtime_ns) = row[:10]
+    complete, window, fmt, state, path, at, ident = row[10:]
     return Checkpoint(
-        device=int(str(device)),
-        inode=int(str(inode)),
-        head_len=int(str(head_len)),
+        device=int(device),
+        inode=int(inode),
+        head_len=int(head_len),
         head=str(head),
-        offset=int(str(offset)),
-        line=int(str(line)),
+        offset=int(offset),
+        line=int(line),
+        tail_len=int(tail_len),
+        tail=str(tail),
+        raw_size=int(raw_size),
+        mtime_ns=int(mtime_ns),
+        complete=bool(complete),
         window=str(window),
         format=str(fmt),
         format_state=str(state),
         path=str(path),
-        updated_at=float(str(at)),
-        id=int(str(ident)),
+        updated_at=float(at),
+        id=int(ident),
     )
 
 
@@ -372,6 +388,11 @@ def _save_checkpoint(conn: sqlite3.Connection, cp: Checkpoint, now: float) -> in
         cp.head,
         cp.offset,
         cp.line,
+        cp.tail_len,
+        cp.tail,
+        cp.raw_size,
+        cp.mtime_ns,
+        int(cp.complete),
         cp.window,
         cp.format,
         cp.format_state,
@@ -381,15 +402,16 @@ def _save_checkpoint(conn: sqlite3.Connection, cp: Checkpoint, now: float) -> in
     if cp.id is not None:
         changed = conn.execute(
             "UPDATE checkpoints SET device = ?, inode = ?, head_len = ?, head = ?, offset = ?,"
-            " line = ?, window = ?, format = ?, format_state = ?, path = ?, updated_at = ?"
-            " WHERE id = ?",
+            " line = ?, tail_len = ?, tail = ?, raw_size = ?, mtime_ns = ?, complete = ?,"
+            " window = ?, format = ?, format_state = ?, path = ?, updated_at = ? WHERE id = ?",
             (*values, cp.id),
         ).rowcount
         if changed:
             return cp.id
     cursor = conn.execute(
-        "INSERT INTO checkpoints (device, inode, head_len, head, offset, line, window, format,"
-        " format_state, path, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        "INSERT INTO checkpoints (device, inode, head_len, head, offset, line, tail_len, tail,"
+        " raw_size, mtime_ns, complete, window, format, format_state, path, updated_at)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         values,
     )
     return int(cursor.lastrowid or 0)
