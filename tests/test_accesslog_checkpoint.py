@@ -255,9 +255,10 @@ def test_many_chunks_journal_every_hit_and_resume_between_them(
         run.prepare()
         run.run([str(log)])
         stopped = run.finish(None)
-    assert stopped.interrupted and stopped.summary.files[0].imported == 16
+    before = stopped.summary.files[0].imported
+    assert stopped.interrupted and 16 <= before < 32  # the chunk, and what was read after it
     rest = runner(log).summary.files[0]
-    assert rest.start_line > 0 and rest.imported == hits_in(0, 300) - 16
+    assert rest.start_line > 0 and rest.imported == hits_in(0, 300) - before
     assert runner.journaled() == hits_in(0, 300)
 
 

@@ -58,10 +58,9 @@ def test_import_stores_countable_lines_once_and_a_rerun_nothing(
     log.write_text(MIXED)
     result = invoke(capsys, "track", "access-log", str(log))
     assert result.code == 0, result.stderr
-    assert "log format combined (detected)" in result.stderr
     assert (
-        "8 line(s); 4 hit(s) (1 download(s)); 4 new, 0 already imported; skipped: "
-        "http_error 1, redirect 1, static 1, bot 1." in result.stderr
+        "access.log: format combined (detected); 8 line(s); 4 hit(s) (1 download(s)); 4 new, "
+        "0 already imported; skipped: http_error 1, redirect 1, static 1, bot 1." in result.stderr
     )
     assert urls(env) == {"https://example.org/": 3, "https://example.org/docs/guide.pdf": 1}
     download = next(h for h in env.hits if h["url"].endswith(".pdf"))

@@ -150,11 +150,16 @@ class FileImport:
                     options=hit_options,
                 )
                 batch.append((day_of(when), key, params, at))
-                if len(batch) >= chunk or reader.line - self._committed[1] >= CHECKPOINT_LINES:
+                stopping = stop is not None and stop.signum is not None
+                if (
+                    stopping
+                    or len(batch) >= chunk
+                    or reader.line - self._committed[1] >= CHECKPOINT_LINES
+                ):
                     summary.lines += read
                     read = 0
                     self.commit()
-                    if stop is not None and stop.requested:
+                    if stopping:
                         self.done = True
                         return
         finally:

@@ -46,7 +46,6 @@ def run_files(
                 data_dir=settings.data_dir,
                 stop=stop,
                 on_progress=bars.read,
-                on_open=None if _quiet(settings) else _say_format,
             )
         )
         run.prepare()
@@ -206,6 +205,8 @@ def file_line(file: FileSummary) -> str:
     parts = [f"{file.lines:,} line(s)"]
     if file.start_line:
         parts[0] += f" after line {file.start_line:,}"
+    if file.detected:
+        parts.insert(0, f"format {file.format} (detected)")
     hits = f"{file.hits:,} hit(s)"
     if file.downloads:
         hits += f" ({file.downloads:,} download(s))"
