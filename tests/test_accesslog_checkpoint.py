@@ -190,7 +190,7 @@ def test_a_run_killed_after_the_journal_commit_is_settled_by_the_next(
     log = tmp_path / "access.log"
     log.write_text(lines(0, 40))
 
-    def killed(self: object, keys: object, checkpoint: object) -> None:
+    def killed(self: object, keys: object, checkpoint: object, pending: object) -> None:
         raise StorageError("killed here")
 
     with monkeypatch.context() as patch:

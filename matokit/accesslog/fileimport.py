@@ -181,14 +181,15 @@ class FileImport:
         fresh_pairs = [pair for pair, new in zip(pairs, fresh_flags, strict=True) if new]
         self.summary.duplicates += len(batch) - len(fresh)
         run.result.duplicates += len(batch) - len(fresh)
+        pending = None
         if fresh:
             run.check_old_lines([(site_of(p), at) for _, _, p, at in fresh], self.summary.name)
-            state.begin_keys(fresh_pairs)
+            pending = state.begin_keys(fresh_pairs)
             added = run.journal_hits([NewHit(key, p, float(at)) for _, key, p, at in fresh])
             self.summary.imported += added.added
             self.summary.duplicates += added.duplicates
         saved = self._checkpoint()
-        row = state.commit_keys(fresh_pairs, saved)
+        row = state.commit_keys(fresh_pairs, saved, pending)
         if saved is not None and row is not None:
             self._own = dataclasses.replace(saved, id=row)
         self._committed = position

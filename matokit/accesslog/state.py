@@ -4,8 +4,9 @@ It holds what makes re-runs cheap and exact:
 - `seen`: the key of every line journaled, by the UTC day of the line, for as long as a line
   of that day may be imported (the horizon): the journal forgets delivered keys after its
   dedup window (7 days), rotated logs are re-read much later. 16 bytes per key.
-- `pending`: keys being journaled right now. A run killed between the journal's commit and
-  this file's has them here; the next run (any file) asks the journal which of them it holds.
+- `pending`: the keys of a chunk being journaled right now (one row per chunk). A run killed
+  between the journal's commit and this file's has them here; the next run (any file) asks the
+  journal which of them it holds.
 - `checkpoints`: per file, where the last run stopped (see `checkpoint`).
 - `hosts`, `sites`: host -> site (SitesManager.getSitesIdFromSiteUrl) and a site's main URL,
   remembered a day, so a run needs no API call while Matomo is down.
@@ -39,8 +40,8 @@ _SCHEMA: Final = (
     "CREATE TABLE meta (name TEXT PRIMARY KEY, value TEXT NOT NULL)",
     "CREATE TABLE seen (day INTEGER NOT NULL, key BLOB NOT NULL, PRIMARY KEY (day, key))"
     " WITHOUT ROWID",
-    "CREATE TABLE pending (key BLOB PRIMARY KEY, day INTEGER NOT NULL, since REAL NOT NULL)"
-    " WITHOUT ROWID",
+    # One row per chunk being journaled: its (day, key) pairs packed (4 + 16 bytes each).
+    "CREATE TABLE pending (id INTEGER PRIMARY KEY, since REAL NOT NULL, pairs BLOB NOT NULL)",
     """CREATE TABLE checkpoints (
         id INTEGER PRIMARY KEY,
         device INTEGER NOT NULL,
@@ -204,39 +205,43 @@ class AccessLogState(Closing):
 
     def unseen(self, keys: Sequence[tuple[int, bytes]]) -> list[bool]:
         """For each (day, key): True when it was never journaled by an access-log run."""
+        by_day: dict[int, list[bytes]] = {}
+        for day, key in keys:
+            by_day.setdefault(day, []).append(key)
 
         def run(conn: sqlite3.Connection) -> set[tuple[int, bytes]]:
             found: set[tuple[int, bytes]] = set()
-            for start in range(0, len(keys), _BATCH):
-                batch = keys[start : start + _BATCH]
-                marks = ",".join("(?,?)" for _ in batch)
-                args = [value for pair in batch for value in pair]
-                sql = f"SELECT day, key FROM seen WHERE (day, key) IN (VALUES {marks})"
-                found.update((int(d), bytes(k)) for d, k in conn.execute(sql, args))
+            for day, day_keys in by_day.items():  # a seek per key on the (day, key) index
+                for start in range(0, len(day_keys), _BATCH):
+                    batch = day_keys[start : start + _BATCH]
+                    marks = ",".join("?" * len(batch))
+                    sql = f"SELECT key FROM seen WHERE day = ? AND key IN ({marks})"
+                    found.update((day, bytes(k)) for (k,) in conn.execute(sql, [day, *batch]))
             return found
 
         found = self._read(run) if keys else set()
         return [pair not in found for pair in keys]
 
-    def begin_keys(self, keys: Sequence[tuple[int, bytes]]) -> None:
-        """Note keys about to be journaled (`pending`), before the journal commits them."""
-        now = self._clock()
-        rows = [(key, day, now) for day, key in keys]
-        self._write(
-            lambda c: c.executemany(
-                "INSERT OR IGNORE INTO pending (key, day, since) VALUES (?, ?, ?)", rows
-            )
-        )
+    def begin_keys(self, keys: Sequence[tuple[int, bytes]]) -> int:
+        """Note keys about to be journaled, before the journal commits them; the note's id."""
+        packed = _pack(keys)
+        sql = "INSERT INTO pending (since, pairs) VALUES (?, ?)"
+        return self._write(lambda c: int(c.execute(sql, (self._clock(), packed)).lastrowid or 0))
 
     def commit_keys(
-        self, keys: Sequence[tuple[int, bytes]], checkpoint: Checkpoint | None
+        self,
+        keys: Sequence[tuple[int, bytes]],
+        checkpoint: Checkpoint | None,
+        pending: int | None = None,
     ) -> int | None:
-        """Keys now in the journal: remembered as seen; the file's checkpoint moves on with
-        them, in the same transaction. Returns the checkpoint's id."""
+        """Keys now in the journal: remembered as seen, their `pending` note dropped; the
+        file's checkpoint moves on with them, in the same transaction. Returns the
+        checkpoint's id."""
 
         def run(conn: sqlite3.Connection) -> int | None:
             conn.executemany("INSERT OR IGNORE INTO seen (day, key) VALUES (?, ?)", keys)
-            conn.executemany("DELETE FROM pending WHERE key = ?", [(k,) for _, k in keys])
+            if pending is not None:
+                conn.execute("DELETE FROM pending WHERE id = ?", (pending,))
             if checkpoint is None:
                 return None
             return _save_checkpoint(conn, checkpoint, self._clock())
@@ -247,24 +252,24 @@ class AccessLogState(Closing):
         """Settle keys a killed run left pending: seen when the journal holds (or delivered)
         them, forgotten otherwise (their lines were not journaled: a re-read imports them).
         Returns (seen, forgotten)."""
-        rows = self._read(lambda c: c.execute("SELECT key, day FROM pending").fetchall())
+        rows = self._read(lambda c: c.execute("SELECT id, pairs FROM pending").fetchall())
         if not rows:
             return 0, 0
         held: list[tuple[int, bytes]] = []
-        lost: list[tuple[bytes]] = []
-        for key, day in rows:
-            if journaled(bytes(key).hex()):
-                held.append((int(day), bytes(key)))
-            else:
-                lost.append((bytes(key),))
+        lost = 0
+        for _, packed in rows:
+            for day, key in _unpack(bytes(packed)):
+                if journaled(key.hex()):
+                    held.append((day, key))
+                else:
+                    lost += 1
 
         def run(conn: sqlite3.Connection) -> None:
             conn.executemany("INSERT OR IGNORE INTO seen (day, key) VALUES (?, ?)", held)
-            conn.executemany("DELETE FROM pending WHERE key = ?", [(k,) for _, k in held])
-            conn.executemany("DELETE FROM pending WHERE key = ?", lost)
+            conn.executemany("DELETE FROM pending WHERE id = ?", [(row[0],) for row in rows])
 
         self._write(run)
-        return len(held), len(lost)
+        return len(held), lost
 
     def prune(self, *, horizon: float) -> int:
         """Forget keys of lines older than the largest horizon ever used (never shrinks), and
@@ -354,6 +359,17 @@ _CHECKPOINT_COLUMNS: Final = (
     "device, inode, head_len, head, offset, line, tail_len, tail, raw_size, mtime_ns, complete,"
     " window, format, format_state, path, updated_at, id"
 )
+
+
+def _pack(pairs: Sequence[tuple[int, bytes]]) -> bytes:
+    return b"".join(day.to_bytes(4, "big") + key for day, key in pairs)
+
+
+def _unpack(packed: bytes) -> list[tuple[int, bytes]]:
+    return [
+        (int.from_bytes(packed[i : i + 4], "big"), packed[i + 4 : i + 20])
+        for i in range(0, len(packed) - 19, 20)
+    ]
 
 
 def _checkpoint(row: Sequence[Any]) -> Checkpoint:
