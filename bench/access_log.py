@@ -3,7 +3,7 @@ plain read of the same file in the same run.
 
 A generated `combined` log (300,000 lines; 100,000 with --quick) shaped like a real one: many
 clients and user agents, about 30 requests a second, static files, bots, errors and redirects
-(about a third of the lines become hits). Figures:
+(nearly half of the lines become hits). Figures:
 
 - parse and filter (in this process, `--dry-run`'s path: read, split, parse, filter, time):
   lines/s against a pure Python read of the file (`for line in f`), target >= 100,000 lines/s;
