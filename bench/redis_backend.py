@@ -4,7 +4,8 @@ Each figure is Redis (value) against SQLite (baseline), measured alternately:
 - import: `Delivery.import_lines` (what `track import --queue` runs: parse, validate, journal;
   a file over 4 MiB, so the helper process journals its second half) of 100,000 event lines;
 - enqueue: `journal.enqueue` of 100,000 hits already parsed, in chunks of 10,000 (the import's);
-- flush: `Delivery.flush` in bulks of 100 of 30,000 journaled hits (10,000 with --quick)
+- flush: `Delivery.flush` in bulks of 100 of 30,000 journaled hits (10,000 with --quick), one
+  bulk at a time and with `queue flush`'s default `--concurrency auto`,
   against a local server that answers like Matomo and does nothing else, so Matomo's own work
   is left out: claims, acks, building and reading the bulk requests.
 
@@ -188,8 +189,11 @@ def enqueue_rates(root: Path, redis_url: str | None) -> Rates:
     return ENQUEUE_LINES / timer.wall, ENQUEUE_LINES / timer.cpu
 
 
-def flush_rates(root: Path, url: str, redis_url: str | None, hits: int) -> Rates:
-    """Hits per second of one flush in bulks of 100 of `hits` journaled hits."""
+def flush_rates(
+    root: Path, url: str, redis_url: str | None, hits: int, concurrency: int | None = 1
+) -> Rates:
+    """Hits per second of one flush in bulks of 100 of `hits` journaled hits, one bulk at a
+    time (`concurrency` 1) or with `queue flush`'s default lanes (None: auto)."""
     from matokit.delivery import FlushOptions
 
     new = _hits(root.name, hits)
@@ -197,7 +201,7 @@ def flush_rates(root: Path, url: str, redis_url: str | None, hits: int) -> Rates
         delivery.journal.enqueue(new, chunk_size=10_000)
         delivery.client()
         with Timer() as timer:
-            result = delivery.flush(FlushOptions(batch_size=100))
+            result = delivery.flush(FlushOptions(batch_size=100, concurrency=concurrency))
     if result.delivered != hits:
         raise RuntimeError(f"delivered {result.delivered} of {hits}: {result}")
     return hits / timer.wall, hits / timer.cpu
@@ -243,13 +247,25 @@ def run(quick: bool) -> list[dict[str, Any]]:
                 "flush": _alternate(
                     runs, lambda t: flush_rates(fresh(), url, t, flush_hits), redis_url
                 ),
+                "flush_auto": _alternate(
+                    runs, lambda t: flush_rates(fresh(), url, t, flush_hits, None), redis_url
+                ),
             }
     names = {
         "import": (f"import on Redis (parse + journal), {ENQUEUE_LINES:,} lines", "lines/s"),
         "enqueue": (f"enqueue on Redis, {ENQUEUE_LINES:,} parsed hits", "lines/s"),
-        "flush": (f"flush on Redis, {flush_hits:,} hits in bulks of 100", "hits/s"),
+        "flush": (f"flush on Redis, {flush_hits:,} hits in bulks of 100, one at a time", "hits/s"),
+        "flush_auto": (
+            f"flush on Redis, {flush_hits:,} hits in bulks of 100, --concurrency auto",
+            "hits/s",
+        ),
     }
-    targets = {"import": ENQUEUE_TARGET, "enqueue": ENQUEUE_TARGET, "flush": FLUSH_TARGET}
+    targets = {
+        "import": ENQUEUE_TARGET,
+        "enqueue": ENQUEUE_TARGET,
+        "flush": FLUSH_TARGET,
+        "flush_auto": FLUSH_TARGET,
+    }
     rows = []
     for what, (redis_wall, sqlite_wall, redis_cpu, sqlite_cpu) in figures.items():
         name, unit = names[what]

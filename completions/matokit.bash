@@ -5,11 +5,11 @@ _matokit_complete() {
         w="${COMP_WORDS[i]}"
         [[ "$w" == -* ]] && continue
         case "${path:+$path }$w" in
-            "api"|"cache"|"cache clear"|"cache stats"|"completions"|"config"|"config init"|"config profiles"|"config show"|"config test"|"describe"|"health"|"health serve"|"queue"|"queue export"|"queue flush"|"queue list"|"queue migrate"|"queue purge"|"queue reconcile"|"queue retry-dead"|"queue retry-unattributed"|"queue status"|"report"|"report list"|"report show"|"report summary"|"setup"|"setup exactly-once"|"track"|"track access-log"|"track event"|"track goal"|"track import"|"track order"|"track pageview") path="${path:+$path }$w" ;;
+            "api"|"cache"|"cache clear"|"cache stats"|"completions"|"config"|"config init"|"config profiles"|"config show"|"config test"|"describe"|"health"|"health serve"|"mcp"|"queue"|"queue export"|"queue flush"|"queue list"|"queue migrate"|"queue purge"|"queue reconcile"|"queue retry-dead"|"queue retry-unattributed"|"queue status"|"report"|"report list"|"report show"|"report summary"|"setup"|"setup exactly-once"|"tools"|"tools serve"|"track"|"track access-log"|"track event"|"track goal"|"track import"|"track order"|"track pageview") path="${path:+$path }$w" ;;
         esac
     done
     case "$path" in
-        "") words="api cache completions config describe health queue report setup track --profile --url --site --token-file --config --timeout --log-format --verbose -v --quiet -q --debug --version" ;;
+        "") words="api cache completions config describe health mcp queue report setup tools track --profile --url --site --token-file --config --timeout --log-format --verbose -v --quiet -q --debug --version" ;;
         "api") words="--format --allow-write" ;;
         "cache") words="clear stats" ;;
         "cache clear") words="--expired --format -f" ;;
@@ -23,6 +23,7 @@ _matokit_complete() {
         "describe") words="--format" ;;
         "health") words="serve --check --format --output --warn-latency --crit-latency --warn-queue-age --crit-queue-age --warn-queue-depth --crit-queue-depth --max-time" ;;
         "health serve") words="--listen --interval --allow-remote --check --warn-latency --crit-latency --warn-queue-age --crit-queue-age --warn-queue-depth --crit-queue-depth --max-time" ;;
+        "mcp") words="--allow-write --call-timeout" ;;
         "queue") words="export flush list migrate purge reconcile retry-dead retry-unattributed status" ;;
         "queue export") words="--dead --unattributed" ;;
         "queue flush") words="--batch-size --max-time --max-events --all --wait --wait-timeout --concurrency --format" ;;
@@ -39,6 +40,8 @@ _matokit_complete() {
         "report summary") words="--period -p --date -d --segment --limit -n --site --format -f --no-cache --refresh --csv-safe" ;;
         "setup") words="exactly-once" ;;
         "setup exactly-once") words="--site --format" ;;
+        "tools") words="serve" ;;
+        "tools serve") words="--listen --allow-remote --bearer-token-file --allow-write --call-timeout" ;;
         "track") words="access-log event goal import order pageview" ;;
         "track access-log") words="--log-format --log-format-regex --log-date-format --site --site-from-host --site-url --enable-static --enable-bots --enable-http-errors --enable-http-redirects --exclude-path --include-host --strip-query --strip-param --horizon --follow --dry-run --queue --batch-size --concurrency --format" ;;
         "track event") words="--category --action --name --value --site --visitor-id --user-id --at --dimension --param --idempotency-key --queue --dry-run --format" ;;

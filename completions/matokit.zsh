@@ -7,11 +7,11 @@ _matokit() {
         w="${words[i]}"
         [[ "$w" == -* ]] && continue
         case "${path:+$path }$w" in
-            "api"|"cache"|"cache clear"|"cache stats"|"completions"|"config"|"config init"|"config profiles"|"config show"|"config test"|"describe"|"health"|"health serve"|"queue"|"queue export"|"queue flush"|"queue list"|"queue migrate"|"queue purge"|"queue reconcile"|"queue retry-dead"|"queue retry-unattributed"|"queue status"|"report"|"report list"|"report show"|"report summary"|"setup"|"setup exactly-once"|"track"|"track access-log"|"track event"|"track goal"|"track import"|"track order"|"track pageview") path="${path:+$path }$w" ;;
+            "api"|"cache"|"cache clear"|"cache stats"|"completions"|"config"|"config init"|"config profiles"|"config show"|"config test"|"describe"|"health"|"health serve"|"mcp"|"queue"|"queue export"|"queue flush"|"queue list"|"queue migrate"|"queue purge"|"queue reconcile"|"queue retry-dead"|"queue retry-unattributed"|"queue status"|"report"|"report list"|"report show"|"report summary"|"setup"|"setup exactly-once"|"tools"|"tools serve"|"track"|"track access-log"|"track event"|"track goal"|"track import"|"track order"|"track pageview") path="${path:+$path }$w" ;;
         esac
     done
     case "$path" in
-        "") choices=(api cache completions config describe health queue report setup track --profile --url --site --token-file --config --timeout --log-format --verbose -v --quiet -q --debug --version) ;;
+        "") choices=(api cache completions config describe health mcp queue report setup tools track --profile --url --site --token-file --config --timeout --log-format --verbose -v --quiet -q --debug --version) ;;
         "api") choices=(--format --allow-write) ;;
         "cache") choices=(clear stats) ;;
         "cache clear") choices=(--expired --format -f) ;;
@@ -25,6 +25,7 @@ _matokit() {
         "describe") choices=(--format) ;;
         "health") choices=(serve --check --format --output --warn-latency --crit-latency --warn-queue-age --crit-queue-age --warn-queue-depth --crit-queue-depth --max-time) ;;
         "health serve") choices=(--listen --interval --allow-remote --check --warn-latency --crit-latency --warn-queue-age --crit-queue-age --warn-queue-depth --crit-queue-depth --max-time) ;;
+        "mcp") choices=(--allow-write --call-timeout) ;;
         "queue") choices=(export flush list migrate purge reconcile retry-dead retry-unattributed status) ;;
         "queue export") choices=(--dead --unattributed) ;;
         "queue flush") choices=(--batch-size --max-time --max-events --all --wait --wait-timeout --concurrency --format) ;;
@@ -41,6 +42,8 @@ _matokit() {
         "report summary") choices=(--period -p --date -d --segment --limit -n --site --format -f --no-cache --refresh --csv-safe) ;;
         "setup") choices=(exactly-once) ;;
         "setup exactly-once") choices=(--site --format) ;;
+        "tools") choices=(serve) ;;
+        "tools serve") choices=(--listen --allow-remote --bearer-token-file --allow-write --call-timeout) ;;
         "track") choices=(access-log event goal import order pageview) ;;
         "track access-log") choices=(--log-format --log-format-regex --log-date-format --site --site-from-host --site-url --enable-static --enable-bots --enable-http-errors --enable-http-redirects --exclude-path --include-host --strip-query --strip-param --horizon --follow --dry-run --queue --batch-size --concurrency --format) ;;
         "track event") choices=(--category --action --name --value --site --visitor-id --user-id --at --dimension --param --idempotency-key --queue --dry-run --format) ;;

@@ -20,7 +20,7 @@ from urllib.parse import urlsplit
 from matokit.durations import parse_duration
 from matokit.errors import ConfigError, InsecureURLError, MatokitError, UsageError
 from matokit.redact import register_url_credentials
-from matokit.secrets import TokenSource, check_private_file
+from matokit.secrets import TokenSource, check_private_file, read_bearer_token
 from matokit.urls import is_loopback, normalize_url
 
 APP_NAME = "matokit"
@@ -35,6 +35,10 @@ FLAG, ENV, DOTENV, FILE, DEFAULT = "flag", "env", ".env", "config file", "defaul
 CONFIG_OPTION = ("--config", "MATOKIT_CONFIG")
 PROFILE_OPTION = ("--profile", "MATOKIT_PROFILE")
 TOKEN_FILE_OPTION = ("--token-file", "MATOMO_TOKEN_FILE")
+# The bearer token of `matokit tools serve` (not a profile setting: it guards the service,
+# not Matomo), and the file that can hold it instead.
+TOOLS_TOKEN_ENV = "MATOKIT_TOOLS_TOKEN"
+TOOLS_TOKEN_FILE_OPTION = ("--bearer-token-file", "MATOKIT_TOOLS_TOKEN_FILE")
 
 LOG_LEVELS = ("debug", "info", "warning", "error")
 # The flags that set log_level, strongest first (--debug wins over --quiet over --verbose).
@@ -752,3 +756,42 @@ def _token_source(
     if name == "token_env":
         return TokenSource("env_var", raw, origin, value=env.get(raw) or None)
     return TokenSource("command", raw, origin, command_timeout=timeout)
+
+
+# --- the agent tool servers ------------------------------------------------------------------
+
+
+def tools_bearer_token(
+    flag_file: str | None = None,
+    *,
+    env: Mapping[str, str] | None = None,
+    cwd: Path | None = None,
+) -> str | None:
+    """The bearer token of `matokit tools serve`, None when none is configured.
+
+    From `--bearer-token-file`, else the environment (`MATOKIT_TOOLS_TOKEN`, then
+    `MATOKIT_TOOLS_TOKEN_FILE`), else `.env` (likewise; a `.env` holding the token itself must
+    be private). Checked and registered for redaction by `secrets.read_bearer_token`.
+    """
+    flag, file_env = TOOLS_TOKEN_FILE_OPTION
+    if flag_file:
+        return read_bearer_token(path=Path(flag_file).expanduser(), origin=flag)
+    dotenv, dotenv_path = read_dotenv(cwd or Path.cwd())
+    for layer, origin in ((os.environ if env is None else env, ENV), (dotenv, DOTENV)):
+        if layer.get(TOOLS_TOKEN_ENV):
+            if origin == DOTENV and dotenv_path is not None:
+                check_private_file(dotenv_path, what=f".env file holding {TOOLS_TOKEN_ENV}")
+            return read_bearer_token(
+                value=layer[TOOLS_TOKEN_ENV], origin=f"{TOOLS_TOKEN_ENV} ({origin})"
+            )
+        if layer.get(file_env):
+            return read_bearer_token(path=Path(layer[file_env]).expanduser(), origin=file_env)
+    return None
+
+
+def tool_command_environment(env: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The environment of the commands an agent tool server runs: this process's, without
+    the service's bearer token (a command never needs it, so it never holds it)."""
+    source = os.environ if env is None else env
+    hidden = {TOOLS_TOKEN_ENV, TOOLS_TOKEN_FILE_OPTION[1]}
+    return {name: value for name, value in source.items() if name not in hidden}

@@ -37,6 +37,10 @@ class InsecureURLError(ConfigError):
     """The token would travel in clear over http:// to a non-loopback host."""
 
 
+class MissingExtraError(ConfigError):
+    """A command needs an optional extra that is not installed (`pip install 'matokit[agents]'`)."""
+
+
 class UsageError(MatokitError):
     """A command-line argument has a bad value: a flag, a date, a report name (exit 2)."""
 

@@ -55,9 +55,15 @@ def describe_settings(settings: Settings) -> dict[str, Any]:
             "source": source.describe() if source else None,
         },
         "settings": shown,
-        "journal": str(settings.journal_path),
+        "journal": _journal_location(settings),
         "cache": _cache_location(settings),
     }
+
+
+def _journal_location(settings: Settings) -> str:
+    from matokit.journal.opening import journal_location
+
+    return journal_location(settings)
 
 
 def _cache_location(settings: Settings) -> str:

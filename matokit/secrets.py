@@ -95,7 +95,20 @@ class TokenSource:
         return _run_token_command(self.detail, timeout=self.command_timeout)
 
 
-def _read_token_file(path: Path) -> str:
+@dataclass(frozen=True)
+class SecretFileWords:
+    """How messages about one kind of secret file name it and the settings that point at it."""
+
+    what: str = "Token file"
+    options: str = "--token-file, MATOMO_TOKEN_FILE or token_file"
+    create: str = "Create it with `matokit config init`, or fix token_file / MATOMO_TOKEN_FILE."
+    holds: str = "the 32-character token_auth"
+
+
+MATOMO_TOKEN_FILE = SecretFileWords()
+
+
+def _read_token_file(path: Path, words: SecretFileWords = MATOMO_TOKEN_FILE) -> str:
     """The first line of a regular, private token file, read with bounded size and time.
 
     Opening never blocks (a FIFO without a writer would hang forever) and anything that is not
@@ -103,31 +116,31 @@ def _read_token_file(path: Path) -> str:
     permissions are judged: `chmod 600 /dev/null` is no advice to give.
     """
     path = path.expanduser()
+    what = words.what
     try:
         fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOCTTY", 0))
     except FileNotFoundError:
         raise ConfigError(
-            f"Token file {path} does not exist.",
-            hint="Create it with `matokit config init`, or fix token_file / MATOMO_TOKEN_FILE.",
+            f"{what} {path} does not exist.",
+            hint=words.create,
         ) from None
     except OSError as exc:
         raise ConfigError(
-            f"Token file {path} cannot be opened: {exc.strerror}.",
+            f"{what} {path} cannot be opened: {exc.strerror}.",
             hint=f"Check that the file is a readable text file owned by you: ls -l {path}",
         ) from None
     try:
         mode = os.fstat(fd).st_mode  # of the file opened, not of whatever the path names later
         if not stat.S_ISREG(mode):
             raise ConfigError(
-                f"Token file {path} is not a regular file (it is {_file_kind(mode)}).",
-                hint="Point --token-file, MATOMO_TOKEN_FILE or token_file at a file holding "
-                "the token on its first line.",
+                f"{what} {path} is not a regular file (it is {_file_kind(mode)}).",
+                hint=f"Point {words.options} at a file holding the token on its first line.",
             )
-        _check_private_mode(path, mode, what="Token file")
+        _check_private_mode(path, mode, what=what)
         data = os.read(fd, TOKEN_FILE_MAX_BYTES + 1)
     except OSError as exc:
         raise ConfigError(
-            f"Token file {path} cannot be read: {exc.strerror}.",
+            f"{what} {path} cannot be read: {exc.strerror}.",
             hint=f"Check that the file is a readable text file owned by you: ls -l {path}",
         ) from None
     finally:
@@ -135,16 +148,16 @@ def _read_token_file(path: Path) -> str:
     line, newline, _ = data.partition(b"\n")
     if not newline and len(data) > TOKEN_FILE_MAX_BYTES:
         raise ConfigError(
-            f"Token file {path} does not hold a token: its first line is longer than "
+            f"{what} {path} does not hold a token: its first line is longer than "
             f"{TOKEN_FILE_MAX_BYTES} bytes.",
-            hint="A token file holds the 32-character token_auth on its first line.",
+            hint=f"A {what.lower()} holds {words.holds} on its first line.",
         )
     try:
         return line.decode("utf-8-sig")
     except UnicodeDecodeError:
         raise ConfigError(
-            f"Token file {path} is not text (its first line is not UTF-8).",
-            hint="A token file holds the 32-character token_auth on its first line.",
+            f"{what} {path} is not text (its first line is not UTF-8).",
+            hint=f"A {what.lower()} holds {words.holds} on its first line.",
         ) from None
 
 
@@ -201,3 +214,38 @@ def _run_token_command(command: str, *, timeout: float) -> str:
             hint="Run the helper by hand to see why (unlock the vault, log in...).",
         )
     return done.stdout.splitlines()[0] if done.stdout else ""
+
+
+# --- the bearer token of `matokit tools serve` ----------------------------------------------
+# Messages write "bearer-token": redaction masks the word after "Bearer " wherever it appears.
+
+BEARER_TOKEN_FILE = SecretFileWords(
+    what="Bearer-token file",
+    options="--bearer-token-file or MATOKIT_TOOLS_TOKEN_FILE",
+    create="Create it (e.g. `openssl rand -hex 32 > FILE; chmod 600 FILE`), or fix "
+    "--bearer-token-file / MATOKIT_TOOLS_TOKEN_FILE.",
+    holds="the bearer-token",
+)
+BEARER_MIN_LENGTH = 16
+
+
+def read_bearer_token(*, path: Path | None = None, value: str | None = None, origin: str) -> str:
+    """The tools service's bearer token from a private file or a variable's `value`, checked
+    (printable ASCII, no whitespace, at least 16 characters) and registered for redaction."""
+    token = (_read_token_file(path, BEARER_TOKEN_FILE) if path else value or "").strip()
+    register_secret(token)
+    fix = "Use a long random value, e.g. `openssl rand -hex 32`."
+    if not token:
+        raise ConfigError(f"The bearer-token from {origin} is empty.", hint=fix)
+    if not all("!" <= ch <= "~" for ch in token):
+        raise ConfigError(
+            f"The bearer-token from {origin} holds whitespace or a character that is not "
+            "printable ASCII (it travels in an HTTP header).",
+            hint=fix,
+        )
+    if len(token) < BEARER_MIN_LENGTH:
+        raise ConfigError(
+            f"The bearer-token from {origin} is shorter than {BEARER_MIN_LENGTH} characters.",
+            hint=fix,
+        )
+    return token

@@ -202,3 +202,15 @@ def test_config_file_with_a_utf8_bom_is_read(capsys, cfg):
     result = invoke(capsys, "config", "show", "--format", "json")
     assert result.code == 0, result.stderr
     assert json.loads(result.stdout)["settings"]["url"]["value"] == "https://bom.example/"
+
+
+def test_config_show_names_the_journal_and_cache_on_redis_without_the_password(
+    capsys, cfg, monkeypatch
+):
+    monkeypatch.setenv("MATOKIT_REDIS_URL", "redis://:pw-7-secret@127.0.0.1:6390/2")
+    result = invoke(capsys, "config", "show", "--format", "json")
+    assert result.code == 0, result.stderr
+    view = json.loads(result.stdout)
+    assert view["journal"] == "redis://127.0.0.1:6390/2 matokit:{default}:journal:*"
+    assert view["cache"] == "redis://127.0.0.1:6390/2 matokit:{default}:cache:*"
+    assert "pw-7-secret" not in result.stdout + result.stderr

@@ -910,3 +910,26 @@ def test_a_413_is_payload_too_large(client: MatomoClient, rsps: responses.Reques
     with pytest.raises(PayloadTooLargeError) as info:
         client.track(make_hits(3))
     assert info.value.status == 413 and "max_payload_bytes" in (info.value.hint or "")
+
+
+def test_hit_query_is_urlencode_with_quote() -> None:
+    """The fast query string is byte for byte what urlencode(quote_via=quote) gives."""
+    import random
+    from urllib.parse import quote, urlencode
+
+    from matokit.client.tracking import hit_query
+
+    alphabet = "aZ09_.~- &=?#%+/é😀\"'\\\n\t;:,[]"
+    rng = random.Random(7)
+    for _ in range(500):
+        params = {
+            "".join(rng.choices(alphabet, k=rng.randint(1, 6))): "".join(
+                rng.choices(alphabet, k=rng.randint(0, 12))
+            )
+            for _ in range(rng.randint(0, 5))
+        }
+        assert hit_query(params) == urlencode(params, quote_via=quote)
+    assert (
+        hit_query({"url": "https://example.org/a b?c=d"})
+        == "url=https%3A%2F%2Fexample.org%2Fa%20b%3Fc%3Dd"
+    )

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-import sys
 from pathlib import Path
 
 import pytest
@@ -113,26 +111,34 @@ def test_describe_text_lists_each_command_with_its_effect(capsys):
                for line in lines)  # fmt: skip
 
 
-def _agents_snippet() -> str:
-    text = (ROOT / "docs" / "agents.md").read_text()
-    blocks = text.split("```python\n")[1:]
-    (snippet,) = [b.split("```", 1)[0] for b in blocks if "def discovery" in b]
-    return snippet
+def _agents_doc() -> str:
+    return (ROOT / "docs" / "agents.md").read_text()
 
 
-def test_agents_doc_adapter_offers_only_read_only_tools_without_allow_write(monkeypatch):
-    """Runs the docs/agents.md Opal snippet against the real `matokit describe`."""
-    monkeypatch.setenv("PATH", str(Path(sys.executable).parent), prepend=os.pathsep)
-    namespace: dict[str, object] = {}
-    exec(compile(_agents_snippet(), "docs/agents.md", "exec"), namespace)
-    functions = namespace["discovery"]()["functions"]  # type: ignore[operator]
-    names = {f["name"] for f in functions}
-    assert {"matokit_api", "matokit_report_show", "matokit_health", "matokit_queue_status"} <= names
-    writers = {"matokit_track_pageview", "matokit_queue_flush", "matokit_cache_clear"}
-    assert not names & (writers | {"matokit_queue_retry_unattributed", "matokit_config_init"})
-    params = {f["name"]: {p["name"] for p in f["parameters"]} for f in functions}
-    assert "allow_write" not in params["matokit_api"] and "method" in params["matokit_api"]
-    assert "output" not in params["matokit_health"] and "check" in params["matokit_health"]
+def test_agents_doc_lists_every_read_only_tool_and_every_command_that_is_never_one(capsys):
+    from matokit.cli.effects import NOT_AGENT_TOOLS
+
+    doc = _agents_doc()
+    manifest = json.loads(invoke(capsys, "describe").stdout)
+    tools = [c["name"] for c in manifest["commands"] if c["agent_tool"]]
+    read_only = [c["name"] for c in manifest["commands"] if c["agent_tool"]
+                 and c["effect"] == "read-only"]  # fmt: skip
+    for name in read_only:
+        tool = "matokit_" + name.replace(" ", "_").replace("-", "_")
+        assert f"| `{tool}` | `matokit {name}` |" in doc, name
+    for name in set(tools) - set(read_only):
+        assert name.split()[-1] in doc, name  # among the --allow-write tools
+    for name in NOT_AGENT_TOOLS:
+        assert f"`matokit {name}`" in doc, name
+
+
+def test_agents_doc_mcp_host_config_starts_matokit_mcp():
+    blocks = [b.split("```", 1)[0] for b in _agents_doc().split("```json\n")[1:]]
+    configs = [json.loads(b) for b in blocks if "mcpServers" in b]
+    assert configs, "docs/agents.md lacks the MCP host configuration"
+    (server,) = configs[0]["mcpServers"].values()
+    assert server["command"] == "matokit" and server["args"][-1] == "mcp"
+    assert "MATOMO_TOKEN" not in json.dumps(configs)
 
 
 def _format_choices(manifest: dict) -> dict[str, list[str]]:  # type: ignore[type-arg]

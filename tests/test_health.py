@@ -305,6 +305,17 @@ def test_api_latency_thresholds(
         assert "slower than" in api.summary
 
 
+def _facts(api: CheckResult) -> tuple[float | None, float | None]:
+    """The api check's (reachable, token_accepted)."""
+    return api.metrics["reachable"], api.metrics["token_accepted"]
+
+
+def test_api_reports_reachable_and_token_accepted_when_matomo_answers(
+    fake_matomo: FakeMatomo,
+) -> None:
+    assert _facts(_run(fake_matomo, checks=("api",)).checks[0]) == (1, 1)
+
+
 def test_bad_token_is_critical_and_sent_once_per_run(fake_matomo: FakeMatomo) -> None:
     report = _run(fake_matomo, token=BAD_TOKEN)
     checks = _by_name(report)
@@ -328,6 +339,8 @@ def test_rejected_token_is_not_sent_again_during_the_cool_down(fake_matomo: Fake
     assert api.summary.startswith("token rejected at ")
     assert "not sent again until" in api.summary
     assert api.hint and "new token" in api.hint
+    # Matomo was not asked; the token is still known refused.
+    assert _facts(api) == (None, 0)
     assert _token_requests(fake_matomo, BAD_TOKEN) == []
     assert not any(r.path.endswith("index.php") for r in fake_matomo.requests)
 
@@ -351,6 +364,7 @@ def test_lockout_is_critical_with_the_unblock_hint(fake_matomo: FakeMatomo) -> N
     assert api.status is Status.CRITICAL
     assert api.summary == "Matomo blocks this host after too many failed logins"
     assert api.hint and "login:unblock-blocked-ips" in api.hint
+    assert _facts(api) == (1, 0)
 
 
 def test_maintenance_is_critical(fake_matomo: FakeMatomo) -> None:
@@ -358,6 +372,7 @@ def test_maintenance_is_critical(fake_matomo: FakeMatomo) -> None:
     api = _run(fake_matomo, checks=("api",)).checks[0]
     assert api.status is Status.CRITICAL
     assert "HTTP 503" in api.summary
+    assert _facts(api) == (0, None)
 
 
 @pytest.mark.parametrize(
@@ -373,6 +388,7 @@ def test_a_proxy_or_login_html_page_is_critical(fake_matomo: FakeMatomo, fault: 
     api = _run(fake_matomo, checks=("api",)).checks[0]
     assert api.status is Status.CRITICAL, api
     assert "<" not in api.summary
+    assert _facts(api) == (0, None)
 
 
 def test_unreachable_host_is_critical(fake_matomo: FakeMatomo) -> None:
@@ -389,6 +405,7 @@ def test_tls_failure_is_critical(fake_matomo: FakeMatomo) -> None:
     api = _run(fake_matomo, checks=("api",), url=url).checks[0]
     assert api.status is Status.CRITICAL
     assert "TLS" in api.summary
+    assert _facts(api) == (0, None)
 
 
 def test_read_timeout_is_unknown_naming_the_method(fake_matomo: FakeMatomo) -> None:
@@ -396,6 +413,7 @@ def test_read_timeout_is_unknown_naming_the_method(fake_matomo: FakeMatomo) -> N
     api = _run(fake_matomo, checks=("api",), timeout="0.3").checks[0]
     assert api.status is Status.UNKNOWN
     assert api.summary.startswith("timed out waiting for API.getMatomoVersion")
+    assert _facts(api) == (0, None)
 
 
 def test_overall_deadline_makes_hung_checks_unknown_naming_their_stage(
@@ -412,6 +430,8 @@ def test_overall_deadline_makes_hung_checks_unknown_naming_their_stage(
     assert checks["site"].summary == (
         "did not finish within 0.5 s (stage: waiting for the shared API.getMatomoVersion call)"
     )
+    # Matomo still had the version call when the time ran out: it did not answer in time.
+    assert _facts(checks["api"]) == (0, None)
     assert checks["queue"].status is Status.OK
     assert report.status is Status.UNKNOWN
 
@@ -684,13 +704,14 @@ def test_a_journal_that_is_not_a_journal_is_critical_and_left_alone(
 
 
 def _series(report: HealthReport) -> set[str]:
-    """The Prometheus sample names of a report, but the Matomo version info (a label)."""
+    """The Prometheus sample names of a report (Matomo's version info included: its label is
+    "unknown" when Matomo did not answer)."""
     from prometheus_client.parser import text_string_to_metric_families
 
     from matokit.cli.health_render import render_prometheus
 
     families = text_string_to_metric_families(render_prometheus(report))
-    return {s.name for f in families for s in f.samples} - {"matokit_matomo_info"}
+    return {s.name for f in families for s in f.samples}
 
 
 def test_every_check_reports_the_same_metric_keys_in_every_outcome(
@@ -718,7 +739,15 @@ def test_every_check_reports_the_same_metric_keys_in_every_outcome(
         for check in report.checks:
             assert tuple(check.metrics) == STANDARD_CHECKS[check.name].metrics, (label, check)
     api = reports["unreachable"].check("api")
-    assert api is not None and api.metrics == {"latency_seconds": None}
+    assert api is not None
+    assert api.metrics == {"latency_seconds": None, "reachable": 0, "token_accepted": None}
+    flushed = reports["warning, journal flushed"].check("queue")
+    assert flushed is not None and flushed.metrics["last_flush_delivered"] == 3
+    never = reports["ok, no journal"].check("queue")
+    assert never is not None and never.metrics["last_flush_delivered"] is None
+    refused = reports["token rejected"].check("api")
+    assert refused is not None
+    assert refused.metrics == {"latency_seconds": None, "reachable": 1, "token_accepted": 0}
     series = {label: _series(report) for label, report in reports.items()}
     assert all(names == series["ok, no journal"] for names in series.values()), series
 

@@ -6,9 +6,11 @@ import errno
 import json
 import math
 import re
+from collections.abc import Iterable
 from pathlib import Path
 
 import pytest
+from prometheus_client.metrics_core import Metric
 from prometheus_client.openmetrics.parser import (
     text_string_to_metric_families as openmetrics_families,
 )
@@ -127,7 +129,8 @@ def test_prometheus_up_follows_the_overall_status(status: Status, up: int) -> No
     metrics = _families(render_prometheus(report))
     assert metrics["matokit_up"][0][1] == up
     assert metrics["matokit_health_status"][0][1] == int(status)
-    assert "matokit_api_latency_seconds" not in metrics
+    # A key the result lacks is still a series (the renderer walks the series table).
+    assert math.isnan(metrics["matokit_api_latency_seconds"][0][1])
 
 
 def test_prometheus_escapes_label_values() -> None:
@@ -143,17 +146,30 @@ def test_prometheus_escapes_label_values() -> None:
     assert metrics["matokit_matomo_info"][0][0]["version"] == 'a"b\\c\nd'
 
 
-def _exposed(text: str) -> list[tuple[str, str, str, list[tuple[dict[str, str], float]]]]:
-    """Every family as parsed: (name, HELP, TYPE, [(labels, value)]) in exposition order."""
+Exposed = list[tuple[str, str, str, list[tuple[dict[str, str], float | str]]]]
+
+
+def _as_listed(families: Iterable[Metric]) -> Exposed:
+    """(name, HELP, TYPE, [(labels, value)]) per family in order; NaN as "NaN" (comparable)."""
     return [
-        (f.name, f.documentation, f.type, [(dict(s.labels), s.value) for s in f.samples])
-        for f in text_string_to_metric_families(text)
+        (
+            f.name,
+            f.documentation,
+            f.type,
+            [(dict(s.labels), "NaN" if math.isnan(s.value) else s.value) for s in f.samples],
+        )
+        for f in families
     ]
+
+
+def _exposed(text: str) -> Exposed:
+    """Every family of a Prometheus text exposition as parsed, in exposition order."""
+    return _as_listed(text_string_to_metric_families(text))
 
 
 def test_prometheus_families_help_labels_and_values_are_exactly_these() -> None:
     # Pins what a scraper sees (names, HELP, TYPE, label sets, values, family order), so the
-    # exposition cannot drift whoever formats it; a metric unknown to the table gets a
+    # exposition cannot drift whoever formats it; a metric unknown to the series table gets a
     # sanitised name matokit_<check>_<key>.
     report = _report(
         CheckResult("config", Status.OK, "ok", duration_s=0.001),
@@ -161,23 +177,17 @@ def test_prometheus_families_help_labels_and_values_are_exactly_these() -> None:
             "api",
             Status.WARNING,
             "slow",
-            metrics={"latency_seconds": 2.5},
+            metrics={"latency_seconds": 2.5, "reachable": 1, "token_accepted": 1},
             duration_s=2.501,
             info={"matomo_version": "5.11.2"},
         ),
-        CheckResult(
-            "queue",
-            Status.OK,
-            "ok",
-            metrics={"depth": 3, "last_flush_timestamp_seconds": NOW - 60.125},
-            duration_s=0.01,
-        ),
-        CheckResult("tracking-failures", Status.OK, "ok", metrics={"odd-key.x": 7}),
+        CheckResult("replay-access", Status.OK, "ok", metrics={"admin_access": 0}, duration_s=0.2),
+        CheckResult("tracking-failures", Status.OK, "ok", metrics={"failures": 2, "odd-key.x": 7}),
     )
     profile = {"profile": "default"}
-    checks = ("config", "api", "queue", "tracking-failures")
+    checks = ("config", "api", "replay-access", "tracking-failures")
     statuses = (0, 1, 0, 0)
-    durations = (0.001, 2.501, 0.01, 0.0)
+    durations = (0.001, 2.501, 0.2, 0.0)
     status_help = "Status of one check: 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN."
     assert _exposed(render_prometheus(report)) == [
         (
@@ -210,12 +220,32 @@ def test_prometheus_families_help_labels_and_values_are_exactly_these() -> None:
             "gauge",
             [(profile, 2.5)],
         ),
-        ("matokit_queue_depth", "Hits in the journal still to deliver.", "gauge", [(profile, 3)]),
         (
-            "matokit_last_flush_timestamp_seconds",
-            "Unix time of the last recorded queue flush.",
+            "matokit_api_reachable",
+            "1 when Matomo's API answered as Matomo (even to refuse the token), 0 when it could "
+            "not be reached or did not answer in time or as Matomo (connection, TLS, HTTP 5xx, "
+            "maintenance, a proxy's page); NaN when it was not asked.",
             "gauge",
-            [(profile, NOW - 60.125)],
+            [(profile, 1.0)],
+        ),
+        (
+            "matokit_api_token_accepted",
+            "1 when Matomo accepted the token, 0 when it refused it (now or within the "
+            "cool-down) or blocks this host after failed logins; NaN when not learnt.",
+            "gauge",
+            [(profile, 1.0)],
+        ),
+        (
+            "matokit_replay_admin_access",
+            "1 when the token can replay hits older than 24 h on the site, 0 when it cannot.",
+            "gauge",
+            [(profile, 0.0)],
+        ),
+        (
+            "matokit_tracking_failures",
+            "Tracking failures Matomo reports (kept about two days).",
+            "gauge",
+            [(profile, 2.0)],
         ),
         (
             "matokit_tracking_failures_odd_key_x",
@@ -225,7 +255,8 @@ def test_prometheus_families_help_labels_and_values_are_exactly_these() -> None:
         ),
         (
             "matokit_matomo_info",
-            "Matomo's version as reported by API.getMatomoVersion.",
+            "Matomo's version as reported by API.getMatomoVersion; the version label is "
+            "unknown when Matomo did not answer.",
             "gauge",
             [({**profile, "version": "5.11.2"}, 1.0)],
         ),
@@ -248,6 +279,26 @@ def test_prometheus_families_help_labels_and_values_are_exactly_these() -> None:
             [(profile, NOW)],
         ),
     ]
+
+
+def test_every_series_of_a_check_is_exposed_in_table_order_nan_when_not_reported() -> None:
+    from matokit.health.series import CHECK_SERIES
+
+    report = _report(
+        CheckResult("queue", Status.OK, "ok", metrics={"depth": 3, "file_size_bytes": 8192}),
+        CheckResult("api", Status.CRITICAL, "Cannot connect"),
+    )
+    families = _exposed(render_prometheus(report))
+    names = [name for name, *_ in families]
+    queue = [s.name for s in CHECK_SERIES["queue"]]
+    assert names[names.index(queue[0]) : names.index(queue[0]) + len(queue)] == queue
+    values = {name: samples for name, _, _, samples in families}
+    assert values["matokit_queue_depth"] == [({"profile": "default"}, 3.0)]
+    assert values["matokit_queue_file_size_bytes"] == [({"profile": "default"}, 8192.0)]
+    assert values["matokit_last_flush_timestamp_seconds"] == [({"profile": "default"}, "NaN")]
+    assert values["matokit_queue_possible_duplicates"] == [({"profile": "default"}, "NaN")]
+    # The api check learnt no version: the info series stays, labelled "unknown".
+    assert values["matokit_matomo_info"] == [({"profile": "default", "version": "unknown"}, 1.0)]
 
 
 def test_prometheus_labels_a_report_without_a_profile_unknown() -> None:
@@ -313,6 +364,10 @@ PROMETHEUS_3_ACCEPT = (
         # OpenMetrics before 1.0.0 is not a format prometheus_client writes.
         ("application/openmetrics-text;version=0.0.1", "text/plain; version=0.0.4; charset=utf-8"),
         ("application/openmetrics-text", "application/openmetrics-text; version=1.0.0"),
+        (
+            "application/openmetrics-text; version=1.0.0",
+            "application/openmetrics-text; version=1.0.0",
+        ),
         (PROMETHEUS_2_ACCEPT, "application/openmetrics-text; version=1.0.0"),
         (PROMETHEUS_3_ACCEPT, "application/openmetrics-text; version=1.0.0"),
     ],
@@ -326,11 +381,8 @@ def test_scrape_gets_openmetrics_when_its_accept_header_asks_for_it(
     expected = _exposed(render_prometheus(_tricky_report()))
     if content_type.startswith("application/openmetrics-text"):
         assert text.endswith("\n# EOF\n")
-        families = [
-            (f.name, f.documentation, f.type, [(dict(s.labels), s.value) for s in f.samples])
-            for f in openmetrics_families(text)  # the strict OpenMetrics parser
-        ]
-        assert families == expected
+        # The strict OpenMetrics parser.
+        assert _as_listed(openmetrics_families(text)) == expected
     else:
         assert "# EOF" not in text
         assert _exposed(text) == expected

@@ -366,6 +366,23 @@ def test_ack_deletes_entries_and_ignores_unknown_ids(journal: JournalStore) -> N
         journal.ack(b.id)
 
 
+def test_claim_acknowledges_what_it_is_given_first_in_the_same_write(
+    journal: JournalStore,
+) -> None:
+    journal.enqueue([hit("a"), hit("b"), hit("c"), hit("d")])
+    a, b = journal.claim("f", limit=2, lease_seconds=60)
+    (c,) = journal.claim("f", limit=1, lease_seconds=60, ack=[a.id, b.id])
+    assert c.key == "c"
+    assert [e.key for e in journal.entries()] == ["c", "d"]
+    assert journal.has_key("a") and journal.has_key("b")  # remembered as delivered
+    journal.enqueue([hit("a")])
+    assert [e.key for e in journal.entries()] == ["c", "d"]  # within the dedup window
+    assert journal.claim("f", limit=0, lease_seconds=60, ack=[c.id]) == []
+    assert [e.key for e in journal.entries()] == ["d"]
+    (d,) = journal.claim("f", limit=5, lease_seconds=60, ack=["01NOSUCHID0000000000000000"])
+    assert d.key == "d"
+
+
 def test_reschedule_clears_lease_and_records_error(journal: JournalStore) -> None:
     journal.enqueue_one(hit("a"))
     (a,) = journal.claim("f", limit=1, lease_seconds=60)

@@ -203,3 +203,14 @@ def test_auto_width_grows_while_the_rate_rises_and_halves_under_strain() -> None
     fixed = LaneWidth(fixed=3)
     fixed.observe(10, 1.0, strained=True)
     assert fixed.width == 3
+
+
+def test_next_bulk_is_the_first_of_bulks_and_encodes_only_near_the_limit() -> None:
+    from matokit.delivery.lanes import next_bulk, size_bound
+
+    params = [{"idsite": "1", "url": f"https://example.org/é/{'x' * (i % 50)}"} for i in range(300)]
+    assert all(size_bound(p) >= item_size(p) for p in params)
+    for limit in (200, 1_000, 5_000, 1_000_000):
+        sizes = [item_size(p) for p in params]
+        first = next(bulks(params, sizes, max_count=100, max_bytes=limit))
+        assert next_bulk(params, lambda p: p, max_count=100, max_bytes=limit) == first

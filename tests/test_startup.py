@@ -6,9 +6,15 @@ import subprocess
 import sys
 
 HEAVY = ("requests", "requests_cache", "rich", "urllib3", "prometheus_client")
+# The optional extra `agents` (ADR-0011): only `matokit mcp` and `matokit tools serve` import
+# it, or MatoKit's own modules that use it.
+AGENTS = (
+    "mcp", "opal_tools_sdk", "fastapi", "uvicorn", "starlette", "pydantic", "anyio", "httpx",
+    "matokit.agents.mcp_server", "matokit.agents.opal_server", "matokit.agents.runner",
+)  # fmt: skip
 
 
-def _imported(args: list[str]) -> set[str]:
+def _imported(args: list[str], watched: tuple[str, ...] = HEAVY) -> set[str]:
     code = (
         "import sys, runpy\n"
         f"sys.argv = ['matokit', *{args!r}]\n"
@@ -16,7 +22,7 @@ def _imported(args: list[str]) -> set[str]:
         "    runpy.run_module('matokit', run_name='__main__')\n"
         "except SystemExit:\n"
         "    pass\n"
-        f"print(','.join(m for m in {HEAVY!r} if m in sys.modules), file=sys.stderr)\n"
+        f"print(','.join(m for m in {watched!r} if m in sys.modules), file=sys.stderr)\n"
     )
     done = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False
@@ -44,3 +50,11 @@ def test_only_the_prometheus_format_imports_prometheus_client():
     assert "prometheus_client" in _imported(
         ["health", "--check", "cache", "--format", "prometheus"]
     )
+
+
+def test_no_command_but_the_agent_servers_imports_the_agents_extra():
+    import importlib.util
+
+    assert importlib.util.find_spec("mcp") is not None, "the test extra brings `agents`"
+    for args in (["--version"], ["--help"], ["describe"], ["queue", "status"], ["mcp", "--help"]):
+        assert _imported(args, AGENTS) == set(), args

@@ -21,6 +21,7 @@ def _flag(*names: str, help: str) -> Any:
 def build_app() -> typer.Typer:
     """The Typer application with every command group registered."""
     from matokit.cli import (
+        agents,
         api,
         config,
         describe,
@@ -56,6 +57,8 @@ def build_app() -> typer.Typer:
     app.add_typer(setup.app, name="setup")
     app.command("describe")(describe.describe_command)
     app.command("completions")(describe.completions_command)
+    app.command("mcp")(agents.mcp_command)
+    app.add_typer(agents.app, name="tools")
     return app
 
 

@@ -12,7 +12,8 @@ if TYPE_CHECKING:
     from matokit.cli.introspect import Command
 
 
-def _root(ctx: typer.Context) -> Command:
+def root_command(ctx: typer.Context) -> Command:
+    """The root of this run's Click tree (what describe and the agent tools read)."""
     from typer.core import TyperGroup
 
     root = ctx.find_root().command
@@ -35,7 +36,7 @@ def describe_command(
     from matokit.cli.introspect import manifest, manifest_text
     from matokit.cli.output import emit_json, emit_text
 
-    data = manifest(_root(ctx))
+    data = manifest(root_command(ctx))
     if fmt == "json":
         emit_json(data)
     else:
@@ -52,4 +53,4 @@ def completions_command(
 
     if shell not in ("bash", "zsh", "fish"):
         raise typer.BadParameter("must be bash, zsh or fish", param_hint="SHELL")
-    emit_text(completion_script(_root(ctx), shell))
+    emit_text(completion_script(root_command(ctx), shell))

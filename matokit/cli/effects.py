@@ -33,6 +33,7 @@ COMMANDS: dict[str, str] = {
     "describe": READ_ONLY,
     "health": READ_ONLY,
     "health serve": READ_ONLY,
+    "mcp": READ_ONLY,  # serves the read-only tools unless --allow-write
     "queue export": READ_ONLY,
     "queue flush": WRITES_MATOMO,
     "queue list": READ_ONLY,
@@ -46,6 +47,7 @@ COMMANDS: dict[str, str] = {
     "report show": READ_ONLY,
     "report summary": READ_ONLY,
     "setup exactly-once": WRITES_MATOMO,  # creates or activates a custom dimension
+    "tools serve": READ_ONLY,  # serves the read-only tools unless --allow-write
     "track access-log": WRITES_MATOMO,
     "track event": WRITES_MATOMO,
     "track goal": WRITES_MATOMO,
@@ -58,6 +60,8 @@ COMMANDS: dict[str, str] = {
 FLAGS: dict[str, dict[str, str]] = {
     "api": {"--allow-write": WRITES_MATOMO},
     "health": {"--output": WRITES_LOCAL},
+    "mcp": {"--allow-write": WRITES_MATOMO},
+    "tools serve": {"--allow-write": WRITES_MATOMO},
     "track access-log": {"--queue": WRITES_LOCAL, "--dry-run": READ_ONLY},
     "track event": _TRACK_FLAGS,
     "track goal": _TRACK_FLAGS,
@@ -65,6 +69,47 @@ FLAGS: dict[str, dict[str, str]] = {
     "track order": _TRACK_FLAGS,
     "track pageview": _TRACK_FLAGS,
 }
+
+
+# --- agent tools (`matokit mcp`, `matokit tools serve`) -------------------------------------
+# Every command with an effect is an agent tool (read-only ones always, the others only with
+# --allow-write) except these, whatever flag the operator gives, and why.
+NOT_AGENT_TOOLS: dict[str, str] = {
+    "health serve": "a long-running server, not a call that returns",
+    "mcp": "a long-running server, not a call that returns",
+    "tools serve": "a long-running server, not a call that returns",
+    "config init": "it chooses the Matomo URL (where the token is sent) and the token file",
+    "queue migrate": "it moves the journal to a Redis URL or a path the caller names",
+    "track import": "it reads a file of this machine and sends its content",
+}
+
+# Options an agent tool never takes, whatever flag the operator gives: a file on this machine
+# (health --output), or a rendering choice that JSON has no use for (--chart refuses it).
+# `--format` is never a parameter either: a tool always asks for JSON.
+AGENT_HIDDEN_FLAGS: dict[str, frozenset[str]] = {
+    "health": frozenset({"--output"}),
+    "report list": frozenset({"--csv-safe"}),
+    "report show": frozenset({"--chart", "--csv-safe"}),
+    "report summary": frozenset({"--csv-safe"}),
+}
+
+# Commands that never contact Matomo (only local state): MCP's openWorldHint is false for them.
+LOCAL_ONLY: frozenset[str] = frozenset(
+    {
+        "cache clear",
+        "cache stats",
+        "completions",
+        "config profiles",
+        "config show",
+        "describe",
+        "queue export",
+        "queue list",
+        "queue purge",
+        "queue retry-dead",
+        "queue retry-unattributed",
+        "queue status",
+    }
+)
 
 
 def effect_of(path: str) -> str | None:

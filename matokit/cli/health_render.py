@@ -92,77 +92,6 @@ def _plain(value: MetricValue) -> float | int | None:
 
 # --- Prometheus ----------------------------------------------------------------------------------
 
-# (check, metric key) -> (metric name, help). Other metrics become matokit_<check>_<key>.
-_KNOWN: dict[tuple[str, str], tuple[str, str]] = {
-    ("api", "latency_seconds"): (
-        "matokit_api_latency_seconds",
-        "Time Matomo took to answer API.getMatomoVersion.",
-    ),
-    ("tracking", "latency_seconds"): (
-        "matokit_tracking_latency_seconds",
-        "Time the tracker took to answer the bulk probe.",
-    ),
-    ("tracking", "paused_until_timestamp_seconds"): (
-        "matokit_tracking_paused_until_timestamp_seconds",
-        "Unix time until which Matomo asked (Retry-After) for no tracking requests; "
-        "NaN when there is no such pause.",
-    ),
-    ("queue", "depth"): ("matokit_queue_depth", "Hits in the journal still to deliver."),
-    ("queue", "due"): ("matokit_queue_due", "Queued hits due for sending now."),
-    ("queue", "oldest_age_seconds"): (
-        "matokit_queue_oldest_age_seconds",
-        "Age of the oldest hit still to deliver (0 when none).",
-    ),
-    ("queue", "dead_letters"): ("matokit_queue_dead_letters", "Hits given up on (dead letters)."),
-    ("queue", "unconfirmed"): (
-        "matokit_queue_unconfirmed",
-        "Hits sent whose answer was lost (Matomo may have stored them).",
-    ),
-    ("queue", "unattributed"): (
-        "matokit_queue_unattributed",
-        "Hits in batches Matomo partly refused without saying which.",
-    ),
-    ("queue", "possible_duplicates"): (
-        "matokit_queue_possible_duplicates",
-        "Delivered hits that had been sent before with the answer lost.",
-    ),
-    ("queue", "file_size_bytes"): ("matokit_queue_file_size_bytes", "Size of the journal file."),
-    ("queue", "last_flush_timestamp_seconds"): (
-        "matokit_last_flush_timestamp_seconds",
-        "Unix time of the last recorded queue flush.",
-    ),
-    ("tracking-failures", "failures"): (
-        "matokit_tracking_failures",
-        "Tracking failures Matomo reports (kept about two days).",
-    ),
-    ("replay-access", "admin_access"): (
-        "matokit_replay_admin_access",
-        "1 when the token can replay hits older than 24 h on the site.",
-    ),
-    ("cache", "size_bytes"): ("matokit_cache_size_bytes", "Size of the report cache database."),
-    ("journal", "usable"): (
-        "matokit_journal_usable",
-        "1 when the journal's backend (SQLite file or Redis) takes writes, 0 when it cannot.",
-    ),
-    ("journal", "durable"): (
-        "matokit_journal_durable",
-        "1 when every acknowledged write is on disk before the answer (SQLite; Redis with "
-        "appendonly and appendfsync always); NaN when the server does not tell.",
-    ),
-    ("journal", "evicts_keys"): (
-        "matokit_journal_evicts_keys",
-        "1 when Redis's maxmemory-policy may evict journal keys; NaN when unknown.",
-    ),
-    ("journal", "replicas"): (
-        "matokit_journal_replicas",
-        "Replicas connected to the Redis primary; NaN on SQLite.",
-    ),
-    ("journal", "latency_seconds"): (
-        "matokit_journal_latency_seconds",
-        "Time the journal's backend took to answer the check's probe.",
-    ),
-}
-
 
 class _Families:
     """Gauge families in first-seen order, every sample with the base labels: the collector of
@@ -188,63 +117,33 @@ class _Families:
 
 
 def _families(report: HealthReport) -> _Families:
+    """Every series of `report`, walked from the series table (matokit.health.series), so no
+    series of a check that ran can be missing: NaN for a value not measured, "unknown" for an
+    info label not learnt."""
+    from matokit.health.series import RUN_SERIES, check_infos, check_values
+
+    run = {series.name: series for series in RUN_SERIES}
     families = _Families({"profile": report.profile or "unknown"})
-    up = 1 if report.status in (Status.OK, Status.WARNING) else 0
-    families.add(
-        "matokit_up",
-        "1 when the last health run was OK or WARNING, 0 when CRITICAL or UNKNOWN.",
-        up,
-    )
-    families.add(
-        "matokit_health_status",
-        "Overall health: 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN.",
-        int(report.status),
-    )
+
+    def add(name: str, value: float, labels: Mapping[str, str] | None = None) -> None:
+        families.add(name, run[name].help, value, labels)
+
+    add("matokit_up", 1 if report.status in (Status.OK, Status.WARNING) else 0)
+    add("matokit_health_status", int(report.status))
     for check in report.checks:
-        families.add(
-            "matokit_check_status",
-            "Status of one check: 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN.",
-            int(check.status),
-            {"check": check.name},
-        )
+        add("matokit_check_status", int(check.status), {"check": check.name})
     for check in report.checks:
-        families.add(
-            "matokit_check_duration_seconds",
-            "Time one check took.",
-            check.duration_s,
-            {"check": check.name},
-        )
+        add("matokit_check_duration_seconds", check.duration_s, {"check": check.name})
     for check in report.checks:
-        for key, value in check.metrics.items():
-            name, help_text = _KNOWN.get(
-                (check.name, key),
-                (_metric_name(check.name, key), f"{key} reported by the {check.name} check."),
-            )
-            # A value not measured in this run is NaN: the series stays, with no number.
-            families.add(name, help_text, math.nan if value is None else value)
-    api = report.check("api")
-    if api is not None and api.info.get("matomo_version"):
-        families.add(
-            "matokit_matomo_info",
-            "Matomo's version as reported by API.getMatomoVersion.",
-            1,
-            {"version": api.info["matomo_version"]},
-        )
-    families.add("matokit_build_info", "MatoKit's version.", 1, {"version": __version__})
-    families.add(
-        "matokit_health_run_duration_seconds", "Time the whole health run took.", report.duration_s
-    )
-    families.add(
-        "matokit_health_run_timestamp_seconds",
-        "Unix time the health run started.",
-        round(report.generated_at, 3),
-    )
+        for series, value in check_values(check):
+            families.add(series.name, series.help, math.nan if value is None else value)
+    for check in report.checks:
+        for series, labels in check_infos(check):
+            families.add(series.name, series.help, 1, labels)
+    add("matokit_build_info", 1, {"version": __version__})
+    add("matokit_health_run_duration_seconds", report.duration_s)
+    add("matokit_health_run_timestamp_seconds", round(report.generated_at, 3))
     return families
-
-
-def _metric_name(check: str, key: str) -> str:
-    raw = f"matokit_{check}_{key}"
-    return "".join(ch if ch.isalnum() or ch == "_" else "_" for ch in raw)
 
 
 def _registry(report: HealthReport) -> CollectorRegistry:

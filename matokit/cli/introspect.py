@@ -101,6 +101,8 @@ def manifest(root: Command) -> dict[str, Any]:
             "help": (command.help or "").strip().split("\n\n")[0],
             "group": isinstance(command, TyperGroup),
             "effect": effects.effect_of(name),
+            "agent_tool": effects.effect_of(name) is not None
+            and name not in effects.NOT_AGENT_TOOLS,
             "params": [_param(p, is_global=False) for p in params],
         }
         if name in effects.FLAGS:

@@ -8,11 +8,12 @@ body was sent.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import TYPE_CHECKING, Any
-from urllib.parse import quote, urlencode
+from typing import TYPE_CHECKING, Any, Final
+from urllib.parse import quote
 
 from matokit.client.failures import Failures, clean, json_or_none
 from matokit.errors import (
@@ -32,6 +33,8 @@ if TYPE_CHECKING:
     import requests
 
 TRACKING = "tracking"
+_RESERVED = re.compile(r"[^A-Za-z0-9_.~-]")  # what quote(safe="") escapes
+_ASCII_ESCAPES: Final = {code: f"%{code:02X}" for code in range(128) if _RESERVED.match(chr(code))}
 
 
 class Outcome(StrEnum):
@@ -85,12 +88,28 @@ def prepare_tracking(
     if queuedtracking:
         # QueuedTracking reads this from the URL, not the JSON; without it, no counts come back.
         url += "?queuedtracking=0"
-    body: dict[str, Any] = {"requests": ["?" + urlencode(h.params, quote_via=quote) for h in hits]}
+    body: dict[str, Any] = {"requests": ["?" + hit_query(h.params) for h in hits]}
     if token:
         body["token_auth"] = token
     headers = {"Content-Type": "application/json", "User-Agent": user_agent}
     data = json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
     return PreparedRequest("POST", url, headers, data)
+
+
+def hit_query(params: Mapping[str, str]) -> str:
+    """A hit's query string: `urlencode(params, quote_via=quote)`, several times faster."""
+    if not _RESERVED.search("".join(params) + "".join(params.values())):
+        return "&".join([name + "=" + value for name, value in params.items()])
+    return "&".join([_escape(name) + "=" + _escape(value) for name, value in params.items()])
+
+
+def _escape(text: str) -> str:
+    """`quote(text, safe="")`: ASCII through one translation table (in C), the rest by quote."""
+    if not _RESERVED.search(text):
+        return text
+    if text.isascii():
+        return text.translate(_ASCII_ESCAPES)
+    return quote(text, safe="")
 
 
 def render_dry_run(prepared: PreparedRequest) -> str:

@@ -15,11 +15,12 @@ import socket
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import replace
 from typing import TYPE_CHECKING, Final, TypeVar
 
-from matokit.delivery.lanes import AUTO_EPOCH, LaneWidth, bulks, item_size, lane_key
+from matokit.delivery.groupack import GroupAck
+from matokit.delivery.lanes import AUTO_EPOCH, LaneWidth, lane_key, next_bulk
 from matokit.delivery.matomo import (
     AT_RISK_AGE,
     NoAdminAccess,
@@ -155,6 +156,11 @@ class _Flusher:
         self._lock = threading.RLock()
         self._halt: _Stop | None = None
         self._strained = False
+        self._acks = GroupAck(self.journal.ack)  # lanes answered at once: one journal write
+        # One batch at a time: the hits a batch delivered are acknowledged by the next claim,
+        # in the same journal write (nothing is sent in between; see `_ack_deferred`).
+        self._defer_acks = False
+        self._deferred: list[str] = []
 
     # -- the loop
 
@@ -212,6 +218,12 @@ class _Flusher:
 
     def _claim_and_send(self) -> None:
         """Claim batches and send them until none is left; `_Stop` ends it early."""
+        try:
+            self._claim_and_send_loop()
+        finally:
+            self._ack_deferred()
+
+    def _claim_and_send_loop(self) -> None:
         options = self.options
         deadline = self.deadline
         budget = options.max_events
@@ -234,7 +246,9 @@ class _Flusher:
                 limit=limit,
                 lease_seconds=options.lease_seconds,
                 stamp=self.sites.enabled,
+                ack=list(self._deferred),
             )
+            self._deferred.clear()
             if not entries:
                 # Sends of this flush that settled meanwhile: look them up, send the missing.
                 rounds -= 1
@@ -244,9 +258,19 @@ class _Flusher:
             if budget is not None:
                 budget -= len(entries)
             if width == 1:
-                self._batch(entries)
+                self._defer_acks = True
+                try:
+                    self._batch(entries)
+                finally:
+                    self._defer_acks = False
             else:
                 budget = self._pipeline(entries, width, budget)
+
+    def _ack_deferred(self) -> None:
+        """Acknowledge deferred deliveries now (before another request, at the end)."""
+        if self._deferred:
+            self.journal.ack(self._deferred)
+            self._deferred.clear()
 
     def _record_stop(self, stop: _Stop) -> None:
         result = self.result
@@ -408,14 +432,11 @@ class _Flusher:
                 if risky:
                     group = risky[:1]
                 else:
-                    sizes = [item_size(e.params) for e in live]
-                    group = next(
-                        bulks(
-                            live,
-                            sizes,
-                            max_count=options.batch_size,
-                            max_bytes=options.max_payload_bytes,
-                        )
+                    group = next_bulk(
+                        live,
+                        _params,
+                        max_count=options.batch_size,
+                        max_bytes=options.max_payload_bytes,
                     )
                 sending = {e.id for e in group}
                 live = [e for e in live if e.id not in sending]
@@ -652,6 +673,7 @@ class _Flusher:
     def _send(self, group: list[Entry], *, retry_rollbacks: bool = False) -> None:
         """One request for `group`, its answer applied to the journal (under the lock: lanes
         send at once, but journal updates and counts are one at a time)."""
+        self._ack_deferred()
         self._check_stop(group)
         hits = [entry_hit(e) for e in group]
         try:
@@ -719,7 +741,10 @@ class _Flusher:
                     self.verified += len(checked)
         aside = [e for e in invalid + lost if e not in self._lookup_first(invalid + lost)]
         if delivered:
-            self.journal.ack([e.id for e in delivered])
+            if self._defer_acks:
+                self._deferred.extend(e.id for e in delivered)
+            else:
+                self._acks.ack([e.id for e in delivered])
             with self._lock:
                 self.result.delivered += len(delivered)
                 self.seen_sites.update(entry_site(e) for e in delivered)
@@ -835,6 +860,10 @@ def _rejected_reason(entry: Entry, now: float) -> str:
             f"that has admin access on site {entry_site(entry)}"
         )
     return reason
+
+
+def _params(entry: Entry) -> Mapping[str, str]:
+    return entry.params
 
 
 def _group_by(items: Iterable[T], key: Callable[[T], K]) -> dict[K, list[T]]:

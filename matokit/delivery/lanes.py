@@ -15,10 +15,11 @@ rate rises and Matomo shows no strain; halved on a 429/503, a timeout or a rolle
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Final, TypeVar
-from urllib.parse import urlencode
+
+from matokit.client.tracking import hit_query
 
 T = TypeVar("T")
 
@@ -76,7 +77,30 @@ def partition(items: Sequence[T], params: Sequence[Mapping[str, str]], width: in
 
 def item_size(params: Mapping[str, str]) -> int:
     """The bytes one hit adds to a bulk's JSON body (its query string and separators)."""
-    return len(urlencode(params)) + 1 + _ITEM_OVERHEAD
+    return len(hit_query(params)) + 1 + _ITEM_OVERHEAD
+
+
+def size_bound(params: Mapping[str, str]) -> int:
+    """At least `item_size(params)`, without encoding anything: a character escapes to at most
+    twelve bytes (%XX for each of its up to four UTF-8 bytes); `=` and `&` stay one byte."""
+    chars = sum(map(len, params)) + sum(map(len, params.values()))
+    return 12 * chars + 2 * len(params) + 1 + _ITEM_OVERHEAD
+
+
+def next_bulk(
+    items: Sequence[T],
+    params: Callable[[T], Mapping[str, str]],
+    *,
+    max_count: int,
+    max_bytes: int,
+) -> list[T]:
+    """The first bulk `bulks` would make of `items` (whose hits `params` gives), encoding
+    their hits only when the cheap bound says the body might exceed `max_bytes`."""
+    head = list(items[:max_count])
+    if _BODY_OVERHEAD + sum(size_bound(params(item)) for item in head) <= max_bytes:
+        return head
+    sizes = [item_size(params(item)) for item in head]
+    return next(bulks(head, sizes, max_count=max_count, max_bytes=max_bytes), [])
 
 
 def bulks(

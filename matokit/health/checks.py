@@ -29,10 +29,11 @@ from matokit.errors import (
     StorageError,
     UsageError,
 )
-from matokit.health.classify import classify_error
+from matokit.health.classify import api_facts, classify_error
 from matokit.health.journal import JOURNAL_METRICS, check_journal
-from matokit.health.model import VERSION_METHOD, Check, CheckResult, Status
+from matokit.health.model import VERSION_METHOD, Check, CheckResult, MetricValue, Status
 from matokit.health.queue import QUEUE_METRICS, check_queue
+from matokit.health.series import metric_keys
 from matokit.health.text import line, seconds_text
 from matokit.redact import display_url
 from matokit.sizes import byte_text, database_size
@@ -44,6 +45,8 @@ if TYPE_CHECKING:
 # Matomo refuses a hit older than 24 h from a token without admin access on the site.
 REPLAY_HORIZON = 24 * 3600.0
 PROBE_URL = "https://matokit.invalid/health-probe"
+# The api check's stage while Matomo has the version call (the run's deadline may end it).
+VERSION_STAGE = f"waiting for Matomo's answer to {VERSION_METHOD}"
 
 
 # --- the checks ----------------------------------------------------------------------------------
@@ -131,12 +134,12 @@ def _loose_modes(settings: Settings) -> list[tuple[str, int]]:
 def check_api(run: HealthRun, name: str) -> CheckResult:
     """API.getMatomoVersion with the token: reachability, database, token, latency."""
     run.need_token()
-    run.set_stage(name, f"waiting for Matomo's answer to {VERSION_METHOD}")
+    run.set_stage(name, VERSION_STAGE)
     try:
         auth = run.auth()
     except Exception as exc:
         status, summary, hint = classify_error(exc)
-        return CheckResult(name, status, summary, hint=hint)
+        return CheckResult(name, status, summary, hint=hint, metrics=api_facts(exc))
     limits = run.thresholds
     status = Status.OK
     if auth.latency >= limits.crit_latency:
@@ -151,9 +154,14 @@ def check_api(run: HealthRun, name: str) -> CheckResult:
         name,
         status,
         summary,
-        metrics={"latency_seconds": round(auth.latency, 4)},
+        metrics={"latency_seconds": round(auth.latency, 4), "reachable": 1, "token_accepted": 1},
         info={"matomo_version": auth.version},
     )
+
+
+def _api_late(stage: str) -> dict[str, MetricValue]:
+    """The run's time ran out: while Matomo had the version call, it did not answer in time."""
+    return {"reachable": 0} if stage == VERSION_STAGE else {}
 
 
 def check_site(run: HealthRun, name: str) -> CheckResult:
@@ -414,16 +422,17 @@ def _check_redis_cache(run: HealthRun, name: str, settings: Settings) -> CheckRe
     )
 
 
+# Each check's metric keys come from its series in `matokit.health.series`.
 STANDARD_CHECKS: dict[str, Check] = {
-    "config": Check(check_config),
-    "api": Check(check_api, ("latency_seconds",)),
-    "site": Check(check_site),
-    "replay-access": Check(check_replay_access, ("admin_access",)),
-    "tracking": Check(check_tracking, ("latency_seconds", "paused_until_timestamp_seconds")),
-    "tracking-failures": Check(check_tracking_failures, ("failures",)),
+    "config": Check(check_config, metric_keys("config")),
+    "api": Check(check_api, metric_keys("api"), late=_api_late),
+    "site": Check(check_site, metric_keys("site")),
+    "replay-access": Check(check_replay_access, metric_keys("replay-access")),
+    "tracking": Check(check_tracking, metric_keys("tracking")),
+    "tracking-failures": Check(check_tracking_failures, metric_keys("tracking-failures")),
     "journal": Check(check_journal, JOURNAL_METRICS),
     "queue": Check(check_queue, QUEUE_METRICS),
-    "cache": Check(check_cache, ("size_bytes",)),
+    "cache": Check(check_cache, metric_keys("cache")),
 }
 # The standard checks' names, in the order they run and are reported.
 CHECKS: tuple[str, ...] = tuple(STANDARD_CHECKS)

@@ -1,4 +1,5 @@
-"""The verdict for an error raised while checking: (status, one-line summary, hint)."""
+"""The verdict for an error raised while checking: (status, one-line summary, hint), and what
+an error of the shared version call says about Matomo and the token (`api_facts`)."""
 
 from __future__ import annotations
 
@@ -6,13 +7,15 @@ from matokit.errors import (
     AuthenticationError,
     LockedOutError,
     MatokitError,
+    MatomoError,
+    NoMatomoError,
     ProtocolError,
     RateLimitedError,
     ServerPausedError,
     TokenCoolDownError,
     UnavailableError,
 )
-from matokit.health.model import Status
+from matokit.health.model import MetricValue, Status
 from matokit.health.text import line
 from matokit.times import utc_text
 
@@ -62,6 +65,23 @@ def classify_error(exc: BaseException) -> tuple[Status, str, str | None]:
         line(f"internal error: {exc.__class__.__name__}: {exc}"),
         INTERNAL_ERROR_HINT,
     )
+
+
+def api_facts(exc: BaseException) -> dict[str, MetricValue]:
+    """The api check's `reachable` and `token_accepted` after the version call raised `exc`:
+    1 or 0 when the error tells, None when it does not (the token in its cool-down was not
+    sent, so Matomo was not asked; a configuration problem; a bug)."""
+    reachable: MetricValue = None
+    accepted: MetricValue = None
+    if isinstance(exc, UnavailableError | ProtocolError | NoMatomoError):
+        reachable = 0  # refused, reset, TLS, 5xx, maintenance, time-out, not Matomo's answer
+    elif isinstance(exc, TokenCoolDownError):
+        accepted = 0
+    elif isinstance(exc, AuthenticationError | LockedOutError):
+        reachable, accepted = 1, 0
+    elif isinstance(exc, MatomoError):
+        reachable = 1  # Matomo answered with an error of its own (a 429, a permission)
+    return {"reachable": reachable, "token_accepted": accepted}
 
 
 def _is_timeout(exc: BaseException) -> bool:

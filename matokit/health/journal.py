@@ -22,6 +22,7 @@ from urllib.parse import quote
 
 from matokit.errors import ConfigError, StorageError
 from matokit.health.model import CheckResult, MetricValue, Status
+from matokit.health.series import metric_keys
 from matokit.health.text import line, seconds_text
 from matokit.sizes import byte_text, database_size
 
@@ -30,13 +31,7 @@ if TYPE_CHECKING:
     from matokit.health.runner import HealthRun
     from matokit.redisstore.connection import RedisTarget
 
-JOURNAL_METRICS: Final = (
-    "usable",
-    "durable",
-    "evicts_keys",
-    "replicas",
-    "latency_seconds",
-)
+JOURNAL_METRICS: Final = metric_keys("journal")
 # The shared keys this check can vouch for, and the Redis type each must have when present.
 _KEY_TYPES: Final = {"token_memory": "hash", "pause": "hash", "flush_lock": "string"}
 _PROBE_TTL_MS: Final = 60_000

@@ -91,10 +91,15 @@ class Skip(Exception):
 
 @dataclass(frozen=True)
 class Check:
-    """One check: the function that runs it and the metric keys it always reports."""
+    """One check: the function that runs it and the metric keys it always reports.
+
+    `late(stage)`: the metrics the check still knows when the run's time ran out while it was
+    in `stage` (e.g. the api check, still waiting for Matomo: Matomo did not answer in time).
+    """
 
     run: Callable[[HealthRun, str], CheckResult]
     metrics: tuple[str, ...] = ()
+    late: Callable[[str], Mapping[str, MetricValue]] | None = None
 
     def conform(self, result: CheckResult) -> CheckResult:
         """`result` with exactly the declared metric keys, in declared order (None when not

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 from matokit.durations import format_duration
 from matokit.flushrecord import FlushRecord, StopReason
 from matokit.health.model import CheckResult, MetricValue, Status
+from matokit.health.series import metric_keys
 from matokit.health.text import line
 
 if TYPE_CHECKING:
@@ -18,19 +19,9 @@ if TYPE_CHECKING:
     from matokit.health.thresholds import Thresholds
     from matokit.journal import JournalStats
 
-QUEUE_METRICS = (
-    "depth",
-    "due",
-    "oldest_age_seconds",
-    "dead_letters",
-    "unattributed",
-    "unconfirmed",
-    "possible_duplicates",
-    "awaiting_lookup",
-    "confirmed_by_lookup",
-    "file_size_bytes",
-    "last_flush_timestamp_seconds",
-)
+QUEUE_METRICS = metric_keys("queue")
+# Known only once a flush has run: None (NaN) before.
+_FLUSH_METRICS = ("last_flush_timestamp_seconds", "last_flush_delivered")
 
 
 def check_queue(run: HealthRun, name: str) -> CheckResult:
@@ -44,7 +35,7 @@ def check_queue(run: HealthRun, name: str) -> CheckResult:
             Status.OK,
             "no journal yet: nothing queued",
             # Nothing queued, no file, never flushed: the same keys as with a journal.
-            metrics={key: 0 for key in QUEUE_METRICS} | {"last_flush_timestamp_seconds": None},
+            metrics={key: None if key in _FLUSH_METRICS else 0 for key in QUEUE_METRICS},
         )
     exactly_once = run.need_settings().exactly_once
     return queue_result(name, stats, run.thresholds, now=run.clock(), exactly_once=exactly_once)
@@ -79,6 +70,7 @@ def queue_result(
     flush = stats.last_flush
     flush_at = _flush_time(flush)
     metrics["last_flush_timestamp_seconds"] = round(flush_at, 3) if flush_at is not None else None
+    metrics["last_flush_delivered"] = FlushRecord.from_json(flush).delivered if flush else None
     crit: list[str] = []
     warn: list[str] = []
     if flush is not None and flush_stopped_on_auth(flush):

@@ -111,14 +111,16 @@ def run_checks(
             if future.done():
                 results[name] = future.result()
             else:
+                check, stage = checks[name], run.stage(name)
                 late = CheckResult(
                     name,
                     Status.UNKNOWN,
-                    f"did not finish within {max_time:g} s (stage: {run.stage(name)})",
+                    f"did not finish within {max_time:g} s (stage: {stage})",
+                    metrics=check.late(stage) if check.late else {},
                     duration_s=round(time.monotonic() - started, 3),
                     hint=slow_hint,
                 )
-                results[name] = checks[name].conform(late)
+                results[name] = check.conform(late)
     finally:
         # Do not wait for a hung request: its own HTTP timeout ends the thread.
         run.close_when_idle(futures.values())

@@ -129,6 +129,7 @@ def _build(site_id: int | str, action: dict[str, str], common: CommonFields) -> 
         params["uid"] = _check_user_id(common["user_id"], "user_id")
     for number, value in (common.get("dimensions") or {}).items():
         params[f"dimension{_check_positive_int(number, 'dimension')}"] = _check_dimension(value)
+    checked = set(params)  # validated above (extra params below are checked by _check_params)
     for name, value in (common.get("params") or {}).items():
         if name in _RESERVED:
             raise HitValidationError(
@@ -145,8 +146,8 @@ def _build(site_id: int | str, action: dict[str, str], common: CommonFields) -> 
         params[name] = _param_value(name, value)
     params["cdt"] = str(int(parse_time(common.get("at"), now=now)))
     params["rand"] = _rand(rng)
-    checked = _check_params(params, now=now)
-    return Hit(params=checked, created_at=now, key=_check_key(common.get("key")))
+    valid = _check_params(params, now=now, checked=checked)
+    return Hit(params=valid, created_at=now, key=_check_key(common.get("key")))
 
 
 def _rand(rng: Callable[[], float]) -> str:

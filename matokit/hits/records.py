@@ -82,6 +82,12 @@ _COMMON_RECORD_FIELDS = (
 )
 
 
+_ALLOWED_FIELDS: dict[str, frozenset[str]] = {
+    kind: frozenset(fields) | frozenset(_COMMON_RECORD_FIELDS)
+    for kind, fields in _RECORD_FIELDS.items()
+}
+
+
 def hit_from_record(
     obj: Mapping[str, Any],
     *,
@@ -110,8 +116,8 @@ def hit_from_record(
             field="type",
             hint="use one of: " + ", ".join(_RECORD_FIELDS),
         )
-    allowed = set(_RECORD_FIELDS[kind]) | set(_COMMON_RECORD_FIELDS)
-    unknown = sorted(set(obj) - allowed)
+    allowed = _ALLOWED_FIELDS[kind]
+    unknown = sorted(obj.keys() - allowed)
     if unknown:
         raise HitValidationError(
             f"Unknown field {unknown[0]!r} for a {kind} hit.",

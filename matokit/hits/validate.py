@@ -9,6 +9,7 @@ import json
 import math
 import re
 from collections.abc import Mapping, Sequence
+from collections.abc import Set as AbstractSet
 from datetime import UTC, datetime
 from typing import Any
 
@@ -94,19 +95,28 @@ def _bad_time(value: object, field: str) -> HitValidationError:
 # --- field checks ------------------------------------------------------------------------------
 
 
-def _check_params(params: dict[str, str], *, now: float) -> dict[str, str]:
-    """Checks that apply to every hit, whichever way it was built."""
-    for name, hint in _FORBIDDEN.items():
-        if name in params:
-            raise HitValidationError(
-                f"Parameter {name!r} is not allowed in a hit.", field=name, hint=hint
-            )
-    params["idsite"] = str(_check_positive_int(params["idsite"], "idsite"))
-    if "cid" in params:
+def _check_params(
+    params: dict[str, str], *, now: float, checked: AbstractSet[str] = frozenset()
+) -> dict[str, str]:
+    """Checks that apply to every hit, whichever way it was built. `checked` names parameters
+    a builder has already validated (their own checks are not run again)."""
+    if not params.keys().isdisjoint(_FORBIDDEN):
+        for name, hint in _FORBIDDEN.items():
+            if name in params:
+                raise HitValidationError(
+                    f"Parameter {name!r} is not allowed in a hit.", field=name, hint=hint
+                )
+
+    def unchecked(name: str) -> bool:
+        return name in params and name not in checked
+
+    if unchecked("idsite"):
+        params["idsite"] = str(_check_positive_int(params["idsite"], "idsite"))
+    if unchecked("cid"):
         params["cid"] = _check_visitor_id(params["cid"], "cid")
-    if "uid" in params:
+    if unchecked("uid"):
         params["uid"] = _check_user_id(params["uid"], "uid")
-    for name in list(params):
+    for name in [name for name in params if name.startswith("dimension")]:
         match = _DIMENSION_RE.match(name)
         if match and int(match.group(1)) < 1:
             raise HitValidationError(
@@ -114,24 +124,25 @@ def _check_params(params: dict[str, str], *, now: float) -> dict[str, str]:
                 field=name,
                 hint="use dimensionN with N the dimension's id",
             )
-        if match:
+        if match and name not in checked:
             _check_dimension(params[name], field=name)
-    has_category = bool(params.get("e_c", "").strip())
-    has_action = bool(params.get("e_a", "").strip())
-    if ("e_c" in params or "e_a" in params) and not (has_category and has_action):
-        raise HitValidationError(
-            "An event needs both e_c (category) and e_a (action); with one alone Matomo "
-            "silently records a pageview.",
-            field="e_a" if has_category else "e_c",
-            hint="give both e_c and e_a",
-        )
-    if "e_v" in params:
+    if unchecked("e_c") or unchecked("e_a"):
+        has_category = bool(params.get("e_c", "").strip())
+        has_action = bool(params.get("e_a", "").strip())
+        if not (has_category and has_action):
+            raise HitValidationError(
+                "An event needs both e_c (category) and e_a (action); with one alone Matomo "
+                "silently records a pageview.",
+                field="e_a" if has_category else "e_c",
+                hint="give both e_c and e_a",
+            )
+    if unchecked("e_v"):
         _check_number(params["e_v"], "e_v", allow_negative=True)
-    if "idgoal" in params:
+    if unchecked("idgoal"):
         _check_int(params["idgoal"], "idgoal", minimum=0)
-    if "revenue" in params:
+    if unchecked("revenue"):
         _check_number(params["revenue"], "revenue")
-    if "ec_items" in params:
+    if unchecked("ec_items"):
         try:
             items = json.loads(params["ec_items"])
         except ValueError:

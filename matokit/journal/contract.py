@@ -63,8 +63,10 @@ class JournalStore(Protocol):
         lease_seconds: float,
         now: float | None = None,
         stamp: bool = False,
+        ack: Sequence[str] = (),
     ) -> list[Entry]:
-        """Lease up to `limit` due hits to `owner`, oldest first, counting one attempt each."""
+        """Lease up to `limit` due hits to `owner`, oldest first, counting one attempt each;
+        first, in the same write, acknowledge the hits `ack` names (as `ack()` does)."""
         ...
 
     def ack(self, ids: Sequence[str]) -> int:

@@ -39,6 +39,18 @@ def journal_exists(settings: Settings) -> bool:
     return settings.journal_path.exists()
 
 
+def journal_location(settings: Settings) -> str:
+    """Where the profile's journal is, as shown to people: its file, or on Redis the server
+    (never its password) and the journal's keys."""
+    if not settings.redis_url:
+        return str(settings.journal_path)
+    from matokit.redact import display_url, redact
+    from matokit.redisstore.keys import Keys
+
+    server = display_url(settings.redis_url) or redact(settings.redis_url)
+    return f"{server} {Keys(settings.redis_namespace).journal('*')}"
+
+
 def open_store(
     path: Path,
     redis: RedisTarget | None,

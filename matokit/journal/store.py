@@ -100,6 +100,7 @@ class Journal(Reconciling, Transferring):
         lease_seconds: float,
         now: float | None = None,
         stamp: bool = False,
+        ack: Sequence[str] = (),
     ) -> list[Entry]:
         """Lease up to `limit` due hits to `owner`, oldest first, counting one attempt each.
 
@@ -107,9 +108,13 @@ class Journal(Reconciling, Transferring):
         lookup, or inflight with an expired lease (its flusher died; that send counts as
         unconfirmed). The claimed hits are inflight until acked, rescheduled, released, killed
         or their lease expires; their `sent_at` is now. With `stamp`, each takes its site's
-        remembered key dimension (`remember_dimension`), which its send must carry.
+        remembered key dimension (`remember_dimension`), which its send must carry. `ack`
+        names hits delivered meanwhile: acknowledged first, in the same transaction (one
+        commit instead of two for a flusher that sends one batch at a time).
         """
         if limit <= 0:
+            if ack:
+                self.ack(ack)
             return []
         if lease_seconds <= 0:
             raise ValueError("lease_seconds must be positive")
@@ -121,30 +126,35 @@ class Journal(Reconciling, Transferring):
             "limit": limit,
             "stamp": int(stamp),
         }
-        rows = self._write(lambda conn: conn.execute(CLAIM_SQL, params).fetchall())
+        acked = id_list(ack)
+
+        def run(conn: sqlite3.Connection) -> list[Any]:
+            if acked:
+                self._ack_rows(conn, acked)
+            return conn.execute(CLAIM_SQL, params).fetchall()
+
+        rows = self._write(run)
         return sorted((entry_from_row(row) for row in rows), key=lambda entry: entry.id)
 
     def ack(self, ids: Sequence[str]) -> int:
         """Mark hits delivered: delete them, remember their keys for the dedup window; how many."""
         id_rows = id_list(ids)
+        return self._write(lambda conn: self._ack_rows(conn, id_rows)) if id_rows else 0
 
-        def run(conn: sqlite3.Connection) -> int:
-            now = self._clock()
-            conn.executemany(
-                """INSERT INTO delivered (key, delivered_at, sent_unconfirmed)
-                   SELECT key, ?, sent_unconfirmed FROM entries WHERE id = ?
-                   ON CONFLICT (key) DO UPDATE SET delivered_at = excluded.delivered_at,
-                       sent_unconfirmed = excluded.sent_unconfirmed""",
-                [(now, entry_id) for (entry_id,) in id_rows],
-            )
-            deleted = conn.executemany("DELETE FROM entries WHERE id = ?", id_rows).rowcount
-            # Pruning here is an index range scan, nearly free when nothing has expired.
-            conn.execute(
-                "DELETE FROM delivered WHERE delivered_at < ?", (now - self._dedup_window,)
-            )
-            return deleted
-
-        return self._write(run) if id_rows else 0
+    def _ack_rows(self, conn: sqlite3.Connection, id_rows: Sequence[tuple[str]]) -> int:
+        """`ack` within a write transaction."""
+        now = self._clock()
+        conn.executemany(
+            """INSERT INTO delivered (key, delivered_at, sent_unconfirmed)
+               SELECT key, ?, sent_unconfirmed FROM entries WHERE id = ?
+               ON CONFLICT (key) DO UPDATE SET delivered_at = excluded.delivered_at,
+                   sent_unconfirmed = excluded.sent_unconfirmed""",
+            [(now, entry_id) for (entry_id,) in id_rows],
+        )
+        deleted = conn.executemany("DELETE FROM entries WHERE id = ?", id_rows).rowcount
+        # Pruning here is an index range scan, nearly free when nothing has expired.
+        conn.execute("DELETE FROM delivered WHERE delivered_at < ?", (now - self._dedup_window,))
+        return deleted
 
     def reschedule(
         self,

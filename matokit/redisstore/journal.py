@@ -119,6 +119,7 @@ _SCRIPTS: Final = {
         "ENQUEUE",
         "CLAIM",
         "ACK",
+        "ACK_CLAIM",
         "UPDATE",
         "REQUEUE_PAGE",
         "PURGE_PAGE",
@@ -328,14 +329,18 @@ class RedisJournal:
         lease_seconds: float,
         now: float | None = None,
         stamp: bool = False,
+        ack: Sequence[str] = (),
     ) -> list[Entry]:
         """Lease up to `limit` due hits to `owner`, oldest first, counting one attempt each.
 
         Due as on SQLite (`Journal.claim`): pending or sent_unconfirmed whose next attempt has
         come and that await no lookup, or inflight without a key dimension whose lease expired.
-        One script: concurrent claims never share a hit.
+        One script: concurrent claims never share a hit. `ack` names hits delivered meanwhile,
+        acknowledged first in the same script.
         """
         if limit <= 0:
+            if ack:
+                self.ack(ack)
             return []
         if lease_seconds <= 0:
             raise ValueError("lease_seconds must be positive")
@@ -347,7 +352,11 @@ class RedisJournal:
             str(int(limit)),
             "1" if stamp else "0",
         ]
-        return codec.entries(self._run("CLAIM", args, doing="claim hits"))
+        acked = [entry_id for (entry_id,) in id_list(ack)]
+        if not acked:
+            return codec.entries(self._run("CLAIM", args, doing="claim hits"))
+        args += [codec.number(at), codec.number(at - self._dedup_window), *acked]
+        return codec.entries(self._run("ACK_CLAIM", args, doing="record deliveries and claim hits"))
 
     def ack(self, ids: Sequence[str]) -> int:
         """Mark hits delivered: delete them, remember their keys for the dedup window; how many."""

@@ -486,7 +486,7 @@ return added
 # Due: claimable with next attempt <= now, oldest id first, and inflight without a key
 # dimension whose lease expired (its flusher died: that send counts as unconfirmed). Returns
 # the claimed entries (see `reply`).
-CLAIM: Final = writing(r"""
+_CLAIM_BODY: Final = r"""
 local owner, expires_s, now_s = ARGV[1], ARGV[2], ARGV[3]
 local now, limit, stamp = tonumber(now_s), tonumber(ARGV[4]), ARGV[5] == '1'
 -- Entries whose time has come move from waiting to ready, in bulk.
@@ -559,10 +559,11 @@ for i = 1, math.min(limit, #found) do
 end
 flush()
 return reply(ids, recs)
-""")
+"""
+CLAIM: Final = writing(_CLAIM_BODY)
 
 # ARGV: now, cutoff, ids. Delivered: deleted, keys remembered for the dedup window.
-ACK: Final = writing(r"""
+_ACK_BODY: Final = r"""
 local now_s, cutoff_s = ARGV[1], ARGV[2]
 local ids = from(3)
 prefetch(ids)
@@ -582,7 +583,18 @@ for _, key in ipairs({DELIVERED, D_UNCONFIRMED, D_CONFIRMED}) do
   redis.call('ZREMRANGEBYSCORE', key, '-inf', '(' .. cutoff_s)
 end
 return n
-""")
+"""
+ACK: Final = writing(_ACK_BODY)
+
+# ARGV: CLAIM's five, then ACK's (now, cutoff, ids...): the hits delivered since the last
+# claim are acknowledged, then the next batch claimed, in one script (one round trip and one
+# fsync where a flusher sending one batch at a time needed two).
+ACK_CLAIM: Final = writing(
+    "local function acknowledge()\n"
+    + _ACK_BODY.replace("ARGV[1], ARGV[2]", "ARGV[6], ARGV[7]").replace("from(3)", "from(8)")
+    + "\nend\nacknowledge()\n"
+    + _CLAIM_BODY
+)
 
 # ARGV: now, op, op's arguments..., then the entry ids (from ARGV[first]). One script for the
 # changes of single entries, so that each rule reads like its SQL twin in journal/store.py and

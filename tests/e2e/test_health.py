@@ -20,6 +20,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from tests.e2e.conftest import RunMatokit, SpawnMatokit
 from tests.fakematomo import SUPERUSER_TOKEN, VIEW_TOKEN, FakeMatomo, Fault
+from tests.promtool import check_metrics
 
 BAD_TOKEN = "0badc0de" * 4
 
@@ -195,6 +196,7 @@ def test_prometheus_output_file_for_the_textfile_collector(
     )
     assert result.code == 0, result
     assert result.stdout == ""
+    check_metrics(target.read_text(), "the textfile")
     families = {f.name: f for f in text_string_to_metric_families(target.read_text())}
     assert families["matokit_up"].samples[0].value == 1
     assert {s.labels["check"] for s in families["matokit_check_status"].samples} == {

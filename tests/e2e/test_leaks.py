@@ -13,6 +13,7 @@ import json
 from pathlib import Path
 
 import pytest
+import requests
 
 from tests.fakematomo import SUPERUSER_TOKEN, Fault
 
@@ -125,3 +126,65 @@ def test_url_credentials_never_leak_when_matomo_is_unreachable(run_matokit):
         assert result.code != 1, result  # never an internal error
         for stream, text in (("stdout", result.stdout), ("stderr", result.stderr)):
             _assert_no_secret(text, SUPERUSER_TOKEN, f"{stream} of matokit {' '.join(args)}")
+
+
+# --- the agent tool servers -------------------------------------------------------------------
+
+BEARER = "be4rer" + "c0ffee" * 4  # the sentinel bearer token of `tools serve`
+AGENT_CALLS = [
+    ("report", "matokit_report_show", {"name": "pages", "date": "today"}),
+    ("api", "matokit_api", {"method": "VisitsSummary.get", "params": ["period=day", "date=today"]}),
+    ("refused", "matokit_api", {"method": "SitesManager.deleteSite", "params": ["idSite=1"]}),
+    ("config", "matokit_config_show", {}),
+    ("health", "matokit_health", {}),
+    ("bad-argument", "matokit_report_show", {"name": "pages", "token": "x"}),
+]
+
+
+def _assert_no_agent_secret(text: str, token: str, where: str) -> None:
+    _assert_no_secret(text, token, where)
+    assert BEARER not in text, f"bearer token in {where}"
+
+
+@pytest.mark.parametrize("token", [SUPERUSER_TOKEN, INVALID_TOKEN], ids=["valid", "invalid"])
+def test_agent_servers_never_leak_the_token_or_the_bearer_token(
+    spawn_matokit, matokit_env, e2e_dirs, fake_matomo, token
+):
+    from tests.e2e.agents import run_mcp, tools_service
+
+    env = {
+        "MATOMO_URL": _with_credentials(fake_matomo.url),
+        "MATOMO_SITE_ID": "1",
+        "MATOMO_TOKEN": token,
+        "MATOKIT_TOOLS_TOKEN": BEARER,  # in the environment of both: children must not get it
+    }
+    loud = ("--debug", "--log-format", "json")
+    run = run_mcp({**matokit_env, **env}, e2e_dirs["cwd"], [*loud, "mcp"], AGENT_CALLS)
+    seen = {"MCP tool list": json.dumps(run.tools), "MCP server stderr": run.stderr}
+    seen |= {f"MCP result {label}": json.dumps(r) for label, r in run.results.items()}
+    assert run.results["refused"]["isError"] and run.results["bad-argument"]["isError"]
+
+    headers = {"Authorization": f"Bearer {BEARER}"}
+    with tools_service(spawn_matokit, *loud, "tools", "serve", "--listen", "127.0.0.1:0",
+                       env=env) as service:  # fmt: skip
+        seen["Opal discovery"] = requests.get(
+            service.url + "discovery", headers=headers, timeout=10
+        ).text
+        for label, tool, arguments in AGENT_CALLS:
+            answer = requests.post(
+                f"{service.url}tools/{tool}",
+                json={"parameters": arguments},
+                headers=headers,
+                timeout=60,
+            )
+            seen[f"Opal answer {label}"] = answer.text
+        unauthorised = requests.post(f"{service.url}tools/matokit_config_show", json={}, timeout=10)
+        assert unauthorised.status_code == 401
+        seen["Opal 401"] = unauthorised.text
+    seen["Opal server stderr"] = service.stderr
+    assert '"exit_code"' in seen["Opal answer report"]
+    for where, text in seen.items():
+        _assert_no_agent_secret(text, token, where)
+    for path in _written_files(e2e_dirs):
+        data = path.read_bytes()
+        assert token.encode() not in data and BEARER.encode() not in data, path
