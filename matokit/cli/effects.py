@@ -81,6 +81,7 @@ NOT_AGENT_TOOLS: dict[str, str] = {
     "config init": "it chooses the Matomo URL (where the token is sent) and the token file",
     "queue migrate": "it moves the journal to a Redis URL or a path the caller names",
     "track import": "it reads a file of this machine and sends its content",
+    "track access-log": "it reads log files of this machine and sends them (--follow never ends)",
 }
 
 # Options an agent tool never takes, whatever flag the operator gives: a file on this machine
