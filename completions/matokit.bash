@@ -5,7 +5,7 @@ _matokit_complete() {
         w="${COMP_WORDS[i]}"
         [[ "$w" == -* ]] && continue
         case "${path:+$path }$w" in
-            "api"|"cache"|"cache clear"|"cache stats"|"completions"|"config"|"config init"|"config profiles"|"config show"|"config test"|"describe"|"health"|"health serve"|"mcp"|"queue"|"queue export"|"queue flush"|"queue list"|"queue migrate"|"queue purge"|"queue reconcile"|"queue retry-dead"|"queue retry-unattributed"|"queue status"|"report"|"report list"|"report show"|"report summary"|"setup"|"setup exactly-once"|"tools"|"tools serve"|"track"|"track event"|"track goal"|"track import"|"track order"|"track pageview") path="${path:+$path }$w" ;;
+            "api"|"cache"|"cache clear"|"cache stats"|"completions"|"config"|"config init"|"config profiles"|"config show"|"config test"|"describe"|"health"|"health serve"|"mcp"|"queue"|"queue export"|"queue flush"|"queue list"|"queue migrate"|"queue purge"|"queue reconcile"|"queue retry-dead"|"queue retry-unattributed"|"queue status"|"report"|"report list"|"report show"|"report summary"|"setup"|"setup exactly-once"|"tools"|"tools serve"|"track"|"track access-log"|"track event"|"track goal"|"track import"|"track order"|"track pageview") path="${path:+$path }$w" ;;
         esac
     done
     case "$path" in
@@ -42,7 +42,8 @@ _matokit_complete() {
         "setup exactly-once") words="--site --format" ;;
         "tools") words="serve" ;;
         "tools serve") words="--listen --allow-remote --bearer-token-file --allow-write --call-timeout" ;;
-        "track") words="event goal import order pageview" ;;
+        "track") words="access-log event goal import order pageview" ;;
+        "track access-log") words="--log-format --log-format-regex --log-date-format --site --site-from-host --site-url --enable-static --enable-bots --enable-http-errors --enable-http-redirects --exclude-path --include-host --strip-query --strip-param --horizon --follow --dry-run --queue --batch-size --concurrency --format" ;;
         "track event") words="--category --action --name --value --site --visitor-id --user-id --at --dimension --param --idempotency-key --queue --dry-run --format" ;;
         "track goal") words="--goal --revenue --site --visitor-id --user-id --at --dimension --param --idempotency-key --queue --dry-run --format" ;;
         "track import") words="--batch-size --strict --site --queue --concurrency --format" ;;
@@ -75,6 +76,8 @@ _matokit_complete() {
         "report summary|--format") words="table json csv ndjson" ;;
         "report summary|-f") words="table json csv ndjson" ;;
         "setup exactly-once|--format") words="text json" ;;
+        "track access-log|--log-format") words="auto common combined vhost_combined nginx_json w3c" ;;
+        "track access-log|--format") words="text json" ;;
         "track event|--format") words="text json" ;;
         "track goal|--format") words="text json" ;;
         "track import|--format") words="text json" ;;

@@ -7,7 +7,7 @@ _matokit() {
         w="${words[i]}"
         [[ "$w" == -* ]] && continue
         case "${path:+$path }$w" in
-            "api"|"cache"|"cache clear"|"cache stats"|"completions"|"config"|"config init"|"config profiles"|"config show"|"config test"|"describe"|"health"|"health serve"|"mcp"|"queue"|"queue export"|"queue flush"|"queue list"|"queue migrate"|"queue purge"|"queue reconcile"|"queue retry-dead"|"queue retry-unattributed"|"queue status"|"report"|"report list"|"report show"|"report summary"|"setup"|"setup exactly-once"|"tools"|"tools serve"|"track"|"track event"|"track goal"|"track import"|"track order"|"track pageview") path="${path:+$path }$w" ;;
+            "api"|"cache"|"cache clear"|"cache stats"|"completions"|"config"|"config init"|"config profiles"|"config show"|"config test"|"describe"|"health"|"health serve"|"mcp"|"queue"|"queue export"|"queue flush"|"queue list"|"queue migrate"|"queue purge"|"queue reconcile"|"queue retry-dead"|"queue retry-unattributed"|"queue status"|"report"|"report list"|"report show"|"report summary"|"setup"|"setup exactly-once"|"tools"|"tools serve"|"track"|"track access-log"|"track event"|"track goal"|"track import"|"track order"|"track pageview") path="${path:+$path }$w" ;;
         esac
     done
     case "$path" in
@@ -44,7 +44,8 @@ _matokit() {
         "setup exactly-once") choices=(--site --format) ;;
         "tools") choices=(serve) ;;
         "tools serve") choices=(--listen --allow-remote --bearer-token-file --allow-write --call-timeout) ;;
-        "track") choices=(event goal import order pageview) ;;
+        "track") choices=(access-log event goal import order pageview) ;;
+        "track access-log") choices=(--log-format --log-format-regex --log-date-format --site --site-from-host --site-url --enable-static --enable-bots --enable-http-errors --enable-http-redirects --exclude-path --include-host --strip-query --strip-param --horizon --follow --dry-run --queue --batch-size --concurrency --format) ;;
         "track event") choices=(--category --action --name --value --site --visitor-id --user-id --at --dimension --param --idempotency-key --queue --dry-run --format) ;;
         "track goal") choices=(--goal --revenue --site --visitor-id --user-id --at --dimension --param --idempotency-key --queue --dry-run --format) ;;
         "track import") choices=(--batch-size --strict --site --queue --concurrency --format) ;;
@@ -77,6 +78,8 @@ _matokit() {
         "report summary|--format") choices=(table json csv ndjson) ;;
         "report summary|-f") choices=(table json csv ndjson) ;;
         "setup exactly-once|--format") choices=(text json) ;;
+        "track access-log|--log-format") choices=(auto common combined vhost_combined nginx_json w3c) ;;
+        "track access-log|--format") choices=(text json) ;;
         "track event|--format") choices=(text json) ;;
         "track goal|--format") choices=(text json) ;;
         "track import|--format") choices=(text json) ;;

@@ -20,7 +20,18 @@ def _flag(*names: str, help: str) -> Any:
 
 def build_app() -> typer.Typer:
     """The Typer application with every command group registered."""
-    from matokit.cli import agents, api, config, describe, health, queue, report, setup, track
+    from matokit.cli import (
+        agents,
+        api,
+        config,
+        describe,
+        health,
+        queue,
+        report,
+        setup,
+        track,
+        track_accesslog,
+    )
     from matokit.cli import cache as cache_cli
 
     app = typer.Typer(
@@ -35,6 +46,8 @@ def build_app() -> typer.Typer:
     )
     app.callback()(_global_options)
     app.add_typer(config.app, name="config")
+    if not any(c.name == "access-log" for c in track.app.registered_commands):
+        track.app.command("access-log")(track_accesslog.access_log_command)
     app.add_typer(track.app, name="track")
     app.add_typer(queue.app, name="queue")
     app.add_typer(report.app, name="report")

@@ -48,6 +48,7 @@ COMMANDS: dict[str, str] = {
     "report summary": READ_ONLY,
     "setup exactly-once": WRITES_MATOMO,  # creates or activates a custom dimension
     "tools serve": READ_ONLY,  # serves the read-only tools unless --allow-write
+    "track access-log": WRITES_MATOMO,
     "track event": WRITES_MATOMO,
     "track goal": WRITES_MATOMO,
     "track import": WRITES_MATOMO,
@@ -61,6 +62,7 @@ FLAGS: dict[str, dict[str, str]] = {
     "health": {"--output": WRITES_LOCAL},
     "mcp": {"--allow-write": WRITES_MATOMO},
     "tools serve": {"--allow-write": WRITES_MATOMO},
+    "track access-log": {"--queue": WRITES_LOCAL, "--dry-run": READ_ONLY},
     "track event": _TRACK_FLAGS,
     "track goal": _TRACK_FLAGS,
     "track import": {"--queue": WRITES_LOCAL},
@@ -79,6 +81,7 @@ NOT_AGENT_TOOLS: dict[str, str] = {
     "config init": "it chooses the Matomo URL (where the token is sent) and the token file",
     "queue migrate": "it moves the journal to a Redis URL or a path the caller names",
     "track import": "it reads a file of this machine and sends its content",
+    "track access-log": "it reads log files of this machine and sends them (--follow never ends)",
 }
 
 # Options an agent tool never takes, whatever flag the operator gives: a file on this machine

@@ -2,7 +2,8 @@
 
 Every command returns one of these codes, decided here and nowhere else: errors (`exit_code_for`,
 `usage_exit_code`; several at once, one per site: `worst_exit_code`), and the outcomes of
-`track` (`track_exit_code`), `track import` (`import_exit_code`), `queue flush`
+`track` (`track_exit_code`), `track import` (`import_exit_code`), `track access-log`
+(`access_log_exit_code`), `queue flush`
 (`flush_exit_code`), `queue reconcile` (`reconcile_exit_code`), `queue migrate`
 (`migrate_exit_code`) and `health` (`health_exit_code`).
 The rules, in README's words:
@@ -34,6 +35,7 @@ from matokit.exactlyonce.dimension import NO_VIEW_ACCESS, DimensionUnavailable
 from matokit.stopping import Interrupted
 
 if TYPE_CHECKING:
+    from matokit.accesslog import AccessLogResult
     from matokit.delivery import FlushResult, ImportResult, TrackOutcome
     from matokit.journal.migrate import MigrationResult
 
@@ -222,3 +224,14 @@ def import_exit_code(result: ImportResult, *, queue: bool) -> int:
     if result.invalid or (flush is not None and flush.rejected):
         return ExitCode.DATA
     return ExitCode.OK
+
+
+def access_log_exit_code(result: AccessLogResult, *, queue: bool) -> int:
+    """`track access-log`: the code of an error that stopped the run (77 token, 78 no token
+    for old lines or no Matomo, 74 storage, 69 Matomo out of reach during a site lookup), else
+    as `track import`: 75 when hits stay queued, 65 for unparsable lines or a file that is no
+    log (binary, unknown format, cut short), else 0. A file another run was importing is no
+    failure."""
+    if result.error is not None:
+        return exit_code_for(result.error)
+    return import_exit_code(result.delivery, queue=queue)

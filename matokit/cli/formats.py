@@ -43,3 +43,14 @@ class HealthFormat(StrEnum):
     JSON = "json"
     PROMETHEUS = "prometheus"
     NAGIOS = "nagios"
+
+
+class AccessLogFormat(StrEnum):
+    """The line formats `track access-log` reads (`auto`: detected from the first lines)."""
+
+    AUTO = "auto"
+    COMMON = "common"
+    COMBINED = "combined"
+    VHOST_COMBINED = "vhost_combined"
+    NGINX_JSON = "nginx_json"
+    W3C = "w3c"

@@ -88,6 +88,8 @@ class Site:
     ts_created: str = "2026-01-01 00:00:00"
     # Goal ids that exist; a hit with another idgoal (other than 0 = ecommerce) is invalid.
     goals: Mapping[int, str] = field(default_factory=lambda: {1: "Signup"})
+    # Alias URLs (Matomo's site_url table): SitesManager.getSitesIdFromSiteUrl matches them too.
+    alias_urls: tuple[str, ...] = ()
 
     @classmethod
     def from_spec(cls, idsite: int, spec: Site | Mapping[str, Any]) -> Site:
@@ -103,7 +105,13 @@ class Site:
             ecommerce=bool(spec.get("ecommerce", True)),
             ts_created=str(spec.get("ts_created", "2026-01-01 00:00:00")),
             goals={int(k): str(v) for k, v in dict(goals).items()},
+            alias_urls=tuple(str(u) for u in spec.get("alias_urls", ())),
         )
+
+    @property
+    def urls(self) -> frozenset[str]:
+        """The site's URLs as Matomo stores them (no trailing slash): main URL and aliases."""
+        return frozenset(u.rstrip("/") for u in (self.main_url, *self.alias_urls))
 
     def as_api_dict(self) -> dict[str, Any]:
         """The SitesManager.getSiteFromId shape (an object, ints where Matomo 5 sends ints)."""

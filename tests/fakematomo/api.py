@@ -67,6 +67,23 @@ def _site_from_id(call: Call) -> dict[str, Any]:
     return call.state.sites[idsite].as_api_dict()
 
 
+def _sites_from_url(call: Call) -> list[dict[str, str]]:
+    """Like Matomo's: the URL given, and it with http(s):// and www. added or removed, matched
+    exactly against main and alias URLs of the sites the user can see (anonymous: none), as
+    `[{"idsite": "1"}]` (strings, from the database)."""
+    url = call.require("url").rstrip("/")
+    hostname = url.replace("www.", "").replace("http://", "").replace("https://", "")
+    variants = {
+        url,
+        f"http://{hostname}",
+        f"http://www.{hostname}",
+        f"https://{hostname}",
+        f"https://www.{hostname}",
+    }
+    visible = call.access.view_sites(call.state.sites) if call.access else []
+    return [{"idsite": str(i)} for i in visible if variants & call.state.sites[i].urls]
+
+
 def _view_ids(call: Call) -> list[int]:
     return call.access.view_sites(call.state.sites) if call.access else []
 
@@ -169,6 +186,7 @@ PLUGINS: dict[str, dict[str, tuple[tuple[str, ...], Handler]]] = {
     },
     "SitesManager": {
         "getSiteFromId": (("idSite",), _site_from_id),
+        "getSitesIdFromSiteUrl": (("url",), _sites_from_url),
         "getSitesIdWithAtLeastViewAccess": ((), _view_ids),
         "getSitesIdWithAdminAccess": ((), _admin_ids),
         "getSitesWithAtLeastViewAccess": ((), _sites_with_view),
