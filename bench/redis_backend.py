@@ -207,12 +207,33 @@ def flush_rates(
     return hits / timer.wall, hits / timer.cpu
 
 
+def fresh_server(redis_url: str) -> None:
+    """Empty the server and rewrite its append-only file, and wait for the rewrite: each Redis
+    run starts as each SQLite run does, from nothing, and no rewrite of the previous runs' AOF
+    (a forked child, CPU-bound) runs during a measurement."""
+    import redis
+
+    client = redis.Redis.from_url(redis_url)
+    try:
+        client.flushall()
+        client.bgrewriteaof()
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            info = client.info("persistence")
+            if not info.get("aof_rewrite_in_progress") and not info.get("aof_rewrite_scheduled"):
+                break
+            time.sleep(0.05)
+    finally:
+        client.close()
+
+
 def _alternate(runs: int, measure: Callable[[str | None], Rates], redis_url: str) -> list[float]:
     """Medians (Redis wall, SQLite wall, Redis CPU, SQLite CPU), measured alternately so that
     drift hits both alike."""
     on_redis: list[Rates] = []
     on_sqlite: list[Rates] = []
     for _ in range(runs):
+        fresh_server(redis_url)
         on_redis.append(measure(redis_url))
         on_sqlite.append(measure(None))
     return [
