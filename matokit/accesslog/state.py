@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import random
 import sqlite3
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -26,7 +25,13 @@ from typing import Any, Final, TypeVar
 
 from matokit.closing import Closing
 from matokit.errors import StorageError
-from matokit.journal.storage import BUSY_TIMEOUT, ensure_private_dir, is_busy, tighten_modes
+from matokit.journal.storage import (
+    BUSY_TIMEOUT,
+    ensure_private_dir,
+    is_busy,
+    tighten_modes,
+    transaction,
+)
 
 T = TypeVar("T")
 
@@ -174,26 +179,10 @@ class AccessLogState(Closing):
         return StorageError(f"cannot use {self.path}: {exc}", path=str(self.path), hint=hint)
 
     def _run(self, fn: Callable[[sqlite3.Connection], T], begin: str) -> T:
-        deadline = time.monotonic() + BUSY_TIMEOUT
-        conn = self._connection()
-        while True:
-            try:
-                conn.execute(begin)
-                try:
-                    result = fn(conn)
-                    conn.execute("COMMIT")
-                except BaseException:
-                    if conn.in_transaction:
-                        with contextlib.suppress(sqlite3.Error):
-                            conn.execute("ROLLBACK")
-                    raise
-                return result
-            except sqlite3.OperationalError as exc:
-                if not is_busy(exc) or time.monotonic() >= deadline:
-                    raise self._error(exc) from exc
-            except sqlite3.Error as exc:
-                raise self._error(exc) from exc
-            time.sleep(random.uniform(0.005, 0.05))
+        try:
+            return transaction(self._connection(), fn, begin=begin)
+        except sqlite3.Error as exc:
+            raise self._error(exc) from exc
 
     def _write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         return self._run(fn, "BEGIN IMMEDIATE")

@@ -12,7 +12,7 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
-from matokit.cli.output import say
+from matokit.cli.output import PhasedProgress, say
 
 if TYPE_CHECKING:
     from matokit.accesslog import AccessLogOptions, AccessLogResult, FileSummary
@@ -37,7 +37,7 @@ def run_files(
     with contextlib.ExitStack() as stack:
         delivery = None if options.dry_run else stack.enter_context(_delivery(settings))
         stop = stack.enter_context(stop_on_signals())
-        bars = stack.enter_context(_Progress(total))
+        bars = stack.enter_context(PhasedProgress(total, "Reading (bytes)"))
         run = stack.enter_context(
             AccessLogImport(
                 options,
@@ -45,7 +45,7 @@ def run_files(
                 client=_client_factory(settings, delivery),
                 data_dir=settings.data_dir,
                 stop=stop,
-                on_progress=bars.read,
+                on_progress=bars.reached,
             )
         )
         run.prepare()
@@ -288,34 +288,3 @@ def _stopped(result: AccessLogResult, signum: int, options: AccessLogOptions) ->
         f"matokit: stopped by {signal_name(signum)}: what was read is journaled "
         f"({queued:,} hit(s) of this run stay queued); run it again to go on where it stopped."
     )
-
-
-class _Progress(contextlib.ExitStack):
-    """Progress bars on a terminal: reading (bytes of the files), then sending (hits)."""
-
-    def __init__(self, size: int | None) -> None:
-        super().__init__()
-        self._size = size
-        self._done = 0
-        self._advance: Callable[[int], object] = lambda n: None
-
-    def __enter__(self) -> _Progress:
-        super().__enter__()
-        self._open(self._size, "Reading (bytes)")
-        return self
-
-    def _open(self, total: int | None, description: str) -> None:
-        from matokit.cli.output import progress
-
-        self.close()
-        self._advance = self.enter_context(progress(total, description))
-
-    def read(self, position: int) -> None:
-        self._advance(position - self._done)
-        self._done = position
-
-    def sending(self, due: int) -> None:
-        self._open(due or None, "Sending")
-
-    def sent(self, count: int) -> None:
-        self._advance(count)

@@ -9,11 +9,12 @@ natural width (`COLUMNS`, when set, wins), so piped tables are never cut. With
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 import os
 import sys
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
@@ -208,3 +209,35 @@ def interrupted(by: str = "") -> None:
         sys.stderr.write(logs.json_line(f"interrupted{by}", level="error") + "\n")
     else:
         sys.stderr.write(f"\nmatokit: interrupted{by}\n")
+
+
+class PhasedProgress(contextlib.ExitStack):
+    """Two progress bars one after the other, as an import runs: reading its input (bytes,
+    `reached(position)`), then sending (`sending(due)`, `sent(count)`). No-ops off a TTY."""
+
+    def __init__(self, size: int | None, reading: str) -> None:
+        super().__init__()
+        self._size = size
+        self._reading = reading
+        self._done = 0
+        self._advance: Callable[[int], object] = lambda n: None
+
+    def __enter__(self) -> PhasedProgress:
+        super().__enter__()
+        self._open(self._size, self._reading)
+        return self
+
+    def _open(self, total: int | None, description: str) -> None:
+        self.close()
+        self._advance = self.enter_context(progress(total, description))
+
+    def reached(self, position: int) -> None:
+        """The input was read (or journaled) up to byte `position`."""
+        self._advance(position - self._done)
+        self._done = position
+
+    def sending(self, due: int) -> None:
+        self._open(due or None, "Sending")
+
+    def sent(self, count: int) -> None:
+        self._advance(count)

@@ -6,7 +6,6 @@ never load requests. The client is built inside `delivery` only when a hit is se
 
 from __future__ import annotations
 
-import contextlib
 import csv
 import dataclasses
 import functools
@@ -319,7 +318,7 @@ def import_command(
 ) -> None:
     """Import hits from JSON Lines: journal them in batches, then send them (bulk)."""
     from matokit.cli.exit import import_exit_code
-    from matokit.cli.output import say
+    from matokit.cli.output import PhasedProgress, say
 
     settings = state(ctx).settings()
     site_id = site if site is not None else settings.site_id
@@ -342,7 +341,7 @@ def import_command(
         _open_source(source) as (stream, size),
         Delivery.for_settings(settings) as delivery,
         stop_on_signals() as stop,
-        _ImportProgress(size) as bars,
+        PhasedProgress(size, "Journaling (bytes)") as bars,
     ):
         result = delivery.import_lines(
             stream,
@@ -350,7 +349,7 @@ def import_command(
             strict=strict,
             flush=None if queue else _flush_options(settings, batch_size, concurrency),
             on_invalid=invalid,
-            on_progress=bars.journaled,
+            on_progress=bars.reached,
             on_flush_start=bars.sending,
             on_sent=bars.sent,
             stop=stop,
@@ -538,37 +537,6 @@ def _flush_options(
     if concurrency is not None:
         options = dataclasses.replace(options, concurrency=parse_concurrency(concurrency))
     return options
-
-
-class _ImportProgress(contextlib.ExitStack):
-    """The import's progress bars, one at a time: journaling (bytes), then sending (hits)."""
-
-    def __init__(self, size: int | None) -> None:
-        super().__init__()
-        self._size = size
-        self._done = 0
-        self._advance: Callable[[int], object] = lambda n: None
-
-    def __enter__(self) -> _ImportProgress:
-        super().__enter__()
-        self._open(self._size, "Journaling (bytes)")
-        return self
-
-    def _open(self, total: int | None, description: str) -> None:
-        from matokit.cli.output import progress
-
-        self.close()
-        self._advance = self.enter_context(progress(total, description))
-
-    def journaled(self, position: int) -> None:
-        self._advance(position - self._done)
-        self._done = position
-
-    def sending(self, due: int) -> None:
-        self._open(due or None, "Sending")
-
-    def sent(self, count: int) -> None:
-        self._advance(count)
 
 
 def _import_report(result: ImportResult, fmt: str, *, queue: bool) -> None:

@@ -7,7 +7,6 @@ sqlite3 failure leaves as a `StorageError`.
 from __future__ import annotations
 
 import contextlib
-import random
 import sqlite3
 import threading
 import time
@@ -27,9 +26,9 @@ from matokit.journal.schema import (
 from matokit.journal.storage import (
     BUSY_TIMEOUT,
     ensure_private_dir,
-    is_busy,
     sqlite_error,
     tighten_modes,
+    transaction,
 )
 
 T = TypeVar("T")
@@ -134,30 +133,9 @@ class JournalConnection(Closing):
             raise sqlite_error(exc, self.path) from exc
 
     def _run(self, fn: Callable[[sqlite3.Connection], T], *, begin: str) -> T:
-        """Run `fn` in one transaction, retrying the whole of it while the file is busy.
-
-        busy_timeout already waits for locks; this covers the cases where SQLite returns
-        SQLITE_BUSY without waiting (WAL recovery by another connection).
-        """
-        deadline = time.monotonic() + BUSY_TIMEOUT
+        """Run `fn` in one transaction, retrying the whole of it while the file is busy."""
         with self._lock, self._translate():
-            conn = self._connection()
-            while True:
-                try:
-                    conn.execute(begin)
-                    try:
-                        result = fn(conn)
-                        conn.execute("COMMIT")
-                    except BaseException:
-                        if conn.in_transaction:
-                            with contextlib.suppress(sqlite3.Error):
-                                conn.execute("ROLLBACK")
-                        raise
-                    return result
-                except sqlite3.OperationalError as exc:
-                    if not is_busy(exc) or time.monotonic() >= deadline:
-                        raise
-                time.sleep(random.uniform(0.005, 0.05))
+            return transaction(self._connection(), fn, begin=begin)
 
     def _write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         return self._run(fn, begin="BEGIN IMMEDIATE")

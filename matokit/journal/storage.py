@@ -5,12 +5,17 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import random
 import sqlite3
+import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Final
+from typing import Final, TypeVar
 
 from matokit.errors import JournalCorruptError, StorageError
 from matokit.private_files import make_private_dir
+
+T = TypeVar("T")
 
 BUSY_TIMEOUT: Final = 30.0
 
@@ -128,3 +133,31 @@ def tighten_modes(path: Path) -> None:
             info = os.stat(name)
             if info.st_uid == os.geteuid() and info.st_mode & 0o077:
                 os.chmod(name, 0o600)
+
+
+def transaction(
+    conn: sqlite3.Connection, fn: Callable[[sqlite3.Connection], T], *, begin: str
+) -> T:
+    """Run `fn` in one transaction (`begin`: "BEGIN" or "BEGIN IMMEDIATE"), retrying the whole
+    of it while the file is busy, for up to BUSY_TIMEOUT; other sqlite3 errors are raised.
+
+    busy_timeout already waits for locks; this covers the cases where SQLite returns
+    SQLITE_BUSY without waiting (WAL recovery by another connection).
+    """
+    deadline = time.monotonic() + BUSY_TIMEOUT
+    while True:
+        try:
+            conn.execute(begin)
+            try:
+                result = fn(conn)
+                conn.execute("COMMIT")
+            except BaseException:
+                if conn.in_transaction:
+                    with contextlib.suppress(sqlite3.Error):
+                        conn.execute("ROLLBACK")
+                raise
+            return result
+        except sqlite3.OperationalError as exc:
+            if not is_busy(exc) or time.monotonic() >= deadline:
+                raise
+        time.sleep(random.uniform(0.005, 0.05))
