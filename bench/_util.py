@@ -165,3 +165,22 @@ def figure(
         "target": target,
         "met": met,
     }
+
+
+def write_lines(path: Path, count: int, tag: str = "bench") -> None:
+    """Realistic `track import` event lines: an id unique to `tag`, a time within the last day,
+    names and values."""
+    now = int(time.time())
+    with open(path, "w") as out:
+        for i in range(count):
+            record = {
+                "type": "event",
+                "category": "bench",
+                "action": f"action-{i % 50}",
+                "name": f"name-{i % 997}",
+                "value": i % 1000,
+                "id": f"{tag}-{i}",
+                "at": now - 60 - i % 80_000,
+                "visitor_id": f"{i % 65_536:016x}",
+            }
+            out.write(json.dumps(record) + "\n")

@@ -8,7 +8,6 @@ the same reader's: the import streams, so memory must not grow with the file.
 
 from __future__ import annotations
 
-import json
 import os
 import statistics
 import subprocess
@@ -18,30 +17,12 @@ import time
 from pathlib import Path
 from typing import Any
 
-from _util import MATOKIT, REPO, figure, isolated_env
+from _util import MATOKIT, REPO, figure, isolated_env, write_lines
 
 RATE_LINES = 100_000
 TARGET_RATE = 50_000.0
 TARGET_MB = 100.0
 READER = "import sys\nn = 0\nwith open(sys.argv[1], 'rb') as f:\n    for _ in f:\n        n += 1\n"
-
-
-def write_lines(path: Path, count: int) -> None:
-    """Realistic event lines: an id, a time within the last day, names and values."""
-    now = int(time.time())
-    with open(path, "w") as out:
-        for i in range(count):
-            record = {
-                "type": "event",
-                "category": "bench",
-                "action": f"action-{i % 50}",
-                "name": f"name-{i % 997}",
-                "value": i % 1000,
-                "id": f"bench-{i}",
-                "at": now - 60 - i % 80_000,
-                "visitor_id": f"{i % 65_536:016x}",
-            }
-            out.write(json.dumps(record) + "\n")
 
 
 def measure(cmd: list[str], env: dict[str, str]) -> tuple[float, float]:

@@ -23,7 +23,6 @@ Process start-up is not counted (bench/enqueue.py and bench/flush.py measure who
 
 from __future__ import annotations
 
-import json
 import os
 import resource
 import shutil
@@ -44,7 +43,7 @@ if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _bulkserver import TOKEN, bulk_server
-from _util import figure
+from _util import figure, write_lines
 
 ENQUEUE_TARGET = 20_000.0  # lines/s on Redis (import and enqueue)
 FLUSH_TARGET = 10_000.0  # hits/s on Redis
@@ -82,24 +81,6 @@ def redis_server(root: Path) -> Iterator[str]:
     finally:
         process.send_signal(signal.SIGTERM)
         process.wait(timeout=10)
-
-
-def write_lines(path: Path, count: int, tag: str) -> None:
-    """Realistic event lines (as bench/enqueue.py writes them), with ids unique to `tag`."""
-    now = int(time.time())
-    with open(path, "w") as out:
-        for i in range(count):
-            record = {
-                "type": "event",
-                "category": "bench",
-                "action": f"action-{i % 50}",
-                "name": f"name-{i % 997}",
-                "value": i % 1000,
-                "id": f"{tag}-{i}",
-                "at": now - 60 - i % 80_000,
-                "visitor_id": f"{i % 65_536:016x}",
-            }
-            out.write(json.dumps(record) + "\n")
 
 
 def _delivery(root: Path, url: str, redis_url: str | None) -> Any:
