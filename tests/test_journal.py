@@ -445,6 +445,21 @@ def test_expired_lease_makes_a_dead_flushers_batch_due_again(
     assert again[0].last_error == "lease of dead-flusher expired"
 
 
+def test_a_lease_is_due_at_its_exact_time_not_a_fraction_of_a_millisecond_before(
+    journal: JournalStore, clock: FakeClock
+) -> None:
+    # Redis scores leases in whole milliseconds; the exact expiry still decides.
+    journal.enqueue([hit("a")])
+    journal.claim("dead-flusher", limit=1, lease_seconds=30.0004)
+    expires = T0 + 30.0004
+    early = expires - 0.0002  # the same millisecond, before the lease ends
+    assert journal.stats(now=early).due == 0
+    assert journal.stats(now=early).next_attempt_at == expires
+    assert journal.claim("f2", limit=10, lease_seconds=30, now=early) == []
+    assert journal.stats(now=expires).due == 1
+    assert [e.key for e in journal.claim("f2", limit=10, lease_seconds=30, now=expires)] == ["a"]
+
+
 def test_killed_flusher_process_releases_its_batch_by_lease_expiry(
     store_opener: StoreOpener, path: Path, redis_target: RedisTarget | None
 ) -> None:

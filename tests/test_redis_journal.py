@@ -11,6 +11,8 @@
 
 from __future__ import annotations
 
+import math
+
 import random
 import time
 from collections.abc import Callable, Iterator
@@ -77,8 +79,9 @@ def check_indexes(client: redis.Redis, target: RedisTarget) -> None:
         if e.verify:
             want["lookups"][i] = e.next_attempt_at
         if e.state is EntryState.INFLIGHT:  # indexed by its lease alone
-            assert e.lease_expires_at is not None
-            want["leases" if e.dimension is None else "stamped"][i] = e.lease_expires_at
+            assert e.lease_expires_at is not None  # scored in whole ms, rounded down
+            lease = float(math.floor(e.lease_expires_at * 1000))
+            want["leases" if e.dimension is None else "stamped"][i] = lease
             continue
         want[f"state:{e.state}"][i] = 0.0
         if e.state in (EntryState.PENDING, EntryState.SENT_UNCONFIRMED) and not e.verify:
@@ -347,6 +350,26 @@ def test_a_journal_of_a_newer_layout_is_refused_unread_and_unwritten(
     with pytest.raises(StorageError, match="layout 99"):
         opened_before.enqueue_one(hit("b"))
     assert client.hlen(key_of(target, "entries")) == 1
+
+
+def test_a_layout_1_journal_is_rescored_when_opened_and_its_leases_still_expire_on_time(
+    target: RedisTarget, client: redis.Redis
+) -> None:
+    with RedisJournal(target, clock=lambda: T0) as journal:
+        journal.enqueue([hit("a"), hit("b")])
+        journal.claim("dead-flusher", limit=1, lease_seconds=30)
+    # Layout 1 scored leases by their expiry in (float) seconds.
+    leases = key_of(target, "leases")
+    (member,) = client.zrange(leases, 0, -1)
+    client.zadd(leases, {member: T0 + 30})
+    client.hset(key_of(target, "meta"), "layout", "1")
+    with RedisJournal(target, clock=lambda: T0) as journal:
+        assert client.hget(key_of(target, "meta"), "layout") == b"2"
+        assert client.zscore(leases, member) == (T0 + 30) * 1000
+        assert journal.stats(now=T0 + 29).due == 1  # b only
+        assert [e.key for e in journal.claim("f", limit=5, lease_seconds=30, now=T0 + 29)] == ["b"]
+        late = journal.claim("f", limit=5, lease_seconds=30, now=T0 + 30)
+        assert [(e.key, e.sent_unconfirmed) for e in late] == [("a", 1)]
 
 
 def test_a_full_server_refuses_the_chunk_before_writing_any_of_it(tmp_path: Path) -> None:

@@ -8,7 +8,7 @@ import sqlite3
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any, Final, TypeVar
 
-from matokit.journal.records import Entry, EntryState
+from matokit.journal.records import Entry, EntryState, entry_of
 from matokit.journal.schema import ENTRY_COLUMNS
 
 T = TypeVar("T")
@@ -71,26 +71,41 @@ def params_json(params: Mapping[str, str]) -> str:
     return _encode_params(params)
 
 
+_decode_json = json.JSONDecoder().raw_decode
+
+
+def params_of(text: str) -> dict[str, str]:
+    """A hit's parameters from their stored form (`params_json`). `raw_decode` skips the
+    checks `json.loads` makes of its argument (half of its 4.5 µs here); what it reads must
+    still be the whole text."""
+    params, end = _decode_json(text)
+    if end != len(text):
+        raise json.JSONDecodeError("Extra data", text, end)
+    return params  # type: ignore[no-any-return]
+
+
 def entry_from_row(row: Sequence[Any]) -> Entry:
     """The Entry for a row selected as ENTRY_COLUMNS."""
-    return Entry(
-        id=row[0],
-        key=row[1],
-        params=json.loads(row[2]),
-        created_at=row[3],
-        enqueued_at=row[4],
-        attempts=row[5],
-        next_attempt_at=row[6],
-        state=EntryState(row[7]),
-        last_error=row[8],
-        lease_owner=row[9],
-        lease_expires_at=row[10],
-        reason=row[11],
-        sent_unconfirmed=row[12],
-        dimension=row[13],
-        sent_at=row[14],
-        verify=bool(row[15]),
-        alone=bool(row[16]),
+    return entry_of(
+        (
+            row[0],
+            row[1],
+            params_of(row[2]),
+            row[3],
+            row[4],
+            row[5],
+            row[6],
+            EntryState(row[7]),
+            row[8],
+            row[9],
+            row[10],
+            row[11],
+            row[12],
+            row[13],
+            row[14],
+            bool(row[15]),
+            bool(row[16]),
+        )
     )
 
 

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, fields
 from enum import StrEnum
 from pathlib import Path
 from typing import Any, Final
@@ -93,6 +93,23 @@ class Entry:
     def dead_reason(self) -> str | None:
         """Why the hit is dead (None unless it is)."""
         return self.reason if self.state is EntryState.DEAD else None
+
+
+# Entry's slots in field order. A frozen dataclass's __init__ sets each field through
+# object.__setattr__; a journal builds an Entry per claimed hit (a hundred per bulk), and
+# setting the slots directly takes half the time (3.0 instead of 5.4 µs here).
+_ENTRY_SLOTS: Final = tuple(Entry.__dict__[f.name].__set__ for f in fields(Entry))
+
+
+def entry_of(values: Sequence[Any]) -> Entry:
+    """The Entry of `values`, one per field in declaration order (id, key, params, ...,
+    alone): the same frozen Entry as Entry(*values), built faster."""
+    if len(values) != len(_ENTRY_SLOTS):
+        raise TypeError(f"an Entry has {len(_ENTRY_SLOTS)} fields, not {len(values)}")
+    entry = object.__new__(Entry)
+    for put, value in zip(_ENTRY_SLOTS, values, strict=True):
+        put(entry, value)
+    return entry
 
 
 @dataclass(frozen=True, slots=True)

@@ -107,14 +107,15 @@ _KEY = {part: i for i, (part, _) in enumerate(lua.KEY_PARTS)}
 @dataclass(frozen=True)
 class _Script:
     source: str
+    sha: str  # the id Redis knows the script by
 
-    @property
-    def sha(self) -> str:
-        return hashlib.sha1(self.source.encode()).hexdigest()  # the id Redis knows the script by
+    @classmethod
+    def of(cls, source: str) -> _Script:
+        return cls(source, hashlib.sha1(source.encode()).hexdigest())
 
 
 _SCRIPTS: Final = {
-    name: _Script(getattr(lua, name))
+    name: _Script.of(getattr(lua, name))
     for name in (
         "ENQUEUE",
         "CLAIM",
@@ -139,6 +140,7 @@ _SCRIPTS: Final = {
         "ADOPT_DELIVERED",
         "ADOPT_FLUSHES",
         "ADOPT_SITES",
+        "UPGRADE",
     )
 }
 
@@ -165,6 +167,8 @@ class RedisJournal:
             layout = self._client.hget(self._keys[-1], "layout")
         if layout is not None and int(layout) > lua.LAYOUT:
             raise self._newer(layout)
+        if layout is not None and int(layout) < lua.LAYOUT:
+            self._run("UPGRADE", [], doing="bring the journal to this MatoKit's layout")
 
     @property
     def location(self) -> str:

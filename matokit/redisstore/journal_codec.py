@@ -13,8 +13,9 @@ import json
 import re
 from typing import Any, Final
 
+from matokit.journal.queries import params_of
 from matokit.journal.reconciling import SiteRecord
-from matokit.journal.records import Entry, EntryState, NewHit
+from matokit.journal.records import Entry, EntryState, NewHit, entry_of
 from matokit.redisstore.journal_lua import ID_LENGTH, RECORD_FIELDS, SEPARATOR
 
 _US: Final = SEPARATOR
@@ -96,24 +97,26 @@ _STATES: Final = {state.value: state for state in EntryState}
 def entry(entry_id: str, record: str) -> Entry:
     """The Entry stored as `record` under `entry_id`."""
     f = record.split(_US, _SPLITS)
-    return Entry(
-        id=entry_id,
-        key=f[16],
-        params=json.loads(f[15]),
-        created_at=float(f[1]),
-        enqueued_at=float(f[2]),
-        attempts=int(f[3]),
-        next_attempt_at=float(f[4]),
-        state=_STATES[f[5]],
-        last_error=_text(f[6]),
-        lease_owner=_text(f[7]),
-        lease_expires_at=_float(f[8]),
-        reason=_text(f[9]),
-        sent_unconfirmed=int(f[10]),
-        dimension=int(f[11]) if f[11] else None,
-        sent_at=_float(f[12]),
-        verify=f[13] == "1",
-        alone=f[14] == "1",
+    return entry_of(
+        (
+            entry_id,
+            f[16],
+            params_of(f[15]),
+            float(f[1]),
+            float(f[2]),
+            int(f[3]),
+            float(f[4]),
+            _STATES[f[5]],
+            _text(f[6]),
+            _text(f[7]),
+            _float(f[8]),
+            _text(f[9]),
+            int(f[10]),
+            int(f[11]) if f[11] else None,
+            _float(f[12]),
+            f[13] == "1",
+            f[14] == "1",
+        )
     )
 
 
