@@ -4,8 +4,10 @@ Each figure is Redis (value) against SQLite (baseline), measured alternately:
 - import: `Delivery.import_lines` (what `track import --queue` runs: parse, validate, journal;
   a file over 4 MiB, so the helper process journals its second half) of 100,000 event lines;
 - enqueue: `journal.enqueue` of 100,000 hits already parsed, in chunks of 10,000 (the import's);
-- flush: `Delivery.flush` in bulks of 100 of 30,000 journaled hits (10,000 with --quick), one
-  bulk at a time and with `queue flush`'s default `--concurrency auto`,
+- flush: `Delivery.flush` in bulks of 100 of 30,000 journaled hits (10,000 with --quick) of 400
+  visitors (`cid`), one bulk at a time and with `queue flush`'s default `--concurrency auto`
+  (lanes send the hits of different visitors at once; the hits of one visitor, one visit in
+  Matomo, are never sent in parallel: a backlog of one visitor flushes one bulk at a time),
   against a local server that answers like Matomo and does nothing else, so Matomo's own work
   is left out: claims, acks, building and reading the bulk requests.
 
@@ -48,6 +50,7 @@ from _util import figure, write_lines
 ENQUEUE_TARGET = 20_000.0  # lines/s on Redis (import and enqueue)
 FLUSH_TARGET = 10_000.0  # hits/s on Redis
 ENQUEUE_LINES = 100_000
+VISITORS = 400  # in the flushed backlog
 
 
 @contextmanager
@@ -151,6 +154,7 @@ def _hits(tag: str, count: int) -> list[Any]:
                 "e_n": f"name-{i % 997}",
                 "cdt": str(int(now) - 60 - i % 80_000),
                 "_id": f"{i % 65_536:016x}",
+                "cid": f"{i % VISITORS:016x}",
             },
             created_at=now - 60 - i % 80_000,
         )
@@ -256,9 +260,14 @@ def run(quick: bool) -> list[dict[str, Any]]:
     names = {
         "import": (f"import on Redis (parse + journal), {ENQUEUE_LINES:,} lines", "lines/s"),
         "enqueue": (f"enqueue on Redis, {ENQUEUE_LINES:,} parsed hits", "lines/s"),
-        "flush": (f"flush on Redis, {flush_hits:,} hits in bulks of 100, one at a time", "hits/s"),
+        "flush": (
+            f"flush on Redis, {flush_hits:,} hits of {VISITORS} visitors in bulks of 100, "
+            "one at a time",
+            "hits/s",
+        ),
         "flush_auto": (
-            f"flush on Redis, {flush_hits:,} hits in bulks of 100, --concurrency auto",
+            f"flush on Redis, {flush_hits:,} hits of {VISITORS} visitors in bulks of 100, "
+            "--concurrency auto",
             "hits/s",
         ),
     }

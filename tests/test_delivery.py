@@ -674,6 +674,23 @@ def test_import_journals_valid_lines_and_reports_invalid_ones_with_numbers(
     assert len(delivery.journal.entries()) == 3
 
 
+def test_import_reads_utf8_lines_drops_a_bom_and_names_a_line_that_is_not_utf8(
+    delivery: Delivery,
+) -> None:
+    event = json.dumps({"type": "event", "category": "Café", "action": "a", "id": "bom"})
+    source = io.BytesIO(
+        b"\xef\xbb\xbf" + event.encode() + b"\n" + b'{"type": "event", "category": "\xe9"}\n'
+    )
+    invalid: list[tuple[int, str]] = []
+    result = delivery.import_lines(
+        source, site_id=1, on_invalid=lambda n, m: invalid.append((n, m))
+    )
+    assert (result.read, result.invalid, result.added) == (2, 1, 1)
+    assert invalid == [(2, "not a JSON object: not UTF-8")]
+    (entry,) = delivery.journal.entries()
+    assert entry.params["e_c"] == "Café"
+
+
 def test_import_lines_returns_the_complete_result(delivery: Delivery, client: FakeClient) -> None:
     queue_pages(delivery, 2, prefix="older")
     due: list[int] = []

@@ -101,7 +101,7 @@ def hit_from_record(
     seconds, "id": optional key}` or `{"params": {...raw Tracking API params...}, "at": ...,
     "id": ...}`. With a `type`, `params` holds extra Tracking API parameters.
     """
-    if not isinstance(obj, Mapping):
+    if type(obj) is not dict and not isinstance(obj, Mapping):
         raise HitValidationError(
             "An import line must be a JSON object.", field="line", hint='use {"type": ...}'
         )
@@ -117,7 +117,7 @@ def hit_from_record(
             hint="use one of: " + ", ".join(_RECORD_FIELDS),
         )
     allowed = _ALLOWED_FIELDS[kind]
-    unknown = sorted(obj.keys() - allowed)
+    unknown = [] if allowed.issuperset(obj) else sorted(obj.keys() - allowed)
     if unknown:
         raise HitValidationError(
             f"Unknown field {unknown[0]!r} for a {kind} hit.",
@@ -199,7 +199,7 @@ def _raw_record(
 
 
 def _mapping(value: Any, field: str) -> Mapping[Any, Any] | None:
-    if value is None or isinstance(value, Mapping):
+    if value is None or type(value) is dict or isinstance(value, Mapping):
         return value
     raise HitValidationError(f"{field} must be a JSON object.", field=field, hint="use {...}")
 

@@ -107,8 +107,11 @@ def _check_params(
                     f"Parameter {name!r} is not allowed in a hit.", field=name, hint=hint
                 )
 
+    # The parameters still to check, in their order (a dict: ordered, quick to look up).
+    todo = dict.fromkeys(name for name in params if name not in checked)
+
     def unchecked(name: str) -> bool:
-        return name in params and name not in checked
+        return name in todo
 
     if unchecked("idsite"):
         params["idsite"] = str(_check_positive_int(params["idsite"], "idsite"))
@@ -116,7 +119,7 @@ def _check_params(
         params["cid"] = _check_visitor_id(params["cid"], "cid")
     if unchecked("uid"):
         params["uid"] = _check_user_id(params["uid"], "uid")
-    for name in [name for name in params if name.startswith("dimension")]:
+    for name in [name for name in todo if name.startswith("dimension")]:
         match = _DIMENSION_RE.match(name)
         if match and int(match.group(1)) < 1:
             raise HitValidationError(
@@ -124,7 +127,7 @@ def _check_params(
                 field=name,
                 hint="use dimensionN with N the dimension's id",
             )
-        if match and name not in checked:
+        if match:
             _check_dimension(params[name], field=name)
     if unchecked("e_c") or unchecked("e_a"):
         has_category = bool(params.get("e_c", "").strip())
