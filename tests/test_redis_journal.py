@@ -12,7 +12,6 @@
 from __future__ import annotations
 
 import math
-
 import random
 import time
 from collections.abc import Callable, Iterator

@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import tempfile
 from collections.abc import Callable, Iterable, Iterator
+from functools import partial
 from typing import IO, TYPE_CHECKING
 
 from matokit.delivery.importhelper import ImportHelper, split_point, until
@@ -110,8 +111,8 @@ def _journal_chunks(
     `result.interrupted` set: the rest of the file is not read.
     """
     # One enqueue call per journal transaction, so `added` is exactly what is committed.
-    for chunk in parser.chunks(lines, size):
-        added = delivery.journal.enqueue(chunk, chunk_size=size)
+    commit = partial(delivery.journal.enqueue, chunk_size=size)
+    for added in parser.committed(lines, size, commit):
         result.added += added.added
         result.duplicates += added.duplicates
         if helper is not None:

@@ -20,6 +20,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator, Mapping
+from functools import partial
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, Final
 
@@ -294,8 +295,8 @@ def _import_worker(raw_args: str) -> int:
             open(args["path"], "rb") as source,
         ):
             source.seek(int(args["start"]))
-            for chunk in parser.chunks(source, IMPORT_CHUNK):
-                added = journal.enqueue(chunk, chunk_size=IMPORT_CHUNK)
+            commit = partial(journal.enqueue, chunk_size=IMPORT_CHUNK)
+            for added in parser.committed(source, IMPORT_CHUNK, commit):
                 counts["added"] += added.added
                 counts["duplicates"] += added.duplicates
                 say({"p": parser.bytes_read})

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Iterable, Iterator
-from typing import IO, Final
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import IO, Final, TypeVar
 
 from matokit.delivery.records import hit_time, import_key
 from matokit.errors import HitValidationError
@@ -17,6 +18,8 @@ from matokit.journal import NewHit
 IMPORT_CHUNK: Final = 10000
 PIPE_CHUNK: Final = 1000
 _BOM: Final = b"\xef\xbb\xbf"
+
+T = TypeVar("T")
 
 
 class LineParser:
@@ -70,6 +73,50 @@ class LineParser:
                 chunk = []
         if chunk:
             yield chunk
+
+    def committed(
+        self, lines: Iterable[bytes], size: int, commit: Callable[[list[NewHit]], T]
+    ) -> Iterator[T]:
+        """`commit(chunk)` for each chunk of `size`, in order, each result yielded once its
+        chunk is committed. The next chunk is parsed while the previous one commits (in a
+        worker thread: a Redis round trip or an fsync waits without the GIL), so parsing and
+        writing overlap. Nothing is committed past the result the caller holds: stopping at a
+        yield, or a failed commit, leaves the chunk parsed ahead unwritten, and the counts
+        (`read`, `invalid`, `bytes_read`) back at the end of the last chunk committed or tried.
+        """
+        pending: Future[T] | None = None
+        at_pending = self._counts()
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="matokit-journal") as pool:
+            chunks = self.chunks(lines, size)
+            while True:
+                try:
+                    chunk = next(chunks, None)
+                except BaseException:
+                    if pending is not None:  # a read failed: what was committed still counts
+                        self._restore(at_pending)
+                        yield pending.result()
+                    raise
+                if pending is not None:
+                    try:
+                        result = pending.result()
+                    except BaseException:
+                        self._restore(at_pending)
+                        raise
+                    try:
+                        yield result
+                    except GeneratorExit:
+                        self._restore(at_pending)
+                        raise
+                if chunk is None:
+                    return
+                at_pending = self._counts()
+                pending = pool.submit(commit, chunk)
+
+    def _counts(self) -> tuple[int, int, int]:
+        return self.read, self.invalid, self.bytes_read
+
+    def _restore(self, counts: tuple[int, int, int]) -> None:
+        self.read, self.invalid, self.bytes_read = counts
 
     def _invalid(self, number: int, message: str) -> None:
         self.invalid += 1

@@ -12,15 +12,18 @@ Redis Cluster keeps them in one slot and a script may touch them all; `journal_l
   pending or sent_unconfirmed, not awaiting a lookup; scored by the next attempt); `ready` (the
   claimable ones already due, score 0: claimed oldest id first) and `waiting` (the others, by
   next attempt; the first claim after their time moves them to `ready`); `leases` and `stamped`
-  (inflight without and with a key dimension, by lease expiry: inflight entries have no state
-  index of their own, which would cost two writes per hit sent, and they are few);
+  (inflight without and with a key dimension, by lease expiry in whole milliseconds, rounded
+  down, the record's exact expiry deciding: integer scores keep a small sorted set, which Redis
+  stores as a listpack, cheap to insert into; inflight entries have no state index of their
+  own, which would cost two writes per hit sent, and they are few);
   `lookups` (awaiting a lookup, by when it is due).
 - `delivered`, a sorted set: idempotency key -> when delivered (the dedup window, pruned by every
   ack), with its subsets `delivered:unconfirmed` and `delivered:confirmed`;
   `reasons:dead` and `reasons:unattributed` (reason -> count); `counters` (seq, the number of
   the last journaled entry: the `mark`/`tally` watermark; unconfirmed, the sum of the entries'
   lost-answer sends); `sites` (idSite -> its key dimension record); `flushes` (the last 20
-  flush records); `meta` (the layout's version: a newer layout is refused, never misread).
+  flush records); `meta` (the layout's version: a newer layout is refused, never misread; an
+  older one is brought up to date by the first writing script, run when the journal is opened).
 
 Atomicity: every change of state is one Lua script (`journal_lua`), and Redis runs a script
 alone: no command of any client runs between its first and its last. A script changes an entry

@@ -199,8 +199,9 @@ local function hincr(key, field, n)
   t[field] = (t[field] or 0) + n
 end
 
--- (score, member) pairs in the reverse of the order given.
-local function reversed(members)
+-- Up to 128 (score, member) pairs in the reverse of the order given; more as they are.
+local function small_reversed(members)
+  if #members > 256 then return members end
   local out, n = {}, 0
   for i = #members - 1, 1, -2 do
     out[n + 1], out[n + 2] = members[i], members[i + 1]
@@ -225,10 +226,11 @@ local function flush()
   if #B.edel > 0 then chunked('HDEL', E, B.edel) end
   if #B.kdel > 0 then chunked('HDEL', KY, B.kdel) end
   if #B.hset > 0 then chunked('HSET', E, B.hset) end
-  -- Members go in the reverse of the order they were gathered: ids are gathered in ascending
-  -- order, so each lands at the head of a small (listpack) sorted set, not after all the others.
-  for key, members in pairs(B.add) do chunked('ZADD', key, reversed(members)) end
-  for key, members in pairs(B.addxx) do chunked('ZADD', key, reversed(members), 'XX') end
+  -- A few members go in the reverse of the order they were gathered: ids are gathered in
+  -- ascending order, so each lands at the head of a small (listpack) sorted set, not after all
+  -- the others. Past 128 members Redis keeps a skiplist, where the order makes no difference.
+  for key, members in pairs(B.add) do chunked('ZADD', key, small_reversed(members)) end
+  for key, members in pairs(B.addxx) do chunked('ZADD', key, small_reversed(members), 'XX') end
   for key, fields in pairs(B.incr) do
     for field, n in pairs(fields) do
       if n ~= 0 and redis.call('HINCRBY', key, field, n) <= 0 then
