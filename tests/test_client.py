@@ -933,3 +933,67 @@ def test_hit_query_is_urlencode_with_quote() -> None:
         hit_query({"url": "https://example.org/a b?c=d"})
         == "url=https%3A%2F%2Fexample.org%2Fa%20b%3Fc%3Dd"
     )
+
+
+# --- tracking through a proxy from the environment -----------------------------------------------
+
+
+@pytest.fixture
+def forward_proxy() -> Iterator[tuple[str, list[str]]]:
+    """A plain-HTTP forward proxy on loopback that answers for Matomo: its URL and the
+    request lines it was sent (absolute URLs)."""
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    seen: list[str] = []
+
+    class Proxy(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def do_POST(self) -> None:
+            body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+            seen.append(self.path)
+            answer = json.dumps({"status": "success", "tracked": len(body["requests"])})
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(answer)))
+            self.end_headers()
+            self.wfile.write(answer.encode())
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Proxy)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}", seen
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_tracking_goes_through_the_environments_proxy_on_every_request(
+    forward_proxy: tuple[str, list[str]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    proxy, seen = forward_proxy
+    monkeypatch.setenv("HTTP_PROXY", proxy)
+    monkeypatch.delenv("NO_PROXY", raising=False)
+    monkeypatch.delenv("no_proxy", raising=False)
+    # matomo.invalid does not resolve: only the proxy can answer for it.
+    with MatomoClient(base_url="http://matomo.invalid/", token=TOKEN) as c:
+        for _ in range(3):
+            c.track(make_hits(2))
+    assert seen == ["http://matomo.invalid/matomo.php"] * 3
+
+
+def test_no_proxy_from_the_environment_is_honoured(
+    forward_proxy: tuple[str, list[str]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    proxy, seen = forward_proxy
+    port = proxy.rsplit(":", 1)[1]
+    monkeypatch.setenv("HTTP_PROXY", "http://127.0.0.1:9")  # nothing listens there
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1")
+    with MatomoClient(base_url=f"http://127.0.0.1:{port}/", token=TOKEN) as c:
+        c.track(make_hits(1))
+        c.track(make_hits(1))
+    assert seen == ["/matomo.php", "/matomo.php"]  # direct, not through port 9

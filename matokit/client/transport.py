@@ -6,10 +6,11 @@ client (and `matokit --help`) stays fast.
 
 from __future__ import annotations
 
+import functools
 import http.client
 import socket
 from collections.abc import Iterator
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote, urlsplit
 
 from matokit.errors import ConfigError, UnavailableError
@@ -81,13 +82,45 @@ def reporting_session(connect_retries: int) -> requests.Session:
     return session
 
 
+@functools.cache
+def _environment_once() -> type[requests.Session]:
+    import requests
+
+    class EnvironmentOnce(requests.Session):
+        """A Session that reads the environment's proxy and CA settings (HTTP(S)_PROXY,
+        NO_PROXY, REQUESTS_CA_BUNDLE, CURL_CA_BUNDLE) once per origin and request settings,
+        not on every request: requests walks the whole environment twice per request, a few
+        percent of a flush's time. The environment does not change under a running command."""
+
+        def __init__(self) -> None:
+            super().__init__()
+            self._merged: dict[tuple[Any, ...], Any] = {}
+
+        def merge_environment_settings(
+            self, url: Any, proxies: Any, stream: Any, verify: Any, cert: Any
+        ) -> Any:
+            parts = urlsplit(url)
+            key: tuple[Any, ...] = (parts.scheme, parts.netloc, stream, verify, cert)
+            try:
+                key += (frozenset((proxies or {}).items()),)
+                hash(key)
+            except TypeError:  # settings that cannot be a key: as requests does it
+                return super().merge_environment_settings(url, proxies, stream, verify, cert)
+            merged = self._merged.get(key)
+            if merged is None:
+                merged = super().merge_environment_settings(url, proxies, stream, verify, cert)
+                self._merged[key] = merged
+            return {**merged, "proxies": dict(merged["proxies"])}
+
+    return EnvironmentOnce
+
+
 def tracking_session() -> requests.Session:
     """A Session that never retries anything: a re-sent hit is a duplicate."""
-    import requests
     from requests.adapters import HTTPAdapter
     from urllib3.util.retry import Retry
 
-    session = requests.Session()
+    session = _environment_once()()
     # One keep-alive connection per lane of a flush (at most 32 bulks in flight).
     adapter = HTTPAdapter(
         max_retries=Retry(total=0, read=False, redirect=0), pool_connections=4, pool_maxsize=32
