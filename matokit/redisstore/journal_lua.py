@@ -132,6 +132,7 @@ local CLAIMED = '^(' .. F .. '\031' .. F .. '\031' .. F .. '\031)(' .. F .. ')\0
   ')\031(' .. F .. ')\031(' .. F .. '\031)' .. F .. '\031' .. F .. '\031(' .. F .. '\031' .. F ..
   '\031)' .. F .. '\031' .. F .. '\031(.*)$'
 local PARAMS_OF_REST = '^' .. F .. '\031' .. F .. '\031(' .. F .. ')\031'
+local LEASE = pattern({[F_LEASE_EXPIRES_AT] = true})  -- its lease's expiry
 
 -- What deleting an entry needs: where it is indexed, its lost-answer count, time and key.
 local GONE = {F_CREATED_AT, F_STATE, F_REASON, F_SENT_UNCONFIRMED, F_DIMENSION, F_VERIFY}
@@ -258,10 +259,9 @@ local function lease_expired(key, now, limit)
   local candidates = redis.call('ZRANGEBYSCORE', key, '-inf', lease_score(now), 'LIMIT', 0, limit)
   local out = {}
   if #candidates == 0 then return out end
-  local p = pattern({[F_LEASE_EXPIRES_AT] = true})
   local recs = hmget(E, candidates)
   for n, id in ipairs(candidates) do
-    if recs[n] and tonumber((string.match(recs[n], p))) <= now then out[#out + 1] = id end
+    if recs[n] and tonumber((string.match(recs[n], LEASE))) <= now then out[#out + 1] = id end
   end
   return out
 end
@@ -271,14 +271,13 @@ end
 local function lease_due(key, at)
   local ms = lease_score(at)
   local n = redis.call('ZCOUNT', key, '-inf', '(' .. ms)
-  local p = pattern({[F_LEASE_EXPIRES_AT] = true})
   local edge = redis.call('ZRANGEBYSCORE', key, ms, ms)
   for _, rec in ipairs(hmget(E, edge)) do
-    if rec and tonumber((string.match(rec, p))) <= at then n = n + 1 end
+    if rec and tonumber((string.match(rec, LEASE))) <= at then n = n + 1 end
   end
   local first = redis.call('ZRANGE', key, 0, 0)[1]
   local rec = first and redis.call('HGET', E, first)
-  return n, rec and (string.match(rec, p)) or nil
+  return n, rec and (string.match(rec, LEASE)) or nil
 end
 
 -- ARGV from position `first` on, as a list.
