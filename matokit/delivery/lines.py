@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
-from typing import IO, Final, TypeVar
+from typing import IO, TYPE_CHECKING, Final, TypeVar
 
 from matokit.delivery.records import hit_time, import_key
 from matokit.errors import HitValidationError
 from matokit.hits import hit_from_record
 from matokit.journal import NewHit
+
+if TYPE_CHECKING:
+    from concurrent.futures import Future
 
 # Lines per journal transaction during an import: each commit is an fsync, so larger chunks
 # import several times faster; memory stays bounded (one chunk at a time per process). A pipe
@@ -84,6 +86,8 @@ class LineParser:
         yield, or a failed commit, leaves the chunk parsed ahead unwritten, and the counts
         (`read`, `invalid`, `bytes_read`) back at the end of the last chunk committed or tried.
         """
+        from concurrent.futures import ThreadPoolExecutor  # only imports need it
+
         pending: Future[T] | None = None
         at_pending = self._counts()
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="matokit-journal") as pool:
