@@ -103,9 +103,8 @@ _ENTRY_SLOTS: Final = tuple(Entry.__dict__[f.name].__set__ for f in fields(Entry
 
 def entry_of(values: Sequence[Any]) -> Entry:
     """The Entry of `values`, one per field in declaration order (id, key, params, ...,
-    alone): the same frozen Entry as Entry(*values), built faster."""
-    if len(values) != len(_ENTRY_SLOTS):
-        raise TypeError(f"an Entry has {len(_ENTRY_SLOTS)} fields, not {len(values)}")
+    alone): the same frozen Entry as Entry(*values), built faster (ValueError unless there
+    is one value per field)."""
     entry = object.__new__(Entry)
     for put, value in zip(_ENTRY_SLOTS, values, strict=True):
         put(entry, value)
