@@ -14,6 +14,7 @@ import sys
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
+from dataclasses import fields
 from pathlib import Path
 
 import pytest
@@ -34,6 +35,7 @@ from matokit.journal import (
     lookup,
 )
 from matokit.journal.contract import JournalStore
+from matokit.journal.records import Entry, entry_of
 from matokit.redisstore.connection import RedisTarget
 from tests.journals import OPEN_FROM_SPEC, StoreOpener, journal_spec, stored_bytes
 
@@ -356,10 +358,25 @@ def test_claim_with_zero_limit_claims_nothing(journal: JournalStore) -> None:
         journal.claim("f", limit=1, lease_seconds=0)
 
 
+def test_entry_of_builds_the_entry_the_constructor_builds() -> None:
+    values = (
+        "01ABCDEFGHJKMNPQRSTVWXYZ00", "k", {"idsite": "1"}, 1.5, 2.5, 3, 4.5,
+        EntryState.INFLIGHT, "err", "owner", 5.5, "why", 2, 7, 6.5, True, False,
+    )  # fmt: skip
+    built = entry_of(values)
+    assert built == Entry(*values)
+    assert [getattr(built, f.name) for f in fields(Entry)] == list(values)
+    with pytest.raises(ValueError):
+        entry_of(values[:-1])
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        built.key = "other"  # type: ignore[misc]
+
+
 def test_ack_deletes_entries_and_ignores_unknown_ids(journal: JournalStore) -> None:
     journal.enqueue([hit("a"), hit("b")])
     a, b = journal.claim("f", limit=2, lease_seconds=60)
-    assert journal.ack([a.id, "01NOSUCHID0000000000000000"]) == 1
+    # Unknown ids, of the length of an id or not (Redis passes the ids joined), are skipped.
+    assert journal.ack(["short", a.id, "01NOSUCHID0000000000000000", b.id + "x"]) == 1
     assert [e.key for e in journal.entries()] == ["b"]
     assert journal.ack([]) == 0
     with pytest.raises(TypeError):

@@ -95,19 +95,54 @@ class Entry:
         return self.reason if self.state is EntryState.DEAD else None
 
 
-# Entry's slots in field order. A frozen dataclass's __init__ sets each field through
+# Entry's slot setters, by field. A frozen dataclass's __init__ sets each field through
 # object.__setattr__; a journal builds an Entry per claimed hit (a hundred per bulk), and
-# setting the slots directly takes half the time (3.0 instead of 5.4 µs here).
-_ENTRY_SLOTS: Final = tuple(Entry.__dict__[f.name].__set__ for f in fields(Entry))
+# calling the slots' own setters, one line each, takes 1.7 instead of 4.2 µs here.
+_SET: Final = {f.name: Entry.__dict__[f.name].__set__ for f in fields(Entry)}
+_FIELDS: Final = (
+    "id", "key", "params", "created_at", "enqueued_at", "attempts", "next_attempt_at", "state",
+    "last_error", "lease_owner", "lease_expires_at", "reason", "sent_unconfirmed", "dimension",
+    "sent_at", "verify", "alone",
+)  # fmt: skip
+if tuple(_SET) != _FIELDS:  # entry_of below names every field once, in this order
+    raise AssertionError(f"entry_of is out of date with Entry's fields: {tuple(_SET)}")
+_SETTERS: Final = tuple(_SET.values())
 
 
-def entry_of(values: Sequence[Any]) -> Entry:
+def entry_of(
+    values: Sequence[Any], *, _new: Any = object.__new__, _setters: Any = _SETTERS
+) -> Entry:
     """The Entry of `values`, one per field in declaration order (id, key, params, ...,
     alone): the same frozen Entry as Entry(*values), built faster (ValueError unless there
     is one value per field)."""
-    entry = object.__new__(Entry)
-    for put, value in zip(_ENTRY_SLOTS, values, strict=True):
-        put(entry, value)
+    (
+        id_, key, params, created_at, enqueued_at, attempts, next_attempt_at, state,
+        last_error, lease_owner, lease_expires_at, reason, sent_unconfirmed, dimension,
+        sent_at, verify, alone,
+    ) = values  # fmt: skip
+    (
+        s_id, s_key, s_params, s_created_at, s_enqueued_at, s_attempts, s_next_attempt_at,
+        s_state, s_last_error, s_lease_owner, s_lease_expires_at, s_reason,
+        s_sent_unconfirmed, s_dimension, s_sent_at, s_verify, s_alone,
+    ) = _setters  # fmt: skip
+    entry: Entry = _new(Entry)
+    s_id(entry, id_)
+    s_key(entry, key)
+    s_params(entry, params)
+    s_created_at(entry, created_at)
+    s_enqueued_at(entry, enqueued_at)
+    s_attempts(entry, attempts)
+    s_next_attempt_at(entry, next_attempt_at)
+    s_state(entry, state)
+    s_last_error(entry, last_error)
+    s_lease_owner(entry, lease_owner)
+    s_lease_expires_at(entry, lease_expires_at)
+    s_reason(entry, reason)
+    s_sent_unconfirmed(entry, sent_unconfirmed)
+    s_dimension(entry, dimension)
+    s_sent_at(entry, sent_at)
+    s_verify(entry, verify)
+    s_alone(entry, alone)
     return entry
 
 

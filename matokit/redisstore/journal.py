@@ -359,19 +359,19 @@ class RedisJournal:
             str(int(limit)),
             "1" if stamp else "0",
         ]
-        acked = [entry_id for (entry_id,) in id_list(ack)]
+        acked = codec.joined_ids(ack)
         if not acked:
             return codec.entries(self._run("CLAIM", args, doing="claim hits"))
-        args += [codec.number(at), codec.number(at - self._dedup_window), *acked]
+        args += [codec.number(at), codec.number(at - self._dedup_window), acked]
         return codec.entries(self._run("ACK_CLAIM", args, doing="record deliveries and claim hits"))
 
     def ack(self, ids: Sequence[str]) -> int:
         """Mark hits delivered: delete them, remember their keys for the dedup window; how many."""
-        rows = [entry_id for (entry_id,) in id_list(ids)]
-        if not rows:
+        joined = codec.joined_ids(ids)
+        if not joined:
             return 0
         now = self._clock()
-        args = [codec.number(now), codec.number(now - self._dedup_window), *rows]
+        args = [codec.number(now), codec.number(now - self._dedup_window), joined]
         return int(self._run("ACK", args, doing="record deliveries"))
 
     def reschedule(

@@ -287,6 +287,13 @@ local function from(first)
   return out
 end
 
+-- Entry ids given as one argument, one after another (each ID_LENGTH long).
+local function joined(text)
+  local out = {}
+  for i = 1, #text, ID_LENGTH do out[#out + 1] = string.sub(text, i, i + ID_LENGTH - 1) end
+  return out
+end
+
 -- Read the records of `ids` at once (before changing any of them).
 local function prefetch(ids)
   local recs = hmget(E, ids)
@@ -652,10 +659,10 @@ return reply(cids, recs)
 """
 CLAIM: Final = writing(_CLAIM_BODY)
 
-# ARGV: now, cutoff, ids. Delivered: deleted, keys remembered for the dedup window.
+# ARGV: now, cutoff, the ids joined. Delivered: deleted, keys remembered for the dedup window.
 _ACK_BODY: Final = r"""
 local now_s, cutoff_s = ARGV[1], ARGV[2]
-local ids = from(3)
+local ids = joined(ARGV[3])
 prefetch(ids)
 local ACKED = pattern({[F_STATE] = true, [F_SENT_UNCONFIRMED] = true, [F_DIMENSION] = true,
   [F_VERIFY] = true})
@@ -686,12 +693,12 @@ return n
 """
 ACK: Final = writing(_ACK_BODY)
 
-# ARGV: CLAIM's five, then ACK's (now, cutoff, ids...): the hits delivered since the last
+# ARGV: CLAIM's five, then ACK's (now, cutoff, the ids joined): the hits delivered since the last
 # claim are acknowledged, then the next batch claimed, in one script (one round trip and one
 # fsync where a flusher sending one batch at a time needed two).
 ACK_CLAIM: Final = writing(
     "local function acknowledge()\n"
-    + _ACK_BODY.replace("ARGV[1], ARGV[2]", "ARGV[6], ARGV[7]").replace("from(3)", "from(8)")
+    + _ACK_BODY.replace("ARGV[1], ARGV[2]", "ARGV[6], ARGV[7]").replace("ARGV[3]", "ARGV[8]")
     + "\nend\nacknowledge()\n"
     + _CLAIM_BODY
 )
