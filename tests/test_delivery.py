@@ -9,6 +9,8 @@ from __future__ import annotations
 import io
 import json
 import signal
+import threading
+import time
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
@@ -313,6 +315,51 @@ def test_flush_delivers_everything_in_full_batches_with_a_superuser_token(
     assert (result.delivered, result.requests, result.remaining_queued) == (250, 4, 0)
     assert delivery.journal.entries() == []
     assert delivery.journal.last_flush()["delivered"] == 250  # type: ignore[index]
+
+
+def test_one_lane_sends_one_bulk_at_a_time_each_acknowledged_before_the_next(
+    delivery: Delivery, client: FakeClient, redis_target: RedisTarget | None
+) -> None:
+    """One lane: one request in flight, and a bulk's hits are acknowledged before the next
+    bulk goes (a kill -9 leaves at most one bulk uncertain). On Redis the next batch is
+    claimed while a bulk is in flight (`remote`); on SQLite nothing else is claimed then."""
+    queue_pages(delivery, 41)
+    sent: list[set[str]] = []
+    ahead: list[int] = []  # per bulk: hits claimed beyond it while it was in flight
+    busy = threading.Lock()
+
+    def answer(batch: Sequence[Hit]) -> TrackResult:
+        assert busy.acquire(blocking=False), "two bulks in flight at once"
+        try:
+            urls = {h.params["url"] for h in batch}
+            for earlier in sent:  # every hit sent before is acknowledged (deleted) by now
+                assert not earlier & {e.params["url"] for e in delivery.journal.entries()}
+            deadline = time.monotonic() + 5
+            while True:
+                inflight = delivery.journal.entries(states=[EntryState.INFLIGHT])
+                beyond = len([e for e in inflight if e.params["url"] not in urls])
+                if redis_target is None or beyond or len(sent) < 2:
+                    break
+                if not delivery.journal.entries(states=[EntryState.PENDING]):
+                    break  # every hit left is in this bulk
+                assert time.monotonic() < deadline, "no batch claimed ahead"
+                time.sleep(0.01)
+            sent.append(urls)
+            ahead.append(beyond)
+            body = {"status": "success", "tracked": len(batch), "invalid": 0, "invalid_indices": []}
+            return bulk_outcomes(len(batch), body)
+        finally:
+            busy.release()
+
+    client.answers.extend([answer] * 10)
+    result = flush(delivery, batch_size=5, concurrency=1)
+    assert (result.delivered, result.remaining_queued) == (41, 0)
+    assert client.sizes == [1, 4] + [5] * 7 + [1]  # the site's first hit alone, then bulks
+    assert delivery.journal.entries() == []
+    if redis_target is None:
+        assert ahead[1:] == [0] * 9  # (the first hit went alone, the rest of its claim waited)
+    else:  # claimed while the bulk before it was sent: the last bulks have nothing after them
+        assert all(ahead[2:6])
 
 
 def test_flush_sends_hits_in_time_order(delivery: Delivery, client: FakeClient) -> None:

@@ -21,7 +21,11 @@ def test_every_backend_has_every_method_of_the_contract(backend: type) -> None:
     }
     have = set(dir(backend))
     assert wanted - have == set()
-    for name in wanted - {"location", "__enter__", "__exit__"}:
+    properties = {n for n in wanted if isinstance(getattr(JournalStore, n), property)}
+    assert properties == {"location", "remote"}
+    for name in properties:
+        assert isinstance(getattr(backend, name), property), name
+    for name in wanted - properties - {"__enter__", "__exit__"}:
         ours = inspect.signature(getattr(backend, name))
         contract = inspect.signature(getattr(JournalStore, name))
         assert list(ours.parameters) == list(contract.parameters), name

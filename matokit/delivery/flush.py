@@ -257,7 +257,11 @@ class _Flusher:
                 return
             if budget is not None:
                 budget -= len(entries)
-            if width == 1:
+            # One lane sends bulk after bulk; on a journal in a server (Redis), it claims the
+            # next batch while a bulk is in flight (the claim's wait overlaps the send), as
+            # the lanes do. On SQLite, claiming is this process's own work: there the next
+            # claim carries the last bulk's acknowledgements, one write per bulk.
+            if width == 1 and not (self.journal.remote and self.result.requests):
                 self._defer_acks = True
                 try:
                     self._batch(entries)
@@ -459,6 +463,9 @@ class _Flusher:
         """
         options = self.options
         window = options.batch_size * width
+        # A bulk rolled back by a deadlock between lanes goes again; one fixed lane sends as
+        # a one-lane flush always has (a rollback is a failure, retried by the backoff).
+        retry_rollbacks = self.lanes.auto or width > 1
         queues: list[deque[Entry]] = [deque() for _ in range(width)]
         cond = threading.Condition()
         producing = [True]
@@ -494,7 +501,7 @@ class _Flusher:
                     chunk = [queue.popleft() for _ in range(min(len(queue), options.batch_size))]
                     cond.notify_all()
                 try:
-                    self._lane(chunk, retry_rollbacks=True)
+                    self._lane(chunk, retry_rollbacks=retry_rollbacks)
                 except _Stop as stop:
                     with self._lock:
                         if self._halt is None:

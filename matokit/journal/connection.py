@@ -86,6 +86,11 @@ class JournalConnection(Closing):
         """Where the journal lives, as shown to people: its file."""
         return str(self.path)
 
+    @property
+    def remote(self) -> bool:
+        """False: the journal's work (SQL and fsync) is this process's own."""
+        return False
+
     def __repr__(self) -> str:
         return f"{type(self).__name__}({str(self.path)!r})"
 

@@ -39,6 +39,14 @@ class JournalStore(Protocol):
         """Where it lives, as shown to people (a file path, or a Redis URL without password)."""
         ...
 
+    @property
+    def remote(self) -> bool:
+        """Whether its work runs in another process (a server) while this one waits: a
+        one-lane flush then claims the next batch while it sends. Otherwise (SQLite: the work
+        is this process's own, CPU and fsync) the next claim carries the last bulk's
+        acknowledgements instead, one write per bulk."""
+        ...
+
     def close(self) -> None:
         """Release its connection (the object may not be used afterwards)."""
         ...

@@ -178,6 +178,11 @@ class RedisJournal:
         """Where the journal lives, as shown to people: the Redis URL without its password."""
         return self.target.display
 
+    @property
+    def remote(self) -> bool:
+        """True: the scripts run in the Redis server while this process waits."""
+        return True
+
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.location!r}, {self.target.namespace!r})"
 
