@@ -23,6 +23,7 @@ from matokit.delivery.groupack import GroupAck
 from matokit.delivery.lanes import AUTO_EPOCH, LaneWidth, lane_key, next_bulk
 from matokit.delivery.matomo import (
     AT_RISK_AGE,
+    OLD_HIT_AGE,
     NoAdminAccess,
     TrackingClient,
     admin_sites,
@@ -442,8 +443,11 @@ class _Flusher:
                         max_count=options.batch_size,
                         max_bytes=options.max_payload_bytes,
                     )
-                sending = {e.id for e in group}
-                live = [e for e in live if e.id not in sending]
+                if group == live[: len(group)]:  # a bulk is the head of what is left
+                    live = live[len(group) :]
+                else:
+                    sending = {e.id for e in group}
+                    live = [e for e in live if e.id not in sending]
                 self._send(group, retry_rollbacks=retry_rollbacks)
         except BaseException:
             # Hits not yet handed to a request go back untouched; a request cut short (Ctrl-C)
@@ -628,8 +632,11 @@ class _Flusher:
         refused: list[tuple[Entry, str]] = []
         try:
             for entry in entries:
+                age = now - entry_time(entry)
+                if age < OLD_HIT_AGE:  # the rule's first answer, without asking for the site
+                    continue
                 refusal = old_hit_refusal(
-                    now - entry_time(entry),
+                    age,
                     entry_site(entry),
                     has_token=self.d.has_token,
                     admin=self._admin_sites,
@@ -653,9 +660,10 @@ class _Flusher:
             return True
         if self.superuser:
             return False
-        if entry.dimension is None and self._keyed_site(entry.site):
+        site = entry_site(entry)
+        if entry.dimension is None and self._keyed_site(site):
             return True  # a goal or order cannot be looked up: keep its refusal attributable
-        return now - entry_time(entry) >= AT_RISK_AGE or entry_site(entry) not in self.seen_sites
+        return site not in self.seen_sites or now - entry_time(entry) >= AT_RISK_AGE
 
     def _keyed_site(self, site: int) -> bool:
         """Whether `site`'s hits carry keys in this flush (its dimension is already known)."""
@@ -731,11 +739,15 @@ class _Flusher:
                 self.superuser = True
             elif answer.tracked + answer.invalid > 0 and self.superuser is None:
                 self.superuser = False
-        by_outcome = _group_by(zip(group, answer.outcomes, strict=True), lambda p: str(p[1]))
-        delivered = [e for e, _ in by_outcome.get("delivered", [])]
-        rejected = [e for e, _ in by_outcome.get("rejected", [])]
-        invalid = [e for e, _ in by_outcome.get("batch_invalid", [])]
-        lost = [e for e, _ in by_outcome.get("unconfirmed", [])]
+        outcomes = answer.outcomes
+        if len(outcomes) == len(group) and outcomes.count("delivered") == len(group):
+            delivered, rejected, invalid, lost = group, [], [], []  # the usual answer
+        else:
+            by_outcome = _group_by(zip(group, outcomes, strict=True), lambda p: str(p[1]))
+            delivered = [e for e, _ in by_outcome.get("delivered", [])]
+            rejected = [e for e, _ in by_outcome.get("rejected", [])]
+            invalid = [e for e, _ in by_outcome.get("batch_invalid", [])]
+            lost = [e for e, _ in by_outcome.get("unconfirmed", [])]
         note = answer.note or "Matomo's answer did not account for these hits"
         for part, alone in ((invalid, True), (lost, False)):
             checked = self._lookup_first(part)

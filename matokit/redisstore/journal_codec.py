@@ -97,23 +97,40 @@ _STATES: Final = {state.value: state for state in EntryState}
 
 def entry(entry_id: str, record: str) -> Entry:
     """The Entry stored as `record` under `entry_id`."""
+    return _entry(entry_id, record, {})
+
+
+def _entry(entry_id: str, record: str, times: dict[str, float]) -> Entry:
+    """`entry`, its shared times read once: the hits of one claim mostly share when they were
+    journaled, when they were due and when their lease ends (`times` maps text to float)."""
     (
         _seq, created, enqueued, attempts, next_at, state, error, owner, expires, reason,
         unconfirmed, dimension, sent_at, verify, alone, params, key,
     ) = record.split(_US, _SPLITS)  # fmt: skip
+    enqueued_at = times.get(enqueued)
+    if enqueued_at is None:
+        enqueued_at = times[enqueued] = float(enqueued)
+    next_attempt_at = times.get(next_at)
+    if next_attempt_at is None:
+        next_attempt_at = times[next_at] = float(next_at)
+    lease_expires_at = None
+    if expires:
+        lease_expires_at = times.get(expires)
+        if lease_expires_at is None:
+            lease_expires_at = times[expires] = float(expires)
     return entry_of(
         (
             entry_id,
             key,
             params_of(params),
             float(created),
-            float(enqueued),
+            enqueued_at,
             int(attempts),
-            float(next_at),
+            next_attempt_at,
             _STATES[state],
             _text(error) if error else None,
             _text(owner) if owner else None,
-            float(expires) if expires else None,
+            lease_expires_at,
             _text(reason) if reason else None,
             int(unconfirmed),
             int(dimension) if dimension else None,
@@ -128,6 +145,9 @@ def entries(blob: bytes | str) -> list[Entry]:
     """The entries of a script's answer ("<length>:<id><record>" after one another; the
     length in bytes, of the id and the record), in id order."""
     data = blob.encode() if isinstance(blob, str) else blob
+    text = data.decode()
+    ascii_only = len(text) == len(data)  # then text and bytes share offsets: one decode
+    times: dict[str, float] = {}
     found: list[Entry] = []
     pos, size = 0, len(data)
     while pos < size:
@@ -135,7 +155,10 @@ def entries(blob: bytes | str) -> list[Entry]:
         start = colon + 1
         end = start + int(data[pos:colon])
         middle = start + ID_LENGTH
-        found.append(entry(data[start:middle].decode(), data[middle:end].decode()))
+        if ascii_only:
+            found.append(_entry(text[start:middle], text[middle:end], times))
+        else:
+            found.append(_entry(data[start:middle].decode(), data[middle:end].decode(), times))
         pos = end
     found.sort(key=lambda e: e.id)
     return found
