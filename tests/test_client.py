@@ -997,3 +997,72 @@ def test_no_proxy_from_the_environment_is_honoured(
         c.track(make_hits(1))
         c.track(make_hits(1))
     assert seen == ["/matomo.php", "/matomo.php"]  # direct, not through port 9
+
+
+def test_the_lean_tracking_post_sends_what_session_post_sends(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The tracking session's `lean_post` (no per-call merging) puts the same request on the
+    wire as `Session.post`: headers, body, basic auth, a netrc login, the session's cookies."""
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    from matokit.client.transport import lean_post, tracking_session
+
+    netrc = tmp_path / "netrc"
+    netrc.write_text("machine 127.0.0.1 login netrc-user password netrc-pass\n")
+    netrc.chmod(0o600)
+    monkeypatch.setenv("NETRC", str(netrc))
+    seen: list[tuple[str, list[tuple[str, str]], bytes]] = []
+
+    class Recorder(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def do_POST(self) -> None:
+            body = self.rfile.read(int(self.headers["Content-Length"]))
+            seen.append((self.path, sorted((k.lower(), v) for k, v in self.headers.items()), body))
+            self.send_response(200)
+            self.send_header("Set-Cookie", "lb=node-2; Path=/")  # a sticky load balancer
+            self.send_header("Content-Length", "2")
+            self.end_headers()
+            self.wfile.write(b"{}")
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Recorder)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_address[1]}/matomo.php"
+    request = {
+        "data": b'{"requests":["?idsite=1&rec=1"]}',
+        "headers": {"User-Agent": "matokit-test", "Content-Type": "application/json"},
+        "timeout": (5.0, 5.0),
+        "verify": True,
+    }
+    try:
+        for auth in (None, ("user", "pass")):
+            wire: list[list[tuple[str, list[tuple[str, str]], bytes]]] = []
+            for lean in (True, False):
+                session = tracking_session()
+                seen.clear()
+                for _ in range(2):  # the second request carries the cookie of the first answer
+                    if lean:
+                        response = lean_post(session, url, auth=auth, **request)
+                    else:
+                        response = session.post(url, allow_redirects=False, auth=auth, **request)
+                    assert response.status_code == 200
+                session.close()
+                wire.append(list(seen))
+            assert wire[0] == wire[1]
+            first, second = (dict(headers) for _, headers, _ in wire[0])
+            login = "user:pass" if auth else "netrc-user:netrc-pass"
+            assert first["authorization"] == basic(login)
+            assert "cookie" not in first and second["cookie"] == "lb=node-2"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def basic(login: str) -> str:
+    import base64
+
+    return "Basic " + base64.b64encode(login.encode()).decode()

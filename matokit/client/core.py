@@ -243,13 +243,14 @@ class MatomoClient(Closing):
         all_headers = {"User-Agent": self._user_agent, **(headers or {})}
         started = time.perf_counter()
         try:
-            response = sender.post(
+            # Never redirected: a redirected POST would re-send the token elsewhere.
+            response = transport.lean_post(
+                sender,
                 url,
                 data=data,
                 headers=all_headers,
                 timeout=self._timeout,
                 verify=self._verify,
-                allow_redirects=False,  # a redirected POST would re-send the token elsewhere
                 auth=self._auth,
             )
         except (requests.RequestException, OSError, http.client.HTTPException) as exc:

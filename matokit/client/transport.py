@@ -9,7 +9,7 @@ from __future__ import annotations
 import functools
 import http.client
 import socket
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote, urlsplit
 
@@ -95,6 +95,8 @@ def _environment_once() -> type[requests.Session]:
         def __init__(self) -> None:
             super().__init__()
             self._merged: dict[tuple[Any, ...], Any] = {}
+            self._urls: dict[str, str] = {}
+            self._logins: dict[str, Any] = {}
 
         def merge_environment_settings(
             self, url: Any, proxies: Any, stream: Any, verify: Any, cert: Any
@@ -112,7 +114,62 @@ def _environment_once() -> type[requests.Session]:
                 self._merged[key] = merged
             return {**merged, "proxies": dict(merged["proxies"])}
 
+        def lean_post(
+            self,
+            url: str,
+            *,
+            data: bytes,
+            headers: Mapping[str, str],
+            timeout: Any,
+            verify: Any,
+            auth: Any,
+        ) -> requests.Response:
+            """`post(url, data=..., headers=..., timeout=..., verify=..., auth=...,
+            allow_redirects=False)`: the same request, without the merging `Session.request`
+            redoes per call (a third of its CPU, 0.4 ms a bulk here): the URL is prepared
+            once, the session's headers, cookies and hooks are taken as they are, and a
+            netrc login is looked up once per URL, as `trust_env` asks."""
+            from requests.structures import CaseInsensitiveDict
+
+            request = requests.PreparedRequest()
+            request.prepare_method("POST")
+            request.url = self._prepared_url(url)
+            merged = CaseInsensitiveDict(self.headers)
+            merged.update(headers)
+            request.prepare_headers({k: v for k, v in merged.items() if v is not None})
+            request.prepare_body(data, None)
+            if not auth and not self.auth and self.trust_env:
+                auth = self._netrc(request.url)
+            request.prepare_auth(auth or self.auth, request.url)
+            request.prepare_cookies(self.cookies)
+            request.prepare_hooks(self.hooks)
+            settings = self.merge_environment_settings(request.url, {}, None, verify, None)
+            return self.send(request, timeout=timeout, allow_redirects=False, **settings)
+
+        def _prepared_url(self, url: str) -> str:
+            prepared = self._urls.get(url)
+            if prepared is None:
+                probe = requests.PreparedRequest()
+                probe.prepare_url(url, None)
+                prepared = self._urls[url] = str(probe.url)
+            return prepared
+
+        def _netrc(self, url: str) -> Any:
+            from requests.utils import get_netrc_auth
+
+            if url not in self._logins:
+                self._logins[url] = get_netrc_auth(url)
+            return self._logins[url]
+
     return EnvironmentOnce
+
+
+def lean_post(session: requests.Session, url: str, **request: Any) -> requests.Response:
+    """`session.post(url, allow_redirects=False, **request)` (data, headers, timeout, verify,
+    auth), through the tracking session's leaner path when `session` is one."""
+    if isinstance(session, _environment_once()):
+        return session.lean_post(url, **request)  # type: ignore[attr-defined,no-any-return]
+    return session.post(url, allow_redirects=False, **request)
 
 
 def tracking_session() -> requests.Session:
