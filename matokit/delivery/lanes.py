@@ -27,8 +27,6 @@ MAX_CONCURRENCY: Final = 32
 AUTO_START: Final = 2
 AUTO_MAX: Final = 8
 AUTO_EPOCH: Final = 8  # windows of bulks between two measurements under `auto`
-# A bulk's JSON body stays under this by default: nginx's default client_max_body_size is 1 MiB.
-DEFAULT_MAX_PAYLOAD: Final = 1_000_000
 _BODY_OVERHEAD: Final = 64  # {"requests":[...],"token_auth":"..."} around the items
 _ITEM_OVERHEAD: Final = 4  # quotes and a comma per item
 

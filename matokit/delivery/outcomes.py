@@ -7,7 +7,6 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any, Final
 
-from matokit.delivery.lanes import DEFAULT_MAX_PAYLOAD
 from matokit.errors import MatokitError
 from matokit.flushrecord import FlushRecord, StopReason
 
@@ -15,6 +14,8 @@ if TYPE_CHECKING:
     from matokit.config import Settings
 
 DEFAULT_LEASE: Final = 600.0
+# A bulk's JSON body stays under this by default: nginx's default client_max_body_size is 1 MiB.
+DEFAULT_MAX_PAYLOAD: Final = 1_000_000
 
 Progress = Callable[[int], None]
 
