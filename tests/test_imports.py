@@ -199,3 +199,13 @@ def test_the_old_health_cycle_would_be_found() -> None:
     # health.py imported healthchecks late, healthchecks imported health at module level.
     graph = {"matokit.health": {"matokit.healthchecks"}, "matokit.healthchecks": {"matokit.health"}}
     assert cycles(graph) == [["matokit.health", "matokit.healthchecks", "matokit.health"]]
+
+
+def test_the_delivery_package_exports_every_public_name_it_loads_lazily() -> None:
+    import matokit.delivery as delivery
+
+    assert sorted(delivery.__all__) == sorted(delivery._EXPORTS)
+    for name in delivery.__all__:
+        assert getattr(delivery, name) is not None
+    with pytest.raises(AttributeError):
+        _ = delivery.no_such_name  # type: ignore[attr-defined]

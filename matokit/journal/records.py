@@ -95,18 +95,18 @@ class Entry:
         return self.reason if self.state is EntryState.DEAD else None
 
 
-# Entry's slot setters, by field. A frozen dataclass's __init__ sets each field through
-# object.__setattr__; a journal builds an Entry per claimed hit (a hundred per bulk), and
-# calling the slots' own setters, one line each, takes 1.7 instead of 4.2 µs here.
-_SET: Final = {f.name: Entry.__dict__[f.name].__set__ for f in fields(Entry)}
+# Entry's fields in declaration order, and their slots' setters. A frozen dataclass's __init__
+# sets each field through object.__setattr__; a journal builds an Entry per claimed hit (a
+# hundred per bulk), and calling the slots' own setters, one line each, takes 1.7 instead of
+# 4.2 µs here.
 _FIELDS: Final = (
     "id", "key", "params", "created_at", "enqueued_at", "attempts", "next_attempt_at", "state",
     "last_error", "lease_owner", "lease_expires_at", "reason", "sent_unconfirmed", "dimension",
     "sent_at", "verify", "alone",
 )  # fmt: skip
-if tuple(_SET) != _FIELDS:  # entry_of below names every field once, in this order
-    raise AssertionError(f"entry_of is out of date with Entry's fields: {tuple(_SET)}")
-_SETTERS: Final = tuple(_SET.values())
+if tuple(f.name for f in fields(Entry)) != _FIELDS:  # entry_of names each field in this order
+    raise AssertionError("entry_of is out of date with Entry's fields")
+_SETTERS: Final = tuple(Entry.__dict__[name].__set__ for name in _FIELDS)
 
 
 def entry_of(
