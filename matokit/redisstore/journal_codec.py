@@ -14,7 +14,7 @@ import re
 from collections.abc import Sequence
 from typing import Any, Final
 
-from matokit.journal.queries import params_of
+from matokit.journal.queries import id_list, params_of
 from matokit.journal.reconciling import SiteRecord
 from matokit.journal.records import Entry, EntryState, NewHit, entry_of
 from matokit.redisstore.journal_lua import ID_LENGTH, RECORD_FIELDS, SEPARATOR
@@ -107,30 +107,19 @@ def _entry(entry_id: str, record: str, times: dict[str, float]) -> Entry:
         _seq, created, enqueued, attempts, next_at, state, error, owner, expires, reason,
         unconfirmed, dimension, sent_at, verify, alone, params, key,
     ) = record.split(_US, _SPLITS)  # fmt: skip
-    enqueued_at = times.get(enqueued)
-    if enqueued_at is None:
-        enqueued_at = times[enqueued] = float(enqueued)
-    next_attempt_at = times.get(next_at)
-    if next_attempt_at is None:
-        next_attempt_at = times[next_at] = float(next_at)
-    lease_expires_at = None
-    if expires:
-        lease_expires_at = times.get(expires)
-        if lease_expires_at is None:
-            lease_expires_at = times[expires] = float(expires)
     return entry_of(
         (
             entry_id,
             key,
             params_of(params),
             float(created),
-            enqueued_at,
+            _time(enqueued, times),
             int(attempts),
-            next_attempt_at,
+            _time(next_at, times),
             _STATES[state],
             _text(error) if error else None,
             _text(owner) if owner else None,
-            lease_expires_at,
+            _time(expires, times) if expires else None,
             _text(reason) if reason else None,
             int(unconfirmed),
             int(dimension) if dimension else None,
@@ -141,11 +130,19 @@ def _entry(entry_id: str, record: str, times: dict[str, float]) -> Entry:
     )
 
 
+def _time(text: str, times: dict[str, float]) -> float:
+    """`float(text)`, read once per text in `times`."""
+    value = times.get(text)
+    if value is None:
+        value = times[text] = float(text)
+    return value
+
+
 def entries(blob: bytes | str) -> list[Entry]:
     """The entries of a script's answer ("<length>:<id><record>" after one another; the
     length in bytes, of the id and the record), in id order."""
     data = blob.encode() if isinstance(blob, str) else blob
-    text = data.decode()
+    text = blob if isinstance(blob, str) else data.decode()
     ascii_only = len(text) == len(data)  # then text and bytes share offsets: one decode
     times: dict[str, float] = {}
     found: list[Entry] = []
@@ -168,9 +165,7 @@ def joined_ids(ids: Sequence[str]) -> str:
     """Entry ids as one script argument (ids are ID_LENGTH long; one argument per id costs
     the client 2 µs each to send). An id of another length names no entry: left out, as an
     unknown id is skipped."""
-    if isinstance(ids, str):
-        raise TypeError("pass a sequence of entry ids, not a single string")
-    return "".join([i for i in ids if len(i) == ID_LENGTH])
+    return "".join([i for (i,) in id_list(ids) if len(i) == ID_LENGTH])
 
 
 def site_record(site: bytes | str, record: bytes | str) -> SiteRecord:
